@@ -1,0 +1,174 @@
+"""Block modules and the block-type registry.
+
+`BLOCK_TYPES` is the one place a block type is declared: its JSON fields (checked by `spec.py`),
+its channel arithmetic rules, and the function that builds the module. Blocks take uniform keyword
+arguments (`stride`, `dilation`, `act_layer`, `norm_layer`, `drop_path_rate`) as timm's do.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+import torch.nn as nn
+from timm.layers import DropPath, create_conv2d, get_act_layer, get_norm_act_layer
+from timm.models._efficientnet_blocks import DepthwiseSeparableConv
+
+from .spec import ACT, CHANNELS, Field
+
+LayerType = type[nn.Module] | Callable[..., nn.Module]
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """ShuffleNet's channel shuffle: out[g' * G + g] = in[g * C/G + g'] for G groups."""
+    return torch.channel_shuffle(x, groups)
+
+
+class FpnasBlock(nn.Module):
+    """The searched FPNAS block: an optional channel split, an MBConv branch, an optional shortcut.
+
+    With `split`, the first `in_chs // 2` channels bypass the MBConv branch (through a depthwise-separable
+    conv when the block has stride 2) and the two parts are concatenated and channel-shuffled. The
+    shortcut is added around the MBConv branch only: identity when shapes allow, else a 1x1 conv + BN.
+    Module structure follows the spec's stride, so a dilated copy (`output_stride`) keeps the same weights.
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        spec_stride: int | None = None,
+        dilation: int = 1,
+        expansion: float = 6.0,
+        shortcut: bool = True,
+        split: bool = False,
+        act_layer: LayerType = nn.ReLU,
+        norm_layer: LayerType = nn.BatchNorm2d,
+        drop_path_rate: float = 0.0,
+    ):
+        super().__init__()
+        spec_stride = stride if spec_stride is None else spec_stride
+        norm_act_layer = get_norm_act_layer(norm_layer, act_layer)
+        self.split_chs = in_chs // 2 if split else 0
+        branch_in = in_chs - self.split_chs
+        branch_out = out_chs - self.split_chs
+        if split and spec_stride > 1:
+            self.split_branch = DepthwiseSeparableConv(
+                self.split_chs, self.split_chs, dw_kernel_size=3, stride=stride, dilation=dilation,
+                noskip=True, act_layer=act_layer, norm_layer=norm_layer,
+            )
+        else:
+            self.split_branch = nn.Identity()
+
+        mid_chs = int(round(branch_in * expansion))
+        self.conv_pw = create_conv2d(branch_in, mid_chs, 1)
+        self.bn1 = norm_act_layer(mid_chs, inplace=True)
+        self.conv_dw = create_conv2d(mid_chs, mid_chs, kernel_size, stride=stride, dilation=dilation, depthwise=True)
+        self.bn2 = norm_act_layer(mid_chs, inplace=True)
+        self.conv_pwl = create_conv2d(mid_chs, branch_out, 1)
+        self.bn3 = norm_act_layer(branch_out, apply_act=False)
+
+        self.has_shortcut = shortcut
+        if shortcut and (spec_stride > 1 or branch_in != branch_out):
+            conv = create_conv2d(branch_in, branch_out, 1, stride=stride)
+            self.shortcut = nn.Sequential()
+            self.shortcut.add_module("conv", conv)
+            self.shortcut.add_module("bn", norm_act_layer(branch_out, apply_act=False))
+        else:
+            self.shortcut = nn.Identity()
+        self.drop_path = DropPath(drop_path_rate) if shortcut and drop_path_rate > 0 else nn.Identity()
+
+    def _branch(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn1(self.conv_pw(x))
+        out = self.bn2(self.conv_dw(out))
+        out = self.bn3(self.conv_pwl(out))
+        if self.has_shortcut:
+            out = self.drop_path(out) + self.shortcut(x)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.split_chs == 0:
+            return self._branch(x)
+        left = self.split_branch(x[:, : self.split_chs])
+        right = self._branch(x[:, self.split_chs :])
+        return channel_shuffle(torch.cat([left, right], dim=1), 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry.
+
+
+@dataclass(frozen=True)
+class BlockType:
+    """How one `type` of spec block is validated and built.
+
+    `build(in_chs, args, stride=, dilation=, norm_layer=, drop_path_rate=)` gets the validated JSON fields
+    in `args`; `stride` may be lower than `args['stride']` when an output stride is imposed by dilation.
+    `check(in_chs, args)` yields (field, expectation) pairs for impossible channel arithmetic.
+    """
+
+    fields: dict[str, Field]
+    build: Callable[..., nn.Module]
+    check: Callable[[int, dict], Iterable[tuple[str, str]]] = lambda in_chs, args: ()
+    has_residual: bool = False  # whether drop_path_rate applies
+
+    def check_channels(self, in_chs: int, args: dict) -> list[tuple[str, str]]:
+        return list(self.check(in_chs, args))
+
+
+KERNEL = Field("int", choices=(3, 5))
+STRIDE = Field("int", choices=(1, 2))
+
+
+def _build_ds(in_chs: int, args: dict, *, stride: int, dilation: int, norm_layer: LayerType,
+              drop_path_rate: float) -> nn.Module:
+    return DepthwiseSeparableConv(
+        in_chs, args["out_chs"], dw_kernel_size=args["kernel_size"], stride=stride, dilation=dilation,
+        noskip=True, act_layer=get_act_layer(args["act"]), norm_layer=norm_layer,
+    )
+
+
+def _build_fpnas(in_chs: int, args: dict, *, stride: int, dilation: int, norm_layer: LayerType,
+                 drop_path_rate: float) -> nn.Module:
+    return FpnasBlock(
+        in_chs, args["out_chs"], kernel_size=args["kernel_size"], stride=stride, spec_stride=args["stride"],
+        dilation=dilation, expansion=args["expansion"], shortcut=args["shortcut"], split=args["split"],
+        act_layer=get_act_layer(args["act"]), norm_layer=norm_layer, drop_path_rate=drop_path_rate,
+    )
+
+
+def _check_fpnas(in_chs: int, args: dict) -> Iterable[tuple[str, str]]:
+    if args["split"]:
+        if in_chs % 2:
+            yield "split", f"false: the block input has an odd width ({in_chs}) and cannot be split in halves"
+        if args["out_chs"] % 2:
+            yield "out_chs", "an even width: a split block's output is channel-shuffled in 2 groups"
+        if args["out_chs"] <= in_chs // 2:
+            yield "out_chs", (f"more than the {in_chs // 2} channels that bypass the branch, so the "
+                              "split's two branches add up to out_chs")
+
+
+BLOCK_TYPES: dict[str, BlockType] = {
+    # Depthwise-separable conv (FPNASNet's block1): dw kxk -> BN -> act -> pw 1x1 -> BN, no residual.
+    "ds": BlockType(
+        fields={"out_chs": CHANNELS, "kernel_size": KERNEL, "stride": STRIDE, "act": ACT},
+        build=_build_ds,
+    ),
+    # The FPNAS searched block (split / shortcut / MBConv with expansion t).
+    "fpnas": BlockType(
+        fields={
+            "out_chs": CHANNELS,
+            "kernel_size": KERNEL,
+            "stride": STRIDE,
+            "expansion": Field("number", low=1, high=12),
+            "shortcut": Field("bool"),
+            "split": Field("bool"),
+            "act": ACT,
+        },
+        build=_build_fpnas,
+        check=_check_fpnas,
+        has_residual=True,
+    ),
+}

@@ -1,0 +1,94 @@
+"""Checkpoint filter: maps the state_dict layouts we accept onto the zoo's module names.
+
+Accepted: the zoo's own layout, and the official FPNASNet layout (`features.N...`,
+jiequancui/FPNASNet), either raw or wrapped in `state_dict` / `model` / EMA keys, with or
+without `module.` (DataParallel/DDP) and `_orig_mod.` (torch.compile) prefixes.
+"""
+from __future__ import annotations
+
+import re
+
+import torch
+import torch.nn as nn
+
+WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")
+PREFIXES = ("module.", "_orig_mod.")
+
+# Official sub-module names -> ours, per block type (the layers of an nn.Sequential in FPNASNet.py).
+_OFFICIAL_BLOCK_KEYS = {
+    "ds": {"0": "conv_dw", "1": "bn1", "3": "conv_pw", "4": "bn2"},
+    "fpnas": {
+        "conv.0": "conv_pw", "conv.1": "bn1", "conv.3": "conv_dw", "conv.4": "bn2", "conv.6": "conv_pwl",
+        "conv.7": "bn3", "shortcutSeq.0": "shortcut.conv", "shortcutSeq.1": "shortcut.bn",
+        "splitSeq.0": "split_branch.conv_dw", "splitSeq.1": "split_branch.bn1",
+        "splitSeq.3": "split_branch.conv_pw", "splitSeq.4": "split_branch.bn2",
+    },
+}
+_PARAM = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint does not fit the model it is loaded into."""
+
+
+def unwrap_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
+    """Take the tensors out of a training checkpoint and strip wrapper prefixes from their keys."""
+    state_dict = checkpoint
+    for key in WRAPPER_KEYS:
+        if isinstance(state_dict, dict) and isinstance(state_dict.get(key), dict):
+            state_dict = state_dict[key]
+            break
+    if not isinstance(state_dict, dict):
+        raise CheckpointError(f"expected a state_dict (a dict of tensors), got {type(state_dict).__name__}")
+    out = {}
+    for key, value in state_dict.items():
+        for prefix in PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        out[key] = value
+    return out
+
+
+def is_official_fpnasnet(state_dict: dict) -> bool:
+    return any(k.startswith("features.") for k in state_dict) and not any(k.startswith("blocks.") for k in state_dict)
+
+
+def convert_official_fpnasnet(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Rename official FPNASNet keys (`features.0` stem, `features.1..N` blocks, `features.N+1` head)."""
+    block_names = [f"blocks.{s}.{j}" for s, stage in enumerate(model.blocks) for j in range(len(stage))]
+    block_types = [b["type"] for b in model.spec.blocks]
+    head_index = len(block_names) + 1
+    official_head = max(int(k.split(".")[1]) for k in state_dict if k.startswith("features."))
+    if official_head != head_index:
+        raise CheckpointError(
+            f"official FPNASNet checkpoint has {official_head - 1} blocks after the stem, "
+            f"model {model.spec.name} has {len(block_names)}"
+        )
+    out = {}
+    for key, value in state_dict.items():
+        m = re.fullmatch(r"features\.(\d+)\.(.+)\." + _PARAM, key)
+        if m:
+            index, inner, param = int(m.group(1)), m.group(2), m.group(3)
+            if index == 0:
+                mapped = {"0": "conv_stem", "1": "bn1"}.get(inner)
+            elif index == head_index:
+                mapped = {"0": "conv_head", "1": "bn2"}.get(inner)
+            else:
+                inner_name = _OFFICIAL_BLOCK_KEYS.get(block_types[index - 1], {}).get(inner)
+                mapped = inner_name and f"{block_names[index - 1]}.{inner_name}"
+            if mapped is None:
+                raise CheckpointError(f"official FPNASNet key {key!r} has no counterpart in {model.spec.name}")
+            out[f"{mapped}.{param}"] = value
+        elif key.startswith("classifier.1."):
+            out["classifier." + key[len("classifier.1."):]] = value
+        else:
+            raise CheckpointError(f"unexpected key {key!r} in an official FPNASNet checkpoint")
+    return out
+
+
+def checkpoint_filter_fn(state_dict: dict, model: nn.Module) -> dict[str, torch.Tensor]:
+    """timm `pretrained_filter_fn`: any accepted layout -> the zoo's keys."""
+    state_dict = unwrap_state_dict(state_dict)
+    if is_official_fpnasnet(state_dict):
+        return convert_official_fpnasnet(state_dict, model)
+    return state_dict

@@ -1,0 +1,383 @@
+"""The architecture spec: one JSON file per network, validated on load, written canonically.
+
+A spec is plain data. Its blocks are explicit objects (`{"type": "fpnas", "out_chs": 40, ...}`); the
+fields each block type takes are declared once, in `fpnas_zoo.blocks.BLOCK_TYPES`, and this module
+checks every block against that declaration. Every problem raises `SpecError`, whose message names
+the file, the JSON path of the field, the value found and what was expected.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterator
+
+SCHEMA_VERSION = 1
+PROVENANCES = ("official", "reconstructed", "searched")
+ACTIVATIONS = ("relu", "relu6", "hard_swish", "swish")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+POOL_TYPES = ("avg", "max", "avgmax")
+WEIGHT_LAYOUTS = ("zoo", "fpnasnet_official")
+PARAM_CONVENTIONS = ("total", "without_bn")
+MULT_ADD_CONVENTIONS = ("total", "conv_only")
+
+
+class SpecError(ValueError):
+    """A spec failed validation. `file`, `path`, `value` and `expected` say where and why."""
+
+    def __init__(self, file: str, path: str, value: Any, expected: str):
+        self.file, self.path, self.value, self.expected = file, path, value, expected
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        super().__init__(f"{file}: {path or '<root>'}: got {shown}, expected {expected}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Field declarations: a tiny schema language of our own, enough for flat JSON objects.
+
+
+@dataclass(frozen=True)
+class Field:
+    """One named field of a JSON object: its kind and the values it may take."""
+
+    kind: str  # 'int', 'number', 'bool', 'str', 'int3', 'number3', 'object', 'list'
+    choices: tuple | None = None
+    low: float | None = None  # inclusive bounds for numbers
+    high: float | None = None
+    nullable: bool = False
+    optional: bool = False  # may be absent (then treated as null / default)
+    pattern: str | None = None
+
+    def describe(self) -> str:
+        if self.choices is not None:
+            text = "one of " + ", ".join(repr(c) for c in self.choices)
+        else:
+            text = {
+                "int": "an integer",
+                "number": "a number",
+                "bool": "true or false",
+                "str": "a string",
+                "int3": "a list of 3 integers",
+                "number3": "a list of 3 numbers",
+                "object": "an object",
+            }[self.kind]
+            if self.low is not None and self.high is not None:
+                text += f" in [{self.low:g}, {self.high:g}]"
+            elif self.low is not None:
+                text += f" >= {self.low:g}"
+            if self.pattern:
+                text += f" matching {self.pattern}"
+        return text + (" or null" if self.nullable else "")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+def _check_value(value: Any, f: Field, file: str, path: str) -> None:
+    if value is None:
+        if f.nullable or f.optional:
+            return
+        raise SpecError(file, path, value, f.describe())
+    ok = {
+        "int": _is_int,
+        "number": _is_number,
+        "bool": lambda v: isinstance(v, bool),
+        "str": lambda v: isinstance(v, str),
+        "int3": lambda v: isinstance(v, list) and len(v) == 3 and all(_is_int(x) for x in v),
+        "number3": lambda v: isinstance(v, list) and len(v) == 3 and all(_is_number(x) for x in v),
+        "object": lambda v: isinstance(v, dict),
+        "list": lambda v: isinstance(v, list) and len(v) > 0,
+    }[f.kind](value)
+    if ok and f.choices is not None:
+        ok = value in f.choices  # the kind check above already told bools from ints
+    if ok and f.kind in ("int", "number"):
+        ok = (f.low is None or value >= f.low) and (f.high is None or value <= f.high)
+    if ok and f.kind in ("int3", "number3"):
+        ok = all((f.low is None or x >= f.low) and (f.high is None or x <= f.high) for x in value)
+    if ok and f.pattern is not None:
+        ok = re.fullmatch(f.pattern, value) is not None
+    if not ok:
+        raise SpecError(file, path, value, f.describe())
+
+
+def check_object(obj: Any, fields: dict[str, Field], file: str, path: str) -> dict:
+    """Validate a flat JSON object against `fields`; return it with keys in declaration order."""
+    if not isinstance(obj, dict):
+        raise SpecError(file, path, obj, "an object with keys " + ", ".join(fields))
+    for key in obj:
+        if key not in fields:
+            raise SpecError(file, _join(path, key), obj[key], "no such key; allowed: " + ", ".join(fields))
+    out = {}
+    for key, f in fields.items():
+        if key not in obj:
+            if f.optional:
+                continue
+            raise SpecError(file, _join(path, key), None, f"a required key ({f.describe()})")
+        _check_value(obj[key], f, file, _join(path, key))
+        out[key] = obj[key]
+    return out
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+# ---------------------------------------------------------------------------------------------
+# The top-level schema.
+
+CHANNELS = Field("int", low=1, high=8192)
+ACT = Field("str", choices=ACTIVATIONS)
+
+TOP_FIELDS = {
+    "schema_version": Field("int", choices=(SCHEMA_VERSION,)),
+    "name": Field("str", pattern=r"[a-z][a-z0-9_]*"),
+    "input_size": Field("int3", low=1, high=4096),
+    "num_classes": Field("int", low=1),
+    "preprocessing": Field("object"),
+    "stem": Field("object"),
+    "blocks": Field("list"),
+    "head": Field("object"),
+    "provenance": Field("str", choices=PROVENANCES),
+    "source": Field("object"),
+    "paper": Field("object"),
+    "weights": Field("object"),
+}
+PREPROCESSING_FIELDS = {
+    "crop_pct": Field("number", low=0.05, high=1.0),
+    "interpolation": Field("str", choices=INTERPOLATIONS),
+    "mean": Field("number3", low=0.0, high=1.0),
+    "std": Field("number3", low=1e-6, high=10.0),
+}
+STEM_FIELDS = {
+    "type": Field("str", choices=("conv_bn_act",)),
+    "out_chs": CHANNELS,
+    "kernel_size": Field("int", choices=(1, 3, 5, 7)),
+    "stride": Field("int", choices=(1, 2)),
+    "act": ACT,
+}
+HEAD_FIELDS = {
+    "type": Field("str", choices=("conv_head",)),
+    "out_chs": CHANNELS,
+    "act": ACT,
+    "pool": Field("str", choices=POOL_TYPES),
+    "drop_rate": Field("number", low=0.0, high=0.99),
+}
+SOURCE_FIELDS = {
+    "paper": Field("str"),
+    "table": Field("str", nullable=True),
+    "repository": Field("str", nullable=True),
+    "notes": Field("str"),
+}
+PAPER_FIELDS = {
+    "params_m": Field("number", low=0.0, nullable=True),
+    "params_convention": Field("str", choices=PARAM_CONVENTIONS),
+    "mult_adds_m": Field("number", low=0.0, nullable=True),
+    "mult_adds_convention": Field("str", choices=MULT_ADD_CONVENTIONS),
+    "top1": Field("number", low=0.0, high=100.0, nullable=True),
+    "source": Field("str"),
+}
+WEIGHT_FIELDS = {
+    "url": Field("str", nullable=True),
+    "hf_hub_id": Field("str", nullable=True),
+    "file": Field("str", nullable=True),
+    "layout": Field("str", choices=WEIGHT_LAYOUTS),
+    "license": Field("str"),
+    "top1": Field("number", low=0.0, high=100.0, nullable=True),
+    "notes": Field("str"),
+}
+
+
+@dataclass
+class ModelSpec:
+    """A validated architecture spec. `to_dict()` gives the canonical JSON object."""
+
+    name: str
+    input_size: tuple[int, int, int]
+    num_classes: int
+    preprocessing: dict
+    stem: dict
+    blocks: list[dict]
+    head: dict
+    provenance: str
+    source: dict
+    paper: dict
+    weights: dict[str, dict]
+    schema_version: int = SCHEMA_VERSION
+    path: str | None = field(default=None, compare=False)
+
+    def to_dict(self) -> dict:
+        return {
+            "schema_version": self.schema_version,
+            "name": self.name,
+            "input_size": list(self.input_size),
+            "num_classes": self.num_classes,
+            "preprocessing": dict(self.preprocessing),
+            "stem": dict(self.stem),
+            "blocks": [dict(b) for b in self.blocks],
+            "head": dict(self.head),
+            "provenance": self.provenance,
+            "source": dict(self.source),
+            "paper": dict(self.paper),
+            "weights": {tag: dict(w) for tag, w in self.weights.items()},
+        }
+
+    @property
+    def total_stride(self) -> int:
+        stride = self.stem["stride"]
+        for block in self.blocks:
+            stride *= block["stride"]
+        return stride
+
+    def block_channels(self) -> Iterator[tuple[int, int, dict]]:
+        """(in_chs, out_chs, block) for every block, in order."""
+        chs = self.stem["out_chs"]
+        for block in self.blocks:
+            yield chs, block["out_chs"], block
+            chs = block["out_chs"]
+
+
+def spec_from_dict(data: Any, file: str = "<dict>") -> ModelSpec:
+    """Validate a parsed JSON object and return the spec. Raises `SpecError`."""
+    from .blocks import BLOCK_TYPES  # the block registry depends on torch; import late
+
+    top = check_object(data, TOP_FIELDS, file, "")
+    blocks = top["blocks"]
+    checked_blocks = []
+    in_chs = check_object(top["stem"], STEM_FIELDS, file, "stem")["out_chs"]
+    for i, block in enumerate(blocks):
+        path = f"blocks[{i}]"
+        if not isinstance(block, dict) or "type" not in block:
+            raise SpecError(file, path, block, "an object with a 'type' key")
+        block_type = BLOCK_TYPES.get(block["type"])
+        if block_type is None:
+            raise SpecError(file, path + ".type", block["type"], "one of " + ", ".join(map(repr, BLOCK_TYPES)))
+        checked = check_object(block, {"type": Field("str"), **block_type.fields}, file, path)
+        for key, problem in block_type.check_channels(in_chs, checked):
+            raise SpecError(file, _join(path, key), checked.get(key), problem)
+        checked_blocks.append(checked)
+        in_chs = checked["out_chs"]
+
+    weights = top["weights"]
+    checked_weights = {}
+    for tag, entry in weights.items():
+        if not re.fullmatch(r"[a-z0-9_]+", tag):
+            raise SpecError(file, f"weights.{tag}", tag, "a tag of lowercase letters, digits and '_'")
+        entry = check_object(entry, WEIGHT_FIELDS, file, f"weights.{tag}")
+        if not (entry["url"] or entry["hf_hub_id"] or entry["file"]):
+            raise SpecError(file, f"weights.{tag}", entry, "at least one of url, hf_hub_id, file")
+        checked_weights[tag] = entry
+    if top["input_size"][0] != 3:
+        raise SpecError(file, "input_size[0]", top["input_size"][0], "3 (RGB); use in_chans= to change it")
+
+    return ModelSpec(
+        schema_version=top["schema_version"],
+        name=top["name"],
+        input_size=tuple(top["input_size"]),
+        num_classes=top["num_classes"],
+        preprocessing=check_object(top["preprocessing"], PREPROCESSING_FIELDS, file, "preprocessing"),
+        stem=check_object(top["stem"], STEM_FIELDS, file, "stem"),
+        blocks=checked_blocks,
+        head=check_object(top["head"], HEAD_FIELDS, file, "head"),
+        provenance=top["provenance"],
+        source=check_object(top["source"], SOURCE_FIELDS, file, "source"),
+        paper=check_object(top["paper"], PAPER_FIELDS, file, "paper"),
+        weights=checked_weights,
+        path=None if file == "<dict>" else file,
+    )
+
+
+def load_spec(path: str | os.PathLike) -> ModelSpec:
+    """Read and validate a spec file. Raises `SpecError` (also for unreadable or non-JSON files)."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise SpecError(file, "", None, f"a readable file ({e.strerror})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SpecError(file, f"line {e.lineno} column {e.colno}", text[e.pos : e.pos + 20], "valid JSON") from None
+    return spec_from_dict(data, file)
+
+
+def _dump(value: Any, indent: int) -> str:
+    """JSON with small values on one line and larger ones expanded, so specs read and diff well."""
+    flat = json.dumps(value, ensure_ascii=False)
+    if not isinstance(value, (dict, list)) or len(flat) + indent <= 100:
+        return flat
+    pad, inner = " " * indent, " " * (indent + 2)
+    if isinstance(value, list):
+        items = [inner + _dump(v, indent + 2) for v in value]
+        return "[\n" + ",\n".join(items) + f"\n{pad}]"
+    items = [f"{inner}{json.dumps(k, ensure_ascii=False)}: {_dump(v, indent + 2)}" for k, v in value.items()]
+    return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+
+
+def dumps_spec(spec: ModelSpec) -> str:
+    """Canonical JSON text: schema key order, 2-space indent, one line per block."""
+    members = []
+    for key, value in spec.to_dict().items():
+        if key == "blocks":
+            body = "[\n" + ",\n".join("    " + json.dumps(b, ensure_ascii=False) for b in value) + "\n  ]"
+        else:
+            body = _dump(value, 2)
+        members.append(f"  {json.dumps(key)}: {body}")
+    return "{\n" + ",\n".join(members) + "\n}\n"
+
+
+def save_spec(spec: ModelSpec, path: str | os.PathLike) -> None:
+    """Write the spec canonically and atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    text = dumps_spec(spec)
+    spec_from_dict(json.loads(text), str(path))  # never write something we could not read back
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def bundled_spec_files() -> list[Path]:
+    """Every spec shipped in the `arch_specs` package, sorted by path."""
+    root = resources.files("arch_specs")
+    found: list[Path] = []
+
+    def walk(node) -> None:
+        for child in node.iterdir():
+            if child.is_dir():
+                walk(child)
+            elif child.name.endswith(".json"):
+                found.append(Path(str(child)))
+
+    walk(root)
+    return sorted(found)
+
+
+def bundled_specs() -> dict[str, ModelSpec]:
+    """name -> spec for every bundled spec; duplicate names are an error."""
+    specs: dict[str, ModelSpec] = {}
+    for file in bundled_spec_files():
+        spec = load_spec(file)
+        if spec.name in specs:
+            raise SpecError(str(file), "name", spec.name, f"a name not already used by {specs[spec.name].path}")
+        specs[spec.name] = spec
+    return specs
