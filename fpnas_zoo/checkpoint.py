@@ -42,6 +42,10 @@ def unwrap_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"expected a state_dict (a dict of tensors), got {type(state_dict).__name__}")
     out = {}
     for key, value in state_dict.items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(
+                f"expected a state_dict (a dict of tensors), but key {key!r} holds a {type(value).__name__}"
+            )
         for prefix in PREFIXES:
             if key.startswith(prefix):
                 key = key[len(prefix):]

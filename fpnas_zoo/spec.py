@@ -66,6 +66,7 @@ class Field:
                 "int3": "a list of 3 integers",
                 "number3": "a list of 3 numbers",
                 "object": "an object",
+                "list": "a non-empty list",
             }[self.kind]
             if self.low is not None and self.high is not None:
                 text += f" in [{self.low:g}, {self.high:g}]"
@@ -117,7 +118,7 @@ def check_object(obj: Any, fields: dict[str, Field], file: str, path: str) -> di
         raise SpecError(file, path, obj, "an object with keys " + ", ".join(fields))
     for key in obj:
         if key not in fields:
-            raise SpecError(file, _join(path, key), obj[key], "no such key; allowed: " + ", ".join(fields))
+            raise SpecError(file, _join(path, key), key, "a known key (unknown key; allowed: " + ", ".join(fields) + ")")
     out = {}
     for key, f in fields.items():
         if key not in obj:

@@ -1,0 +1,166 @@
+"""`python -m fpnas_zoo {list,info,demo}`: what the zoo holds, measured."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from . import registered_specs, resolve_spec
+from .counting import Counts, count_params, count_spec, paper_deviation
+from .model import FpnasZooNet, stage_plan
+from .spec import ModelSpec, SpecError
+
+
+def _m(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value / 1e6:.{digits}f}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:+.1f}%"
+
+
+def model_row(spec: ModelSpec, counts: Counts) -> dict:
+    """One model's summary as plain data (the `--json` form of a table row)."""
+    dev_params, dev_mult_adds = paper_deviation(spec, counts)
+    return {
+        "name": spec.name,
+        "input_size": list(spec.input_size),
+        "num_classes": spec.num_classes,
+        "measured": counts.as_dict(),
+        "paper": spec.paper,
+        "deviation": {"params": dev_params, "mult_adds": dev_mult_adds},
+        "provenance": spec.provenance,
+        "weights": sorted(spec.weights),
+        "spec_file": spec.path,
+    }
+
+
+def format_table(rows: list[dict]) -> str:
+    header = ("model", "input", "params M (no BN)", "MACs M (conv)", "paper params / MACs", "dev params / MACs",
+              "provenance", "weights")
+    lines = [header]
+    for r in rows:
+        m, p, d = r["measured"], r["paper"], r["deviation"]
+        lines.append((
+            r["name"],
+            "x".join(map(str, r["input_size"][1:])),
+            f"{_m(m['params'])} ({_m(m['params_without_bn'])})",
+            f"{_m(m['mult_adds'], 1)} ({_m(m['mult_adds_conv'], 1)})",
+            f"{p['params_m'] if p['params_m'] is not None else '-'}M / {p['mult_adds_m'] if p['mult_adds_m'] is not None else '-'}M",
+            f"{_pct(d['params'])} / {_pct(d['mult_adds'])}",
+            r["provenance"],
+            ",".join(r["weights"]) or "-",
+        ))
+    widths = [max(len(str(row[i])) for row in lines) for i in range(len(header))]
+    out = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in lines]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    out.append("Measured with torch.utils.flop_counter at each model's input size; MACs = mult-adds. "
+               "Deviation compares with the paper in the paper's convention (FPNAS: params without BN, conv MACs).")
+    return "\n".join(out)
+
+
+def block_rows(spec: ModelSpec) -> list[dict]:
+    """Per-block table: stage, type, channels, stride, output resolution, params, mult-adds, fields."""
+    with torch.device("meta"):
+        model = FpnasZooNet(spec)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.eval()(torch.zeros((1, *spec.input_size), device="meta"))
+    flops = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
+    rows, resolution = [], spec.input_size[1] // spec.stem["stride"]
+    names = [(s, f"blocks.{s}.{j}") for s, ids in enumerate(stage_plan(spec)) for j in range(len(ids))]
+    for i, ((in_chs, out_chs, block), (stage, name)) in enumerate(zip(spec.block_channels(), names)):
+        resolution = -(-resolution // block["stride"])
+        module = model.get_submodule(name)
+        rows.append({
+            "index": i, "stage": stage, "module": name, "type": block["type"], "in_chs": in_chs, "out_chs": out_chs,
+            "stride": block["stride"], "resolution": resolution, "params": count_params(module)[0],
+            "mult_adds": flops.get(f"FpnasZooNet.{name}", 0) // 2,
+            "fields": {k: v for k, v in block.items() if k not in ("type", "out_chs", "stride")},
+        })
+    return rows
+
+
+def format_info(spec: ModelSpec, counts: Counts, blocks: list[dict]) -> str:
+    table = format_table([model_row(spec, counts)]).splitlines()
+    out = [
+        f"{spec.name}  ({spec.provenance})  spec: {spec.path}",
+        f"source: {spec.source['paper']}" + (f", {spec.source['table']}" if spec.source["table"] else ""),
+        f"input {tuple(spec.input_size)}, {spec.num_classes} classes, stem {spec.stem['out_chs']} "
+        f"(stride {spec.stem['stride']}), head {spec.head['out_chs']}",
+        *table[:3],
+        "",
+        f"{'#':>3} {'stage':>5} {'type':6} {'in->out':>9} {'s':>2} {'res':>4} {'params':>9} {'MACs M':>8}  fields",
+    ]
+    for b in blocks:
+        fields = " ".join(f"{k}={v}" for k, v in b["fields"].items())
+        out.append(f"{b['index']:>3} {b['stage']:>5} {b['type']:6} {b['in_chs']:>4}->{b['out_chs']:<4} "
+                   f"{b['stride']:>2} {b['resolution']:>4} {b['params']:>9,} {b['mult_adds'] / 1e6:>8.2f}  {fields}")
+    weights = ", ".join(f"{tag}: {w['url'] or w['hf_hub_id'] or w['file']}" for tag, w in spec.weights.items())
+    out.append(f"\nweights: {weights or 'none'}")
+    return "\n".join(out)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rows = [model_row(spec, count_spec(spec)) for spec in registered_specs().values()]
+    print(json.dumps(rows, indent=2) if args.json else format_table(rows))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    spec = resolve_spec(args.model)
+    counts, blocks = count_spec(spec), block_rows(spec)
+    if args.json:
+        print(json.dumps({**model_row(spec, counts), "blocks": blocks}, indent=2))
+    else:
+        print(format_info(spec, counts, blocks))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Build every registered model, print the zoo table, run a forward pass of each."""
+    import timm
+
+    specs = registered_specs()
+    print(format_table([model_row(spec, count_spec(spec)) for spec in specs.values()]))
+    print("\nForward pass of each model (random init, batch 1, eval):")
+    for name, spec in specs.items():
+        model = timm.create_model(name).eval()
+        start = time.perf_counter()
+        with torch.no_grad():
+            y = model(torch.randn(1, *spec.input_size))
+        print(f"  {name:24s} {tuple(spec.input_size)} -> {tuple(y.shape)}  finite={bool(torch.isfinite(y).all())}"
+              f"  {1e3 * (time.perf_counter() - start):.0f} ms")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m fpnas_zoo", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("list", help="every registered model: measured params / mult-adds next to the paper's")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(fn=cmd_list)
+    p = sub.add_parser("info", help="one model (a registered name or a spec file) with its block table")
+    p.add_argument("model", help="registered model name, or path/to/spec.json")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(fn=cmd_info)
+    p = sub.add_parser("demo", help="build every model, print the zoo table, run a forward pass of each")
+    p.set_defaults(fn=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except SpecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

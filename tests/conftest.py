@@ -1,0 +1,41 @@
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import fpnas_zoo  # noqa: F401  (registers the zoo with timm)
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def official_fixture() -> dict:
+    return torch.load(FIXTURES / "fpnasnet_official_equivalence.pt", weights_only=True)
+
+
+def official_state_dict(fixture: dict) -> dict[str, torch.Tensor]:
+    """Regenerate the official-layout FPNASNet weights by the fixture's own rule."""
+    state_dict = {}
+    for i, (key, shape) in enumerate(fixture["keys"]):
+        g = torch.Generator().manual_seed(fixture["base_seed"] + i)
+        if key.endswith("num_batches_tracked"):
+            value = torch.zeros(shape, dtype=torch.long)
+        elif key.endswith("running_mean"):
+            value = torch.randn(shape, generator=g) * 0.1
+        elif key.endswith("running_var"):
+            value = torch.rand(shape, generator=g) + 0.5
+        elif len(shape) == 1 and key.endswith("weight"):
+            value = 1 + 0.1 * torch.randn(shape, generator=g)
+        elif len(shape) == 1 and key.endswith("bias"):
+            value = 0.1 * torch.randn(shape, generator=g)
+        else:
+            value = torch.randn(shape, generator=g) * math.sqrt(1 / math.prod(shape[1:]))
+        state_dict[key] = value
+    return state_dict
+
+
+@pytest.fixture(scope="session")
+def official():
+    fixture = official_fixture()
+    x = torch.randn(fixture["x_shape"], generator=torch.Generator().manual_seed(fixture["x_seed"]))
+    return official_state_dict(fixture), x, fixture["y"]
