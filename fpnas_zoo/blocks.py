@@ -6,17 +6,42 @@ arguments (`stride`, `dilation`, `act_layer`, `norm_layer`, `drop_path_rate`) as
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, create_conv2d, get_act_layer, get_norm_act_layer
-from timm.models._efficientnet_blocks import DepthwiseSeparableConv
+from timm.layers import DropPath, FrozenBatchNormAct2d, create_conv2d, get_act_layer, get_norm_act_layer
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from .spec import ACT, CHANNELS, Field
 
 LayerType = type[nn.Module] | Callable[..., nn.Module]
+
+
+def norm_act_layer_for(norm_layer: LayerType | str, act_layer: LayerType) -> Callable[..., nn.Module]:
+    """timm's norm+act layer for `norm_layer`, also for torchvision's FrozenBatchNorm2d (detectron2-style
+    clients pass it), which timm's own lookup does not map."""
+    if norm_layer is FrozenBatchNorm2d or norm_layer == "frozenbatchnorm2d":
+        return functools.partial(FrozenBatchNormAct2d, act_layer=act_layer)
+    return get_norm_act_layer(norm_layer, act_layer)
+
+
+class DepthwiseSeparable(nn.Module):
+    """dw kxk conv -> BN -> act -> pw 1x1 conv -> BN (no activation, no residual)."""
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1, dilation: int = 1,
+                 act_layer: LayerType = nn.ReLU, norm_layer: LayerType = nn.BatchNorm2d):
+        super().__init__()
+        norm_act = norm_act_layer_for(norm_layer, act_layer)
+        self.conv_dw = create_conv2d(in_chs, in_chs, kernel_size, stride=stride, dilation=dilation, depthwise=True)
+        self.bn1 = norm_act(in_chs, inplace=True)
+        self.conv_pw = create_conv2d(in_chs, out_chs, 1)
+        self.bn2 = norm_act(out_chs, apply_act=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn2(self.conv_pw(self.bn1(self.conv_dw(x))))
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -50,14 +75,14 @@ class FpnasBlock(nn.Module):
     ):
         super().__init__()
         spec_stride = stride if spec_stride is None else spec_stride
-        norm_act_layer = get_norm_act_layer(norm_layer, act_layer)
+        norm_act_layer = norm_act_layer_for(norm_layer, act_layer)
         self.split_chs = in_chs // 2 if split else 0
         branch_in = in_chs - self.split_chs
         branch_out = out_chs - self.split_chs
         if split and spec_stride > 1:
-            self.split_branch = DepthwiseSeparableConv(
-                self.split_chs, self.split_chs, dw_kernel_size=3, stride=stride, dilation=dilation,
-                noskip=True, act_layer=act_layer, norm_layer=norm_layer,
+            self.split_branch = DepthwiseSeparable(
+                self.split_chs, self.split_chs, 3, stride=stride, dilation=dilation, act_layer=act_layer,
+                norm_layer=norm_layer,
             )
         else:
             self.split_branch = nn.Identity()
@@ -124,9 +149,9 @@ STRIDE = Field("int", choices=(1, 2))
 
 def _build_ds(in_chs: int, args: dict, *, stride: int, dilation: int, norm_layer: LayerType,
               drop_path_rate: float) -> nn.Module:
-    return DepthwiseSeparableConv(
-        in_chs, args["out_chs"], dw_kernel_size=args["kernel_size"], stride=stride, dilation=dilation,
-        noskip=True, act_layer=get_act_layer(args["act"]), norm_layer=norm_layer,
+    return DepthwiseSeparable(
+        in_chs, args["out_chs"], args["kernel_size"], stride=stride, dilation=dilation,
+        act_layer=get_act_layer(args["act"]), norm_layer=norm_layer,
     )
 
 

@@ -11,11 +11,11 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import create_classifier, create_conv2d, get_act_layer, get_norm_act_layer
+from timm.layers import create_classifier, create_conv2d, get_act_layer
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 
-from .blocks import BLOCK_TYPES
+from .blocks import BLOCK_TYPES, norm_act_layer_for
 from .spec import ModelSpec
 
 
@@ -64,10 +64,10 @@ class FpnasZooNet(nn.Module):
 
         stem = spec.stem
         self.conv_stem = create_conv2d(in_chans, stem["out_chs"], stem["kernel_size"], stride=stem["stride"])
-        self.bn1 = get_norm_act_layer(norm_layer, get_act_layer(stem["act"]))(stem["out_chs"], inplace=True)
+        self.bn1 = norm_act_layer_for(norm_layer, get_act_layer(stem["act"]))(stem["out_chs"], inplace=True)
 
         current_stride, dilation = stem["stride"], 1
-        self.feature_info: list[dict[str, Any]] = []
+        self.feature_info = []
         if stem_is_feature(spec):
             self.feature_info.append(dict(num_chs=stem["out_chs"], reduction=current_stride, module="bn1", stage=0))
         in_chs, num_blocks = stem["out_chs"], len(spec.blocks)
@@ -99,7 +99,7 @@ class FpnasZooNet(nn.Module):
         head = spec.head
         self.num_features = self.head_hidden_size = head["out_chs"]
         self.conv_head = create_conv2d(in_chs, head["out_chs"], 1)
-        self.bn2 = get_norm_act_layer(norm_layer, get_act_layer(head["act"]))(head["out_chs"], inplace=True)
+        self.bn2 = norm_act_layer_for(norm_layer, get_act_layer(head["act"]))(head["out_chs"], inplace=True)
         self.global_pool, self.classifier = create_classifier(
             self.num_features, self.num_classes, pool_type=head["pool"] if global_pool is None else global_pool,
         )

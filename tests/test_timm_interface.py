@@ -1,0 +1,213 @@
+"""Every zoo model implements timm's model interface (checks modelled on timm's own model tests)."""
+import pytest
+import timm
+import torch
+import torch.nn as nn
+from timm.layers import FrozenBatchNormAct2d
+from torchvision.ops.misc import FrozenBatchNorm2d
+from torchvision.models.feature_extraction import create_feature_extractor
+
+import fpnas_zoo
+
+MODELS = sorted(fpnas_zoo.registered_specs())
+IMAGENET = [m for m in MODELS if fpnas_zoo.registered_specs()[m].input_size[1] >= 224]
+
+
+def small_input(name: str, target: int = 128, batch: int = 2) -> torch.Tensor:
+    size = min(fpnas_zoo.registered_specs()[name].input_size[1], target)
+    return torch.randn(batch, 3, size, size)
+
+
+def test_import_registers_every_bundled_spec_with_timm():
+    assert MODELS and set(MODELS) == set(timm.list_models(module="fpnas_zoo"))
+    for name in MODELS:
+        cfg = timm.get_pretrained_cfg(name).to_dict()
+        for key in ("input_size", "pool_size", "crop_pct", "interpolation", "mean", "std", "first_conv",
+                    "classifier", "license", "paper_ids", "origin_url", "num_classes"):
+            assert cfg.get(key) not in (None, ""), f"{name}: cfg lacks {key}"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_default_cfg_is_consistent_with_the_model(name):
+    model = timm.create_model(name).eval()
+    cfg = model.pretrained_cfg
+    x = torch.randn(1, *cfg["input_size"])
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        assert feats.shape[1] == model.num_features and tuple(feats.shape[2:]) == tuple(cfg["pool_size"])
+        assert model.forward_head(feats, pre_logits=True).shape == (1, model.head_hidden_size)
+        assert model(x).shape == (1, cfg["num_classes"])
+        model.reset_classifier(0)
+        assert model(x).shape == (1, model.num_features)
+        model.reset_classifier(0, "")
+        assert model(x).shape == (1, model.num_features, *cfg["pool_size"])
+        unpooled = timm.create_model(name, num_classes=0, global_pool="").eval()
+        assert unpooled(x).shape == (1, model.num_features, *cfg["pool_size"])
+    keys = model.state_dict().keys()
+    assert cfg["first_conv"] + ".weight" in keys and cfg["classifier"] + ".weight" in timm.create_model(name).state_dict()
+    assert isinstance(model.get_classifier(), nn.Module)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_backward_reaches_every_parameter(name):
+    model = timm.create_model(name, num_classes=42, drop_rate=0.1, drop_path_rate=0.1).train()
+    out = model(small_input(name))
+    assert out.shape == (2, 42)
+    out.mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_grad_checkpointing_and_intermediates_match_forward_features(name):
+    model = timm.create_model(name).eval()
+    x = small_input(name)
+    with torch.no_grad():
+        reference = model.forward_features(x)
+        final, intermediates = model.forward_intermediates(x)
+        assert torch.allclose(final, reference, rtol=1e-4, atol=1e-5)
+        assert [t.shape[1] for t in intermediates] == model.feature_info.channels() if hasattr(
+            model.feature_info, "channels") else [f["num_chs"] for f in model.feature_info]
+        assert len(model.forward_intermediates(x, indices=2, intermediates_only=True)) == 2
+        model.set_grad_checkpointing(True)
+        assert torch.allclose(model.forward_features(x), reference, rtol=1e-4, atol=1e-5)
+        assert torch.allclose(model.forward_intermediates(x)[0], reference, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", IMAGENET)
+def test_feature_info_has_five_levels_at_reductions_2_to_32(name):
+    model = timm.create_model(name, features_only=True)
+    assert model.feature_info.reduction() == [2, 4, 8, 16, 32]
+    x = small_input(name, 224, batch=1)
+    outs = model(x)
+    assert [o.shape[1] for o in outs] == model.feature_info.channels()
+    assert [224 // o.shape[-1] for o in outs] == [2, 4, 8, 16, 32]
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("feature_cls", [None, "getter", "hook", "fx", "dict"])
+def test_features_only_feature_classes_agree(name, feature_cls):
+    x = small_input(name, 96)
+    torch.manual_seed(0)
+    reference = timm.create_model(name).eval()
+    kwargs = {} if feature_cls is None else dict(feature_cls=feature_cls)
+    torch.manual_seed(0)  # the same initial weights
+    model = timm.create_model(name, features_only=True, **kwargs)
+    with torch.no_grad():
+        outs = model.eval()(x)
+        outs = list(outs.values()) if isinstance(outs, dict) else outs
+        expected = reference.forward_intermediates(x, intermediates_only=True)
+    assert len(outs) == len(expected) >= 3
+    for out, exp in zip(outs, expected):
+        assert torch.equal(out, exp)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_out_indices_positive_and_negative(name):
+    levels = len(timm.create_model(name, features_only=True).feature_info)
+    x = small_input(name, 96)
+    last = timm.create_model(name, features_only=True, out_indices=(-1,))
+    assert last.feature_info.channels() == [timm.create_model(name).feature_info[-1]["num_chs"]]
+    pair = timm.create_model(name, features_only=True, out_indices=(1, levels - 1))
+    assert len(pair(x)) == 2 and len(last(x)) == 1
+
+
+@pytest.mark.parametrize("name", IMAGENET)
+def test_output_stride_dilates_with_the_same_weights(name):
+    base = timm.create_model(name, features_only=True).eval()
+    x = small_input(name, 128, batch=1)
+    for output_stride, reductions in ((16, [2, 4, 8, 16, 16]), (8, [2, 4, 8, 8, 8])):
+        dilated = timm.create_model(name, features_only=True, output_stride=output_stride).eval()
+        dilated.load_state_dict(base.state_dict())  # strict: same modules, same shapes
+        assert dilated.feature_info.reduction() == reductions
+        outs = dilated(x)
+        assert [128 // o.shape[-1] for o in outs] == reductions
+        with torch.no_grad():  # levels before the output stride is reached are untouched
+            assert torch.equal(outs[0], base(x)[0])
+    with pytest.raises(ValueError, match="output_stride must be 8, 16 or 32"):
+        timm.create_model(name, output_stride=4)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_prune_intermediate_layers(name):
+    model = timm.create_model(name).eval()
+    x = small_input(name, 96)
+    with torch.no_grad():
+        expected = model.forward_intermediates(x, indices=[0, 1], intermediates_only=True)
+    kept = model.prune_intermediate_layers(indices=[0, 1])
+    assert kept == [0, 1] and len(model.blocks) == 2
+    with torch.no_grad():
+        outs = model.forward_intermediates(x, indices=[0, 1], intermediates_only=True)
+        assert all(torch.equal(a, b) for a, b in zip(outs, expected))
+        assert model(x).ndim == 4  # head and pooling pruned
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_torchscript_matches_eager(name):
+    model = timm.create_model(name).eval()
+    scripted = torch.jit.script(model)
+    x = small_input(name)
+    with torch.no_grad():
+        assert torch.allclose(scripted(x), model(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_torch_export_matches_eager(name):
+    model = timm.create_model(name).eval()
+    x = small_input(name)
+    exported = torch.export.export(model, (x,))
+    with torch.no_grad():
+        assert torch.allclose(exported.module()(x), model(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fx_trace_equals_eager_exactly_and_backprops(name):
+    model = timm.create_model(name).eval()
+    x = small_input(name)
+    graph = create_feature_extractor(model, {"classifier": "out"})
+    with torch.no_grad():
+        assert torch.equal(graph(x)["out"], model(x))
+    traced = torch.fx.symbolic_trace(model)
+    with torch.no_grad():
+        assert torch.equal(traced(x), model(x))
+    train_model = timm.create_model(name, num_classes=5).train()
+    train_graph = create_feature_extractor(train_model, {"classifier": "out"})
+    train_graph(x)["out"].mean().backward()
+    assert all(p.grad is not None for p in train_graph.parameters())
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_meta_device_construction_and_in_chans(name):
+    with torch.device("meta"):
+        model = timm.create_model(name)
+    assert all(p.device.type == "meta" for p in model.parameters())
+    gray = timm.create_model(name, in_chans=1).eval()
+    assert gray.conv_stem.in_channels == 1 and gray.in_chans == 1
+    assert gray(small_input(name, 64)[:, :1]).shape[1] == gray.num_classes
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_norm_layer_override_freezes_batchnorm(name):
+    model = timm.create_model(name, norm_layer=FrozenBatchNorm2d, features_only=True)
+    norms = [m for m in model.modules() if isinstance(m, (nn.BatchNorm2d, FrozenBatchNormAct2d))]
+    assert norms and all(isinstance(m, FrozenBatchNormAct2d) for m in norms)
+    assert len(model(small_input(name, 64))) == len(model.feature_info)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_group_matcher_covers_every_parameter(name):
+    from timm.models import group_parameters
+
+    model = timm.create_model(name)
+    groups = group_parameters(model, model.group_matcher())
+    assert sum(len(g) for g in groups.values()) == len(list(model.parameters()))
+    assert len(group_parameters(model, model.group_matcher(coarse=True))) < len(groups)
+
+
+def test_drop_path_only_in_training():
+    model = timm.create_model(MODELS[0], drop_path_rate=0.2)
+    x = small_input(MODELS[0], 64)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+    assert any(type(m).__name__ == "DropPath" for m in model.modules())
