@@ -5,7 +5,13 @@
 from .checkpoint import CheckpointError, checkpoint_filter_fn
 from .counting import Counts, count_model, count_spec
 from .model import FpnasZooNet
-from .registry import create_model_from_spec, register_bundled_specs, register_spec, registered_specs, resolve_spec
+from .registry import (
+    create_model_from_spec,
+    register_bundled_specs,
+    register_spec,
+    registered_specs,
+    resolve_spec,
+)
 from .spec import ModelSpec, SpecError, load_spec, save_spec, spec_from_dict
 
 __version__ = "0.1.0"

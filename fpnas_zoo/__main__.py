@@ -19,6 +19,10 @@ def _m(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value / 1e6:.{digits}f}"
 
 
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:+.1f}%"
 
@@ -50,13 +54,13 @@ def format_table(rows: list[dict]) -> str:
             "x".join(map(str, r["input_size"][1:])),
             f"{_m(m['params'])} ({_m(m['params_without_bn'])})",
             f"{_m(m['mult_adds'], 1)} ({_m(m['mult_adds_conv'], 1)})",
-            f"{p['params_m'] if p['params_m'] is not None else '-'}M / {p['mult_adds_m'] if p['mult_adds_m'] is not None else '-'}M",
+            f"{_num(p['params_m'])}M / {_num(p['mult_adds_m'])}M",
             f"{_pct(d['params'])} / {_pct(d['mult_adds'])}",
             r["provenance"],
             ",".join(r["weights"]) or "-",
         ))
     widths = [max(len(str(row[i])) for row in lines) for i in range(len(header))]
-    out = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in lines]
+    out = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in lines]
     out.insert(1, "  ".join("-" * w for w in widths))
     out.append("Measured with torch.utils.flop_counter at each model's input size; MACs = mult-adds. "
                "Deviation compares with the paper in the paper's convention (FPNAS: params without BN, conv MACs).")
@@ -73,7 +77,7 @@ def block_rows(spec: ModelSpec) -> list[dict]:
     flops = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
     rows, resolution = [], spec.input_size[1] // spec.stem["stride"]
     names = [(s, f"blocks.{s}.{j}") for s, ids in enumerate(stage_plan(spec)) for j in range(len(ids))]
-    for i, ((in_chs, out_chs, block), (stage, name)) in enumerate(zip(spec.block_channels(), names)):
+    for i, ((in_chs, out_chs, block), (stage, name)) in enumerate(zip(spec.block_channels(), names, strict=True)):
         resolution = -(-resolution // block["stride"])
         module = model.get_submodule(name)
         rows.append({

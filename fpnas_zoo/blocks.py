@@ -7,8 +7,8 @@ arguments (`stride`, `dilation`, `act_layer`, `norm_layer`, `drop_path_rate`) as
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import torch
 import torch.nn as nn

@@ -6,7 +6,7 @@ Layout (timm's EfficientNet naming, so timm tooling finds what it expects):
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn

@@ -12,10 +12,11 @@ import math
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 SCHEMA_VERSION = 1
 PROVENANCES = ("official", "reconstructed", "searched")
@@ -118,7 +119,8 @@ def check_object(obj: Any, fields: dict[str, Field], file: str, path: str) -> di
         raise SpecError(file, path, obj, "an object with keys " + ", ".join(fields))
     for key in obj:
         if key not in fields:
-            raise SpecError(file, _join(path, key), key, "a known key (unknown key; allowed: " + ", ".join(fields) + ")")
+            allowed = ", ".join(fields)
+            raise SpecError(file, _join(path, key), key, f"a known key (unknown key; allowed: {allowed})")
     out = {}
     for key, f in fields.items():
         if key not in obj:

@@ -4,8 +4,8 @@ import timm
 import torch
 import torch.nn as nn
 from timm.layers import FrozenBatchNormAct2d
-from torchvision.ops.misc import FrozenBatchNorm2d
 from torchvision.models.feature_extraction import create_feature_extractor
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 import fpnas_zoo
 
@@ -43,8 +43,8 @@ def test_default_cfg_is_consistent_with_the_model(name):
         assert model(x).shape == (1, model.num_features, *cfg["pool_size"])
         unpooled = timm.create_model(name, num_classes=0, global_pool="").eval()
         assert unpooled(x).shape == (1, model.num_features, *cfg["pool_size"])
-    keys = model.state_dict().keys()
-    assert cfg["first_conv"] + ".weight" in keys and cfg["classifier"] + ".weight" in timm.create_model(name).state_dict()
+    keys = timm.create_model(name).state_dict().keys()
+    assert cfg["first_conv"] + ".weight" in keys and cfg["classifier"] + ".weight" in keys
     assert isinstance(model.get_classifier(), nn.Module)
 
 
@@ -98,7 +98,7 @@ def test_features_only_feature_classes_agree(name, feature_cls):
         outs = list(outs.values()) if isinstance(outs, dict) else outs
         expected = reference.forward_intermediates(x, intermediates_only=True)
     assert len(outs) == len(expected) >= 3
-    for out, exp in zip(outs, expected):
+    for out, exp in zip(outs, expected, strict=True):
         assert torch.equal(out, exp)
 
 
@@ -138,7 +138,7 @@ def test_prune_intermediate_layers(name):
     assert kept == [0, 1] and len(model.blocks) == 2
     with torch.no_grad():
         outs = model.forward_intermediates(x, indices=[0, 1], intermediates_only=True)
-        assert all(torch.equal(a, b) for a, b in zip(outs, expected))
+        assert all(torch.equal(a, b) for a, b in zip(outs, expected, strict=True))
         assert model(x).ndim == 4  # head and pooling pruned
 
 
