@@ -1,15 +1,17 @@
-"""`python -m fpnas_zoo {list,info,demo}`: what the zoo holds, measured."""
+"""`python -m fpnas_zoo {list,info,validate,demo}`: what the zoo holds, measured."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import registered_specs, resolve_spec
+from .checkpoint import CheckpointError
 from .counting import Counts, count_params, count_spec, paper_deviation
 from .model import FpnasZooNet, stage_plan
 from .spec import ModelSpec, SpecError
@@ -20,7 +22,7 @@ def _m(value: float | None, digits: int = 2) -> str:
 
 
 def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:g}"
+    return "-" if value is None else f"{value:g}M"
 
 
 def _pct(value: float | None) -> str:
@@ -54,7 +56,7 @@ def format_table(rows: list[dict]) -> str:
             "x".join(map(str, r["input_size"][1:])),
             f"{_m(m['params'])} ({_m(m['params_without_bn'])})",
             f"{_m(m['mult_adds'], 1)} ({_m(m['mult_adds_conv'], 1)})",
-            f"{_num(p['params_m'])}M / {_num(p['mult_adds_m'])}M",
+            f"{_num(p['params_m'])} / {_num(p['mult_adds_m'])}",
             f"{_pct(d['params'])} / {_pct(d['mult_adds'])}",
             r["provenance"],
             ",".join(r["weights"]) or "-",
@@ -142,6 +144,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .atomic import atomic_write_json
+    from .validate import build_eval_model, validate
+
+    if not Path(args.data_dir).is_dir():
+        print(f"error: --data-dir {args.data_dir}: not a directory (expected an ImageFolder tree)", file=sys.stderr)
+        return 2
+    model = build_eval_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint)
+    result = validate(model, args.data_dir, batch_size=args.batch_size, workers=args.workers, device=args.device)
+    result = {"model": args.model, "weights": args.checkpoint or ("pretrained" if args.pretrained else "random"),
+              "data_dir": str(args.data_dir), **result}
+    out = Path(args.out or f"validate-{Path(args.model).stem}.json")
+    atomic_write_json(out, result)
+    print(f"{args.model}: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
+          f"on {result['images']} images ({result['classes']} classes) -> {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fpnas_zoo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -152,6 +172,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="registered model name, or path/to/spec.json")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(fn=cmd_info)
+    p = sub.add_parser("validate", help="top-1/top-5 on an ImageFolder directory with the model's preprocessing")
+    p.add_argument("--model", required=True, help="registered model name, or path/to/spec.json")
+    p.add_argument("--data-dir", required=True, help="ImageFolder tree: one folder per class, sorted = class index")
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--pretrained", action="store_true", help="the weights in the model's registry cfg")
+    weights.add_argument("--checkpoint", help="a checkpoint file (zoo or official layout, any wrapping)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    p.add_argument("--out", help="result JSON (default: validate-<model>.json)")
+    p.set_defaults(fn=cmd_validate)
     p = sub.add_parser("demo", help="build every model, print the zoo table, run a forward pass of each")
     p.set_defaults(fn=cmd_demo)
     return parser
@@ -161,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except SpecError as e:
+    except (SpecError, CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -11,12 +11,13 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from .atomic import atomic_write_text
 
 SCHEMA_VERSION = 1
 PROVENANCES = ("official", "reconstructed", "searched")
@@ -343,20 +344,9 @@ def dumps_spec(spec: ModelSpec) -> str:
 
 def save_spec(spec: ModelSpec, path: str | os.PathLike) -> None:
     """Write the spec canonically and atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
     text = dumps_spec(spec)
     spec_from_dict(json.loads(text), str(path))  # never write something we could not read back
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
 
 
 def bundled_spec_files() -> list[Path]:
