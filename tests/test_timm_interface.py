@@ -36,7 +36,8 @@ def test_default_cfg_is_consistent_with_the_model(name):
         feats = model.forward_features(x)
         assert feats.shape[1] == model.num_features and tuple(feats.shape[2:]) == tuple(cfg["pool_size"])
         assert model.forward_head(feats, pre_logits=True).shape == (1, model.head_hidden_size)
-        assert model(x).shape == (1, cfg["num_classes"])
+        logits = model(x)
+        assert logits.shape == (1, cfg["num_classes"]) and torch.isfinite(logits).all()
         model.reset_classifier(0)
         assert model(x).shape == (1, model.num_features)
         model.reset_classifier(0, "")
@@ -100,6 +101,11 @@ def test_features_only_feature_classes_agree(name, feature_cls):
     assert len(outs) == len(expected) >= 3
     for out, exp in zip(outs, expected, strict=True):
         assert torch.equal(out, exp)
+    channels = [info["num_chs"] for info in reference.feature_info]
+    reductions = [info["reduction"] for info in reference.feature_info]
+    assert [o.shape[1] for o in outs] == channels
+    for out, reduction in zip(outs, reductions, strict=True):  # timm's rule: spatial <= ceil(size / red) + 1
+        assert out.shape[-1] <= -(-x.shape[-1] // reduction) + 1 and torch.isfinite(out).all()
 
 
 @pytest.mark.parametrize("name", MODELS)
