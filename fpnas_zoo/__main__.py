@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from . import registered_specs, resolve_spec
 from .checkpoint import CheckpointError
-from .counting import Counts, count_params, count_spec, paper_deviation
+from .counting import Counts, count_params, count_spec, paper_deviation, target_deviation
 from .model import FpnasZooNet, stage_plan
 from .spec import ModelSpec, SpecError
 
@@ -39,6 +39,8 @@ def model_row(spec: ModelSpec, counts: Counts) -> dict:
         "measured": counts.as_dict(),
         "paper": spec.paper,
         "deviation": {"params": dev_params, "mult_adds": dev_mult_adds},
+        "target": spec.target,
+        "target_deviation": target_deviation(spec, counts),
         "provenance": spec.provenance,
         "weights": sorted(spec.weights),
         "spec_file": spec.path,
@@ -47,7 +49,7 @@ def model_row(spec: ModelSpec, counts: Counts) -> dict:
 
 def format_table(rows: list[dict]) -> str:
     header = ("model", "input", "params M (no BN)", "MACs M (conv)", "paper params / MACs", "dev params / MACs",
-              "provenance", "weights")
+              "target MACs (dev)", "provenance", "weights")
     lines = [header]
     for r in rows:
         m, p, d = r["measured"], r["paper"], r["deviation"]
@@ -58,14 +60,16 @@ def format_table(rows: list[dict]) -> str:
             f"{_m(m['mult_adds'], 1)} ({_m(m['mult_adds_conv'], 1)})",
             f"{_num(p['params_m'])} / {_num(p['mult_adds_m'])}",
             f"{_pct(d['params'])} / {_pct(d['mult_adds'])}",
+            "-" if r["target"] is None else f"{_num(r['target']['mult_adds_m'])} ({_pct(r['target_deviation'])})",
             r["provenance"],
             ",".join(r["weights"]) or "-",
         ))
     widths = [max(len(str(row[i])) for row in lines) for i in range(len(header))]
     out = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in lines]
     out.insert(1, "  ".join("-" * w for w in widths))
-    out.append("Measured with torch.utils.flop_counter at each model's input size; MACs = mult-adds. "
-               "Deviation compares with the paper in the paper's convention (FPNAS: params without BN, conv MACs).")
+    out.append("Measured with torch.utils.flop_counter at each model's input size; MACs = mult-adds. Deviations "
+               "compare in the paper's convention (FPNAS: params without BN, conv MACs; FP-NAS: all MACs). "
+               "target: what a reconstruction was built to hit.")
     return "\n".join(out)
 
 

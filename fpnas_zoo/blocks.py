@@ -12,7 +12,15 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, FrozenBatchNormAct2d, create_conv2d, get_act_layer, get_norm_act_layer
+from timm.layers import (
+    DropPath,
+    FrozenBatchNormAct2d,
+    SEModule,
+    create_conv2d,
+    get_act_layer,
+    get_norm_act_layer,
+    make_divisible,
+)
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from .spec import ACT, CHANNELS, Field
@@ -121,6 +129,99 @@ class FpnasBlock(nn.Module):
         return channel_shuffle(torch.cat([left, right], dim=1), 2)
 
 
+class SplitAttnDw(nn.Module):
+    """Depthwise kxk conv with `radix` filters per channel, fused back to `chs` channels by split attention.
+
+    The conv gives r maps per channel (the r splits); their sum is pooled, passed through
+    fc1 -> BN -> ReLU -> fc2, and a softmax across the splits (a sigmoid when r = 1, SE-like gating)
+    weighs the splits before they are summed. Reduction width: `make_divisible(chs * rd_ratio, 8)`.
+    """
+
+    def __init__(self, chs: int, kernel_size: int = 3, stride: int = 1, dilation: int = 1, radix: int = 2,
+                 rd_ratio: float = 0.25, act_layer: LayerType = nn.ReLU, norm_layer: LayerType = nn.BatchNorm2d):
+        super().__init__()
+        self.radix = radix
+        rd_chs = make_divisible(chs * rd_ratio, 8, round_limit=0.0)
+        self.conv = create_conv2d(chs, chs * radix, kernel_size, stride=stride, dilation=dilation, groups=chs)
+        self.bn0 = norm_act_layer_for(norm_layer, act_layer)(chs * radix, inplace=True)
+        self.fc1 = nn.Conv2d(chs, rd_chs, 1)
+        self.bn1 = norm_act_layer_for(norm_layer, nn.ReLU)(rd_chs, inplace=True)
+        self.fc2 = nn.Conv2d(rd_chs, chs * radix, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # grouped conv with groups=chs puts a channel's r filters next to each other: (B, C, r, H, W)
+        splits = self.bn0(self.conv(x)).unflatten(1, (-1, self.radix))
+        attn = self.fc2(self.bn1(self.fc1(splits.sum(2).mean((2, 3), keepdim=True))))
+        attn = attn.unflatten(1, (-1, self.radix))
+        attn = attn.softmax(dim=2) if self.radix > 1 else attn.sigmoid()
+        return (splits * attn).sum(2)
+
+
+class InvertedResidual(nn.Module):
+    """FBNetV2's MBConv: [1x1 -> BN -> act] -> kxk depthwise -> BN -> act -> [SE] -> 1x1 -> BN, + residual.
+
+    The mid width is `in_chs * expansion` rounded to a multiple of 8, never more than 5% down (mobile-vision's
+    rule, stricter than timm's default 10%); the first 1x1 is left out when it equals the input width.
+    `attention='split_attention'` replaces the depthwise conv by `SplitAttnDw` with `splits` filters per
+    channel; `'se'` adds an SE gate (h-sigmoid, reduction relative to the mid width).
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1, dilation: int = 1,
+                 expansion: float = 6.0, attention: str = "none", splits: int = 1, se_ratio: float = 0.25,
+                 spec_stride: int | None = None, act_layer: LayerType = nn.ReLU,
+                 norm_layer: LayerType = nn.BatchNorm2d, drop_path_rate: float = 0.0):
+        super().__init__()
+        spec_stride = stride if spec_stride is None else spec_stride
+        norm_act = norm_act_layer_for(norm_layer, act_layer)
+        mid_chs = make_divisible(in_chs * expansion, 8, round_limit=0.95)
+        self.has_skip = in_chs == out_chs and spec_stride == 1
+        if mid_chs != in_chs:
+            self.conv_pw = create_conv2d(in_chs, mid_chs, 1)
+            self.bn1 = norm_act(mid_chs, inplace=True)
+        else:
+            self.conv_pw, self.bn1 = nn.Identity(), nn.Identity()
+        if attention == "split_attention":
+            self.conv_dw = SplitAttnDw(mid_chs, kernel_size, stride, dilation, radix=splits, rd_ratio=se_ratio,
+                                       act_layer=act_layer, norm_layer=norm_layer)
+            self.bn2 = nn.Identity()
+        else:
+            self.conv_dw = create_conv2d(mid_chs, mid_chs, kernel_size, stride=stride, dilation=dilation,
+                                         depthwise=True)
+            self.bn2 = norm_act(mid_chs, inplace=True)
+        if attention == "se":
+            self.se = SEModule(mid_chs, rd_ratio=se_ratio, gate_layer="hard_sigmoid")
+        else:
+            self.se = nn.Identity()
+        self.conv_pwl = create_conv2d(mid_chs, out_chs, 1)
+        self.bn3 = norm_act(out_chs, apply_act=False)
+        self.drop_path = DropPath(drop_path_rate) if self.has_skip and drop_path_rate > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn1(self.conv_pw(x))
+        out = self.se(self.bn2(self.conv_dw(out)))
+        out = self.bn3(self.conv_pwl(out))
+        if self.has_skip:
+            out = self.drop_path(out) + x
+        return out
+
+
+class Skip(nn.Module):
+    """FBNetV2's `skip`: identity, or 1x1 conv + BN + ReLU when the width or the stride changes."""
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, spec_stride: int | None = None,
+                 norm_layer: LayerType = nn.BatchNorm2d):
+        super().__init__()
+        spec_stride = stride if spec_stride is None else spec_stride
+        if in_chs != out_chs or spec_stride > 1:
+            self.conv = create_conv2d(in_chs, out_chs, 1, stride=stride)
+            self.bn = norm_act_layer_for(norm_layer, nn.ReLU)(out_chs, inplace=True)
+        else:
+            self.conv, self.bn = nn.Identity(), nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x))
+
+
 # ---------------------------------------------------------------------------------------------
 # The registry.
 
@@ -175,6 +276,26 @@ def _check_fpnas(in_chs: int, args: dict) -> Iterable[tuple[str, str]]:
                               "split's two branches add up to out_chs")
 
 
+def _build_ir(in_chs: int, args: dict, *, stride: int, dilation: int, norm_layer: LayerType,
+              drop_path_rate: float) -> nn.Module:
+    return InvertedResidual(
+        in_chs, args["out_chs"], kernel_size=args["kernel_size"], stride=stride, dilation=dilation,
+        expansion=args["expansion"], attention=args["attention"], splits=args["splits"],
+        spec_stride=args["stride"], act_layer=get_act_layer(args["act"]), norm_layer=norm_layer,
+        drop_path_rate=drop_path_rate,
+    )
+
+
+def _check_ir(in_chs: int, args: dict) -> Iterable[tuple[str, str]]:
+    if args["splits"] != 1 and args["attention"] != "split_attention":
+        yield "splits", "1 unless attention is 'split_attention'"
+
+
+def _build_skip(in_chs: int, args: dict, *, stride: int, dilation: int, norm_layer: LayerType,
+                drop_path_rate: float) -> nn.Module:
+    return Skip(in_chs, args["out_chs"], stride=stride, spec_stride=args["stride"], norm_layer=norm_layer)
+
+
 BLOCK_TYPES: dict[str, BlockType] = {
     # Depthwise-separable conv (FPNASNet's block1): dw kxk -> BN -> act -> pw 1x1 -> BN, no residual.
     "ds": BlockType(
@@ -196,4 +317,21 @@ BLOCK_TYPES: dict[str, BlockType] = {
         check=_check_fpnas,
         has_residual=True,
     ),
+    # FBNetV2's MBConv (FP-NAS spaces), with optional SE or searchable split attention.
+    "ir": BlockType(
+        fields={
+            "out_chs": CHANNELS,
+            "kernel_size": KERNEL,
+            "stride": STRIDE,
+            "expansion": Field("number", low=0.5, high=12),
+            "attention": Field("str", choices=("none", "se", "split_attention")),
+            "splits": Field("int", choices=(1, 2, 4)),
+            "act": ACT,
+        },
+        build=_build_ir,
+        check=_check_ir,
+        has_residual=True,
+    ),
+    # FBNetV2's skip: identity, or 1x1 conv + BN + ReLU when the shape changes.
+    "skip": BlockType(fields={"out_chs": CHANNELS, "stride": STRIDE}, build=_build_skip),
 }

@@ -1,8 +1,9 @@
 """Params and mult-adds, measured one way for the whole project (torch.utils.flop_counter).
 
 Conventions: `params` counts every parameter, `params_without_bn` leaves out BatchNorm affine
-parameters (the FPNAS paper's convention); `mult_adds` counts every op the flop counter knows
-(convolutions and the classifier's matmul), `mult_adds_conv` only convolutions (the paper's).
+parameters (the FPNAS paper's convention), `params_weights_only` counts conv and linear weights alone,
+no biases, no norms (mobile-vision's convention, used for FBNetV2 / FP-NAS); `mult_adds` counts every op
+the flop counter knows (convolutions and the classifier's matmul), `mult_adds_conv` only convolutions (the paper's).
 Mult-adds are half the counter's FLOPs. Counting runs on the meta device: no memory, no compute.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ _CONV_OPS = {"convolution", "_convolution", "conv2d", "cudnn_convolution"}
 class Counts:
     params: int
     params_without_bn: int
+    params_weights_only: int
     mult_adds: int
     mult_adds_conv: int
 
@@ -30,10 +32,12 @@ class Counts:
         return asdict(self)
 
 
-def count_params(model: nn.Module) -> tuple[int, int]:
+def count_params(model: nn.Module) -> tuple[int, int, int]:
+    """(all parameters, without BatchNorm's, conv and linear weights only)."""
     total = sum(p.numel() for p in model.parameters())
     bn = sum(p.numel() for m in model.modules() if isinstance(m, _BatchNorm) for p in m.parameters(recurse=False))
-    return total, total - bn
+    weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    return total, total - bn, weights
 
 
 @torch.no_grad()
@@ -54,9 +58,8 @@ def count_mult_adds(model: nn.Module, input_size: tuple[int, int, int]) -> tuple
 
 
 def count_model(model: nn.Module, input_size: tuple[int, int, int]) -> Counts:
-    params, params_without_bn = count_params(model)
     mult_adds, mult_adds_conv = count_mult_adds(model, input_size)
-    return Counts(params, params_without_bn, mult_adds, mult_adds_conv)
+    return Counts(*count_params(model), mult_adds, mult_adds_conv)
 
 
 def count_spec(spec: ModelSpec, input_size: tuple[int, int, int] | None = None) -> Counts:
@@ -68,10 +71,19 @@ def count_spec(spec: ModelSpec, input_size: tuple[int, int, int] | None = None) 
     return count_model(model, tuple(input_size or spec.input_size))
 
 
+def target_deviation(spec: ModelSpec, counts: Counts) -> float | None:
+    """Relative deviation of mult-adds from a reconstruction's target, in the target's convention."""
+    if spec.target is None:
+        return None
+    mult_adds = counts.mult_adds if spec.target["mult_adds_convention"] == "total" else counts.mult_adds_conv
+    return mult_adds / (spec.target["mult_adds_m"] * 1e6) - 1
+
+
 def paper_deviation(spec: ModelSpec, counts: Counts) -> tuple[float | None, float | None]:
     """Relative deviation (measured / paper - 1) of params and mult-adds, each in the paper's convention."""
     paper = spec.paper
-    params = counts.params if paper["params_convention"] == "total" else counts.params_without_bn
+    params = {"total": counts.params, "without_bn": counts.params_without_bn,
+              "weights_only": counts.params_weights_only}[paper["params_convention"]]
     mult_adds = counts.mult_adds if paper["mult_adds_convention"] == "total" else counts.mult_adds_conv
     dev_params = params / (paper["params_m"] * 1e6) - 1 if paper["params_m"] else None
     dev_mult_adds = mult_adds / (paper["mult_adds_m"] * 1e6) - 1 if paper["mult_adds_m"] else None

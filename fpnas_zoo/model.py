@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import create_classifier, create_conv2d, get_act_layer
+from timm.layers import SelectAdaptivePool2d, create_conv2d, get_act_layer
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 
@@ -97,13 +97,25 @@ class FpnasZooNet(nn.Module):
         self.stage_ends = [info["stage"] for info in self.feature_info]
 
         head = spec.head
-        self.num_features = self.head_hidden_size = head["out_chs"]
+        head_act = get_act_layer(head["act"])
+        self.num_features = head["out_chs"]
         self.conv_head = create_conv2d(in_chs, head["out_chs"], 1)
-        self.bn2 = norm_act_layer_for(norm_layer, get_act_layer(head["act"]))(head["out_chs"], inplace=True)
-        self.global_pool, self.classifier = create_classifier(
-            self.num_features, self.num_classes, pool_type=head["pool"] if global_pool is None else global_pool,
-        )
+        self.bn2 = norm_act_layer_for(norm_layer, head_act)(head["out_chs"], inplace=True)
+        # After pooling: an optional 1x1 conv + act (FBNetV2's head), flatten, dropout, classifier.
+        self.global_pool = SelectAdaptivePool2d(pool_type=head["pool"] if global_pool is None else global_pool)
+        if head["pre_logits_chs"]:
+            self.head_hidden_size = head["pre_logits_chs"]
+            self.conv_pre_logits = nn.Conv2d(self.num_features, self.head_hidden_size, 1, bias=False)
+            self.act_pre_logits = head_act(inplace=True)
+        else:
+            self.head_hidden_size = self.num_features
+            self.conv_pre_logits, self.act_pre_logits = nn.Identity(), nn.Identity()
+        self.flatten = nn.Flatten(1) if self.global_pool.pool_type else nn.Identity()
+        self.classifier = self._make_classifier(self.num_classes)
         self._init_weights()
+
+    def _make_classifier(self, num_classes: int) -> nn.Module:
+        return nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
 
     def _init_weights(self) -> None:
         # As the official FPNASNet: He-normal convs (fan-out), BN 1/0, classifier N(0, 0.01).
@@ -141,8 +153,10 @@ class FpnasZooNet(nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         self.num_classes = num_classes
-        pool_type = self.global_pool.pool_type if global_pool is None else global_pool
-        self.global_pool, self.classifier = create_classifier(self.num_features, num_classes, pool_type=pool_type)
+        if global_pool is not None:
+            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool)
+            self.flatten = nn.Flatten(1) if global_pool else nn.Identity()
+        self.classifier = self._make_classifier(num_classes)
 
     def forward_intermediates(
         self,
@@ -193,6 +207,7 @@ class FpnasZooNet(nn.Module):
             self.conv_head = nn.Identity()
             self.bn2 = nn.Identity()
         if prune_head:
+            self.conv_pre_logits, self.act_pre_logits = nn.Identity(), nn.Identity()
             self.reset_classifier(0, "")
         return take_indices
 
@@ -205,7 +220,7 @@ class FpnasZooNet(nn.Module):
         return self.bn2(self.conv_head(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.global_pool(x)
+        x = self.flatten(self.act_pre_logits(self.conv_pre_logits(self.global_pool(x))))
         if self.drop_rate > 0.0:
             x = F.dropout(x, p=self.drop_rate, training=self.training)
         return x if pre_logits else self.classifier(x)

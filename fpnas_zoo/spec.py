@@ -23,9 +23,9 @@ SCHEMA_VERSION = 1
 PROVENANCES = ("official", "reconstructed", "searched")
 ACTIVATIONS = ("relu", "relu6", "hard_swish", "swish")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
-POOL_TYPES = ("avg", "max", "avgmax")
+POOL_TYPES = ("avg", "max")
 WEIGHT_LAYOUTS = ("zoo", "fpnasnet_official")
-PARAM_CONVENTIONS = ("total", "without_bn")
+PARAM_CONVENTIONS = ("total", "without_bn", "weights_only")
 MULT_ADD_CONVENTIONS = ("total", "conv_only")
 
 
@@ -157,6 +157,7 @@ TOP_FIELDS = {
     "provenance": Field("str", choices=PROVENANCES),
     "source": Field("object"),
     "paper": Field("object"),
+    "target": Field("object", nullable=True),
     "weights": Field("object"),
 }
 PREPROCESSING_FIELDS = {
@@ -177,6 +178,7 @@ HEAD_FIELDS = {
     "out_chs": CHANNELS,
     "act": ACT,
     "pool": Field("str", choices=POOL_TYPES),
+    "pre_logits_chs": Field("int", low=1, high=8192, nullable=True),  # 1x1 conv + act after pooling (FBNetV2)
     "drop_rate": Field("number", low=0.0, high=0.99),
 }
 SOURCE_FIELDS = {
@@ -191,6 +193,12 @@ PAPER_FIELDS = {
     "mult_adds_m": Field("number", low=0.0, nullable=True),
     "mult_adds_convention": Field("str", choices=MULT_ADD_CONVENTIONS),
     "top1": Field("number", low=0.0, high=100.0, nullable=True),
+    "source": Field("str"),
+}
+# What a reconstruction was built to hit, when the paper does not publish the structure (null otherwise).
+TARGET_FIELDS = {
+    "mult_adds_m": Field("number", low=0.0),
+    "mult_adds_convention": Field("str", choices=MULT_ADD_CONVENTIONS),
     "source": Field("str"),
 }
 WEIGHT_FIELDS = {
@@ -218,6 +226,7 @@ class ModelSpec:
     provenance: str
     source: dict
     paper: dict
+    target: dict | None
     weights: dict[str, dict]
     schema_version: int = SCHEMA_VERSION
     path: str | None = field(default=None, compare=False)
@@ -235,6 +244,7 @@ class ModelSpec:
             "provenance": self.provenance,
             "source": dict(self.source),
             "paper": dict(self.paper),
+            "target": None if self.target is None else dict(self.target),
             "weights": {tag: dict(w) for tag, w in self.weights.items()},
         }
 
@@ -298,6 +308,7 @@ def spec_from_dict(data: Any, file: str = "<dict>") -> ModelSpec:
         provenance=top["provenance"],
         source=check_object(top["source"], SOURCE_FIELDS, file, "source"),
         paper=check_object(top["paper"], PAPER_FIELDS, file, "paper"),
+        target=None if top["target"] is None else check_object(top["target"], TARGET_FIELDS, file, "target"),
         weights=checked_weights,
         path=None if file == "<dict>" else file,
     )

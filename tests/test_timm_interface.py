@@ -23,8 +23,9 @@ def test_import_registers_every_bundled_spec_with_timm():
     for name in MODELS:
         cfg = timm.get_pretrained_cfg(name).to_dict()
         for key in ("input_size", "pool_size", "crop_pct", "interpolation", "mean", "std", "first_conv",
-                    "classifier", "license", "paper_ids", "origin_url", "num_classes"):
+                    "classifier", "license", "paper_ids", "num_classes"):
             assert cfg.get(key) not in (None, ""), f"{name}: cfg lacks {key}"
+        assert cfg.get("origin_url") == fpnas_zoo.registered_specs()[name].source["repository"]
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -39,11 +40,12 @@ def test_default_cfg_is_consistent_with_the_model(name):
         logits = model(x)
         assert logits.shape == (1, cfg["num_classes"]) and torch.isfinite(logits).all()
         model.reset_classifier(0)
-        assert model(x).shape == (1, model.num_features)
+        assert model(x).shape == (1, model.head_hidden_size)
+        # unpooled: FBNetV2-style heads still apply their 1x1 pre-logits conv per position
         model.reset_classifier(0, "")
-        assert model(x).shape == (1, model.num_features, *cfg["pool_size"])
+        assert model(x).shape == (1, model.head_hidden_size, *cfg["pool_size"])
         unpooled = timm.create_model(name, num_classes=0, global_pool="").eval()
-        assert unpooled(x).shape == (1, model.num_features, *cfg["pool_size"])
+        assert unpooled(x).shape == (1, model.head_hidden_size, *cfg["pool_size"])
     keys = timm.create_model(name).state_dict().keys()
     assert cfg["first_conv"] + ".weight" in keys and cfg["classifier"] + ".weight" in keys
     assert isinstance(model.get_classifier(), nn.Module)
@@ -77,7 +79,7 @@ def test_grad_checkpointing_and_intermediates_match_forward_features(name):
 
 @pytest.mark.parametrize("name", IMAGENET)
 def test_feature_info_has_five_levels_at_reductions_2_to_32(name):
-    model = timm.create_model(name, features_only=True)
+    model = timm.create_model(name, features_only=True).eval()
     assert model.feature_info.reduction() == [2, 4, 8, 16, 32]
     x = small_input(name, 224, batch=1)
     outs = model(x)

@@ -1,8 +1,10 @@
 """Every zoo model lands on the numbers its spec records from the paper (in the paper's convention)."""
+import json
+
 import pytest
 
 from fpnas_zoo import count_spec, registered_specs
-from fpnas_zoo.counting import paper_deviation
+from fpnas_zoo.counting import paper_deviation, target_deviation
 
 SPECS = registered_specs()
 # How far a model may sit from its recorded paper numbers: the official network is exact up to the paper's
@@ -10,7 +12,11 @@ SPECS = registered_specs()
 TOLERANCE = {"official": 0.005, "reconstructed": 0.015}
 
 
-@pytest.mark.parametrize("name", sorted(n for n, s in SPECS.items() if s.provenance in TOLERANCE))
+FPNAS_FAMILY = sorted(n for n in SPECS if n.startswith("fpnasnet"))
+FP_NAS_FAMILY = ["fp_nas_s1pp", "fp_nas_s2pp", "fp_nas_s3pp", "fp_nas_s4pp", "fp_nas_l0", "fp_nas_l1", "fp_nas_l2"]
+
+
+@pytest.mark.parametrize("name", FPNAS_FAMILY)
 def test_model_lands_on_its_paper_numbers(name):
     spec = SPECS[name]
     dev_params, dev_mult_adds = paper_deviation(spec, count_spec(spec))
@@ -34,3 +40,30 @@ def test_fpnas_family_is_complete_with_published_numbers():
         assert spec.input_size == (3, 32, 32) and spec.num_classes == 10
         assert spec.preprocessing["mean"] == [0.4914, 0.4822, 0.4465]
     assert all(SPECS[n].provenance == "reconstructed" for n in expected if n != "fpnasnet")
+
+
+@pytest.mark.parametrize("name", FP_NAS_FAMILY)
+def test_fp_nas_reconstruction_lands_within_5_percent_of_its_target(name):
+    spec = SPECS[name]
+    assert spec.provenance == "reconstructed" and spec.target is not None
+    assert spec.paper["top1"] is None  # never invented
+    counts = count_spec(spec)
+    assert abs(target_deviation(spec, counts)) <= 0.05
+    if spec.paper["mult_adds_m"] is not None:  # L0's 0.4G search target and L2's 1.05G are the paper's
+        assert abs(paper_deviation(spec, counts)[1]) <= 0.05
+    channels = [spec.stem["out_chs"], spec.head["out_chs"]] + [b["out_chs"] for b in spec.blocks]
+    assert all(c % 8 == 0 for c in channels)
+
+
+def test_fp_nas_reconstructions_are_diverse_searched_like_networks():
+    input_sizes = {}
+    for name in FP_NAS_FAMILY:
+        spec = SPECS[name]
+        irs = [b for b in spec.blocks if b["type"] == "ir"]
+        for field in ("kernel_size", "expansion", "attention", "splits", "act"):
+            assert len({b[field] for b in irs}) > 1, f"{name}: every block has the same {field}"
+        input_sizes[name] = spec.input_size[1]
+    assert [input_sizes[n] for n in FP_NAS_FAMILY[:4]] == [128, 160, 192, 224]
+    assert 224 <= input_sizes["fp_nas_l0"] <= 256 <= input_sizes["fp_nas_l1"] <= 288 <= input_sizes["fp_nas_l2"]
+    blocks = [json.dumps(SPECS[n].blocks) for n in FP_NAS_FAMILY]
+    assert len(set(blocks)) == len(blocks)
