@@ -188,8 +188,9 @@ class InvertedResidual(nn.Module):
             self.conv_dw = create_conv2d(mid_chs, mid_chs, kernel_size, stride=stride, dilation=dilation,
                                          depthwise=True)
             self.bn2 = norm_act(mid_chs, inplace=True)
-        if attention == "se":
-            self.se = SEModule(mid_chs, rd_ratio=se_ratio, gate_layer="hard_sigmoid")
+        if attention == "se":  # as mobile-vision: the block's own activation inside, widths rounded like mid
+            rd_chs = make_divisible(int(mid_chs * se_ratio), 8, round_limit=0.95)
+            self.se = SEModule(mid_chs, rd_channels=rd_chs, act_layer=act_layer, gate_layer="hard_sigmoid")
         else:
             self.se = nn.Identity()
         self.conv_pwl = create_conv2d(mid_chs, out_chs, 1)
