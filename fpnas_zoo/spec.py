@@ -158,6 +158,7 @@ TOP_FIELDS = {
     "source": Field("object"),
     "paper": Field("object"),
     "target": Field("object", nullable=True),
+    "search": Field("object", nullable=True),
     "weights": Field("object"),
 }
 PREPROCESSING_FIELDS = {
@@ -201,6 +202,18 @@ TARGET_FIELDS = {
     "mult_adds_convention": Field("str", choices=MULT_ADD_CONVENTIONS),
     "source": Field("str"),
 }
+# How a searched spec was found (null for papers' networks): what `python -m search.run` records.
+SEARCH_FIELDS = {
+    "algorithm": Field("str", choices=("fpnas", "fp_nas")),
+    "settings": Field("object"),
+    "seed": Field("int"),
+    "dataset": Field("str"),
+    "budget_mult_adds": Field("number", low=0.0, nullable=True),
+    "measured": Field("object"),
+    "val_top1": Field("number", low=0.0, high=100.0, nullable=True),
+    "wall_time_s": Field("number", low=0.0),
+    "gpu_hours": Field("number", low=0.0),
+}
 WEIGHT_FIELDS = {
     "url": Field("str", nullable=True),
     "hf_hub_id": Field("str", nullable=True),
@@ -227,6 +240,7 @@ class ModelSpec:
     source: dict
     paper: dict
     target: dict | None
+    search: dict | None
     weights: dict[str, dict]
     schema_version: int = SCHEMA_VERSION
     path: str | None = field(default=None, compare=False)
@@ -245,6 +259,7 @@ class ModelSpec:
             "source": dict(self.source),
             "paper": dict(self.paper),
             "target": None if self.target is None else dict(self.target),
+            "search": None if self.search is None else dict(self.search),
             "weights": {tag: dict(w) for tag, w in self.weights.items()},
         }
 
@@ -309,6 +324,7 @@ def spec_from_dict(data: Any, file: str = "<dict>") -> ModelSpec:
         source=check_object(top["source"], SOURCE_FIELDS, file, "source"),
         paper=check_object(top["paper"], PAPER_FIELDS, file, "paper"),
         target=None if top["target"] is None else check_object(top["target"], TARGET_FIELDS, file, "target"),
+        search=None if top["search"] is None else check_object(top["search"], SEARCH_FIELDS, file, "search"),
         weights=checked_weights,
         path=None if file == "<dict>" else file,
     )

@@ -102,7 +102,7 @@ def fit_width(name: str, seed: str) -> tuple[float, float]:
     def mult_adds(alpha: float) -> int:
         data = build(name, template, size, alpha, seed) | {
             "provenance": "reconstructed", "source": {"paper": PAPER, "table": None, "repository": None, "notes": ""},
-            "paper": _paper(name), "target": None, "weights": {}}
+            "paper": _paper(name), "target": None, "search": None, "weights": {}}
         return count_spec(spec_from_dict(data)).mult_adds
 
     lo, hi = 0.3, 3.0
@@ -138,6 +138,7 @@ def reconstruct(name: str) -> dict:
         "paper": _paper(name),
         "target": {"mult_adds_m": target_m, "mult_adds_convention": "total",
                    "source": f"inferred reconstruction target: {why}"},
+        "search": None,
         "weights": {},
     }
 
