@@ -1,0 +1,93 @@
+"""Search checkpoints and the trace log: atomic writes, and refusal to resume another run's checkpoint."""
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fpnas_zoo.atomic import atomic_write_text
+
+
+class ResumeError(ValueError):
+    """A checkpoint cannot be resumed by this run (another algorithm, space, dataset or seed)."""
+
+
+def _differences(saved: Any, current: Any, path: str = "") -> list[str]:
+    if isinstance(saved, dict) and isinstance(current, dict):
+        out = []
+        for key in sorted(set(saved) | set(current)):
+            out += _differences(saved.get(key), current.get(key), f"{path}.{key}" if path else key)
+        return out
+    saved, current = json.loads(json.dumps(saved)), json.loads(json.dumps(current))  # tuples vs lists
+    return [] if saved == current else [f"{path}: checkpoint has {saved!r}, this run has {current!r}"]
+
+
+class Checkpointer:
+    """One checkpoint file holding `identity` (what the run is) and a payload (where it is)."""
+
+    def __init__(self, path: Path, identity: dict, enabled: bool = True):
+        self.path, self.identity, self.enabled = Path(path), identity, enabled
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    def save(self, payload: dict) -> None:
+        if not self.enabled:
+            return
+        buffer = io.BytesIO()
+        torch.save({"identity": self.identity, **payload}, buffer)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(buffer.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def load(self) -> dict:
+        try:
+            payload = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
+            raise ResumeError(f"{self.path}: not a readable search checkpoint ({e.__class__.__name__}: {e})") from None
+        differences = _differences(payload.get("identity"), self.identity)
+        if differences:
+            raise ResumeError(f"{self.path} belongs to another search; refusing to resume:\n  "
+                              + "\n  ".join(differences))
+        return payload
+
+
+class Trace:
+    """`trace.jsonl`: one JSON object per line (epochs, candidates, decisions), readable while a run goes on."""
+
+    def __init__(self, path: Path, enabled: bool = True):
+        self.path, self.enabled = Path(path), enabled
+        self.lines = 0
+        if enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, **record: Any) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        self.lines += 1
+
+    def truncate(self, lines: int) -> None:
+        """Drop what an interrupted run wrote after its last checkpoint."""
+        self.lines = lines
+        if self.enabled and self.path.exists():
+            kept = self.path.read_text(encoding="utf-8").splitlines(keepends=True)[:lines]
+            atomic_write_text(self.path, "".join(kept))
+
+    def start_fresh(self) -> None:
+        self.lines = 0
+        if self.enabled and self.path.exists():
+            self.path.unlink()
+
+
+def read_trace(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -1,0 +1,497 @@
+"""Data for the searchers: CIFAR-10/100, any ImageFolder directory, and scikit-learn's bundled digits.
+
+``load_data`` returns a :class:`SearchData` with three iterables of ``(images, labels)`` batches already on the
+requested device: ``train`` (shuffled, augmented, ``drop_last``), ``val`` (in order, not augmented) and ``calib``
+(a fixed subset of the training split for BatchNorm recalibration).
+
+The search never touches a dataset's official test split: like the FPNAS paper (45,000 / 5,000 on CIFAR-10) it
+carves a validation split out of the training set with a seeded permutation.
+
+Two back ends:
+
+* In-memory datasets (``cifar10``, ``cifar100``, ``digits``) are held whole as one tensor on ``device``; each epoch's
+  permutation, crop offsets and flips are drawn from a CPU ``torch.Generator`` seeded from ``(seed, epoch)``, and the
+  crop/flip/normalise happen as a single vectorised gather on the device, so a GPU is never starved by a loader and
+  the batches are bit-identical for the same ``(seed, epoch)``.
+* ``imagefolder`` goes through torchvision's ``ImageFolder`` and a ``DataLoader`` (workers, pinned memory on CUDA);
+  the sampler and the per-image augmentation are seeded from ``(seed, epoch, index)`` so it is reproducible too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision import datasets as tv_datasets
+from torchvision import transforms as T
+
+__all__ = [
+    "CIFAR_CLASSES",
+    "DATASETS",
+    "DIGITS_MEAN",
+    "DIGITS_STD",
+    "Batches",
+    "DataSpec",
+    "SearchData",
+    "load_data",
+]
+
+DATASETS = ("cifar10", "cifar100", "imagefolder", "digits")
+
+CIFAR_MEAN = {"cifar10": (0.4914, 0.4822, 0.4465), "cifar100": (0.5071, 0.4865, 0.4409)}
+CIFAR_STD = {"cifar10": (0.2470, 0.2435, 0.2616), "cifar100": (0.2673, 0.2564, 0.2762)}
+# The torchvision class per CIFAR name; a module-level table so a test can register a subclass whose md5 list
+# matches a tiny fake dataset while still running torchvision's real integrity check and pickle parsing.
+CIFAR_CLASSES: dict[str, type[tv_datasets.CIFAR10]] = {
+    "cifar10": tv_datasets.CIFAR10,
+    "cifar100": tv_datasets.CIFAR100,
+}
+
+# Pixel statistics of all 1797 digits after the [0, 1] scaling and bilinear 8->32 upsample below (the three
+# channels are copies). Fixed constants rather than per-split statistics so DataSpec does not depend on the seed;
+# tests/test_search_data.py recomputes them.
+DIGITS_MEAN = (0.3053, 0.3053, 0.3053)
+DIGITS_STD = (0.3236, 0.3236, 0.3236)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+CROP_PADDING = 4  # the standard CIFAR augmentation: 4-pixel zero padding, random 32x32 crop
+DEFAULT_VAL_SIZE: dict[str, int | float] = {"cifar10": 5000, "cifar100": 5000, "imagefolder": 0.1, "digits": 0.1}
+
+# Salts keep the split, the calibration subset and the per-epoch streams independent of one another.
+_SALT_SPLIT, _SALT_CALIB, _SALT_EPOCH = 0x5EED, 0xCA11B, 0xE90C
+
+
+@dataclass
+class DataSpec:
+    """What a model needs to know about the data."""
+
+    name: str
+    num_classes: int
+    input_size: tuple[int, int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+class Batches(Protocol):
+    """An epoch-aware iterable of ``(images float NCHW normalised, labels long)`` on the target device."""
+
+    num_samples: int  # images yielded per epoch on this rank
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    def __len__(self) -> int: ...
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+
+@dataclass
+class SearchData:
+    spec: DataSpec
+    train: Batches
+    val: Batches
+    calib: Batches
+
+
+def _mix_seed(*parts: int) -> int:
+    """A 63-bit seed from several integers (splitmix64-style), so (seed, epoch) pairs never collide trivially."""
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h = (h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+def _generator(*parts: int) -> torch.Generator:
+    # Always a CPU generator: its streams are identical on every machine, which a CUDA generator does not promise.
+    return torch.Generator().manual_seed(_mix_seed(*parts))
+
+
+def _shard_epoch_order(n: int, seed: int, epoch: int, rank: int, world_size: int) -> torch.Tensor:
+    """This rank's positions for one epoch: a seeded permutation, trimmed to a multiple of world_size, strided."""
+    perm = torch.randperm(n, generator=_generator(seed, _SALT_EPOCH, epoch))
+    per_rank = n // world_size
+    return perm[: per_rank * world_size][rank::world_size]
+
+
+def _num_batches(n: int, batch_size: int, drop_last: bool) -> int:
+    if not drop_last:
+        return -(-n // batch_size)
+    # A shard smaller than one batch still yields it once, so tiny smoke runs (limit_train) train at all.
+    return n // batch_size if n >= batch_size else int(n > 0)
+
+
+class TensorBatches:
+    """Batches from a split held as one tensor on the device; augmentation is a vectorised gather there.
+
+    ``images`` is ``(N, C, H, W)``, uint8 (scaled by 1/255) or float already in [0, 1].
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        batch_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        train: bool,
+        flip: bool,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        shard: bool = True,
+    ) -> None:
+        self.images = images
+        self.labels = labels
+        self.batch_size = batch_size
+        self.train = train
+        self.flip = flip
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        device = images.device
+        scale = 255.0 if images.dtype == torch.uint8 else 1.0
+        mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        # Fold the uint8 -> [0, 1] scaling into the normalisation, so each batch costs one multiply-add: x * a + b.
+        self._mul = (1.0 / (scale * std_t)).to(device)
+        self._add = (-mean_t / std_t).to(device)
+        n = images.shape[0]
+        if train:
+            self._per_rank = n // world_size
+        elif shard:
+            self._fixed = torch.arange(rank, n, world_size, device=device)
+        else:
+            self._fixed = torch.arange(n, device=device)
+        count = self._per_rank if train else int(self._fixed.numel())
+        self._len = _num_batches(count, batch_size, drop_last=train)
+        self.num_samples = min(count, self._len * batch_size)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float().mul_(self._mul).add_(self._add)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        device = self.images.device
+        if not self.train:
+            for b in range(self._len):
+                idx = self._fixed[b * self.batch_size : (b + 1) * self.batch_size]
+                yield self._normalise(self.images[idx]), self.labels[idx]
+            return
+
+        n, _, h, w = self.images.shape
+        order = _shard_epoch_order(n, self.seed, self.epoch, self.rank, self.world_size)
+        # Offsets and flips are drawn per dataset image (not per batch slot), so an image's augmentation in an epoch
+        # depends only on (seed, epoch), not on rank, world size or batch size.
+        g = _generator(self.seed, _SALT_EPOCH, self.epoch, 1)
+        off_y = torch.randint(0, 2 * CROP_PADDING + 1, (n,), generator=g)
+        off_x = torch.randint(0, 2 * CROP_PADDING + 1, (n,), generator=g)
+        flips = torch.rand(n, generator=g) < 0.5 if self.flip else torch.zeros(n, dtype=torch.bool)
+        order, off_y, off_x, flips = (t.to(device, non_blocking=True) for t in (order, off_y, off_x, flips))
+        ar_h = torch.arange(h, device=device)
+        ar_w = torch.arange(w, device=device)
+        ar_c = torch.arange(self.images.shape[1], device=device).view(1, -1, 1, 1)
+        for b in range(self._len):
+            pos = order[b * self.batch_size : (b + 1) * self.batch_size]
+            # Pad the batch once, then one advanced-index gather does the crop and the flip for every image.
+            x = F.pad(self.images[pos], (CROP_PADDING,) * 4)
+            rows = off_y[pos, None] + ar_h  # (B, H)
+            cols = torch.where(flips[pos, None], ar_w.flip(0), ar_w) + off_x[pos, None]  # (B, W)
+            bi = torch.arange(pos.numel(), device=device).view(-1, 1, 1, 1)
+            x = x[bi, ar_c, rows[:, None, :, None], cols[:, None, None, :]]
+            yield self._normalise(x), self.labels[pos]
+
+
+class _EpochSampler(Sampler):
+    """Yields ``(index, epoch)`` so each worker can seed the augmentation of an image from (seed, epoch, index)."""
+
+    def __init__(self, n: int, *, shuffle: bool, seed: int, rank: int, world_size: int) -> None:
+        self.n, self.shuffle, self.seed, self.rank, self.world_size = n, shuffle, seed, rank, world_size
+        self.epoch = 0
+
+    def _indices(self) -> list[int]:
+        if self.shuffle:
+            return _shard_epoch_order(self.n, self.seed, self.epoch, self.rank, self.world_size).tolist()
+        return list(range(self.rank, self.n, self.world_size))
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        return iter([(i, epoch) for i in self._indices()])
+
+    def __len__(self) -> int:
+        return self.n // self.world_size if self.shuffle else len(range(self.rank, self.n, self.world_size))
+
+
+class _SeededSubset(Dataset):
+    """A subset of an ImageFolder whose random transforms are a pure function of (seed, epoch, index)."""
+
+    def __init__(self, base: tv_datasets.ImageFolder, indices: list[int], seed: int) -> None:
+        self.base, self.indices, self.seed = base, indices, seed
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> Any:
+        index, epoch = item if isinstance(item, tuple) else (item, 0)
+        # torchvision transforms draw from the global torch RNG; fork it so the main process (workers=0) keeps its
+        # own stream untouched.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_mix_seed(self.seed, _SALT_EPOCH, epoch, index))
+            return self.base[self.indices[index]]
+
+
+class LoaderBatches:
+    """A DataLoader over an ImageFolder subset that moves batches to ``device``."""
+
+    def __init__(
+        self,
+        dataset: _SeededSubset,
+        sampler: _EpochSampler,
+        *,
+        batch_size: int,
+        drop_last: bool,
+        device: torch.device,
+        workers: int,
+    ) -> None:
+        self.sampler = sampler
+        self.device = device
+        self.loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            drop_last=drop_last and len(sampler) >= batch_size,
+            num_workers=workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=workers > 0,
+            # Its own generator: otherwise each new iterator draws a worker base seed from the global torch RNG.
+            generator=torch.Generator().manual_seed(sampler.seed),
+        )
+        self._len = _num_batches(len(sampler), batch_size, drop_last)
+        self.num_samples = min(len(sampler), self._len * batch_size)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for images, labels in self.loader:
+            yield (
+                images.to(self.device, non_blocking=True),
+                labels.to(self.device, dtype=torch.long, non_blocking=True),
+            )
+
+
+def _split(n: int, val_size: int | float, seed: int, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded (train, val) index split of range(n); independent of batch size, rank and world size."""
+    if isinstance(val_size, bool):
+        raise ValueError(f"val_size must be an int count or a float fraction, got {val_size!r}")
+    if isinstance(val_size, float):
+        if not 0.0 < val_size < 1.0:
+            raise ValueError(f"val_size as a fraction must be in (0, 1), got {val_size}")
+        n_val = max(1, round(val_size * n))
+    else:
+        n_val = int(val_size)
+    if not 0 < n_val < n:
+        raise ValueError(f"val_size={val_size} leaves no train or no val images of the {n} in {what}")
+    # Kept in permutation order (not sorted) so limit_train/limit_val take a class-balanced random subset.
+    perm = torch.randperm(n, generator=_generator(seed, _SALT_SPLIT))
+    return perm[n_val:], perm[:n_val]
+
+
+def _limit(idx: torch.Tensor, limit: int | None, name: str) -> torch.Tensor:
+    if limit is None:
+        return idx
+    if limit <= 0:
+        raise ValueError(f"{name} must be a positive image count, got {limit}")
+    return idx[:limit]
+
+
+def _calib_positions(n_train: int, calib_images: int, seed: int) -> torch.Tensor:
+    if calib_images <= 0:
+        raise ValueError(f"calib_images must be positive, got {calib_images}")
+    perm = torch.randperm(n_train, generator=_generator(seed, _SALT_CALIB))
+    return perm[: min(calib_images, n_train)]
+
+
+def _load_cifar(name: str, data_dir: str | None, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    root = Path(data_dir if data_dir is not None else "data").expanduser()
+    cls = CIFAR_CLASSES[name]
+    folder = root / cls.base_folder
+    hint = f"--data-dir must hold {cls.base_folder!r} or allow the download (download=True and online)"
+    if not download and not folder.is_dir():
+        raise FileNotFoundError(f"{name}: {folder} not found; {hint}")
+    try:
+        ds = cls(str(root), train=True, download=download)
+    except (OSError, RuntimeError) as e:  # torchvision: RuntimeError if corrupt, URLError (an OSError) offline
+        raise FileNotFoundError(f"{name}: could not read or download {folder} ({e}); {hint}") from e
+    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # HWC uint8 -> NCHW
+    return images, torch.tensor(ds.targets, dtype=torch.long)
+
+
+def _load_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.tensor(digits.images, dtype=torch.float32).div_(16.0)[:, None]  # values 0..16 -> [0, 1]
+    x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
+    # Three identical channels so the 32-px RGB CIFAR networks run unchanged.
+    return x.expand(-1, 3, -1, -1).contiguous(), torch.tensor(digits.target, dtype=torch.long)
+
+
+def _imagefolder_root(data_dir: str | None) -> Path:
+    if data_dir is None:
+        raise ValueError("imagefolder needs data_dir (--data-dir): a directory with one sub-folder per class")
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"imagefolder: data_dir {root} is not a directory")
+    # An ImageNet-style tree (train/ and val/ side by side): the search only ever splits the training set.
+    if (root / "train").is_dir():
+        root = root / "train"
+    classes = [d for d in os.scandir(root) if d.is_dir() and not d.name.startswith(".")]
+    if len(classes) < 2:
+        raise ValueError(f"imagefolder: data_dir {root} must hold at least 2 class folders, found {len(classes)}")
+    return root
+
+
+def load_data(
+    dataset: str,
+    data_dir: str | None = None,
+    *,
+    batch_size: int = 128,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    val_size: int | float | None = None,
+    calib_images: int = 2000,
+    image_size: int | None = None,
+    workers: int = 2,
+    download: bool = True,
+    limit_train: int | None = None,
+    limit_val: int | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> SearchData:
+    """Load ``dataset`` and return seeded train/val/calib batches on ``device`` (see the module docstring).
+
+    ``data_dir`` defaults to ``./data`` for CIFAR (torchvision layout); ``imagefolder`` requires it.
+    ``rank``/``world_size`` shard train (per-epoch permutation, equal shards) and val (index % world_size);
+    ``calib`` is not sharded, so every rank recalibrates BatchNorm on the same images.
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {dataset!r}")
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size); got rank={rank}, world_size={world_size}")
+    device = torch.device(device)
+    val_size = DEFAULT_VAL_SIZE[dataset] if val_size is None else val_size
+
+    if dataset == "imagefolder":
+        return _load_imagefolder(
+            data_dir,
+            batch_size=batch_size,
+            device=device,
+            seed=seed,
+            val_size=val_size,
+            calib_images=calib_images,
+            image_size=224 if image_size is None else image_size,
+            workers=workers,
+            limit_train=limit_train,
+            limit_val=limit_val,
+            rank=rank,
+            world_size=world_size,
+        )
+
+    if image_size not in (None, 32):
+        raise ValueError(f"{dataset} is 32x32; image_size must be None or 32, got {image_size}")
+    if dataset == "digits":
+        images, labels = _load_digits()
+        spec = DataSpec("digits", 10, (3, 32, 32), DIGITS_MEAN, DIGITS_STD)
+        flip = False  # a mirrored digit is a different (or no) digit
+    else:
+        images, labels = _load_cifar(dataset, data_dir, download)
+        spec = DataSpec(
+            dataset, 10 if dataset == "cifar10" else 100, (3, 32, 32), CIFAR_MEAN[dataset], CIFAR_STD[dataset]
+        )
+        flip = True
+
+    train_idx, val_idx = _split(images.shape[0], val_size, seed, dataset)
+    train_idx = _limit(train_idx, limit_train, "limit_train")
+    val_idx = _limit(val_idx, limit_val, "limit_val")
+    calib_idx = train_idx[_calib_positions(train_idx.numel(), calib_images, seed)]
+
+    def batches(idx: torch.Tensor, train: bool, shard: bool = True) -> TensorBatches:
+        return TensorBatches(
+            images[idx].to(device),
+            labels[idx].to(device),
+            batch_size=batch_size,
+            mean=spec.mean,
+            std=spec.std,
+            train=train,
+            flip=flip,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+            shard=shard,
+        )
+
+    return SearchData(spec, batches(train_idx, True), batches(val_idx, False), batches(calib_idx, False, False))
+
+
+def _load_imagefolder(
+    data_dir: str | None,
+    *,
+    batch_size: int,
+    device: torch.device,
+    seed: int,
+    val_size: int | float,
+    calib_images: int,
+    image_size: int,
+    workers: int,
+    limit_train: int | None,
+    limit_val: int | None,
+    rank: int,
+    world_size: int,
+) -> SearchData:
+    root = _imagefolder_root(data_dir)
+    normalize = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    train_tf = T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(), T.ToTensor(), normalize])
+    # The usual 0.875 crop ratio (256 -> 224).
+    eval_tf = T.Compose([T.Resize(round(image_size / 0.875)), T.CenterCrop(image_size), T.ToTensor(), normalize])
+    train_base = tv_datasets.ImageFolder(str(root), transform=train_tf)
+    eval_base = tv_datasets.ImageFolder(str(root), transform=eval_tf)
+    spec = DataSpec("imagefolder", len(train_base.classes), (3, image_size, image_size), IMAGENET_MEAN, IMAGENET_STD)
+
+    train_idx, val_idx = _split(len(train_base), val_size, seed, str(root))
+    train_idx = _limit(train_idx, limit_train, "limit_train")
+    val_idx = _limit(val_idx, limit_val, "limit_val")
+    calib_idx = train_idx[_calib_positions(train_idx.numel(), calib_images, seed)]
+
+    def batches(base: tv_datasets.ImageFolder, idx: torch.Tensor, train: bool, shard: bool = True) -> LoaderBatches:
+        subset = _SeededSubset(base, idx.tolist(), seed)
+        sampler = _EpochSampler(
+            len(subset), shuffle=train, seed=seed, rank=rank if shard else 0, world_size=world_size if shard else 1
+        )
+        return LoaderBatches(subset, sampler, batch_size=batch_size, drop_last=train, device=device, workers=workers)
+
+    return SearchData(
+        spec,
+        batches(train_base, train_idx, True),
+        batches(eval_base, val_idx, False),
+        batches(eval_base, calib_idx, False, shard=False),
+    )

@@ -1,0 +1,301 @@
+"""The one small training engine shared by both searchers and `python -m search.train`.
+
+Read it top to bottom: recipe -> optimizer/schedule -> model preparation -> train / evaluate loops ->
+BN recalibration -> seeding. Everything heavy is stock PyTorch (SGD, lr_scheduler, torch.amp, DDP,
+torch.compile); this module only wires it together.
+
+Data arrives as "Batches": iterables of (images, labels) already on the device, with `__len__`
+(batches per epoch), `set_epoch(epoch)` and `num_samples`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from search.distributed import DistInfo, all_reduce_mean, all_reduce_sum
+
+SCHEDULES = ("fixed", "cosine", "cosine_restarts")
+POSTFIX_EVERY = 10  # steps between tqdm postfix updates; each update syncs the device for .item()
+
+
+@dataclass
+class Recipe:
+    """Optimisation settings (a named recipe of the paper or a preset)."""
+
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: str = "fixed"  # "fixed" | "cosine" | "cosine_restarts"
+    epochs: int = 1
+    eta_min: float = 0.0
+    t0: int = 10
+    t_mult: int = 2
+    label_smoothing: float = 0.0
+    amp: bool = True  # bf16 autocast on CUDA only; ignored on CPU
+    channels_last: bool = False
+    compile: bool = False
+
+
+# --------------------------------------------------------------------------- optimiser and schedule
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
+    """SGD where weight decay applies only to weight matrices / kernels.
+
+    1-D parameters (BN/LN affine, biases) are left undecayed: shrinking a BN scale towards zero changes
+    the function rather than regularising it.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    groups = [
+        {"params": decay, "weight_decay": recipe.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov)
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The paper's schedules, stepped once per optimisation step (not per epoch)."""
+    steps_per_epoch = max(1, steps_per_epoch)
+    if recipe.schedule == "fixed":
+        return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    if recipe.schedule == "cosine":
+        total = max(1, recipe.epochs * steps_per_epoch)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=recipe.eta_min)
+    if recipe.schedule == "cosine_restarts":
+        return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+            optimizer, T_0=max(1, recipe.t0 * steps_per_epoch), T_mult=recipe.t_mult, eta_min=recipe.eta_min
+        )
+    raise ValueError(f"unknown schedule {recipe.schedule!r}; expected one of {SCHEDULES}")
+
+
+# --------------------------------------------------------------------------- model preparation
+
+
+def prepare_model(model: nn.Module, recipe: Recipe, dist: DistInfo, find_unused_parameters: bool = False) -> nn.Module:
+    """Move to the device, optionally channels_last, DDP-wrap under torchrun, optionally compile.
+
+    `find_unused_parameters` is for supernets, whose steps each use only some of the weights."""
+    model = model.to(dist.device)
+    if recipe.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if dist.world_size > 1:
+        device_ids = [dist.device.index] if dist.device.type == "cuda" else None
+        model = DDP(model, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
+    if recipe.compile:
+        model = torch.compile(model)
+    return model
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under any DDP (`.module`) and torch.compile (`._orig_mod`) wrappers."""
+    while True:
+        if isinstance(model, DDP):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _without_ddp(model: nn.Module) -> nn.Module:
+    """The model to run inference with: DDP's forward broadcasts rank 0's buffers on every call, a
+    collective that is pointless once weights are in sync and deadlocks when ranks hold unequal numbers
+    of batches. A compiled DDP model therefore runs uncompiled here."""
+    if isinstance(model, DDP):
+        return model.module
+    if isinstance(getattr(model, "_orig_mod", None), DDP):
+        return unwrap(model)
+    return model
+
+
+def _autocast(recipe: Recipe, device: torch.device):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=recipe.amp and device.type == "cuda")
+
+
+def _inputs(images: torch.Tensor, recipe: Recipe) -> torch.Tensor:
+    if recipe.channels_last and images.ndim == 4:
+        return images.contiguous(memory_format=torch.channels_last)
+    return images
+
+
+# --------------------------------------------------------------------------- train / evaluate
+
+
+def train_epoch(
+    model: nn.Module,
+    batches: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    recipe: Recipe,
+    dist: DistInfo,
+    *,
+    epoch: int,
+    desc: str = "train",
+    progress: bool = True,
+) -> dict:
+    """One pass over `batches`; returns metrics that are identical on every rank.
+
+    "lr" is the learning rate used by the last optimisation step of the epoch.
+    """
+    if hasattr(batches, "set_epoch"):
+        batches.set_epoch(epoch)
+    model.train()
+    device = dist.device
+    # Running sums stay on the device so the loop never blocks on .item() except for the progress bar.
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.float64)
+    seen = torch.zeros((), device=device, dtype=torch.float64)
+    lr = optimizer.param_groups[0]["lr"]
+    start = time.perf_counter()
+
+    bar = tqdm(batches, total=len(batches), desc=f"{desc} {epoch}", disable=not (progress and dist.is_main))
+    for step, (images, labels) in enumerate(bar):
+        with _autocast(recipe, device):
+            logits = model(_inputs(images, recipe))
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=recipe.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        lr = optimizer.param_groups[0]["lr"]
+        if scheduler is not None:
+            scheduler.step()
+
+        n = labels.shape[0]
+        loss_sum += loss.detach().double() * n
+        correct += (logits.detach().argmax(dim=1) == labels).sum().double()
+        seen += n
+        if not bar.disable and (step % POSTFIX_EVERY == 0 or step == len(batches) - 1):
+            avg_loss, acc = (loss_sum / seen).item(), (100 * correct / seen).item()
+            bar.set_postfix(loss=f"{avg_loss:.4f}", acc=f"{acc:.2f}", lr=f"{lr:.4g}")
+    bar.close()
+
+    totals = all_reduce_sum(torch.stack([loss_sum, correct, seen]))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    loss_total, correct_total, images = totals.tolist()
+    images = int(images)
+    return {
+        "loss": loss_total / max(images, 1),
+        "acc": 100.0 * correct_total / max(images, 1),
+        "images": images,
+        "seconds": seconds,
+        "images_per_s": images / seconds if seconds > 0 else 0.0,
+        "lr": lr,
+    }
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, batches: Any, recipe: Recipe, dist: DistInfo, *, desc: str = "eval", progress: bool = False
+) -> dict:
+    """Loss / top-1 / top-5 (in %) over all ranks' batches; identical on every rank.
+
+    Ranks may hold different numbers of batches: the only collective is the final all-reduce.
+    """
+    model = _without_ddp(model)
+    model.eval()
+    device = dist.device
+    sums = torch.zeros(4, device=device, dtype=torch.float64)  # loss, top1, top5, images
+    for images, labels in tqdm(batches, total=len(batches), desc=desc, disable=not (progress and dist.is_main)):
+        with _autocast(recipe, device):
+            logits = model(_inputs(images, recipe)).float()
+        k = min(5, logits.shape[1])
+        topk = logits.topk(k, dim=1).indices
+        hits = topk == labels[:, None]
+        sums += torch.stack(
+            [
+                F.cross_entropy(logits, labels, reduction="sum").double(),
+                hits[:, 0].sum().double(),
+                hits.any(dim=1).sum().double(),
+                torch.tensor(labels.shape[0], device=device, dtype=torch.float64),
+            ]
+        )
+    loss, top1, top5, images = all_reduce_sum(sums).tolist()
+    denom = max(images, 1)
+    return {"loss": loss / denom, "top1": 100.0 * top1 / denom, "top5": 100.0 * top5 / denom, "images": int(images)}
+
+
+# --------------------------------------------------------------------------- BN recalibration
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: Any, dist: DistInfo, max_batches: int | None = None) -> None:
+    """Re-estimate every BatchNorm's running stats on fixed calibration batches.
+
+    Shared-weight candidates inherit BN statistics from whatever paths the supernet happened to sample,
+    so they must be recalibrated before being ranked. With momentum=None PyTorch keeps a cumulative
+    average over the pass: running_mean is the exact data mean (equal batch sizes), running_var the
+    mean of the per-batch unbiased variances. Under DDP each rank's statistics are averaged so that
+    every rank ranks candidates with identical BN state.
+    """
+    # Forward the plain module: DDP's forward would broadcast rank 0's buffers over ours on every call.
+    module = unwrap(model)
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns:
+        return
+    momenta = [bn.momentum for bn in bns]
+    was_training = module.training
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+    module.train()
+    try:
+        for i, (images, _) in enumerate(batches):
+            if max_batches is not None and i >= max_batches:
+                break
+            module(images)
+    finally:
+        for bn, momentum in zip(bns, momenta, strict=True):
+            bn.momentum = momentum
+        module.train(was_training)
+    if dist.world_size > 1:
+        for bn in bns:
+            all_reduce_mean(bn.running_mean)
+            all_reduce_mean(bn.running_var)
+
+
+# --------------------------------------------------------------------------- seeding and exact resume
+
+
+def seed_everything(seed: int, rank: int = 0) -> None:
+    """Seed python, numpy and torch (CPU and all CUDA devices); ranks get distinct streams."""
+    seed = seed + rank
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    """Every RNG state a training step can consume, for exact resume."""
+    # Plain tuples/lists/tensors only, so a checkpoint holding this loads with torch.load(weights_only=True).
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = (name, keys.tolist(), int(pos), int(has_gauss), float(cached))
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,93 @@
+"""`python -m search.run`: run a searcher; its output is a zoo spec.
+
+    python -m search.run --algo fpnas --preset demo --out runs/demo             # CPU, embedded data, minutes
+    python -m search.run --algo fpnas --dataset cifar10 --data-dir ~/data --preset paper --flops-budget 300e6 \\
+        --out runs/c10
+    torchrun --nproc_per_node 8 -m search.run --algo fpnas ...                  # many GPUs, same command
+    python -m search.run ... --resume                                            # continue an interrupted search
+
+`--out` receives spec.json (provenance 'searched'), trace.jsonl, plots/*.png and checkpoint.pt.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import fields, replace
+from pathlib import Path
+
+from .checkpointing import ResumeError
+from .fpnas import PRESETS, FpnasSearch, FpnasSettings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m search.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--algo", choices=("fpnas",), default="fpnas",
+                   help="fpnas: block-wise coordinate descent with two-stage weight sharing (Cui et al.)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="demo",
+                   help="paper: the paper's settings; demo: CPU minutes on embedded data; smoke: seconds")
+    p.add_argument("--out", required=True, help="output folder (spec.json, trace.jsonl, plots/, checkpoint.pt)")
+    p.add_argument("--dataset", choices=("cifar10", "cifar100", "imagefolder", "digits"),
+                   help="default: the preset's (digits is scikit-learn's embedded 8x8 digits, offline)")
+    p.add_argument("--data-dir", help="where the dataset lives (downloaded there when online, for CIFAR)")
+    p.add_argument("--flops-budget", type=float, help="mult-adds budget b: candidates at or over it get reward -1")
+    p.add_argument("--seed", type=int, help="default 0")
+    p.add_argument("--blocks", type=int, dest="num_blocks", help="N, block positions searched (4..16)")
+    for name, text in (("P", "stage-1 epochs"), ("Q", "stage-2 epochs"), ("E", "candidates kept after stage 1"),
+                       ("T", "block optimisations")):
+        p.add_argument(f"--{name}", type=int, dest=name, help=text)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--width-mult", type=float, help="scale the skeleton's widths (small demos)")
+    p.add_argument("--limit-train", type=int, help="use only this many training images (smoke runs)")
+    p.add_argument("--limit-val", type=int, help="use only this many validation images")
+    p.add_argument("--device", help="default: cuda (LOCAL_RANK under torchrun) when available, else cpu")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers (imagefolder)")
+    p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the trained networks")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> FpnasSettings:
+    settings = FpnasSettings(**PRESETS[args.preset])
+    overrides = {f.name: getattr(args, f.name) for f in fields(FpnasSettings)
+                 if getattr(args, f.name, None) is not None}
+    if args.flops_budget is not None:
+        overrides["budget"] = args.flops_budget
+    return replace(settings, **overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    settings = settings_from_args(args)
+    out = Path(args.out)
+    if not args.resume and (out / "checkpoint.pt").exists():
+        print(f"error: {out} already holds a search (checkpoint.pt); pass --resume to continue it or choose another "
+              "--out", file=sys.stderr)
+        return 2
+    try:
+        search = FpnasSearch(settings, out, data_dir=args.data_dir, device=args.device, workers=args.workers,
+                             progress=not args.no_progress,
+                             recipe_overrides=dict(amp=not args.no_amp, channels_last=args.channels_last,
+                                                   compile=args.compile))
+        spec = search.run(resume=args.resume)
+    except (ResumeError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if search.dist.is_main:
+        measured = spec.search["measured"]
+        print(f"searched {spec.name}: {measured['params'] / 1e6:.3f}M params, {measured['mult_adds'] / 1e6:.2f}M "
+              f"mult-adds, val top-1 {spec.search['val_top1']}; wrote {out / 'spec.json'}")
+        print(f"inspect: python -m fpnas_zoo info {out / 'spec.json'}")
+    from . import distributed
+
+    distributed.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""The FPNAS search space: a fixed macro skeleton, and per block a choice of expansion, kernel, shortcut, split.
+
+A point of the space is a list of `Choice`s, one per block position; `FpnasSpace.to_spec_dict` turns it
+into the zoo's own spec (the `fpnas` block type), so what the searcher finds builds with the zoo's builder.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass
+
+from timm.layers import make_divisible
+
+from fpnas_zoo.blocks import BLOCK_TYPES
+from fpnas_zoo.spec import SCHEMA_VERSION
+
+# The official FPNASNet skeleton (16 searched blocks): widths and ImageNet strides.
+OFFICIAL_WIDTHS = (24, 24, 40, 40, 40, 80, 80, 80, 80, 112, 112, 112, 192, 192, 192, 320)
+OFFICIAL_STRIDES = (2, 1, 2, 1, 1, 2, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1)
+FPNAS_PAPER = "Cui et al., Fast and Practical Neural Architecture Search (FPNAS), ICCV 2019"
+
+
+@dataclass(frozen=True, order=True)
+class Choice:
+    """One candidate block: MBConv expansion t and kernel k, shortcut on/off, split on/off."""
+
+    expansion: float
+    kernel_size: int
+    shortcut: bool
+    split: bool
+
+    def label(self) -> str:
+        return f"t{self.expansion:g}_k{self.kernel_size}{'_sc' if self.shortcut else ''}{'_sp' if self.split else ''}"
+
+
+@dataclass(frozen=True)
+class FpnasSpace:
+    """N block positions with fixed widths and strides, and the candidate set of each position."""
+
+    widths: tuple[int, ...]
+    strides: tuple[int, ...]
+    expansions: tuple[float, ...] = (3, 4, 6, 8)
+    kernels: tuple[int, ...] = (3, 5)
+    stem_chs: int = 34
+    stem_stride: int = 2
+    ds_chs: int = 24
+    head_chs: int = 1280
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    num_classes: int = 1000
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.widths)
+
+    def in_chs(self, position: int) -> int:
+        return self.ds_chs if position == 0 else self.widths[position - 1]
+
+    def resolution(self, position: int) -> int:
+        """Input resolution (square) of the block at `position`."""
+        res = self.input_size[1] // self.stem_stride
+        for s in self.strides[:position]:
+            res = -(-res // s)
+        return res
+
+    def choices(self, position: int) -> list[Choice]:
+        """Every valid candidate of a position (splits need even widths that add up)."""
+        out = []
+        for t, k, shortcut, split in itertools.product(self.expansions, self.kernels, (False, True), (False, True)):
+            choice = Choice(float(t), k, shortcut, split)
+            if not BLOCK_TYPES["fpnas"].check_channels(self.in_chs(position), self.block_args(position, choice)):
+                out.append(choice)
+        return out
+
+    def block_args(self, position: int, choice: Choice) -> dict:
+        t = choice.expansion
+        return {"type": "fpnas", "out_chs": self.widths[position], "kernel_size": choice.kernel_size,
+                "stride": self.strides[position], "expansion": int(t) if float(t).is_integer() else t,
+                "shortcut": choice.shortcut, "split": choice.split, "act": "relu"}
+
+    def default_arch(self) -> list[Choice]:
+        """Where the search starts: MobileNetV2-like blocks (t = 6, 3x3, shortcut, no split)."""
+        t = 6.0 if 6 in self.expansions else float(max(self.expansions))
+        return [Choice(t, min(self.kernels), True, False) for _ in range(self.num_blocks)]
+
+    def to_spec_dict(self, arch: list[Choice], name: str, mean, std, metadata: dict) -> dict:
+        """The zoo spec of an architecture of this space (provenance 'searched')."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "name": name,
+            "input_size": list(self.input_size),
+            "num_classes": self.num_classes,
+            "preprocessing": {"crop_pct": 1.0 if self.input_size[1] <= 64 else 0.875, "interpolation": "bilinear",
+                              "mean": list(mean), "std": list(std)},
+            "stem": {"type": "conv_bn_act", "out_chs": self.stem_chs, "kernel_size": 3, "stride": self.stem_stride,
+                     "act": "relu"},
+            "blocks": [{"type": "ds", "out_chs": self.ds_chs, "kernel_size": 3, "stride": 1, "act": "relu"}]
+            + [self.block_args(i, c) for i, c in enumerate(arch)],
+            "head": {"type": "conv_head", "out_chs": self.head_chs, "act": "relu", "pool": "avg",
+                     "pre_logits_chs": None, "drop_rate": 0.2},
+            "provenance": "searched",
+            "source": {"paper": FPNAS_PAPER, "table": None, "repository": None,
+                       "notes": metadata.pop("notes", "Found by python -m search.run --algo fpnas.")},
+            "paper": {"params_m": None, "params_convention": "without_bn", "mult_adds_m": None,
+                      "mult_adds_convention": "conv_only", "top1": None, "source": "searched here, not in a paper"},
+            "target": None,
+            "search": metadata,
+            "weights": {},
+        }
+
+    def describe(self) -> dict:
+        return asdict(self)
+
+
+def fpnas_space(num_blocks: int = 16, input_size: tuple[int, int, int] = (3, 224, 224), num_classes: int = 1000,
+                width_mult: float = 1.0, expansions: tuple[float, ...] = (3, 4, 6, 8),
+                kernels: tuple[int, ...] = (3, 5)) -> FpnasSpace:
+    """The official FPNASNet skeleton with `num_blocks` positions (16 = all of it).
+
+    Fewer blocks keep the stride-2 positions and the last one, then as many others as fit, evenly spread.
+    32-px inputs get CIFAR strides: stem and the first searched block at stride 1 (MobileNetV2-for-CIFAR).
+    """
+    if not 4 <= num_blocks <= 16:
+        raise ValueError(f"num_blocks must be in [4, 16] (the FPNASNet skeleton has 16 positions), got {num_blocks}")
+    keep = {i for i, s in enumerate(OFFICIAL_STRIDES) if s == 2} | {15}
+    rest = [i for i in range(16) if i not in keep]
+    extra = num_blocks - len(keep)
+    if extra < 0:
+        keep = set(sorted(keep)[:num_blocks])
+    else:
+        keep |= {rest[round(j * (len(rest) - 1) / max(extra - 1, 1))] for j in range(extra)} if extra else set()
+    positions = sorted(keep)
+    small = input_size[1] <= 64
+    strides = [OFFICIAL_STRIDES[i] for i in positions]
+    if small:
+        strides[0] = 1
+
+    def scale(c: int) -> int:
+        return make_divisible(c * width_mult, 8)
+
+    return FpnasSpace(
+        widths=tuple(scale(OFFICIAL_WIDTHS[i]) for i in positions), strides=tuple(strides),
+        expansions=tuple(expansions), kernels=tuple(kernels), stem_chs=make_divisible(34 * width_mult, 2),
+        stem_stride=1 if small else 2, ds_chs=scale(24), head_chs=scale(1280), input_size=tuple(input_size),
+        num_classes=num_classes,
+    )

@@ -1,0 +1,320 @@
+"""The shared training engine (search/engine.py) and distributed helpers (search/distributed.py).
+
+Real code paths only: tiny conv nets on random tensors, and a real 2-process gloo DDP run on CPU.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import random
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+import torch.nn as nn
+
+from search import distributed
+from search.engine import (
+    Recipe,
+    evaluate,
+    make_optimizer,
+    make_scheduler,
+    prepare_model,
+    recalibrate_bn,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    train_epoch,
+    unwrap,
+)
+
+CPU = distributed.DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+
+
+class Batches:
+    """Minimal stand-in for the data module's Batches: rank-sharded, reshuffled per epoch."""
+
+    def __init__(self, x, y, batch_size, *, rank=0, world_size=1, shuffle=True, seed=0):
+        self.x, self.y = x[rank::world_size], y[rank::world_size]
+        self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, 0
+        self.num_samples = len(self.y)
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return math.ceil(self.num_samples / self.batch_size)
+
+    def __iter__(self):
+        if self.shuffle:
+            order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            order = torch.arange(self.num_samples)
+        for i in range(0, self.num_samples, self.batch_size):
+            idx = order[i : i + self.batch_size]
+            yield self.x[idx], self.y[idx]
+
+
+def separable_task(n=256, seed=0):
+    """Two classes whose images differ by a constant offset: linearly separable after global pooling."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=g)
+    x = torch.randn(n, 3, 8, 8, generator=g) + (2.0 * y - 1.0).view(-1, 1, 1, 1)
+    return x, y
+
+
+def tiny_net(dropout=0.0):
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Dropout(dropout),
+        nn.Linear(8, 2),
+    )
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_tiny_net_learns_separable_task():
+    torch.manual_seed(0)
+    x, y = separable_task()
+    recipe = Recipe(lr=0.1, schedule="cosine", epochs=4)
+    model = prepare_model(tiny_net(), recipe, CPU)
+    batches = Batches(x, y, 32)
+    optimizer = make_optimizer(model, recipe)
+    scheduler = make_scheduler(optimizer, recipe, len(batches))
+    history = [
+        train_epoch(model, batches, optimizer, scheduler, recipe, CPU, epoch=e, progress=False)
+        for e in range(recipe.epochs)
+    ]
+    assert set(history[0]) == {"loss", "acc", "images", "seconds", "images_per_s", "lr"}
+    assert history[-1]["loss"] < history[0]["loss"] * 0.5
+    assert history[-1]["acc"] > history[0]["acc"] and history[-1]["acc"] > 95
+    assert all(h["images"] == 256 for h in history)
+    assert history[-1]["lr"] < history[0]["lr"]
+
+    metrics = evaluate(model, Batches(x, y, 64, shuffle=False), recipe, CPU)
+    assert metrics["images"] == 256 and metrics["top1"] > 95
+    assert metrics["top5"] == 100.0  # two classes: top-k is clamped to k=2
+    assert metrics["loss"] < history[0]["loss"]
+
+
+def test_channels_last_training_runs():
+    recipe = Recipe(channels_last=True)
+    model = prepare_model(tiny_net(), recipe, CPU)
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, recipe)
+    out = train_epoch(model, Batches(*separable_task(64), 32), optimizer, None, recipe, CPU, epoch=0, progress=False)
+    assert out["images"] == 64 and math.isfinite(out["loss"])
+
+
+# --------------------------------------------------------------------------- optimiser and schedules
+
+
+def lrs(recipe: Recipe, steps_per_epoch: int, n_steps: int) -> list[float]:
+    """The lr each of the first `n_steps` optimisation steps uses."""
+    optimizer = make_optimizer(nn.Linear(2, 2), recipe)
+    scheduler = make_scheduler(optimizer, recipe, steps_per_epoch)
+    out = []
+    for _ in range(n_steps):
+        out.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return out
+
+
+def test_fixed_schedule_stays_constant():
+    assert lrs(Recipe(lr=0.05, schedule="fixed"), 5, 30) == pytest.approx([0.05] * 30)
+
+
+def test_cosine_schedule_reaches_eta_min_at_end():
+    lr = lrs(Recipe(lr=0.1, schedule="cosine", epochs=4, eta_min=0.001), 5, 21)
+    assert lr[0] == pytest.approx(0.1)
+    assert lr[10] == pytest.approx((0.1 + 0.001) / 2)
+    assert lr[20] == pytest.approx(0.001)
+    assert all(a >= b for a, b in zip(lr, lr[1:], strict=False))
+
+
+def test_cosine_restarts_restart_after_t0_epochs_and_cycles_grow_by_t_mult():
+    base, floor = 0.1, 0.01
+    # 5 steps/epoch, t0=2 epochs -> first cycle 10 steps, second 20 steps, third starts at step 30.
+    lr = lrs(Recipe(lr=base, schedule="cosine_restarts", t0=2, t_mult=2, eta_min=floor), 5, 31)
+    mid = (base + floor) / 2
+    assert lr[0] == pytest.approx(base)
+    assert lr[5] == pytest.approx(mid)
+    assert lr[9] < lr[0] and lr[10] == pytest.approx(base)  # back up after t0 epochs
+    assert lr[20] == pytest.approx(mid)  # the second cycle is t0 * t_mult = 4 epochs long
+    assert lr[29] < mid and lr[30] == pytest.approx(base)
+    assert min(lr) >= floor
+
+
+def test_unknown_schedule_is_rejected():
+    with pytest.raises(ValueError, match="unknown schedule"):
+        lrs(Recipe(schedule="step"), 5, 1)
+
+
+def test_no_weight_decay_on_bn_and_bias():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))
+    optimizer = make_optimizer(model, Recipe(weight_decay=1e-3, momentum=0.8, nesterov=True))
+    decay_of = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    assert len(decay_of) == len(list(model.parameters()))
+    for name, p in model.named_parameters():
+        assert decay_of[id(p)] == (1e-3 if p.ndim > 1 else 0.0), name
+    assert all(g["momentum"] == 0.8 and g["nesterov"] for g in optimizer.param_groups)
+
+
+# --------------------------------------------------------------------------- BN recalibration
+
+
+def calibration_batches(n_batches=3, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.zeros(8, dtype=torch.long)
+    return [(torch.randn(8, 4, 5, 5, generator=g) * (i + 1) + i, labels) for i in range(n_batches)]
+
+
+def test_recalibrate_bn_matches_exact_statistics_and_restores_state():
+    bn = nn.BatchNorm2d(4, momentum=0.3)
+    model = nn.Sequential(bn).eval()
+    bn.running_mean.fill_(7.0)
+    bn.running_var.fill_(9.0)
+    batches = calibration_batches()
+    recalibrate_bn(model, batches, CPU)
+
+    data = torch.cat([b[0] for b in batches])
+    per_batch_var = torch.stack([b[0].var(dim=(0, 2, 3), unbiased=True) for b in batches])
+    torch.testing.assert_close(bn.running_mean, data.mean(dim=(0, 2, 3)))
+    # Cumulative averaging (momentum=None) averages BN's per-batch unbiased variances.
+    torch.testing.assert_close(bn.running_var, per_batch_var.mean(0))
+    assert bn.momentum == 0.3 and not model.training
+
+    recalibrate_bn(model, batches, CPU, max_batches=1)  # a single batch: exact unbiased variance of the data
+    torch.testing.assert_close(bn.running_mean, batches[0][0].mean(dim=(0, 2, 3)))
+    torch.testing.assert_close(bn.running_var, batches[0][0].var(dim=(0, 2, 3), unbiased=True))
+
+
+# --------------------------------------------------------------------------- RNG and resume
+
+
+def _train_from(state: dict) -> dict:
+    set_rng_state(state)
+    model = tiny_net(dropout=0.5)  # init and dropout both draw from the global torch RNG
+    recipe = Recipe(lr=0.1)
+    x, y = separable_task(64)
+    order = torch.randperm(64)  # a caller-side shuffle that also depends on the restored state
+    optimizer = make_optimizer(model, recipe)
+    train_epoch(model, Batches(x[order], y[order], 16), optimizer, None, recipe, CPU, epoch=0, progress=False)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_rng_state_round_trip_gives_identical_training_runs():
+    seed_everything(123)
+    state = rng_state()
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # checkpoints must stay loadable with weights_only=True
+    buffer.seek(0)
+    reloaded = torch.load(buffer, weights_only=True)
+
+    first = _train_from(state)
+    torch.rand(100), random.random(), np.random.rand()  # move every generator on
+    second = _train_from(reloaded)
+    assert first.keys() == second.keys()
+    for k in first:
+        assert torch.equal(first[k], second[k]), k
+
+    set_rng_state(state)
+    a = (random.random(), float(np.random.rand()), torch.rand(1).item())
+    set_rng_state(reloaded)
+    assert a == (random.random(), float(np.random.rand()), torch.rand(1).item())
+
+
+def test_single_process_distributed_helpers_are_no_ops(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    info = distributed.init_distributed("cpu")
+    assert (info.rank, info.world_size, info.local_rank, info.is_main) == (0, 1, 0, True)
+    assert info.device == torch.device("cpu")
+    assert distributed.init_distributed("cpu") == info
+    t = torch.ones(3)
+    assert distributed.all_reduce_sum(t) is t and distributed.all_reduce_mean(t) is t and torch.equal(t, torch.ones(3))
+    obj = {"a": 1}
+    assert distributed.broadcast_object(obj) is obj
+    distributed.barrier()
+    distributed.cleanup()
+
+
+# --------------------------------------------------------------------------- real 2-process DDP (gloo, CPU)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+    )
+    torch.set_num_threads(1)
+    info = distributed.init_distributed("cpu")
+    try:
+        seed_everything(0, rank=info.rank)  # distinct per-rank init: DDP must broadcast rank 0's weights
+        recipe = Recipe(lr=0.1, schedule="cosine", epochs=1)
+        model = prepare_model(tiny_net(), recipe, info)
+        x, y = separable_task(128)
+        batches = Batches(x, y, 16, rank=info.rank, world_size=info.world_size)
+        optimizer = make_optimizer(model, recipe)
+        scheduler = make_scheduler(optimizer, recipe, len(batches))
+        train = train_epoch(model, batches, optimizer, scheduler, recipe, info, epoch=0, progress=False)
+        # Unequal batch counts per rank (4 vs 1): evaluation must not run a collective per batch.
+        eval_batches = Batches(x, y, 16 if info.rank == 0 else 64, rank=info.rank, world_size=2, shuffle=False)
+        ev = evaluate(model, eval_batches, recipe, info)
+        calib = Batches(*separable_task(64, seed=5), 16, rank=info.rank, world_size=2, shuffle=False)
+        recalibrate_bn(model, calib, info)  # given the DDP wrapper: it must work on the module underneath
+        payload = {
+            "info": (info.rank, info.world_size, info.is_main),
+            "unwraps_ddp": unwrap(model) is model.module,
+            "state": unwrap(model).state_dict(),
+            "train": train,
+            "eval": ev,
+            "broadcast": distributed.broadcast_object({"from": info.rank}),
+            "calib_batches": list(calib),
+        }
+        torch.save(payload, os.path.join(out_dir, f"rank{rank}.pt"))
+        distributed.barrier()
+    finally:
+        distributed.cleanup()
+
+
+def test_ddp_two_processes_on_cpu(tmp_path):
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2))
+    assert r0["info"] == (0, 2, True) and r1["info"] == (1, 2, False)
+    assert r0["broadcast"] == r1["broadcast"] == {"from": 0}
+    assert r0["unwraps_ddp"] and r1["unwraps_ddp"]
+
+    for k in r0["state"]:  # weights and the all-reduced BN statistics alike
+        assert torch.equal(r0["state"][k], r1["state"][k]), k
+    timing = {"seconds", "images_per_s"}  # wall clock differs per rank; everything else must not
+    assert {k: v for k, v in r0["train"].items() if k not in timing} == {
+        k: v for k, v in r1["train"].items() if k not in timing
+    }
+    assert r0["train"]["images"] == 128 and r0["eval"] == r1["eval"] and r0["eval"]["images"] == 128
+
+    # Averaging both ranks' statistics equals one process recalibrating on the union of the same batches.
+    reference = tiny_net()
+    reference.load_state_dict(r0["state"])
+    recalibrate_bn(reference, r0["calib_batches"] + r1["calib_batches"], CPU)
+    bn = reference[1]
+    torch.testing.assert_close(r0["state"]["1.running_mean"], bn.running_mean)
+    torch.testing.assert_close(r0["state"]["1.running_var"], bn.running_var)
