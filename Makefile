@@ -17,6 +17,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m fpnas_zoo demo
+	rm -rf runs/demo
+	$(PY) -m search.run --algo fpnas --preset demo --out runs/demo
+	$(PY) -m fpnas_zoo info runs/demo/spec.json
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

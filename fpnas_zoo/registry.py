@@ -56,7 +56,7 @@ def create_model_from_spec(spec: ModelSpec | str | os.PathLike, pretrained: bool
     if not isinstance(spec, ModelSpec):
         spec = load_spec(spec)
     feature_cfg = dict(flatten_sequential=True, out_indices=tuple(range(num_feature_levels(spec))))
-    if kwargs.get("pretrained_cfg") is None and "pretrained_cfg_overlay" not in kwargs and spec.name not in _REGISTERED:
+    if kwargs.get("pretrained_cfg") is None and spec.name not in _REGISTERED:
         # An unregistered spec (e.g. a search result) still gets a complete cfg for its preprocessing.
         kwargs["pretrained_cfg"] = next(iter(generate_default_cfgs(pretrained_cfgs(spec)).values())).default
     return build_model_with_cfg(

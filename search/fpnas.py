@@ -74,7 +74,7 @@ PRESETS: dict[str, dict] = {
     "paper": dict(dataset="cifar10", num_blocks=16, P=4, Q=4, E=10, T=16),
     # CPU, embedded data, a few minutes: every stage of the algorithm on a small skeleton.
     "demo": dict(dataset="digits", num_blocks=4, P=1, Q=1, E=2, T=4, expansions=(3, 6), kernels=(3, 5),
-                 width_mult=0.5, batch_size=64, calib_images=128, budget=None),
+                 width_mult=0.5, batch_size=64, calib_images=128, limit_train=1024),
     # Seconds: for tests.
     "smoke": dict(dataset="digits", num_blocks=4, P=1, Q=1, E=2, T=2, expansions=(3, 6), kernels=(3,),
                   width_mult=0.25, batch_size=32, calib_images=64, limit_train=192, limit_val=96),

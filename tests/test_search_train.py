@@ -1,0 +1,63 @@
+"""`python -m search.train`: a spec trained with a named recipe gives a checkpoint timm loads, and metrics."""
+import json
+
+import pytest
+import timm
+import torch
+
+import fpnas_zoo
+from fpnas_zoo import save_spec, spec_from_dict
+from search.flops import _METADATA
+from search.space import fpnas_space
+from search.train import RECIPES, Cutout, main
+
+
+@pytest.fixture()
+def tiny_spec(tmp_path):
+    space = fpnas_space(4, (3, 32, 32), 10, width_mult=0.25, expansions=(3,), kernels=(3,))
+    spec = spec_from_dict(space.to_spec_dict(space.default_arch(), "tiny_searched", (0.3,) * 3, (0.3,) * 3,
+                                             dict(_METADATA)))
+    path = tmp_path / "spec.json"
+    save_spec(spec, path)
+    return path
+
+
+def test_train_writes_a_checkpoint_timm_loads_and_metrics(tmp_path, tiny_spec):
+    out = tmp_path / "run"
+    argv = ["--spec", str(tiny_spec), "--dataset", "digits", "--recipe", "demo", "--epochs", "2", "--limit-train",
+            "128", "--limit-val", "64", "--cutout", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and len(metrics["history"]) == 2 and 0 <= metrics["val_top1"] <= 100
+    assert metrics["history"][1]["train_lr"] < RECIPES["demo"].recipe.lr  # cosine schedule moved
+    model = fpnas_zoo.create_model_from_spec(tiny_spec, pretrained=True,
+                                             pretrained_cfg_overlay=dict(file=str(out / "checkpoint.pt")))
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+    assert main(argv) == 2  # refuses to overwrite without --resume
+
+
+def test_fpnas_cifar_recipe_is_the_papers():
+    plan = RECIPES["fpnas-cifar"]
+    r = plan.recipe
+    assert (r.lr, r.momentum, r.weight_decay, r.schedule, r.t0, r.t_mult, r.eta_min, plan.batch_size) == (
+        0.02, 0.9, 5e-4, "cosine_restarts", 10, 2, 1e-4, 192)
+
+
+def test_cutout_zeroes_one_square_per_image():
+    class Fixed:
+        num_samples = 4
+
+        def __len__(self):
+            return 1
+
+        def set_epoch(self, epoch):
+            pass
+
+        def __iter__(self):
+            yield torch.ones(4, 3, 32, 32), torch.zeros(4, dtype=torch.long)
+
+    (x, _), = list(Cutout(Fixed(), size=16, seed=0))
+    zeros = (x == 0).all(dim=1).sum(dim=(1, 2))
+    assert ((zeros > 0) & (zeros <= 17 * 17)).all()
+    assert timm  # the zoo registered with timm
