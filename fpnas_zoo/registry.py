@@ -9,16 +9,28 @@ import math
 import os
 import sys
 from typing import Any
+from urllib.parse import urlparse
 
 import torch.nn as nn
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._builder import resolve_pretrained_cfg
 
 from .checkpoint import checkpoint_filter_fn
 from .model import FpnasZooNet, num_feature_levels
 from .spec import ModelSpec, SpecError, bundled_specs, load_spec
 
 REGISTRY_MODULE = "fpnas_zoo"
+HUB_ORG_ENV = "FPNAS_ZOO_HUB_ORG"  # point every model's weights at <org>/<model>.<tag> on the Hugging Face Hub
 _REGISTERED: dict[str, ModelSpec] = {}
+
+
+class PretrainedWeightsError(RuntimeError):
+    """`pretrained=True` cannot be served: no weights, or nothing reachable or cached."""
+
+
+def default_tag(spec: ModelSpec) -> str:
+    """The tag of a model's own weights when its spec lists none (what `hub.export` names them by default)."""
+    return {1000: "in1k", 10: "cifar10", 100: "cifar100"}.get(spec.num_classes, "custom")
 
 
 def pretrained_cfgs(spec: ModelSpec) -> dict[str, dict[str, Any]]:
@@ -41,14 +53,65 @@ def pretrained_cfgs(spec: ModelSpec) -> dict[str, dict[str, Any]]:
         license="apache-2.0",
     )
     cfgs = {}
+    org = os.environ.get(HUB_ORG_ENV)
     for tag, weights in spec.weights.items():
+        hub_id = f"{org}/{spec.name}.{tag}" if org else weights["hf_hub_id"]
         cfgs[f"{spec.name}.{tag}"] = dict(
-            base, url=weights["url"] or "", hf_hub_id=weights["hf_hub_id"], file=weights["file"],
+            base, url=weights["url"] or "", hf_hub_id=hub_id, file=weights["file"],
             license=weights["license"], notes=(weights["notes"],),
         )
-    if not cfgs:
+    if not cfgs and org:
+        tag = default_tag(spec)
+        cfgs[f"{spec.name}.{tag}"] = dict(base, hf_hub_id=f"{org}/{spec.name}.{tag}")
+    elif not cfgs:
         cfgs[f"{spec.name}.untrained"] = base
     return cfgs
+
+
+def check_pretrained_available(spec: ModelSpec, cfg) -> None:
+    """Fail in seconds, with what to do, where timm would fail late or after a minute of retries."""
+    how = (f"Train one (`python -m search.train --spec {spec.name} ...`) and push it (`python -m hub.push`), set "
+           f"{HUB_ORG_ENV} to an organisation that has pushed it, or load a local file with "
+           "`pretrained_cfg_overlay=dict(file='path/to/weights')`.")
+    if cfg.file:
+        if not os.path.exists(cfg.file):  # a file, or a `local-dir:` folder
+            raise PretrainedWeightsError(f"{spec.name}: weights file {cfg.file} does not exist")
+        return
+    if cfg.hf_hub_id:
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        cached = any(isinstance(try_to_load_from_cache(cfg.hf_hub_id, f), str)
+                     for f in ("model.safetensors", "pytorch_model.bin"))
+        if not cached and constants.HF_HUB_OFFLINE:
+            raise PretrainedWeightsError(f"{spec.name}: offline (HF_HUB_OFFLINE) and nothing cached for Hub repo "
+                                         f"{cfg.hf_hub_id} under {constants.HF_HUB_CACHE}. {how}")
+        if cached or _reachable(f"{constants.ENDPOINT}/api/models/{cfg.hf_hub_id}"):
+            return
+        raise PretrainedWeightsError(f"{spec.name}: Hub repo {cfg.hf_hub_id} is not cached under "
+                                     f"{constants.HF_HUB_CACHE} and the Hub cannot be reached. {how}")
+    if cfg.url:
+        import torch.hub
+
+        cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(cfg.url).path))
+        if os.path.isfile(cached) or _reachable(cfg.url):
+            return
+        raise PretrainedWeightsError(f"{spec.name}: {cfg.url} is not cached at {cached} and cannot be reached. "
+                                     f"Download it elsewhere and put it there, or {how[0].lower()}{how[1:]}")
+    raise PretrainedWeightsError(f"{spec.name} has no published weights (tag {cfg.tag}). {how}")
+
+
+def _reachable(url: str, timeout: float = 5.0) -> bool:
+    """A HEAD request with a short timeout: seconds, not timm's minute of retries."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+        return True
+    except urllib.error.HTTPError as e:
+        return e.code < 500 and e.code not in (401, 403, 404)  # e.g. a redirect answered: the host is there
+    except (OSError, ValueError):
+        return False
 
 
 def create_model_from_spec(spec: ModelSpec | str | os.PathLike, pretrained: bool = False, **kwargs) -> nn.Module:
@@ -59,6 +122,9 @@ def create_model_from_spec(spec: ModelSpec | str | os.PathLike, pretrained: bool
     if kwargs.get("pretrained_cfg") is None and spec.name not in _REGISTERED:
         # An unregistered spec (e.g. a search result) still gets a complete cfg for its preprocessing.
         kwargs["pretrained_cfg"] = next(iter(generate_default_cfgs(pretrained_cfgs(spec)).values())).default
+    if pretrained and not isinstance((kwargs.get("pretrained_cfg_overlay") or {}).get("state_dict"), dict):
+        cfg = resolve_pretrained_cfg(spec.name, kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay"))
+        check_pretrained_available(spec, cfg)
     return build_model_with_cfg(
         FpnasZooNet,
         spec.name,

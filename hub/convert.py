@@ -1,0 +1,57 @@
+"""`python -m hub.convert`: the official FPNASNet checkpoint -> an export folder in the zoo's layout.
+
+    python -m hub.convert --official-fpnasnet FPNASNet@73.34.pt --out export/fpnasnet.in1k
+
+Accepts the official state_dict raw or wrapped in `state_dict`, with or without `module.` prefixes (read with
+`weights_only=True`). The result is checked: the exported folder, loaded with `local-dir:`, must give exactly the
+outputs of the original file loaded through the zoo's checkpoint filter.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import timm
+import torch
+
+from .export import HubError, export, read_checkpoint
+
+
+def convert_official_fpnasnet(checkpoint: str | Path, out: str | Path, overwrite: bool = False) -> float:
+    """Convert, verify, and return the max abs output difference (0.0 when exact)."""
+    state_dict = read_checkpoint(checkpoint)
+    if not any(k.startswith("features.") for k in state_dict):
+        raise HubError(f"{checkpoint}: not an official FPNASNet checkpoint (no 'features.*' keys)")
+    folder = export("fpnasnet", checkpoint, out, tag="in1k", overwrite=overwrite)
+    original = timm.create_model("fpnasnet", pretrained=True,
+                                 pretrained_cfg_overlay=dict(file=str(checkpoint))).eval()
+    converted = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        diff = (original(x) - converted(x)).abs().max().item()
+    if diff != 0.0:
+        shutil.rmtree(folder)
+        raise HubError(f"conversion check failed: outputs differ by {diff:.3g}; nothing was written")
+    return diff
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m hub.convert", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--official-fpnasnet", required=True, help="FPNASNet@73.34.pt from jiequancui/FPNASNet")
+    p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        diff = convert_official_fpnasnet(args.official_fpnasnet, args.out, args.overwrite)
+    except HubError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"converted {args.official_fpnasnet} -> {args.out}; outputs identical to the original (max diff {diff})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

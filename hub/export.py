@@ -1,0 +1,152 @@
+"""`python -m hub.export`: a checkpoint -> a folder in the layout timm loads (`local-dir:`, and `hf-hub:` once pushed).
+
+    python -m hub.export --model fpnasnet_a --checkpoint runs/a/checkpoint.pt --out export/fpnasnet_a.in1k \\
+        [--tag in1k] [--metrics metrics.json] [--num-classes N]
+
+The folder holds config.json (timm's, plus the spec itself), model.safetensors and a README.md model card.
+It is written to a temp folder beside `--out` and renamed into place: an interrupted export leaves nothing.
+Checkpoints are read with `torch.load(weights_only=True)` or as safetensors: a checkpoint never runs code.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import safetensors.torch
+import torch
+import torch.nn as nn
+from timm.models import save_for_hf
+
+from fpnas_zoo import CheckpointError, checkpoint_filter_fn, count_model, create_model_from_spec, resolve_spec
+from fpnas_zoo.checkpoint import unwrap_state_dict
+from fpnas_zoo.registry import default_tag
+from fpnas_zoo.spec import ModelSpec, SpecError
+
+from .card import model_card
+
+
+class HubError(ValueError):
+    """An export, push or conversion that cannot go on; the message says what and why."""
+
+
+def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file (raw, `search.train`, EMA, DDP-prefixed, or safetensors), never unpickling code."""
+    path = Path(path)
+    if not path.is_file():
+        raise HubError(f"{path}: no such checkpoint file")
+    try:
+        if path.suffix == ".safetensors":
+            checkpoint = safetensors.torch.load_file(str(path))
+        else:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        return unwrap_state_dict(checkpoint)
+    except CheckpointError as e:
+        raise HubError(f"{path}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - corrupt, truncated or not a checkpoint at all: one clear line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise HubError(f"{path}: not a readable checkpoint ({e.__class__.__name__}: {first[:200]})") from None
+
+
+def load_model(model: str, checkpoint: str | Path, num_classes: int | None = None) -> tuple[nn.Module, ModelSpec]:
+    """The zoo model of `model` (name or spec file) holding the checkpoint's weights, in eval mode."""
+    try:
+        spec = resolve_spec(model)
+    except SpecError as e:
+        raise HubError(str(e)) from None
+    state_dict = read_checkpoint(checkpoint)
+    num_classes = spec.num_classes if num_classes is None else num_classes
+    net = create_model_from_spec(spec, num_classes=num_classes)
+    try:
+        state_dict = checkpoint_filter_fn(state_dict, net)
+    except CheckpointError as e:
+        raise HubError(f"{checkpoint}: {e}") from None
+    head = state_dict.get("classifier.weight")
+    if head is not None and head.shape[0] != num_classes:
+        raise HubError(f"{checkpoint}: the classifier has {head.shape[0]} outputs but {spec.name} is exported with "
+                       f"num_classes={num_classes}; pass --num-classes {head.shape[0]} if that is the model's head")
+    try:
+        net.load_state_dict(state_dict)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:400]
+        raise HubError(f"{checkpoint}: does not fit {spec.name} ({detail})") from None
+    return net.eval(), spec
+
+
+def read_metrics(path: str | Path | None) -> dict | None:
+    """top-1 / top-5 from `search.train`'s metrics.json or `fpnas_zoo validate`'s result JSON."""
+    if path is None:
+        return None
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise HubError(f"{path}: not a readable metrics JSON ({e.__class__.__name__})") from None
+    top1 = data.get("top1", data.get("val_top1"))
+    if not isinstance(top1, (int, float)):
+        raise HubError(f"{path}: expected a 'top1' or 'val_top1' number")
+    return {"top1": float(top1), "top5": data.get("top5", data.get("val_top5")),
+            "dataset": data.get("dataset"), "images": data.get("images")}
+
+
+def export(model: str, checkpoint: str | Path, out: str | Path, tag: str | None = None,
+           metrics: str | Path | None = None, num_classes: int | None = None, dataset: str | None = None,
+           repo_id: str | None = None, overwrite: bool = False) -> Path:
+    """Write the export folder atomically; returns its path."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise HubError(f"{out} already exists; choose another --out or pass --overwrite")
+    net, spec = load_model(model, checkpoint, num_classes)
+    scores = read_metrics(metrics)
+    tag = tag or default_tag(spec)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        save_for_hf(net, tmp, safe_serialization=True,
+                    model_config={"pretrained_cfg": {"tag": tag}, "spec": spec.to_dict()})
+        card = model_card(spec, count_model(net, spec.input_size), repo_id or f"{spec.name}.{tag}", tag,
+                          net.num_classes, scores, dataset)
+        (tmp / "README.md").write_text(card, encoding="utf-8")
+        for path in (tmp, *tmp.iterdir()):  # mkdtemp makes 0700; an export is meant to be shared
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        if out.exists():  # --overwrite: swap, so a failure leaves the old folder in place
+            old = out.with_name(f".{out.name}.old")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m hub.export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="registered zoo model, or a spec file")
+    p.add_argument("--checkpoint", required=True, help="search.train checkpoint, raw/EMA state_dict or safetensors")
+    p.add_argument("--out", required=True, help="the folder to create")
+    p.add_argument("--tag", help="weights tag (default: in1k / cifar10 / cifar100 by the number of classes)")
+    p.add_argument("--metrics", help="metrics.json of search.train or a validate result: goes into the model card")
+    p.add_argument("--num-classes", type=int, help="the checkpoint's head size, when not the spec's")
+    p.add_argument("--dataset", help="dataset id for the model card (default: from the number of classes)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    args = p.parse_args(argv)
+    try:
+        out = export(args.model, args.checkpoint, args.out, args.tag, args.metrics, args.num_classes, args.dataset,
+                     overwrite=args.overwrite)
+    except HubError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    files = ", ".join(sorted(f.name for f in out.iterdir()))
+    print(f"exported {args.model} -> {out} ({files}); load with "
+          f"timm.create_model('local-dir:{out}', pretrained=True) after `import fpnas_zoo`")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""hub/: export in timm's layout, offline Hub loading, model cards, push --dry-run, convert, and bad inputs."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import yaml
+
+from hub.convert import convert_official_fpnasnet
+from hub.export import HubError, export
+from hub.export import main as export_main
+from hub.push import main as push_main
+
+ROOT = Path(__file__).parents[1]
+MODEL = "fpnasnet_cifar"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 'search.train'-style checkpoint (wrapped, DDP-prefixed) of fpnasnet_cifar with non-default weights."""
+    tmp = tmp_path_factory.mktemp("ckpt")
+    torch.manual_seed(3)
+    model = timm.create_model(MODEL).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    path = tmp / "checkpoint.pt"
+    torch.save({"state_dict": {"module." + k: v for k, v in model.state_dict().items()}, "epoch": 3}, path)
+    metrics = tmp / "metrics.json"
+    metrics.write_text(json.dumps({"val_top1": 91.25, "val_top5": 99.5, "dataset": "cifar10"}))
+    return model, path, metrics
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    _, path, metrics = trained
+    out = tmp_path_factory.mktemp("export") / f"{MODEL}.cifar10"
+    export(MODEL, path, out, tag="cifar10", metrics=metrics)
+    return out
+
+
+def test_export_folder_loads_with_local_dir_exactly(trained, exported):
+    source, _, _ = trained
+    assert sorted(p.name for p in exported.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    config = json.loads((exported / "config.json").read_text())
+    assert config["architecture"] == MODEL and config["num_classes"] == 10 and config["num_features"] == 1280
+    assert config["spec"]["name"] == MODEL and config["pretrained_cfg"]["tag"] == "cifar10"
+    x = torch.randn(2, 3, 32, 32)
+    loaded = timm.create_model(f"local-dir:{exported}", pretrained=True).eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), source(x))
+        feats = timm.create_model(f"local-dir:{exported}", pretrained=True, features_only=True).eval()
+        assert all(torch.equal(a, b) for a, b in zip(feats(x), source.forward_intermediates(
+            x, intermediates_only=True), strict=True))
+    new_head = timm.create_model(f"local-dir:{exported}", pretrained=True, num_classes=7).eval()
+    gray = timm.create_model(f"local-dir:{exported}", pretrained=True, in_chans=1).eval()
+    with torch.no_grad():
+        assert new_head(x).shape == (2, 7) and torch.equal(new_head.forward_features(x), source.forward_features(x))
+        assert gray(x[:, :1]).shape == (2, 10)
+
+
+def test_model_card_front_matter(exported):
+    text = (exported / "README.md").read_text()
+    assert text.startswith("---\n")
+    front = yaml.safe_load(text.split("---\n")[1])
+    assert front["library_name"] == "timm" and "timm" in front["tags"] and front["license"]
+    assert front["datasets"] == ["cifar10"]
+    metrics = front["model-index"][0]["results"][0]["metrics"]
+    assert metrics[0] == {"type": "accuracy", "value": 91.25, "name": "top-1"}
+    assert "import fpnas_zoo" in text and "@inproceedings{cui2019fpnas" in text and "reconstruction" in text
+    assert "1,693,634" in text  # params measured by the zoo's counter
+
+
+def test_offline_hub_cache_serves_registry_name_and_hf_hub_prefix(exported, trained, tmp_path):
+    """A Hugging Face cache built from the export: `pretrained=True` via FPNAS_ZOO_HUB_ORG, and `hf-hub:`."""
+    repo = f"some-org/{MODEL}.cifar10"
+    snapshot = tmp_path / "hub" / f"models--some-org--{MODEL}.cifar10" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        (snapshot / name).write_bytes((exported / name).read_bytes())
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.save(x, tmp_path / "x.pt")
+    with torch.no_grad():
+        torch.save(trained[0](x), tmp_path / "y.pt")
+    script = f"""
+import torch, timm, fpnas_zoo
+x, y = torch.load({str(tmp_path / 'x.pt')!r}), torch.load({str(tmp_path / 'y.pt')!r})
+by_name = timm.create_model({MODEL!r}, pretrained=True).eval()
+by_hub = timm.create_model('hf-hub:{repo}', pretrained=True).eval()
+assert by_name.pretrained_cfg['hf_hub_id'] == {repo!r}, by_name.pretrained_cfg
+with torch.no_grad():
+    assert torch.equal(by_name(x), y) and torch.equal(by_hub(x), y)
+try:
+    timm.create_model('fpnasnet_a', pretrained=True)
+except fpnas_zoo.registry.PretrainedWeightsError as e:
+    print('FAILS-FAST', e)
+"""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path), FPNAS_ZOO_HUB_ORG="some-org")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "FAILS-FAST fpnasnet_a: offline (HF_HUB_OFFLINE) and nothing cached for Hub repo " \
+           "some-org/fpnasnet_a.in1k" in run.stdout
+
+
+def test_pretrained_without_weights_fails_with_what_to_do():
+    with pytest.raises(RuntimeError, match=r"fpnasnet_b has no published weights .*pretrained_cfg_overlay"):
+        timm.create_model("fpnasnet_b", pretrained=True)
+    with pytest.raises(RuntimeError, match=r"weights file /nonexistent.pt does not exist"):
+        timm.create_model("fpnasnet_b", pretrained=True, pretrained_cfg_overlay=dict(file="/nonexistent.pt"))
+
+
+def test_push_dry_run_lists_exactly_the_exported_files(trained, exported, capsys):
+    _, path, metrics = trained
+    argv = ["--model", MODEL, "--checkpoint", str(path), "--repo-id", f"my-org/{MODEL}.cifar10", "--dry-run",
+            "--tag", "cifar10", "--metrics", str(metrics)]
+    assert push_main(argv) == 0
+    out = capsys.readouterr().out
+    listed = {line.split()[0]: int(line.split()[1].replace(",", "")) for line in out.splitlines()[1:]}
+    assert listed == {p.name: p.stat().st_size for p in exported.iterdir() if p.name != "README.md"} | {
+        "README.md": listed["README.md"]}  # the card names the repo, so only its size may differ
+    assert set(listed) == {p.name for p in exported.iterdir()}
+    assert push_main(["--model", MODEL, "--checkpoint", str(path), "--repo-id", "no-slash", "--dry-run"]) == 2
+
+
+def test_push_without_token_fails_in_one_line(trained, tmp_path, capsys):
+    env = dict(os.environ, HF_HOME=str(tmp_path), HF_HUB_OFFLINE="1")
+    env.pop("HF_TOKEN", None)
+    run = subprocess.run([sys.executable, "-m", "hub.push", "--model", MODEL, "--checkpoint", str(trained[1]),
+                          "--repo-id", "my-org/x"], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1 and "no Hugging Face token" in run.stderr
+
+
+@pytest.mark.parametrize("case", ["head_mismatch", "unknown_model", "corrupt", "missing", "pickled_code"])
+def test_bad_inputs_fail_clearly_and_leave_nothing(trained, tmp_path, case, capsys):
+    path = trained[1]
+    model = MODEL
+    if case == "head_mismatch":
+        model = "fpnasnet"  # 1000 classes; the checkpoint's head has 10 (and a CIFAR stem)
+        expected = "the classifier has 10 outputs but fpnasnet is exported with num_classes=1000"
+    elif case == "unknown_model":
+        model, expected = "resnet9000", "a registered zoo model"
+    elif case == "corrupt":
+        path = tmp_path / "corrupt.pt"
+        path.write_bytes(b"\x80\x04not a checkpoint at all")
+        expected = "not a readable checkpoint"
+    elif case == "missing":
+        path, expected = tmp_path / "missing.pt", "no such checkpoint file"
+    else:  # a pickle that would run code must not be loaded
+        path = tmp_path / "evil.pt"
+        torch.save({"state_dict": {}, "payload": HubError("x")}, path)
+        expected = "not a readable checkpoint"
+    out = tmp_path / "out" / "model.in1k"
+    assert export_main(["--model", model, "--checkpoint", str(path), "--out", str(out)]) == 2
+    assert expected in capsys.readouterr().err
+    assert not out.exists() and not (out.parent.exists() and any(out.parent.iterdir()))
+
+
+def test_convert_official_checkpoint(official, tmp_path):
+    state_dict, x, y = official
+    src = tmp_path / "FPNASNet@73.34.pt"
+    torch.save({"state_dict": {"module." + k: v for k, v in state_dict.items()}}, src)
+    assert convert_official_fpnasnet(src, tmp_path / "fpnasnet.in1k") == 0.0
+    model = timm.create_model(f"local-dir:{tmp_path / 'fpnasnet.in1k'}", pretrained=True).eval()
+    with torch.no_grad():
+        assert (model(x) - y).abs().max().item() <= 1e-5
+    with pytest.raises(HubError, match="not an official FPNASNet checkpoint"):
+        convert_official_fpnasnet(tmp_path / "fpnasnet.in1k" / "model.safetensors", tmp_path / "again")
