@@ -1,4 +1,4 @@
-"""Inference throughput of every zoo model (eval, no grad) on this machine, and the FPNAS supernet's step time.
+"""Inference throughput of every zoo model (eval, no grad) on this machine.
 
 Run by hand: `python bench/bench_models.py [--batch 8] [--repeats 5]`; results go into bench/README.md.
 """
