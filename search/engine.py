@@ -164,7 +164,7 @@ def train_epoch(
     lr = optimizer.param_groups[0]["lr"]
     start = time.perf_counter()
 
-    bar = tqdm(batches, total=len(batches), desc=f"{desc} {epoch}", disable=not (progress and dist.is_main))
+    bar = tqdm(batches, total=len(batches), desc=desc, disable=not (progress and dist.is_main))
     for step, (images, labels) in enumerate(bar):
         with _autocast(recipe, device):
             logits = model(_inputs(images, recipe))
