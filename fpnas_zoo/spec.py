@@ -53,7 +53,6 @@ class Field:
     low: float | None = None  # inclusive bounds for numbers
     high: float | None = None
     nullable: bool = False
-    optional: bool = False  # may be absent (then treated as null / default)
     pattern: str | None = None
 
     def describe(self) -> str:
@@ -89,7 +88,7 @@ def _is_number(v: Any) -> bool:
 
 def _check_value(value: Any, f: Field, file: str, path: str) -> None:
     if value is None:
-        if f.nullable or f.optional:
+        if f.nullable:
             return
         raise SpecError(file, path, value, f.describe())
     ok = {
@@ -124,9 +123,7 @@ def check_object(obj: Any, fields: dict[str, Field], file: str, path: str) -> di
             raise SpecError(file, _join(path, key), key, f"a known key (unknown key; allowed: {allowed})")
     out = {}
     for key, f in fields.items():
-        if key not in obj:
-            if f.optional:
-                continue
+        if key not in obj:  # every key is explicit: null where it does not apply
             raise SpecError(file, _join(path, key), None, f"a required key ({f.describe()})")
         _check_value(obj[key], f, file, _join(path, key))
         out[key] = obj[key]
