@@ -209,37 +209,17 @@ def test_rank_sharding(cifar):
     # Train: the label is the image's identity, so shards can be compared even though images are augmented.
     n = 91
     images = torch.zeros(n, 3, 32, 32, dtype=torch.uint8)
+    def shard(rank: int, batch_size: int):
+        batches = D.TensorBatches(images, torch.arange(n), batch_size=batch_size, mean=(0, 0, 0), std=(1, 1, 1),
+                                  train=True, flip=True, seed=0, rank=rank, world_size=2)
+        batches.set_epoch(5)
+        return batches
+
     shards = []
     for rank in range(2):
-        train = D.TensorBatches(
-            images,
-            torch.arange(n),
-            batch_size=8,
-            mean=(0, 0, 0),
-            std=(1, 1, 1),
-            train=True,
-            flip=True,
-            seed=0,
-            rank=rank,
-            world_size=2,
-        )
-        train.set_epoch(5)
+        train = shard(rank, 8)
         assert len(train) == 5 and train.num_samples == 40  # 45 per rank, drop_last
-        shards.append(_collect(train)[1].tolist())
-        full = D.TensorBatches(
-            images,
-            torch.arange(n),
-            batch_size=45,
-            mean=(0, 0, 0),
-            std=(1, 1, 1),
-            train=True,
-            flip=True,
-            seed=0,
-            rank=rank,
-            world_size=2,
-        )
-        full.set_epoch(5)
-        shards[-1] = _collect(full)[1].tolist()
+        shards.append(_collect(shard(rank, 45))[1].tolist())
     assert len(shards[0]) == len(shards[1]) == 45 and set(shards[0]).isdisjoint(shards[1])
     # Val through load_data: the ranks split it by index and together cover it exactly once.
     load, _, _ = cifar
