@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fpnas_zoo.atomic import atomic_write_text
+from fpnas_zoo.atomic import atomic_write_bytes, atomic_write_text
 
 
 class ResumeError(ValueError):
@@ -40,13 +39,7 @@ class Checkpointer:
             return
         buffer = io.BytesIO()
         torch.save({"identity": self.identity, **payload}, buffer)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(buffer.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        atomic_write_bytes(self.path, buffer.getvalue())
 
     def load(self) -> dict:
         try:
@@ -82,11 +75,6 @@ class Trace:
         if self.enabled and self.path.exists():
             kept = self.path.read_text(encoding="utf-8").splitlines(keepends=True)[:lines]
             atomic_write_text(self.path, "".join(kept))
-
-    def start_fresh(self) -> None:
-        self.lines = 0
-        if self.enabled and self.path.exists():
-            self.path.unlink()
 
 
 def read_trace(path: Path) -> list[dict]:
