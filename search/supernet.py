@@ -62,33 +62,32 @@ class SuperFpnasBlock(nn.Module):
         for w in (self.pw, self.dw, self.pwl, self.proj):
             nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")
 
-    def _ranges(self, choice: Choice) -> tuple[int, int, int, int, int]:
-        """(input start, mid width, output start, output stop, branch input width) of a candidate."""
+    def _ranges(self, choice: Choice) -> tuple[int, int]:
+        """(start, mid width): the branch reads input channels and writes output channels [start:], a split
+        block's right half, and its MBConv is `mid` wide."""
         start = self.split_chs if choice.split else 0
-        branch_in = self.in_chs - start
-        mid = int(round(branch_in * choice.expansion))
-        return start, mid, start, self.out_chs, branch_in
+        return start, int(round((self.in_chs - start) * choice.expansion))
 
     def _needs_proj(self, choice: Choice) -> bool:
-        start, _, out_start, out_stop, branch_in = self._ranges(choice)
-        return choice.shortcut and (self.stride > 1 or branch_in != out_stop - out_start)
+        # both branch widths lose the same `start` channels, so they differ exactly when in and out do
+        return choice.shortcut and (self.stride > 1 or self.in_chs != self.out_chs)
 
     def _kernel(self, k: int) -> torch.Tensor:
         off = (self.max_kernel - k) // 2
         return self.dw[:, :, off:off + k, off:off + k]
 
     def forward(self, x: torch.Tensor, choice: Choice) -> torch.Tensor:
-        start, mid, out_start, out_stop, _ = self._ranges(choice)
+        start, mid = self._ranges(choice)
         inp = x[:, start:]
         k = choice.kernel_size
         out = F.relu(self.bn1.forward_slice(F.conv2d(inp, self.pw[:mid, start:]), 0, mid))
         out = F.conv2d(out, self._kernel(k)[:mid], stride=self.stride, padding=k // 2, groups=mid)
         out = F.relu(self.bn2.forward_slice(out, 0, mid))
-        out = self.bn3.forward_slice(F.conv2d(out, self.pwl[out_start:out_stop, :mid]), out_start, out_stop)
+        out = self.bn3.forward_slice(F.conv2d(out, self.pwl[start:, :mid]), start, self.out_chs)
         if choice.shortcut:
             if self._needs_proj(choice):
-                proj = F.conv2d(inp, self.proj[out_start:out_stop, start:], stride=self.stride)
-                out = out + self.proj_bn.forward_slice(proj, out_start, out_stop)
+                proj = F.conv2d(inp, self.proj[start:, start:], stride=self.stride)
+                out = out + self.proj_bn.forward_slice(proj, start, self.out_chs)
             else:
                 out = out + inp
         if not choice.split:
@@ -108,15 +107,15 @@ class SuperFpnasBlock(nn.Module):
 
     def weight_views(self, choice: Choice) -> dict[str, torch.Tensor]:
         """Views into the shared tensors that a candidate uses, under the zoo `FpnasBlock`'s keys."""
-        start, mid, out_start, out_stop, _ = self._ranges(choice)
+        start, mid = self._ranges(choice)
         views = {"conv_pw.weight": self.pw.data[:mid, start:],
                  "conv_dw.weight": self._kernel(choice.kernel_size).data[:mid],
-                 "conv_pwl.weight": self.pwl.data[out_start:out_stop, :mid]}
+                 "conv_pwl.weight": self.pwl.data[start:, :mid]}
         views |= _bn_views("bn1", self.bn1, 0, mid) | _bn_views("bn2", self.bn2, 0, mid)
-        views |= _bn_views("bn3", self.bn3, out_start, out_stop)
+        views |= _bn_views("bn3", self.bn3, start, self.out_chs)
         if self._needs_proj(choice):
-            views["shortcut.conv.weight"] = self.proj.data[out_start:out_stop, start:]
-            views |= _bn_views("shortcut.bn", self.proj_bn, out_start, out_stop)
+            views["shortcut.conv.weight"] = self.proj.data[start:, start:]
+            views |= _bn_views("shortcut.bn", self.proj_bn, start, self.out_chs)
         if choice.split and self.split_branch is not None:
             views |= {f"split_branch.{key}": v for key, v in self.split_branch.state_dict().items()}
         return views
