@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
+import re
 import sys
 from typing import Any
 from urllib.parse import urlparse
@@ -184,11 +185,11 @@ def create_model_from_spec(spec: ModelSpec | str | os.PathLike, pretrained: bool
             feature_cfg=feature_cfg,
             **kwargs,
         )
-    except pickle.UnpicklingError as e:  # timm reads weights with weights_only=True
-        if "Unsupported global" not in str(e):
+    except (pickle.UnpicklingError, RuntimeError) as e:  # timm reads weights with weights_only=True
+        if not re.search(r"Unsupported global|weights_only=True blocked", str(e)):
             raise
         cfg = resolve_pretrained_cfg(spec.name, kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay"))
-        raise PretrainedWeightsError(f"{spec.name}: {pickle_refusal(cfg.file or cfg.url, e)}") from None
+        raise PretrainedWeightsError(f"{spec.name}: {pickle_refusal(cfg.file or cfg.url, e, spec.name)}") from None
 
 
 def _entrypoint(spec: ModelSpec):

@@ -168,10 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-classes", type=int, help="the checkpoint's head size, when not the spec's")
     p.add_argument("--dataset", help="dataset id for the model card (default: from the number of classes)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="read a checkpoint that pickles Python objects (runs its code: only for a source you trust)")
     args = p.parse_args(argv)
     try:
         out = export(args.model, args.checkpoint, args.out, args.tag, args.metrics, args.num_classes, args.dataset,
-                     overwrite=args.overwrite)
+                     overwrite=args.overwrite, trust_pickle=args.trust_pickle)
     except HubError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
