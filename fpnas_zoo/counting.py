@@ -43,7 +43,8 @@ def count_params(model: nn.Module) -> tuple[int, int, int]:
 @torch.no_grad()
 def count_mult_adds(model: nn.Module, input_size: tuple[int, int, int]) -> tuple[int, int]:
     """(all mult-adds, convolution mult-adds) for one image of `input_size` (C, H, W)."""
-    device = next(model.parameters()).device
+    param = next(model.parameters(), None)  # a block may have none (an identity skip)
+    device = torch.device("meta") if param is None else param.device
     x = torch.zeros((1, *input_size), device=device)
     was_training = model.training
     model.eval()
@@ -51,7 +52,7 @@ def count_mult_adds(model: nn.Module, input_size: tuple[int, int, int]) -> tuple
     with counter:
         model(x)
     model.train(was_training)
-    per_op = counter.get_flop_counts()["Global"]
+    per_op = counter.get_flop_counts().get("Global", {})  # empty when nothing was counted
     total = sum(per_op.values())
     conv = sum(v for op, v in per_op.items() if op.__name__.split(".")[0] in _CONV_OPS)
     return total // 2, conv // 2
