@@ -15,7 +15,7 @@ r splits lays a channel's r filters side by side, so each r keeps its own tensor
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import torch
@@ -119,16 +119,20 @@ class _Store(nn.Module):
     resets and re-estimates them like any network's.
     """
 
-    def bind(self, templates: dict, block_of: Callable[[object], dict | None], in_chs_of: Callable[[object], int],
-             rename: Callable[[str], str]) -> dict[object, _Bound]:
+    def bind(self, templates: dict[Hashable, tuple[nn.Module, dict | None, int]], strip: str = ""
+             ) -> dict[Hashable, _Bound]:
+        """Create the shared tensors that `templates` (id -> (zoo module, its block dict, its input width)) need,
+        each at the largest extent any of them uses, and bind every template to its views of them.
+
+        `strip` is a prefix of the modules' tensor names that the storage leaves out.
+        """
         need: dict[str, list[int]] = {}
         kinds: dict[str, type] = {}
-        placed: dict[object, list[tuple[str, str, tuple[int, ...], torch.Size]]] = {}
-        for tid, module in templates.items():
-            block, in_chs = block_of(tid), in_chs_of(tid)
+        placed: dict[Hashable, list[tuple[str, str, tuple[int, ...], torch.Size]]] = {}
+        for tid, (module, block, in_chs) in templates.items():
             placed[tid] = []
             for key, tensor in module.state_dict(keep_vars=True).items():
-                name = rename(_storage_name(block, key))
+                name = _storage_name(block, key).removeprefix(strip)
                 offsets = _channel_offsets(block, in_chs, key, tensor.ndim)
                 extent = [o + n for o, n in zip(offsets, tensor.shape, strict=True)]
                 if name in need and len(need[name]) != len(extent):
@@ -146,7 +150,7 @@ class _Store(nn.Module):
             _init_shared(tensor, kinds[name])
             _container(self, path).register_parameter(attr, nn.Parameter(tensor))
         bound = {}
-        for tid, module in templates.items():
+        for tid, (module, _, _) in templates.items():
             slots = []
             for key, name, offsets, shape in placed[tid]:
                 path, _, attr = name.rpartition(".")
@@ -230,13 +234,11 @@ class Supernet(nn.Module):
                         block_type = BLOCK_TYPES[block["type"]]
                         if block_type.check_channels(in_chs, block):
                             continue  # impossible after this input width; forward refuses it
-                        templates[in_chs, block_key(block)] = block_type.build(
-                            in_chs, block, stride=block["stride"], dilation=1, norm_layer=nn.BatchNorm2d,
-                            drop_path_rate=0.0)
+                        module = block_type.build(in_chs, block, stride=block["stride"], dilation=1,
+                                                  norm_layer=nn.BatchNorm2d, drop_path_rate=0.0)
+                        templates[in_chs, block_key(block)] = (module, block, in_chs)
             store = _Store()
-            by_key = {block_key(b): b for b in cands}
-            self._bound.append(store.bind(templates, lambda tid, by_key=by_key: by_key[tid[1]], lambda tid: tid[0],
-                                          lambda name: name))
+            self._bound.append(store.bind(templates))
             self.positions.append(store)
             in_widths = {b["out_chs"] for b in cands}
 
@@ -245,9 +247,9 @@ class Supernet(nn.Module):
         with torch.device("meta"):
             for width in sorted(in_widths):
                 spec = self.spec_of([{"type": "skip", "out_chs": width, "stride": 1}])
-                ends[width] = _Ends(FpnasZooNet(spec))
+                ends[width] = (_Ends(FpnasZooNet(spec)), None, base.stem["out_chs"])
         self.ends = _Store()
-        self._ends = self.ends.bind(ends, lambda tid: None, lambda tid: 0, lambda name: name.removeprefix("zoo."))
+        self._ends = self.ends.bind(ends, strip="zoo.")
 
     # --- architectures -----------------------------------------------------------------------
 
