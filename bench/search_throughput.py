@@ -84,6 +84,7 @@ def main() -> None:
     p.add_argument("--width-mult", type=float, default=1.0, help="scale the skeleton's widths (quick checks)")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--steps", type=int, default=5, help="timed steps per configuration")
+    p.add_argument("--overhead-steps", type=int, default=25, help="steps of the tiny-batch overhead measurement")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the DataLoader row")
@@ -149,6 +150,35 @@ def main() -> None:
         ratio = "-" if data else f"{best[name] / best['standalone']:.2f}x"
         opt = "-" if data else f"{1e3 * min(o for _, _, o in runs):.1f}"
         print(f"| {name} | {best[name]:.1f} | {ratio} | {rate(runs, statistics.median):.1f} | {opt} |")
+
+    # The supernet's extra work (views, functional_call, the slices' backward, SGD on the largest shapes) does not
+    # grow with the batch: measured at a tiny batch, where it is not lost in the noise of a shared machine.
+    x, y = next(fixed)
+    x, y = x[:2], y[:2]
+    phases: dict[str, list[list[float]]] = {}
+    for _ in range(args.overhead_steps):
+        for name in ("standalone", "supernet, same arch"):
+            model, optimizer = models[name]
+            model.train()
+            t0 = time.perf_counter()
+            loss = F.cross_entropy(model(x), y)
+            sync(device)
+            t1 = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            sync(device)
+            t2 = time.perf_counter()
+            optimizer.step()
+            sync(device)
+            phases.setdefault(name, []).append([t1 - t0, t2 - t1, time.perf_counter() - t2])
+    fastest = {name: [1e3 * min(col) for col in zip(*runs, strict=True)] for name, runs in phases.items()}
+    extra = sum(fastest["supernet, same arch"]) - sum(fastest["standalone"])
+    print(f"\nper-step time at batch 2, fastest of {args.overhead_steps} (ms): forward / backward / optimizer step")
+    for name, (f, b, o) in fastest.items():
+        print(f"  {name}: {f:.1f} / {b:.1f} / {o:.1f}")
+    step = 1e3 * args.batch / best["standalone"]
+    print(f"supernet overhead {extra:.1f} ms per step; at batch {args.batch} (standalone step {step:.0f} ms) "
+          f"that is {step / (step + extra):.3f}x")
     params = sum(p.numel() for p in supernet.parameters())
     print(f"parameters: standalone {sum(p.numel() for p in standalone.parameters()):,}, supernet {params:,}")
 

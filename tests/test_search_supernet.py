@@ -5,7 +5,10 @@ from the FBNetV2-F4 spec, with per-layer width (so a layer's width changes the n
 kernel, activation, SE or split attention with 1/2/4 splits, and skip.
 """
 import json
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,7 +27,7 @@ def fpnas_case():
     base = spec_from_dict(space.to_spec_dict(space.default_arch(), "probe", (0.5,) * 3, (0.25,) * 3, dict(_METADATA)))
     candidates = space.candidates()
     rng = random.Random(1)
-    archs = [space.arch_blocks([rng.choice(space.choices(i)) for i in range(space.num_blocks)]) for _ in range(3)]
+    archs = [space.arch_blocks([rng.choice(space.choices(i)) for i in range(space.num_blocks)]) for _ in range(2)]
     # every position split where it can (the stride-2 split branch, the right-half offsets) and the largest candidate
     archs.append([next((b for b in c if b.get("split") and b["shortcut"]), c[-1]) for c in candidates])
     archs.append([c[-1] for c in candidates])
@@ -47,7 +50,7 @@ def fbnet_case():
                               "expansion": rng.choice((1, 2.5, 4)), "attention": attention, "splits": splits,
                               "act": rng.choice(("relu", "hard_swish"))})
         candidates.append(cands)
-    archs = [[rng.choice(c) for c in candidates] for _ in range(4)]
+    archs = [[rng.choice(c) for c in candidates] for _ in range(3)]
     archs.append([c[-1] for c in candidates])  # the widest
     return base, candidates, archs
 
@@ -209,3 +212,14 @@ def test_candidates_share_weights_by_the_slicing_rules():
     key1, key2 = net.prefixes[1] + ".conv_pwl.weight", net.prefixes[2] + ".conv_pw.weight"
     m1, m2 = min(b[key1].shape[1], a[key1].shape[1]), min(len(b[key2]), len(a[key2]))  # the mids may differ
     assert torch.equal(b[key1][:, :m1], a[key1][:w, :m1]) and torch.equal(b[key2][:m2], a[key2][:m2, :w])
+
+
+def test_the_throughput_bench_command_runs():
+    """bench/README.md's command, at a toy size (speed is measured by hand, never asserted)."""
+    root = Path(__file__).parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    run = subprocess.run([sys.executable, "bench/search_throughput.py", "--blocks", "4", "--width-mult", "0.25",
+                          "--batch", "4", "--steps", "1", "--workers", "0"],
+                         capture_output=True, text=True, env=env, cwd=root, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "| supernet, same arch |" in run.stdout and "| data only: DataLoader |" in run.stdout
