@@ -55,13 +55,6 @@ class FpnasSpace:
     def in_chs(self, position: int) -> int:
         return self.ds_chs if position == 0 else self.widths[position - 1]
 
-    def resolution(self, position: int) -> int:
-        """Input resolution (square) of the block at `position`."""
-        res = self.input_size[1] // self.stem_stride
-        for s in self.strides[:position]:
-            res = -(-res // s)
-        return res
-
     def choices(self, position: int) -> list[Choice]:
         """Every valid candidate of a position (splits need even widths that add up)."""
         out = []
