@@ -44,7 +44,8 @@ def count_params(model: nn.Module) -> tuple[int, int, int]:
 def flop_counts(model: nn.Module, input_size: tuple[int, ...]) -> dict[str, dict]:
     """FLOPs of one input of `input_size` (C, H, W) in eval mode, per module path ('Global': the whole model) and
     per op, as torch.utils.flop_counter counts them. The one place the project runs the counter."""
-    device = next(model.parameters()).device
+    param = next(model.parameters(), None)  # a block may have none (an identity skip)
+    device = torch.device("meta") if param is None else param.device
     x = torch.zeros((1, *input_size), device=device)
     was_training = model.training
     model.eval()
@@ -57,7 +58,7 @@ def flop_counts(model: nn.Module, input_size: tuple[int, ...]) -> dict[str, dict
 
 def count_mult_adds(model: nn.Module, input_size: tuple[int, int, int]) -> tuple[int, int]:
     """(all mult-adds, convolution mult-adds) for one image of `input_size` (C, H, W)."""
-    per_op = flop_counts(model, input_size)["Global"]
+    per_op = flop_counts(model, input_size).get("Global", {})  # empty when nothing was counted
     total = sum(per_op.values())
     conv = sum(v for op, v in per_op.items() if op.__name__.split(".")[0] in _CONV_OPS)
     return total // 2, conv // 2

@@ -1,48 +1,80 @@
-"""Mult-adds lookup table of a search space: a candidate's cost is a sum, no model build needed.
+"""The cost of an architecture (a list of zoo block dicts): one interface, mult-adds now, latency later.
 
-Entries are measured with the zoo's own counter (`torch.utils.flop_counter` on the meta device), one per
-(position, choice) at that position's input width and resolution; the fixed part (stem, block1, head,
-classifier) is measured once. Tests cross-check the sums against `fpnas_zoo.count_spec` of built specs.
+`BlockwiseCost.cost(arch)` is the cost of the stem and head (which depends only on the last block's width) plus
+one term per block, each measured once and memoised per (position, input width, block dict), so a searcher can
+price thousands of architectures without building them. A subclass says how one block and one whole network are
+measured: `MultAddsCost` counts them with the zoo's own counter (`fpnas_zoo.counting`, on the meta device); a
+measured-latency cost would time them on the target device instead. Tests cross-check the sums against
+`fpnas_zoo.count_spec` of the built specs.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 
 from fpnas_zoo import count_spec, spec_from_dict
 from fpnas_zoo.block_types import BLOCK_TYPES
-from fpnas_zoo.counting import flop_counts
+from fpnas_zoo.counting import count_mult_adds
+from fpnas_zoo.spec import ModelSpec
 
-from .space import Choice, FpnasSpace
+from .supernet import block_key
 
+# The `search` field of a probe spec (specs need one); nothing reads it.
 _METADATA = {"algorithm": "fpnas", "settings": {}, "seed": 0, "dataset": "-", "budget_mult_adds": None,
              "measured": {}, "val_top1": None, "wall_time_s": 0.0, "gpu_hours": 0.0}
 
 
-def block_mult_adds(space: FpnasSpace, position: int, choice: Choice) -> int:
-    args = space.block_args(position, choice)
-    res = space.resolution(position)
-    with torch.device("meta"):
-        block = BLOCK_TYPES["fpnas"].build(space.in_chs(position), args, stride=args["stride"], dilation=1,
-                                           norm_layer=torch.nn.BatchNorm2d, drop_path_rate=0.0)
-    return sum(flop_counts(block, (space.in_chs(position), res, res))["Global"].values()) // 2
+class BlockwiseCost:
+    """Cost of an architecture = ends(last width) + sum of its blocks' costs, each measured once.
+
+    `base` gives the stem, head and input size (its blocks are not used). Subclasses implement
+    `measure_block(in_chs, resolution, block)` and `measure_network(spec)`.
+    """
+
+    unit = ""
+
+    def __init__(self, base: ModelSpec):
+        self.base = base
+        self.blocks: dict[tuple[int, int, tuple], float] = {}
+        self.ends: dict[int, float] = {}
+
+    def measure_block(self, in_chs: int, resolution: int, block: dict) -> float:
+        raise NotImplementedError
+
+    def measure_network(self, spec: ModelSpec) -> float:
+        raise NotImplementedError
+
+    def block_costs(self, arch: list[dict]) -> list[float]:
+        """The cost of each block of `arch`, measured on first use."""
+        costs = []
+        in_chs, res = self.base.stem["out_chs"], -(-self.base.input_size[1] // self.base.stem["stride"])
+        for position, block in enumerate(arch):
+            key = (position, in_chs, block_key(block))
+            if key not in self.blocks:
+                self.blocks[key] = self.measure_block(in_chs, res, block)
+            costs.append(self.blocks[key])
+            in_chs, res = block["out_chs"], -(-res // block["stride"])  # 'same' padding: ceil(res / stride)
+        return costs
+
+    def cost(self, arch: list[dict]) -> float:
+        blocks = self.block_costs(arch)
+        width = arch[-1]["out_chs"]
+        if width not in self.ends:  # stem + head: the whole network less its blocks, once per last width
+            spec = spec_from_dict({**self.base.to_dict(), "blocks": [dict(b) for b in arch]})
+            self.ends[width] = self.measure_network(spec) - sum(blocks)
+        return self.ends[width] + sum(blocks)
 
 
-class FlopsTable:
-    """`table.cost(arch)` = mult-adds of the whole network (all counted ops, the zoo's `mult_adds`)."""
+class MultAddsCost(BlockwiseCost):
+    """Mult-adds of every op the zoo's counter knows (the zoo's `mult_adds`), as integers."""
 
-    def __init__(self, space: FpnasSpace):
-        self.space = space
-        self.entries: dict[tuple[int, Choice], int] = {
-            (i, c): block_mult_adds(space, i, c) for i in range(space.num_blocks) for c in space.choices(i)
-        }
-        default = space.default_arch()
-        spec = spec_from_dict(space.to_spec_dict(default, "flops_probe", (0.5,) * 3, (0.25,) * 3, dict(_METADATA)))
-        self.fixed = count_spec(spec).mult_adds - sum(self.entries[i, c] for i, c in enumerate(default))
+    unit = "mult-adds"
 
-    def cost(self, arch: list[Choice]) -> int:
-        return self.fixed + sum(self.entries[i, c] for i, c in enumerate(arch))
+    def measure_block(self, in_chs: int, resolution: int, block: dict) -> int:
+        with torch.device("meta"):
+            module = BLOCK_TYPES[block["type"]].build(in_chs, block, stride=block["stride"], dilation=1,
+                                                      norm_layer=nn.BatchNorm2d, drop_path_rate=0.0)
+        return count_mult_adds(module, (in_chs, resolution, resolution))[0]
 
-    def rows(self) -> list[dict]:
-        """The table as plain data (position, input width, resolution, choice, mult-adds)."""
-        return [{"position": i, "in_chs": self.space.in_chs(i), "resolution": self.space.resolution(i),
-                 "choice": c.label(), "mult_adds": v} for (i, c), v in self.entries.items()]
+    def measure_network(self, spec: ModelSpec) -> int:
+        return count_spec(spec).mult_adds

@@ -38,9 +38,9 @@ from .engine import (
     set_rng_state,
     train_epoch,
 )
-from .flops import FlopsTable
+from .flops import MultAddsCost
 from .space import Choice, FpnasSpace, fpnas_space
-from .supernet import FpnasSupernet
+from .supernet import Supernet
 
 
 @dataclass
@@ -96,22 +96,23 @@ def _unit_seed(seed: int, *parts: int) -> int:
 
 
 class CandidateSampler(nn.Module):
-    """Runs the supernet with a uniformly drawn candidate at one position, a new draw every training step.
+    """Runs the supernet on `arch` with a uniformly drawn candidate at one position, a new draw every training step.
 
     The draws come from a generator seeded per epoch, identical on every rank, so all ranks train the same
     candidate at the same step (DDP requirement of the paper's weight sharing).
     """
 
-    def __init__(self, supernet: FpnasSupernet, position: int, choices: list[Choice], seed: int):
+    def __init__(self, supernet: Supernet, arch: list[dict], position: int, candidates: list[dict], seed: int):
         super().__init__()
-        self.supernet, self.position, self.choices = supernet, position, choices
+        self.supernet, self.arch, self.position, self.candidates = supernet, arch, position, candidates
         self.generator = torch.Generator().manual_seed(seed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        arch = self.arch
         if self.training:
-            index = int(torch.randint(len(self.choices), (1,), generator=self.generator))
-            self.supernet.arch[self.position] = self.choices[index]
-        return self.supernet(x)
+            index = int(torch.randint(len(self.candidates), (1,), generator=self.generator))
+            arch = [*arch[:self.position], self.candidates[index], *arch[self.position + 1:]]
+        return self.supernet(x, arch)
 
 
 def _choice_to_json(c: Choice) -> dict:
@@ -158,7 +159,8 @@ class FpnasSearch:
             settings.num_blocks, tuple(spec.input_size), spec.num_classes, settings.width_mult,
             tuple(settings.expansions), tuple(settings.kernels),
         )
-        self.table = FlopsTable(self.space)
+        base = self.spec_of(self.space.default_arch())  # stem and head of every candidate
+        self.cost_model = MultAddsCost(base)
         self.check_budget()
         overrides = recipe_overrides or {}
         self.recipe1 = Recipe(lr=settings.lr_stage1, weight_decay=settings.weight_decay, schedule="fixed",
@@ -166,7 +168,7 @@ class FpnasSearch:
         self.recipe2 = Recipe(lr=settings.lr_stage2, weight_decay=settings.weight_decay, schedule="cosine",
                               epochs=settings.Q, eta_min=settings.eta_min, **overrides)
         seed_everything(settings.seed)
-        self.supernet = FpnasSupernet(self.space).to(self.dist.device)
+        self.supernet = Supernet(base, self.space.candidates()).to(self.dist.device)
         self.state = SearchState(arch=[_choice_to_json(c) for c in self.space.default_arch()])
         self.checkpointer = Checkpointer(self.out / "checkpoint.pt", self.identity(), enabled=self.dist.is_main)
         self.trace = Trace(self.out / "trace.jsonl", enabled=self.dist.is_main)
@@ -176,9 +178,9 @@ class FpnasSearch:
         arch = self.space.default_arch()
         low, high = list(arch), list(arch)
         for p in range(self.space.num_blocks):
-            costs = {c: self.table.cost(arch[:p] + [c] + arch[p + 1:]) for c in self.space.choices(p)}
+            costs = {c: self.cost(arch[:p] + [c] + arch[p + 1:]) for c in self.space.choices(p)}
             low[p], high[p] = min(costs, key=costs.get), max(costs, key=costs.get)
-        return self.table.cost(low), self.table.cost(high)
+        return self.cost(low), self.cost(high)
 
     def check_budget(self) -> None:
         """A budget no network of the space meets, or that every network meets, is refused before any training."""
@@ -213,15 +215,17 @@ class FpnasSearch:
         payload = self.checkpointer.load()
         self.state = SearchState(**payload["state"])
         self.supernet.load_state_dict(payload["supernet"])
-        self.supernet.arch = [_choice_from_json(c) for c in self.state.arch]
         set_rng_state(payload["rng"])
         self.trace.truncate(payload["trace_lines"])
         return payload
 
     # --- the algorithm ------------------------------------------------------------------------
 
+    def cost(self, arch: list[Choice]) -> int:
+        return self.cost_model.cost(self.space.arch_blocks(arch))
+
     def reward(self, arch: list[Choice], accuracy: float) -> tuple[int, float]:
-        cost = self.table.cost(arch)
+        cost = self.cost(arch)
         budget = self.settings.budget
         return cost, (accuracy if budget is None or cost < budget else -1.0)
 
@@ -244,7 +248,6 @@ class FpnasSearch:
         while self.state.t < s.T:
             t, p = self.state.t, self.state.t % self.space.num_blocks
             choices = self.space.choices(p)
-            self.supernet.arch = [_choice_from_json(c) for c in self.state.arch]
             if self.state.phase == "stage1_train":
                 self.stage1_train(t, p, choices, payload.pop("optimizer", None), started)
             if self.state.phase == "stage1_eval":
@@ -257,7 +260,9 @@ class FpnasSearch:
 
     def stage1_train(self, t: int, p: int, choices: list[Choice], optimizer_state: dict | None,
                      started: float) -> None:
-        sampler = CandidateSampler(self.supernet, p, choices, seed=0)
+        arch = self.space.arch_blocks([_choice_from_json(c) for c in self.state.arch])
+        # supernet position p + 1: arch_blocks puts the fixed ds block first
+        sampler = CandidateSampler(self.supernet, arch, p + 1, [self.space.block_args(p, c) for c in choices], seed=0)
         model = prepare_model(sampler, self.recipe1, self.dist, find_unused_parameters=True)
         optimizer = make_optimizer(self.supernet, self.recipe1)
         if optimizer_state is not None:
@@ -277,15 +282,16 @@ class FpnasSearch:
                              images_per_s=metrics["images_per_s"], wall_time_s=self.state.wall_time_s)
             self.save(optimizer)
         self.state.phase = "stage1_eval"
-        self.supernet.arch = [_choice_from_json(c) for c in self.state.arch]
         self.save()
 
     def stage1_eval(self, t: int, p: int, choices: list[Choice], started: float) -> None:
         for choice in choices[len(self.state.stage1_results):]:
-            self.supernet.arch[p] = choice
-            recalibrate_bn(self.supernet, self.data.calib, self.dist)
-            metrics = evaluate(self.supernet, self.data.val, self.recipe1, self.dist)
-            cost, reward = self.reward(self.supernet.arch, metrics["top1"])
+            arch = [_choice_from_json(c) for c in self.state.arch]
+            arch[p] = choice
+            model = self.supernet.bind(self.space.arch_blocks(arch))
+            recalibrate_bn(model, self.data.calib, self.dist)
+            metrics = evaluate(model, self.data.val, self.recipe1, self.dist)
+            cost, reward = self.reward(arch, metrics["top1"])
             result = {"choice": _choice_to_json(choice), "label": choice.label(), "accuracy": metrics["top1"],
                       "mult_adds": cost, "reward": reward}
             self.state.stage1_results.append(result)
@@ -294,7 +300,6 @@ class FpnasSearch:
                              accuracy=metrics["top1"], mult_adds=cost, reward=reward,
                              wall_time_s=self.state.wall_time_s)
             self.save()
-        self.supernet.arch = [_choice_from_json(c) for c in self.state.arch]
         self.state.phase = "stage2"
         self.save()
 
@@ -306,11 +311,9 @@ class FpnasSearch:
         """Stage 2: one network, weights from the supernet, trained alone (on this rank) for Q epochs."""
         arch = [_choice_from_json(c) for c in self.state.arch]
         arch[p] = choice
-        self.supernet.arch = arch
         spec = self.spec_of(arch)
         model = FpnasZooNet(spec).to(self.dist.device)
-        model.load_state_dict(self.supernet.export(spec))
-        self.supernet.arch = [_choice_from_json(c) for c in self.state.arch]
+        model.load_state_dict(self.supernet.export(self.space.arch_blocks(arch)))
         single = replace(self.dist, world_size=1, rank=0)  # independent of the other ranks
         prepared = prepare_model(model, self.recipe2, single)
         optimizer = make_optimizer(model, self.recipe2)
@@ -364,14 +367,15 @@ class FpnasSearch:
         arch = [_choice_from_json(c) for c in self.state.arch]
         arch[p] = _choice_from_json(best["choice"])
         self.state.arch = [_choice_to_json(c) for c in arch]
-        self.supernet.arch = arch
-        self.supernet.import_(self.spec_of(arch), {k: v.to(self.dist.device) for k, v in best_state.items()})
+        blocks = self.space.arch_blocks(arch)
+        self.supernet.import_(blocks, {k: v.to(self.dist.device) for k, v in best_state.items()})
+        cost = self.cost_model.cost(blocks)
         self.state.decisions.append({"iteration": t, "block": p, "choice": best["choice"], "label": best["label"],
-                                     "accuracy": best["accuracy"], "mult_adds": self.table.cost(arch),
+                                     "accuracy": best["accuracy"], "mult_adds": cost,
                                      "arch": [c.label() for c in arch]})
         self.state.wall_time_s = time.perf_counter() - started
         self.trace.write(event="decision", iteration=t, block=p, candidate=best["label"], accuracy=best["accuracy"],
-                         mult_adds=self.table.cost(arch), reward=best["reward"],
+                         mult_adds=cost, reward=best["reward"],
                          arch=[c.label() for c in arch], wall_time_s=self.state.wall_time_s)
         self.state.t += 1
         self.state.phase, self.state.stage1_epochs_done = "stage1_train", 0

@@ -1,7 +1,8 @@
 """The FPNAS search space: a fixed macro skeleton, and per block a choice of expansion, kernel, shortcut, split.
 
-A point of the space is a list of `Choice`s, one per block position; `FpnasSpace.to_spec_dict` turns it
-into the zoo's own spec (the `fpnas` block type), so what the searcher finds builds with the zoo's builder.
+The searcher keeps a point of the space as a list of `Choice`s, one per searched position; `arch_blocks` turns it
+into the zoo's own block dicts (the fixed `ds` block, then `fpnas` blocks), which is what the supernet and the cost
+model take, and `to_spec_dict` into the zoo's spec, so what the searcher finds builds with the zoo's builder.
 """
 from __future__ import annotations
 
@@ -54,13 +55,6 @@ class FpnasSpace:
     def in_chs(self, position: int) -> int:
         return self.ds_chs if position == 0 else self.widths[position - 1]
 
-    def resolution(self, position: int) -> int:
-        """Input resolution (square) of the block at `position`."""
-        res = self.input_size[1] // self.stem_stride
-        for s in self.strides[:position]:
-            res = -(-res // s)
-        return res
-
     def choices(self, position: int) -> list[Choice]:
         """Every valid candidate of a position (splits need even widths that add up)."""
         out = []
@@ -75,6 +69,18 @@ class FpnasSpace:
         return {"type": "fpnas", "out_chs": self.widths[position], "kernel_size": choice.kernel_size,
                 "stride": self.strides[position], "expansion": int(t) if float(t).is_integer() else t,
                 "shortcut": choice.shortcut, "split": choice.split, "act": "relu"}
+
+    def ds_block(self) -> dict:
+        """The fixed depthwise-separable block between the stem and the searched positions (FPNASNet's block1)."""
+        return {"type": "ds", "out_chs": self.ds_chs, "kernel_size": 3, "stride": 1, "act": "relu"}
+
+    def arch_blocks(self, arch: list[Choice]) -> list[dict]:
+        """The zoo block dicts of an architecture: the fixed `ds` block, then one `fpnas` block per position."""
+        return [self.ds_block()] + [self.block_args(i, c) for i, c in enumerate(arch)]
+
+    def candidates(self) -> list[list[dict]]:
+        """Per block of `arch_blocks`, the block dicts it may take (the supernet's positions)."""
+        return [[self.ds_block()]] + [[self.block_args(i, c) for c in self.choices(i)] for i in range(self.num_blocks)]
 
     def default_arch(self) -> list[Choice]:
         """Where the search starts: MobileNetV2-like blocks (t = 6, 3x3, shortcut, no split)."""
@@ -92,8 +98,7 @@ class FpnasSpace:
                               "mean": list(mean), "std": list(std)},
             "stem": {"type": "conv_bn_act", "out_chs": self.stem_chs, "kernel_size": 3, "stride": self.stem_stride,
                      "act": "relu"},
-            "blocks": [{"type": "ds", "out_chs": self.ds_chs, "kernel_size": 3, "stride": 1, "act": "relu"}]
-            + [self.block_args(i, c) for i, c in enumerate(arch)],
+            "blocks": self.arch_blocks(arch),
             "head": {"type": "conv_head", "out_chs": self.head_chs, "act": "relu", "pool": "avg",
                      "pre_logits_chs": None, "drop_rate": 0.2},
             "provenance": "searched",

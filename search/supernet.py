@@ -1,181 +1,321 @@
-"""The FPNAS supernet: every block position holds the largest candidate's weights; a candidate uses a slice.
+"""One weight-sharing supernet for every search space, running the zoo's own modules.
 
-Slicing (as Once-for-All): the MBConv mid width takes the first `h` channels, a 3x3 kernel is the centre of
-the 5x5, and a split block's branch uses the input and output channels of the right half, the ones it sees
-in the built network. `export(arch)` hands the active weights to the zoo's own network (same keys as
-`FpnasZooNet` built from the spec), and `import_(arch, state_dict)` writes trained weights back.
+An architecture is a list of the zoo's spec block dicts (what `fpnas_zoo.block_types.BLOCK_TYPES` validates), one per
+position; `Supernet(base, candidates)` takes the stem and head from a base `ModelSpec` and, per position, the
+candidate block dicts. Each position keeps one shared tensor per tensor name of its candidates, at the largest
+shape any candidate needs. A candidate runs as the zoo's own module (built once per distinct input width and
+block dict, on the meta device, so it holds no memory) through `torch.func.functional_call`, with views of the
+shared tensors as its parameters and buffers. The supernet therefore computes exactly what `FpnasZooNet` built
+from the architecture's spec computes, and BatchNorm running statistics update in place through the views.
+
+Which part of a shared tensor a candidate uses is decided in one place, `_storage_name` and `_window`:
+leading channels for widths and expansions, the centre of the kernel for smaller kernels, and the right half of
+the channels for the branch of an FPNAS split block (the half it sees in the built network). Split attention with
+r splits lays a channel's r filters side by side, so each r keeps its own tensors.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from timm.layers import create_conv2d
+from torch.func import functional_call
+from torch.nn.modules.batchnorm import _BatchNorm
 
-from fpnas_zoo.blocks import DepthwiseSeparable, channel_shuffle
-from fpnas_zoo.model import stage_plan
-from fpnas_zoo.spec import ModelSpec
+from fpnas_zoo.block_types import BLOCK_TYPES
+from fpnas_zoo.model import FpnasZooNet, stage_plan
+from fpnas_zoo.spec import ModelSpec, spec_from_dict
 
-from .space import Choice, FpnasSpace
-
-
-class SlicedBN(nn.BatchNorm2d):
-    """BatchNorm over the first (or a given range of) channels of a wider BN."""
-
-    def forward_slice(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        use_batch_stats = self.training or self.running_mean is None
-        momentum = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.momentum is None:  # cumulative average (BN recalibration)
-            self.num_batches_tracked += 1
-            momentum = 1.0 / float(self.num_batches_tracked)
-        return F.batch_norm(
-            x, self.running_mean[start:stop], self.running_var[start:stop], self.weight[start:stop],
-            self.bias[start:stop], use_batch_stats, momentum, self.eps,
-        )
+Arch = list[dict]
 
 
-def _bn_views(name: str, bn: SlicedBN, start: int, stop: int) -> dict[str, torch.Tensor]:
-    return {f"{name}.weight": bn.weight.data[start:stop], f"{name}.bias": bn.bias.data[start:stop],
-            f"{name}.running_mean": bn.running_mean[start:stop], f"{name}.running_var": bn.running_var[start:stop],
-            f"{name}.num_batches_tracked": bn.num_batches_tracked}
+def block_key(block: dict) -> tuple:
+    """A hashable form of a spec block dict (key order and 3 vs 3.0 do not matter)."""
+    return tuple(sorted(block.items()))
 
 
-class SuperFpnasBlock(nn.Module):
-    """All candidates of one FPNAS block position, sharing weights."""
+# ---------------------------------------------------------------------------------------------
+# The slicing rules: where a candidate's tensor lives in the shared tensors of its position.
 
-    def __init__(self, in_chs: int, out_chs: int, stride: int, max_expansion: float, max_kernel: int):
+
+def _storage_name(block: dict | None, key: str) -> str:
+    """The shared tensor that a zoo module's tensor `key` uses."""
+    if block is not None and block["type"] == "ir" and block["attention"] == "split_attention" \
+            and key.startswith("conv_dw."):
+        # SplitAttnDw puts channel c's r filters at c * r + j: leading slices of another r would mix channels
+        return f"conv_dw_splits{block['splits']}" + key[len("conv_dw"):]
+    return key
+
+
+def _channel_offsets(block: dict | None, in_chs: int, key: str, ndim: int) -> tuple[int, ...]:
+    """Where the candidate's tensor starts along each dimension of the shared one (before kernel centring)."""
+    if block is not None and block["type"] == "fpnas" and block["split"] and not key.startswith("split_branch."):
+        s = in_chs // 2  # the branch reads and writes the right half of the channels, as in the built network
+        if key.startswith("conv_pw."):
+            return (0, s, 0, 0)
+        if key.startswith("conv_pwl."):
+            return (s, 0, 0, 0)
+        if key == "shortcut.conv.weight":
+            return (s, s, 0, 0)
+        if key.startswith(("bn3.", "shortcut.bn.")) and ndim == 1:
+            return (s,)
+    return (0,) * ndim
+
+
+def _window(offsets: tuple[int, ...], shape: torch.Size, shared_shape: torch.Size) -> tuple[slice, ...]:
+    """The index of the candidate's tensor in the shared one: from `offsets` on, and the centre of conv kernels."""
+    index = []
+    for dim, (offset, size, full) in enumerate(zip(offsets, shape, shared_shape, strict=True)):
+        if len(shape) == 4 and dim >= 2:  # kxk inside the largest kernel: its centre
+            offset = (full - size) // 2
+        index.append(slice(offset, offset + size))
+    return tuple(index)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared storage and the zoo modules that run over it.
+
+
+@dataclass(frozen=True)
+class _Slot:
+    key: str  # the tensor's name in the zoo module
+    owner: nn.Module  # the storage module holding the shared tensor (looked up at call time: .to() swaps buffers)
+    name: str
+    index: tuple[slice, ...]
+
+
+class _Bound:
+    """A zoo module on the meta device and, for each of its tensors, the view of shared storage it runs with."""
+
+    def __init__(self, module: nn.Module, slots: list[_Slot], bn_pairs: list[tuple[_BatchNorm, _BatchNorm]]):
+        self.module, self.slots, self.bn_pairs = module, slots, bn_pairs
+
+    def views(self) -> dict[str, torch.Tensor]:
+        return {s.key: getattr(s.owner, s.name)[s.index] for s in self.slots}
+
+    def __call__(self, training: bool, *args) -> torch.Tensor:
+        if self.module.training != training:
+            self.module.train(training)
+        for template, shared in self.bn_pairs:  # BN recalibration sets momentum on the shared BN module
+            template.momentum = shared.momentum
+        return functional_call(self.module, self.views(), args)
+
+
+def _init_shared(tensor: torch.Tensor, owner_type: type) -> None:
+    """The zoo's initialisation (`FpnasZooNet._init_weights`) on a shared tensor, at its largest shape."""
+    if tensor.ndim > 1 and issubclass(owner_type, nn.Conv2d):
+        nn.init.kaiming_normal_(tensor, mode="fan_out", nonlinearity="relu")
+    elif tensor.ndim > 1 and issubclass(owner_type, nn.Linear):
+        nn.init.normal_(tensor, 0, 0.01)
+    else:
+        nn.init.zeros_(tensor)  # biases
+
+
+class _Store(nn.Module):
+    """The shared tensors of one position (or of the stem and head), nested under the zoo's module names.
+
+    BatchNorm tensors live in real `nn.BatchNorm2d` modules, so BN recalibration (which looks for BN modules)
+    resets and re-estimates them like any network's.
+    """
+
+    def bind(self, templates: dict[Hashable, tuple[nn.Module, dict | None, int]], strip: str = ""
+             ) -> dict[Hashable, _Bound]:
+        """Create the shared tensors that `templates` (id -> (zoo module, its block dict, its input width)) need,
+        each at the largest extent any of them uses, and bind every template to its views of them.
+
+        `strip` is a prefix of the modules' tensor names that the storage leaves out.
+        """
+        need: dict[str, list[int]] = {}
+        kinds: dict[str, type] = {}
+        placed: dict[Hashable, list[tuple[str, str, tuple[int, ...], torch.Size]]] = {}
+        for tid, (module, block, in_chs) in templates.items():
+            placed[tid] = []
+            for key, tensor in module.state_dict(keep_vars=True).items():
+                name = _storage_name(block, key).removeprefix(strip)
+                offsets = _channel_offsets(block, in_chs, key, tensor.ndim)
+                extent = [o + n for o, n in zip(offsets, tensor.shape, strict=True)]
+                if name in need and len(need[name]) != len(extent):
+                    raise ValueError(f"shared tensor {name}: candidates disagree on its number of dimensions")
+                need[name] = [max(a, b) for a, b in zip(need.get(name, extent), extent, strict=True)]
+                kinds[name] = type(module.get_submodule(key.rpartition(".")[0]))
+                placed[tid].append((key, name, offsets, tensor.shape))
+        for name, shape in need.items():
+            path, _, attr = name.rpartition(".")
+            if issubclass(kinds[name], _BatchNorm):
+                if not _has_module(self, path):
+                    _add_module(self, path, nn.BatchNorm2d(need[path + ".running_mean"][0]))
+                continue
+            tensor = torch.empty(shape)
+            _init_shared(tensor, kinds[name])
+            _container(self, path).register_parameter(attr, nn.Parameter(tensor))
+        bound = {}
+        for tid, (module, _, _) in templates.items():
+            slots = []
+            for key, name, offsets, shape in placed[tid]:
+                path, _, attr = name.rpartition(".")
+                owner = self.get_submodule(path)
+                slots.append(_Slot(key, owner, attr, _window(offsets, shape, getattr(owner, attr).shape)))
+            shared_bn = {key.rpartition(".")[0]: name.rpartition(".")[0] for key, name, _, _ in placed[tid]}
+            bn_pairs = [(m, self.get_submodule(shared_bn[path]))
+                        for path, m in module.named_modules() if isinstance(m, _BatchNorm)]
+            bound[tid] = _Bound(module, slots, bn_pairs)
+        return bound
+
+
+def _has_module(root: nn.Module, path: str) -> bool:
+    try:
+        root.get_submodule(path)
+        return True
+    except AttributeError:
+        return False
+
+
+def _container(root: nn.Module, path: str) -> nn.Module:
+    module = root
+    for part in path.split(".") if path else []:
+        if not hasattr(module, part):
+            module.add_module(part, nn.Module())
+        module = getattr(module, part)
+    return module
+
+
+def _add_module(root: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    _container(root, parent).add_module(name, module)
+
+
+class _Ends(nn.Module):
+    """The zoo model's stem and head around a function that runs the blocks (as `FpnasZooNet.forward`)."""
+
+    def __init__(self, zoo: FpnasZooNet):
         super().__init__()
-        self.in_chs, self.out_chs, self.stride = in_chs, out_chs, stride
-        self.max_kernel = max_kernel
-        self.split_chs = in_chs // 2
-        mid = int(round(in_chs * max_expansion))
-        self.pw = nn.Parameter(torch.empty(mid, in_chs, 1, 1))
-        self.bn1 = SlicedBN(mid)
-        self.dw = nn.Parameter(torch.empty(mid, 1, max_kernel, max_kernel))
-        self.bn2 = SlicedBN(mid)
-        self.pwl = nn.Parameter(torch.empty(out_chs, mid, 1, 1))
-        self.bn3 = SlicedBN(out_chs)
-        self.proj = nn.Parameter(torch.empty(out_chs, in_chs, 1, 1))
-        self.proj_bn = SlicedBN(out_chs)
-        # the stride-2 split branch has one fixed shape: a depthwise-separable conv on the left half
-        self.split_branch = DepthwiseSeparable(self.split_chs, self.split_chs, 3, stride=stride) if stride > 1 else None
-        for w in (self.pw, self.dw, self.pwl, self.proj):
-            nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")
+        zoo.blocks = nn.Sequential()  # the positions run the blocks
+        self.zoo = zoo
 
-    def _ranges(self, choice: Choice) -> tuple[int, int]:
-        """(start, mid width): the branch reads input channels and writes output channels [start:], a split
-        block's right half, and its MBConv is `mid` wide."""
-        start = self.split_chs if choice.split else 0
-        return start, int(round((self.in_chs - start) * choice.expansion))
+    def forward(self, x: torch.Tensor, run_blocks: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        zoo = self.zoo
+        x = run_blocks(zoo.bn1(zoo.conv_stem(x)))
+        return zoo.forward_head(zoo.bn2(zoo.conv_head(x)))
 
-    def _needs_proj(self, choice: Choice) -> bool:
-        # both branch widths lose the same `start` channels, so they differ exactly when in and out do
-        return choice.shortcut and (self.stride > 1 or self.in_chs != self.out_chs)
 
-    def _kernel(self, k: int) -> torch.Tensor:
-        off = (self.max_kernel - k) // 2
-        return self.dw[:, :, off:off + k, off:off + k]
+# ---------------------------------------------------------------------------------------------
+# The supernet.
 
-    def forward(self, x: torch.Tensor, choice: Choice) -> torch.Tensor:
-        start, mid = self._ranges(choice)
-        inp = x[:, start:]
-        k = choice.kernel_size
-        out = F.relu(self.bn1.forward_slice(F.conv2d(inp, self.pw[:mid, start:]), 0, mid))
-        out = F.conv2d(out, self._kernel(k)[:mid], stride=self.stride, padding=k // 2, groups=mid)
-        out = F.relu(self.bn2.forward_slice(out, 0, mid))
-        out = self.bn3.forward_slice(F.conv2d(out, self.pwl[start:, :mid]), start, self.out_chs)
-        if choice.shortcut:
-            if self._needs_proj(choice):
-                proj = F.conv2d(inp, self.proj[start:, start:], stride=self.stride)
-                out = out + self.proj_bn.forward_slice(proj, start, self.out_chs)
-            else:
-                out = out + inp
-        if not choice.split:
-            return out
-        left = x[:, :start] if self.split_branch is None else self.split_branch(x[:, :start])
-        return channel_shuffle(torch.cat([left, out], dim=1), 2)
 
-    def export(self, choice: Choice) -> dict[str, torch.Tensor]:
-        """The candidate's weights, copied, under the zoo `FpnasBlock`'s keys."""
-        return {key: v.clone() for key, v in self.weight_views(choice).items()}
+class Supernet(nn.Module):
+    """All architectures of a search space, sharing weights; `forward(x, arch)` runs one of them.
+
+    `base` gives the stem, head, input size and classes (its blocks are not used); `candidates[i]` lists the
+    block dicts position i may take (one for a fixed position). Candidates of a position share their stride.
+    """
+
+    def __init__(self, base: ModelSpec, candidates: list[list[dict]]):
+        super().__init__()
+        if not candidates or any(not c for c in candidates):
+            raise ValueError("candidates: expected a non-empty list of candidates for every position")
+        self.base = base
+        self.candidates = [[dict(b) for b in c] for c in candidates]
+        for i, cands in enumerate(self.candidates):
+            if len({b["stride"] for b in cands}) > 1:
+                raise ValueError(f"candidates[{i}]: expected one stride for all candidates of a position")
+        # Zoo module prefixes of the positions: stages split at stride-2 blocks, the same for every arch.
+        first = self.spec_of([c[0] for c in self.candidates])
+        self.prefixes = [f"blocks.{s}.{j}" for s, ids in enumerate(stage_plan(first)) for j in range(len(ids))]
+
+        self.positions = nn.ModuleList()
+        self._bound: list[dict[tuple[int, tuple], _Bound]] = []
+        in_widths = {base.stem["out_chs"]}
+        for cands in self.candidates:
+            templates = {}
+            with torch.device("meta"):
+                for in_chs in sorted(in_widths):
+                    for block in cands:
+                        block_type = BLOCK_TYPES[block["type"]]
+                        if block_type.check_channels(in_chs, block):
+                            continue  # impossible after this input width; forward refuses it
+                        module = block_type.build(in_chs, block, stride=block["stride"], dilation=1,
+                                                  norm_layer=nn.BatchNorm2d, drop_path_rate=0.0)
+                        templates[in_chs, block_key(block)] = (module, block, in_chs)
+            store = _Store()
+            self._bound.append(store.bind(templates))
+            self.positions.append(store)
+            in_widths = {b["out_chs"] for b in cands}
+
+        # Stem and head, once per width of the last position (the head's 1x1 conv reads it).
+        ends = {}
+        with torch.device("meta"):
+            for width in sorted(in_widths):
+                spec = self.spec_of([{"type": "skip", "out_chs": width, "stride": 1}])
+                ends[width] = (_Ends(FpnasZooNet(spec)), None, base.stem["out_chs"])
+        self.ends = _Store()
+        self._ends = self.ends.bind(ends, strip="zoo.")
+
+    # --- architectures -----------------------------------------------------------------------
+
+    def spec_of(self, arch: Arch, **fields) -> ModelSpec:
+        """The zoo spec of an architecture (the base spec's other fields, overridden by `fields`)."""
+        return spec_from_dict({**self.base.to_dict(), **fields, "blocks": [dict(b) for b in arch]})
+
+    def _path(self, arch: Arch) -> list[_Bound]:
+        """The bound zoo module of every position, after checking the arch is one of the space."""
+        if len(arch) != len(self.positions):
+            raise ValueError(f"arch: expected {len(self.positions)} blocks, got {len(arch)}")
+        path, in_chs = [], self.base.stem["out_chs"]
+        for i, block in enumerate(arch):
+            bound = self._bound[i].get((in_chs, block_key(block)))
+            if bound is None:
+                raise ValueError(f"arch[{i}]: {block} is not a candidate of position {i} after width {in_chs}")
+            path.append(bound)
+            in_chs = block["out_chs"]
+        return path
+
+    def forward(self, x: torch.Tensor, arch: Arch) -> torch.Tensor:
+        path, training = self._path(arch), self.training
+
+        def run_blocks(h: torch.Tensor) -> torch.Tensor:
+            for bound in path:
+                h = bound(training, h)
+            return h
+
+        return self._ends[arch[-1]["out_chs"]](training, x, run_blocks)
+
+    def bind(self, arch: Arch) -> nn.Module:
+        """A module whose `forward(x)` runs `arch` (for code that calls `model(x)`, e.g. BN recalibration)."""
+        return FixedArch(self, arch)
+
+    # --- weights ---------------------------------------------------------------------------
+
+    def views(self, arch: Arch) -> dict[str, torch.Tensor]:
+        """The shared tensors an architecture uses, as views, under the keys of `FpnasZooNet(spec_of(arch))`."""
+        path = self._path(arch)
+        out = {k.removeprefix("zoo."): v for k, v in self._ends[arch[-1]["out_chs"]].views().items()}
+        for prefix, bound in zip(self.prefixes, path, strict=True):
+            out |= {f"{prefix}.{k}": v for k, v in bound.views().items()}
+        return out
+
+    def export(self, arch: Arch) -> dict[str, torch.Tensor]:
+        """A state_dict that loads strictly into `FpnasZooNet(self.spec_of(arch))` (copies, not views)."""
+        return {k: v.detach().clone() for k, v in self.views(arch).items()}
 
     @torch.no_grad()
-    def import_(self, choice: Choice, state: dict[str, torch.Tensor]) -> None:
-        """Write a candidate's (trained) weights back into the shared slices."""
-        for key, view in self.weight_views(choice).items():
+    def import_(self, arch: Arch, state: dict[str, torch.Tensor]) -> None:
+        """Write a zoo model's weights (a state_dict of `arch`) back into the shared tensors."""
+        views = self.views(arch)
+        missing, unexpected = views.keys() - state.keys(), state.keys() - views.keys()
+        if missing or unexpected:
+            raise KeyError(f"import_: state_dict does not match the arch (missing {sorted(missing)[:3]}, "
+                           f"unexpected {sorted(unexpected)[:3]})")
+        for key, view in views.items():
             view.copy_(state[key])
 
-    def weight_views(self, choice: Choice) -> dict[str, torch.Tensor]:
-        """Views into the shared tensors that a candidate uses, under the zoo `FpnasBlock`'s keys."""
-        start, mid = self._ranges(choice)
-        views = {"conv_pw.weight": self.pw.data[:mid, start:],
-                 "conv_dw.weight": self._kernel(choice.kernel_size).data[:mid],
-                 "conv_pwl.weight": self.pwl.data[start:, :mid]}
-        views |= _bn_views("bn1", self.bn1, 0, mid) | _bn_views("bn2", self.bn2, 0, mid)
-        views |= _bn_views("bn3", self.bn3, start, self.out_chs)
-        if self._needs_proj(choice):
-            views["shortcut.conv.weight"] = self.proj.data[start:, start:]
-            views |= _bn_views("shortcut.bn", self.proj_bn, start, self.out_chs)
-        if choice.split and self.split_branch is not None:
-            views |= {f"split_branch.{key}": v for key, v in self.split_branch.state_dict().items()}
-        return views
 
+class FixedArch(nn.Module):
+    """The supernet running one architecture: `forward(x)`. It holds no weights of its own."""
 
-class FpnasSupernet(nn.Module):
-    """Stem, block1, the super blocks and the head; `arch` says which candidate each position runs."""
-
-    def __init__(self, space: FpnasSpace, arch: list[Choice] | None = None):
+    def __init__(self, supernet: Supernet, arch: Arch):
         super().__init__()
-        self.space = space
-        self.arch = list(arch or space.default_arch())
-        self.conv_stem = create_conv2d(space.input_size[0], space.stem_chs, 3, stride=space.stem_stride)
-        self.bn1 = nn.BatchNorm2d(space.stem_chs)
-        self.block1 = DepthwiseSeparable(space.stem_chs, space.ds_chs, 3)
-        self.blocks = nn.ModuleList(
-            SuperFpnasBlock(space.in_chs(i), space.widths[i], space.strides[i], max(space.expansions),
-                            max(space.kernels))
-            for i in range(space.num_blocks)
-        )
-        self.conv_head = create_conv2d(space.widths[-1], space.head_chs, 1)
-        self.bn2 = nn.BatchNorm2d(space.head_chs)
-        self.classifier = nn.Linear(space.head_chs, space.num_classes)
-        nn.init.kaiming_normal_(self.conv_stem.weight, mode="fan_out", nonlinearity="relu")
-        nn.init.kaiming_normal_(self.conv_head.weight, mode="fan_out", nonlinearity="relu")
-        nn.init.normal_(self.classifier.weight, 0, 0.01)
-        nn.init.zeros_(self.classifier.bias)
+        self.supernet, self.arch = supernet, [dict(b) for b in arch]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.block1(F.relu(self.bn1(self.conv_stem(x))))
-        for block, choice in zip(self.blocks, self.arch, strict=True):
-            x = block(x, choice)
-        x = F.relu(self.bn2(self.conv_head(x)))
-        x = F.dropout(x.mean((2, 3)), p=0.2, training=self.training)
-        return self.classifier(x)
-
-    def _prefixes(self, spec: ModelSpec) -> list[str]:
-        """Zoo module names of block1 and the searched blocks, in order."""
-        return [f"blocks.{s}.{j}" for s, ids in enumerate(stage_plan(spec)) for j in range(len(ids))]
-
-    def export(self, spec: ModelSpec) -> dict[str, torch.Tensor]:
-        """A state_dict for `FpnasZooNet(spec)`, where `spec` is `space.to_spec_dict(self.arch, ...)`."""
-        prefixes = self._prefixes(spec)
-        state = {f"conv_stem.{k}": v for k, v in self.conv_stem.state_dict().items()}
-        state |= {f"bn1.{k}": v for k, v in self.bn1.state_dict().items()}
-        state |= {f"{prefixes[0]}.{k}": v for k, v in self.block1.state_dict().items()}
-        for prefix, block, choice in zip(prefixes[1:], self.blocks, self.arch, strict=True):
-            state |= {f"{prefix}.{k}": v for k, v in block.export(choice).items()}
-        state |= {f"conv_head.{k}": v for k, v in self.conv_head.state_dict().items()}
-        state |= {f"bn2.{k}": v for k, v in self.bn2.state_dict().items()}
-        state |= {f"classifier.{k}": v for k, v in self.classifier.state_dict().items()}
-        return {k: v.detach().clone() for k, v in state.items()}
-
-    @torch.no_grad()
-    def import_(self, spec: ModelSpec, state: dict[str, torch.Tensor]) -> None:
-        """Write a zoo model's weights (of `self.arch`) back into the supernet."""
-        prefixes = self._prefixes(spec)
-        plain = {"conv_stem": self.conv_stem, "bn1": self.bn1, prefixes[0]: self.block1, "conv_head": self.conv_head,
-                 "bn2": self.bn2, "classifier": self.classifier}
-        for prefix, module in plain.items():
-            module.load_state_dict({k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")})
-        for prefix, block, choice in zip(prefixes[1:], self.blocks, self.arch, strict=True):
-            block.import_(choice, {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")})
+        return self.supernet(x, self.arch)
