@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from search.distributed import DistInfo, all_reduce_mean, all_reduce_sum
+from search.distributed import DistInfo
 
 SCHEDULES = ("fixed", "cosine", "cosine_restarts")
 POSTFIX_EVERY = 10  # steps between tqdm postfix updates; each update syncs the device for .item()
@@ -149,7 +149,7 @@ def train_epoch(
     desc: str = "train",
     progress: bool = True,
 ) -> dict:
-    """One pass over `batches`; returns metrics that are identical on every rank.
+    """One pass over `batches`; returns metrics that are identical on every rank of `dist` (summed over them).
 
     "lr" is the learning rate used by the last optimisation step of the epoch.
     """
@@ -185,7 +185,7 @@ def train_epoch(
             bar.set_postfix(loss=f"{avg_loss:.4f}", acc=f"{acc:.2f}", lr=f"{lr:.4g}")
     bar.close()
 
-    totals = all_reduce_sum(torch.stack([loss_sum, correct, seen]))
+    totals = dist.all_reduce_sum(torch.stack([loss_sum, correct, seen]))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
@@ -205,7 +205,7 @@ def train_epoch(
 def evaluate(
     model: nn.Module, batches: Any, recipe: Recipe, dist: DistInfo, *, desc: str = "eval", progress: bool = False
 ) -> dict:
-    """Loss / top-1 / top-5 (in %) over all ranks' batches; identical on every rank.
+    """Loss / top-1 / top-5 (in %) over the batches of every rank of `dist`; identical on each of them.
 
     Ranks may hold different numbers of batches: the only collective is the final all-reduce.
     """
@@ -227,7 +227,7 @@ def evaluate(
                 torch.tensor(labels.shape[0], device=device, dtype=torch.float64),
             ]
         )
-    loss, top1, top5, images = all_reduce_sum(sums).tolist()
+    loss, top1, top5, images = dist.all_reduce_sum(sums).tolist()
     denom = max(images, 1)
     return {"loss": loss / denom, "top1": 100.0 * top1 / denom, "top5": 100.0 * top5 / denom, "images": int(images)}
 
@@ -265,10 +265,9 @@ def recalibrate_bn(model: nn.Module, batches: Any, dist: DistInfo, max_batches: 
         for bn, momentum in zip(bns, momenta, strict=True):
             bn.momentum = momentum
         module.train(was_training)
-    if dist.world_size > 1:
-        for bn in bns:
-            all_reduce_mean(bn.running_mean)
-            all_reduce_mean(bn.running_var)
+    for bn in bns:
+        dist.all_reduce_mean(bn.running_mean)
+        dist.all_reduce_mean(bn.running_var)
 
 
 # --------------------------------------------------------------------------- seeding and exact resume

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,7 +24,7 @@ from fpnas_zoo import FpnasZooNet, count_spec, save_spec, spec_from_dict
 from fpnas_zoo.spec import ModelSpec
 
 from . import distributed as dist_utils
-from .checkpointing import Checkpointer, Trace
+from .checkpointing import Checkpointer, ResumeError, Trace
 from .data import SearchData, load_data
 from .engine import (
     Recipe,
@@ -132,18 +132,19 @@ class FpnasSearch:
                  workers: int = 2, progress: bool = True, recipe_overrides: dict | None = None):
         self.settings, self.out, self.progress = settings, Path(out), progress
         self.dist = dist_utils.init_distributed(device)
-        self.data: SearchData = load_data(
-            settings.dataset, data_dir, batch_size=settings.batch_size, device=self.dist.device, seed=settings.seed,
-            val_size=settings.val_size, calib_images=settings.calib_images, workers=workers,
-            limit_train=settings.limit_train, limit_val=settings.limit_val, rank=self.dist.rank,
-            world_size=self.dist.world_size,
-        )
-        # stage 2 trains whole networks independently, one per rank: each needs the full training split
-        self.full_data = self.data if self.dist.world_size == 1 else load_data(
-            settings.dataset, data_dir, batch_size=settings.batch_size, device=self.dist.device, seed=settings.seed,
-            val_size=settings.val_size, calib_images=settings.calib_images, workers=workers,
-            limit_train=settings.limit_train, limit_val=settings.limit_val,
-        )
+
+        def load(rank: int, world_size: int) -> SearchData:
+            return load_data(
+                settings.dataset, data_dir, batch_size=settings.batch_size, device=self.dist.device,
+                seed=settings.seed, val_size=settings.val_size, calib_images=settings.calib_images, workers=workers,
+                limit_train=settings.limit_train, limit_val=settings.limit_val, rank=rank, world_size=world_size,
+            )
+
+        # One process per machine downloads the dataset; the others read it once it is there.
+        self.data = self.dist.local_main_first(lambda: load(self.dist.rank, self.dist.world_size))
+        # A stage-2 candidate is trained alone on one rank, on the whole (unsharded) training split, so that its
+        # result is the one a 1-process run gets.
+        self.full_data = self.data if self.dist.world_size == 1 else load(0, 1)
         spec = self.data.spec
         self.space: FpnasSpace = fpnas_space(
             settings.num_blocks, tuple(spec.input_size), spec.num_classes, settings.width_mult,
@@ -157,6 +158,9 @@ class FpnasSearch:
                               epochs=settings.Q, eta_min=settings.eta_min, **overrides)
         seed_everything(settings.seed)
         self.supernet = FpnasSupernet(self.space).to(self.dist.device)
+        # Stage 1's network, DDP-wrapped once for the whole search; each block optimisation sets its position.
+        self.sampler = CandidateSampler(self.supernet, 0, [], seed=0)
+        self.stage1_model = prepare_model(self.sampler, self.recipe1, self.dist, find_unused_parameters=True)
         self.state = SearchState(arch=[_choice_to_json(c) for c in self.space.default_arch()])
         self.checkpointer = Checkpointer(self.out / "checkpoint.pt", self.identity(), enabled=self.dist.is_main)
         self.trace = Trace(self.out / "trace.jsonl", enabled=self.dist.is_main)
@@ -168,21 +172,36 @@ class FpnasSearch:
     # --- checkpointing --------------------------------------------------------------------------
 
     def save(self, optimizer: torch.optim.Optimizer | None = None, best_state: dict | None = None) -> None:
+        """Checkpoint (rank 0 writes). Every rank calls it at the same points: it gathers each rank's RNG state."""
+        rng = self.dist.all_gather_object(rng_state())
         self.checkpointer.save({
             "state": asdict(self.state),
             "supernet": self.supernet.state_dict(),
             "optimizer": None if optimizer is None else optimizer.state_dict(),
             "stage2_best": best_state,
-            "rng": rng_state(),
+            "rng": rng,
             "trace_lines": self.trace.lines,
         })
 
+    def has_checkpoint(self) -> bool:
+        return self.dist.broadcast_object(self.checkpointer.exists())
+
     def resume(self) -> dict:
-        payload = self.checkpointer.load()
+        """Rank 0 reads the checkpoint and hands it to every rank: no filesystem shared between ranks needed."""
+        payload, error = None, None
+        if self.dist.is_main:
+            try:
+                payload = self.checkpointer.load()
+            except ResumeError as e:
+                error = e
+        payload, error = self.dist.broadcast_object((payload, error))
+        if error is not None:
+            raise error
         self.state = SearchState(**payload["state"])
         self.supernet.load_state_dict(payload["supernet"])
         self.supernet.arch = [_choice_from_json(c) for c in self.state.arch]
-        set_rng_state(payload["rng"])
+        states = payload["rng"]  # one per rank of the interrupted run
+        set_rng_state(states[self.dist.rank] if self.dist.rank < len(states) else states[0])
         self.trace.truncate(payload["trace_lines"])
         return payload
 
@@ -202,7 +221,7 @@ class FpnasSearch:
         return spec_from_dict(self.space.to_spec_dict(arch, name, self.data.spec.mean, self.data.spec.std, meta))
 
     def run(self, resume: bool = False) -> ModelSpec:
-        payload = self.resume() if resume and self.checkpointer.exists() else {}
+        payload = self.resume() if resume and self.has_checkpoint() else {}
         started = time.perf_counter() - self.state.wall_time_s
         s = self.settings
         while self.state.t < s.T:
@@ -221,8 +240,8 @@ class FpnasSearch:
 
     def stage1_train(self, t: int, p: int, choices: list[Choice], optimizer_state: dict | None,
                      started: float) -> None:
-        sampler = CandidateSampler(self.supernet, p, choices, seed=0)
-        model = prepare_model(sampler, self.recipe1, self.dist, find_unused_parameters=True)
+        sampler, model = self.sampler, self.stage1_model
+        sampler.position, sampler.choices = p, choices
         optimizer = make_optimizer(self.supernet, self.recipe1)
         if optimizer_state is not None:
             optimizer.load_state_dict(optimizer_state)
@@ -266,8 +285,12 @@ class FpnasSearch:
         ranked = sorted(self.state.stage1_results, key=lambda r: (-r["reward"], -r["accuracy"], r["mult_adds"]))
         return [_choice_from_json(r["choice"]) for r in ranked[: self.settings.E]]
 
-    def train_candidate(self, t: int, p: int, j: int, choice: Choice) -> tuple[dict, dict]:
-        """Stage 2: one network, weights from the supernet, trained alone (on this rank) for Q epochs."""
+    def train_candidate(self, t: int, p: int, j: int, choice: Choice) -> tuple[dict, list[dict], dict]:
+        """Stage 2: one network, weights from the supernet, trained alone on this rank for Q epochs.
+
+        Nothing here talks to other ranks and the data is the whole training split, so the result is the one a
+        1-process run gets. Returns (result, trace records of its epochs, trained weights on the CPU).
+        """
         arch = [_choice_from_json(c) for c in self.state.arch]
         arch[p] = choice
         self.supernet.arch = arch
@@ -275,53 +298,52 @@ class FpnasSearch:
         model = FpnasZooNet(spec).to(self.dist.device)
         model.load_state_dict(self.supernet.export(spec))
         self.supernet.arch = [_choice_from_json(c) for c in self.state.arch]
-        single = replace(self.dist, world_size=1, rank=0)  # independent of the other ranks
-        prepared = prepare_model(model, self.recipe2, single)
+        alone = self.dist.alone()
+        prepared = prepare_model(model, self.recipe2, alone)
         optimizer = make_optimizer(model, self.recipe2)
         scheduler = make_scheduler(optimizer, self.recipe2, len(self.full_data.train))
+        records = []
         for epoch in range(self.settings.Q):
             unit = _unit_seed(self.settings.seed, t, 2, j, epoch)
             seed_everything(unit)
-            metrics = train_epoch(prepared, self.full_data.train, optimizer, scheduler, self.recipe2, single,
+            metrics = train_epoch(prepared, self.full_data.train, optimizer, scheduler, self.recipe2, alone,
                                   epoch=unit, desc=f"t{t} block {p} stage 2 {choice.label()} ep {epoch + 1}",
                                   progress=self.progress and self.dist.is_main)
-            self.trace.write(event="epoch", iteration=t, block=p, stage=2, candidate=choice.label(), epoch=epoch,
-                             accuracy=metrics["acc"], loss=metrics["loss"], lr=metrics["lr"],
-                             images_per_s=metrics["images_per_s"])
-        val = evaluate(model, self.full_data.val, self.recipe2, single)
+            records.append(dict(event="epoch", iteration=t, block=p, stage=2, candidate=choice.label(), epoch=epoch,
+                                accuracy=metrics["acc"], loss=metrics["loss"], lr=metrics["lr"],
+                                images_per_s=metrics["images_per_s"]))
+        val = evaluate(model, self.full_data.val, self.recipe2, alone)
         cost, reward = self.reward(arch, val["top1"])
         result = {"choice": _choice_to_json(choice), "label": choice.label(), "accuracy": val["top1"],
                   "mult_adds": cost, "reward": reward, "index": j}
-        return result, {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        return result, records, {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
     def stage2(self, t: int, p: int, best_state: dict | None, started: float) -> None:
+        """Train the kept candidates in rounds of one per rank (candidate `done + rank`), so any number of
+        candidates shards over any number of ranks; after each round every rank holds every result, the trace
+        gets every rank's records, and the best candidate's weights so far are on every rank and checkpointed."""
         candidates = self.top_candidates()
-        best = max(self.state.stage2_results, key=lambda r: (r["reward"], r["accuracy"]), default=None)
-        world, rank = self.dist.world_size, self.dist.rank
-        if world > 1:  # shard the independent trainings across ranks, then gather
-            mine = [self.train_candidate(t, p, j, c) for j, c in enumerate(candidates) if j % world == rank]
-            gathered = [dist_utils.broadcast_object([r for r, _ in mine] if src == rank else None, src)
-                        for src in range(world)]
-            results = [r for part in gathered for r in part]
-            best = max(results, key=lambda r: (r["reward"], r["accuracy"], -r["index"]))
-            owner = best["index"] % world
-            local = {r["index"]: s for r, s in mine}
-            best_state = dist_utils.broadcast_object(local.get(best["index"]) if owner == rank else None, owner)
-            self.state.stage2_results = results
-            for r in results:
-                self.trace.write(event="candidate", iteration=t, block=p, stage=2, candidate=r["label"],
-                                 accuracy=r["accuracy"], mult_adds=r["mult_adds"], reward=r["reward"])
-        else:
-            for j in range(len(self.state.stage2_results), len(candidates)):
-                result, weights = self.train_candidate(t, p, j, candidates[j])
-                self.state.stage2_results.append(result)
-                if best is None or (result["reward"], result["accuracy"]) > (best["reward"], best["accuracy"]):
-                    best, best_state = result, weights
-                self.state.wall_time_s = time.perf_counter() - started
+        results = self.state.stage2_results
+        key = lambda r: (r["reward"], r["accuracy"], -r["index"])  # noqa: E731 - ties go to the better stage-1 rank
+        best = max(results, key=key, default=None)
+        while len(results) < len(candidates):
+            done = len(results)
+            j = done + self.dist.rank
+            mine = self.train_candidate(t, p, j, candidates[j]) if j < len(candidates) else None
+            trained = [g for g in self.dist.all_gather_object(None if mine is None else mine[:2]) if g is not None]
+            self.state.wall_time_s = time.perf_counter() - started
+            for result, records in trained:
+                results.append(result)
+                for record in records:
+                    self.trace.write(**record)
                 self.trace.write(event="candidate", iteration=t, block=p, stage=2, candidate=result["label"],
                                  accuracy=result["accuracy"], mult_adds=result["mult_adds"], reward=result["reward"],
                                  wall_time_s=self.state.wall_time_s)
-                self.save(best_state=best_state)
+            round_best = max((r for r, _ in trained), key=key)
+            if best is None or key(round_best) > key(best):
+                best, owner = round_best, round_best["index"] - done
+                best_state = self.dist.broadcast_object(mine[2] if owner == self.dist.rank else None, src=owner)
+            self.save(best_state=best_state)
         self.decide(t, p, best, best_state, started)
 
     def decide(self, t: int, p: int, best: dict, best_state: dict, started: float) -> None:

@@ -17,6 +17,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from .checkpointing import ResumeError
+from .distributed import cleanup, init_distributed
 from .fpnas import PRESETS, FpnasSearch, FpnasSettings
 
 
@@ -65,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     settings = settings_from_args(args)
     out = Path(args.out)
-    if not args.resume and (out / "checkpoint.pt").exists():
+    # Under torchrun only rank 0 writes OUT (no filesystem shared between ranks is assumed): it answers for all.
+    dist = init_distributed(args.device)
+    if not args.resume and dist.broadcast_object((out / "checkpoint.pt").exists()):
         print(f"error: {out} already holds a search (checkpoint.pt); pass --resume to continue it or choose another "
               "--out", file=sys.stderr)
         return 2
@@ -78,14 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ResumeError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if search.dist.is_main:
+    if dist.is_main:
         measured = spec.search["measured"]
         print(f"searched {spec.name}: {measured['params'] / 1e6:.3f}M params, {measured['mult_adds'] / 1e6:.2f}M "
               f"mult-adds, val top-1 {spec.search['val_top1']}; wrote {out / 'spec.json'}")
         print(f"inspect: python -m fpnas_zoo info {out / 'spec.json'}")
-    from . import distributed
-
-    distributed.cleanup()
+    cleanup()
     return 0
 
 
