@@ -1,7 +1,7 @@
 """The one small training engine shared by both searchers and `python -m search.train`.
 
-Read it top to bottom: recipe -> optimizer/schedule -> model preparation -> train / evaluate loops ->
-BN recalibration -> seeding. Everything heavy is stock PyTorch (SGD, lr_scheduler, torch.amp, DDP,
+Read it top to bottom: recipe -> optimizer/schedule -> model preparation -> one epoch, evaluation, the epoch
+loop -> BN recalibration -> seeding. Everything heavy is stock PyTorch (SGD, lr_scheduler, torch.amp, DDP,
 torch.compile); this module only wires it together.
 
 Data arrives as "Batches": iterables of (images, labels) already on the device, with `__len__`
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -232,6 +233,38 @@ def evaluate(
     return {"loss": loss / denom, "top1": 100.0 * top1 / denom, "top5": 100.0 * top5 / denom, "images": int(images)}
 
 
+def train_epochs(
+    model: nn.Module,
+    batches: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    recipe: Recipe,
+    dist: DistInfo,
+    *,
+    start: int,
+    stop: int,
+    seed: int,
+    desc: str,
+    progress: bool = True,
+    before_epoch: Callable[[int], None] | None = None,
+) -> Iterator[tuple[int, dict]]:
+    """The epoch loop of the searchers and `search.train`: yields (epoch, train_epoch metrics) for epochs
+    start..stop-1; the caller evaluates, logs and checkpoints in its loop body.
+
+    Epoch e is seeded from (seed, e) alone (data order and augmentation, and, per rank, dropout), so a run resumed at
+    `start` trains exactly the epochs an uninterrupted run would. `before_epoch` gets that epoch seed, for streams
+    that must be identical on every rank (the candidate draws of a supernet).
+    """
+    for epoch in range(start, stop):
+        epoch_seed = derive_seed(seed, epoch)
+        seed_everything(derive_seed(epoch_seed, dist.rank))
+        if before_epoch is not None:
+            before_epoch(epoch_seed)
+        metrics = train_epoch(model, batches, optimizer, scheduler, recipe, dist, epoch=epoch_seed,
+                              desc=f"{desc} epoch {epoch + 1}/{stop}", progress=progress)
+        yield epoch, metrics
+
+
 # --------------------------------------------------------------------------- BN recalibration
 
 
@@ -273,9 +306,22 @@ def recalibrate_bn(model: nn.Module, batches: Any, dist: DistInfo, max_batches: 
 # --------------------------------------------------------------------------- seeding and exact resume
 
 
-def seed_everything(seed: int, rank: int = 0) -> None:
-    """Seed python, numpy and torch (CPU and all CUDA devices); ranks get distinct streams."""
-    seed = seed + rank
+def derive_seed(*parts: int) -> int:
+    """The one seed derivation of the search: a 63-bit seed from integers (splitmix64-style mixing).
+
+    Everything seeded (an epoch of a block optimisation, a stage-2 candidate, a rank's dropout, a data split, an
+    epoch's crops) takes `derive_seed(run seed, what, which...)`, so a unit's randomness depends on what it is, not
+    on what ran before it, and (seed, 1) and (seed + 1, 0) do not collide as sums would.
+    """
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h = (h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and all CUDA devices) with one seed (see `derive_seed`)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -1,18 +1,19 @@
 """FPNAS (Cui et al.): block-wise coordinate descent with two-stage weight sharing (the paper's Algorithm 1).
 
-For each block optimisation t (position p = t mod N):
-  stage 1: train the supernet for P epochs, each step running a uniformly drawn candidate at position p (the rest
-           of the network fixed to the current architecture, all weights shared); then rank every candidate by
-           validation accuracy after BatchNorm recalibration, with reward -1 over the mult-adds budget; keep E.
-  stage 2: train those E networks independently for Q epochs (weights handed over from the supernet) and keep
-           the best; its trained weights go back into the supernet.
+For each of the T block optimisations t (position p = t mod N):
+  stage 1: train the supernet for P epochs (`stage1_epochs`), each step running a uniformly drawn candidate at
+           position p (the rest of the network fixed to the current architecture, all weights shared); then rank
+           every candidate by validation accuracy after BatchNorm recalibration, with reward -1 over the mult-adds
+           budget; keep the best E (`candidates_kept`).
+  stage 2: train those E networks independently for Q epochs (`stage2_epochs`; weights handed over from the
+           supernet) and keep the best; its trained weights go back into the supernet. Under torchrun the E
+           trainings are shared out over the ranks, each one alone on its rank.
 Every unit of work (an epoch, a candidate) is seeded from (seed, t, unit), and the whole state is checkpointed
 after each one, so `--resume` continues to the same final spec as an uninterrupted run.
 """
 from __future__ import annotations
 
 import json
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from .checkpointing import Checkpointer, ResumeError, Trace
 from .data import SearchData, load_data
 from .engine import (
     Recipe,
+    derive_seed,
     evaluate,
     make_optimizer,
     make_scheduler,
@@ -36,7 +38,7 @@ from .engine import (
     rng_state,
     seed_everything,
     set_rng_state,
-    train_epoch,
+    train_epochs,
 )
 from .flops import FlopsTable
 from .space import Choice, FpnasSpace, fpnas_space
@@ -48,17 +50,17 @@ class FpnasSettings:
     """Everything that defines an FPNAS search (a checkpoint from other settings is refused)."""
 
     dataset: str = "cifar10"
-    num_blocks: int = 16  # N
-    P: int = 4  # stage-1 epochs (shared weights)
-    Q: int = 4  # stage-2 epochs (each of the E networks)
-    E: int = 10  # candidates kept after stage 1
-    T: int = 16  # block optimisations (16 = one sweep over 16 blocks)
+    num_blocks: int = 16  # the paper's N: block positions searched
+    stage1_epochs: int = 4  # P: supernet epochs (shared weights) per block optimisation
+    stage2_epochs: int = 4  # Q: epochs of each kept candidate, trained alone
+    candidates_kept: int = 10  # E: candidates stage 1 hands to stage 2
+    block_optimisations: int = 16  # T: block optimisations (16 = one sweep over 16 blocks)
     expansions: tuple[float, ...] = (3, 4, 6, 8)
     kernels: tuple[int, ...] = (3, 5)
     width_mult: float = 1.0
     batch_size: int = 128
     lr_stage1: float = 0.05  # fixed
-    lr_stage2: float = 0.05  # cosine to eta_min over Q epochs
+    lr_stage2: float = 0.05  # cosine to eta_min over the stage-2 epochs
     eta_min: float = 1e-5
     weight_decay: float = 5e-4
     budget: float | None = None  # mult-adds; over it the reward is -1
@@ -71,19 +73,17 @@ class FpnasSettings:
 
 PRESETS: dict[str, dict] = {
     # The paper's settings on CIFAR-10 (about 31M training images).
-    "paper": dict(dataset="cifar10", num_blocks=16, P=4, Q=4, E=10, T=16),
+    "paper": dict(dataset="cifar10", num_blocks=16, stage1_epochs=4, stage2_epochs=4, candidates_kept=10,
+                  block_optimisations=16),
     # CPU, embedded data, a few minutes: every stage of the algorithm on a small skeleton.
-    "demo": dict(dataset="digits", num_blocks=4, P=1, Q=1, E=2, T=4, expansions=(3, 6), kernels=(3, 5),
+    "demo": dict(dataset="digits", num_blocks=4, stage1_epochs=1, stage2_epochs=1, candidates_kept=2,
+                 block_optimisations=4, expansions=(3, 6), kernels=(3, 5),
                  width_mult=0.5, batch_size=64, calib_images=128, limit_train=1024),
     # Seconds: for tests.
-    "smoke": dict(dataset="digits", num_blocks=4, P=1, Q=1, E=2, T=2, expansions=(3, 6), kernels=(3,),
+    "smoke": dict(dataset="digits", num_blocks=4, stage1_epochs=1, stage2_epochs=1, candidates_kept=2,
+                  block_optimisations=2, expansions=(3, 6), kernels=(3,),
                   width_mult=0.25, batch_size=32, calib_images=64, limit_train=192, limit_val=96),
 }
-
-
-def _unit_seed(seed: int, *parts: int) -> int:
-    """A seed for one unit of work, the same whether or not the run was interrupted before it."""
-    return random.Random(hash((seed, *parts))).getrandbits(31)
 
 
 class CandidateSampler(nn.Module):
@@ -153,9 +153,9 @@ class FpnasSearch:
         self.table = FlopsTable(self.space)
         overrides = recipe_overrides or {}
         self.recipe1 = Recipe(lr=settings.lr_stage1, weight_decay=settings.weight_decay, schedule="fixed",
-                              epochs=settings.P, **overrides)
+                              epochs=settings.stage1_epochs, **overrides)
         self.recipe2 = Recipe(lr=settings.lr_stage2, weight_decay=settings.weight_decay, schedule="cosine",
-                              epochs=settings.Q, eta_min=settings.eta_min, **overrides)
+                              epochs=settings.stage2_epochs, eta_min=settings.eta_min, **overrides)
         seed_everything(settings.seed)
         self.supernet = FpnasSupernet(self.space).to(self.dist.device)
         # Stage 1's network, DDP-wrapped once for the whole search; each block optimisation sets its position.
@@ -224,7 +224,7 @@ class FpnasSearch:
         payload = self.resume() if resume and self.has_checkpoint() else {}
         started = time.perf_counter() - self.state.wall_time_s
         s = self.settings
-        while self.state.t < s.T:
+        while self.state.t < s.block_optimisations:
             t, p = self.state.t, self.state.t % self.space.num_blocks
             choices = self.space.choices(p)
             self.supernet.arch = [_choice_from_json(c) for c in self.state.arch]
@@ -246,13 +246,11 @@ class FpnasSearch:
         if optimizer_state is not None:
             optimizer.load_state_dict(optimizer_state)
         scheduler = make_scheduler(optimizer, self.recipe1, len(self.data.train))
-        for epoch in range(self.state.stage1_epochs_done, self.settings.P):
-            unit = _unit_seed(self.settings.seed, t, 1, epoch)
-            seed_everything(unit, self.dist.rank)
-            sampler.generator.manual_seed(unit)
-            metrics = train_epoch(model, self.data.train, optimizer, scheduler, self.recipe1, self.dist, epoch=unit,
-                                  desc=f"t{t} block {p} stage 1 ep {epoch + 1}/{self.settings.P}",
-                                  progress=self.progress)
+        epochs = train_epochs(model, self.data.train, optimizer, scheduler, self.recipe1, self.dist,
+                              start=self.state.stage1_epochs_done, stop=self.settings.stage1_epochs,
+                              seed=derive_seed(self.settings.seed, t, 1), desc=f"t{t} block {p} stage 1",
+                              progress=self.progress, before_epoch=sampler.generator.manual_seed)
+        for epoch, metrics in epochs:
             self.state.stage1_epochs_done = epoch + 1
             self.state.wall_time_s = time.perf_counter() - started
             self.trace.write(event="epoch", iteration=t, block=p, stage=1, candidate="shared", epoch=epoch,
@@ -283,10 +281,10 @@ class FpnasSearch:
 
     def top_candidates(self) -> list[Choice]:
         ranked = sorted(self.state.stage1_results, key=lambda r: (-r["reward"], -r["accuracy"], r["mult_adds"]))
-        return [_choice_from_json(r["choice"]) for r in ranked[: self.settings.E]]
+        return [_choice_from_json(r["choice"]) for r in ranked[: self.settings.candidates_kept]]
 
     def train_candidate(self, t: int, p: int, j: int, choice: Choice) -> tuple[dict, list[dict], dict]:
-        """Stage 2: one network, weights from the supernet, trained alone on this rank for Q epochs.
+        """Stage 2: one network, weights from the supernet, trained alone on this rank for Q (`stage2_epochs`) epochs.
 
         Nothing here talks to other ranks and the data is the whole training split, so the result is the one a
         1-process run gets. Returns (result, trace records of its epochs, trained weights on the CPU).
@@ -302,16 +300,13 @@ class FpnasSearch:
         prepared = prepare_model(model, self.recipe2, alone)
         optimizer = make_optimizer(model, self.recipe2)
         scheduler = make_scheduler(optimizer, self.recipe2, len(self.full_data.train))
-        records = []
-        for epoch in range(self.settings.Q):
-            unit = _unit_seed(self.settings.seed, t, 2, j, epoch)
-            seed_everything(unit)
-            metrics = train_epoch(prepared, self.full_data.train, optimizer, scheduler, self.recipe2, alone,
-                                  epoch=unit, desc=f"t{t} block {p} stage 2 {choice.label()} ep {epoch + 1}",
-                                  progress=self.progress and self.dist.is_main)
-            records.append(dict(event="epoch", iteration=t, block=p, stage=2, candidate=choice.label(), epoch=epoch,
-                                accuracy=metrics["acc"], loss=metrics["loss"], lr=metrics["lr"],
-                                images_per_s=metrics["images_per_s"]))
+        epochs = train_epochs(prepared, self.full_data.train, optimizer, scheduler, self.recipe2, alone, start=0,
+                              stop=self.settings.stage2_epochs, seed=derive_seed(self.settings.seed, t, 2, j),
+                              desc=f"t{t} block {p} stage 2 {choice.label()}",
+                              progress=self.progress and self.dist.is_main)
+        records = [dict(event="epoch", iteration=t, block=p, stage=2, candidate=choice.label(), epoch=epoch,
+                        accuracy=metrics["acc"], loss=metrics["loss"], lr=metrics["lr"],
+                        images_per_s=metrics["images_per_s"]) for epoch, metrics in epochs]
         val = evaluate(model, self.full_data.val, self.recipe2, alone)
         cost, reward = self.reward(arch, val["top1"])
         result = {"choice": _choice_to_json(choice), "label": choice.label(), "accuracy": val["top1"],
@@ -386,7 +381,8 @@ class FpnasSearch:
             "gpu_hours": round(self.state.wall_time_s * gpus / 3600, 4),
             "notes": (f"Found by python -m search.run --algo fpnas on {self.settings.dataset} "
                       f"(seed {self.settings.seed}): {len(self.state.decisions)} block optimisations "
-                      f"(P={self.settings.P}, Q={self.settings.Q}, E={self.settings.E}) over "
+                      f"(P={self.settings.stage1_epochs}, Q={self.settings.stage2_epochs}, "
+                      f"E={self.settings.candidates_kept}) over "
                       f"{self.space.num_blocks} positions of the FPNASNet skeleton."),
         }
         spec = self.spec_of(arch, metadata)

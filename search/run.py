@@ -34,10 +34,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="where the dataset lives (downloaded there when online, for CIFAR)")
     p.add_argument("--flops-budget", type=float, help="mult-adds budget b: candidates at or over it get reward -1")
     p.add_argument("--seed", type=int, help="default 0")
-    p.add_argument("--blocks", type=int, dest="num_blocks", help="N, block positions searched (4..16)")
-    for name, text in (("P", "stage-1 epochs"), ("Q", "stage-2 epochs"), ("E", "candidates kept after stage 1"),
-                       ("T", "block optimisations")):
-        p.add_argument(f"--{name}", type=int, dest=name, help=text)
+    p.add_argument("--blocks", "--N", type=int, dest="num_blocks", metavar="N",
+                   help="the paper's N: block positions searched (4..16)")
+    # The paper's symbols stay as aliases: --P 4 and --stage1-epochs 4 are the same option.
+    for name, symbol, text in (
+        ("stage1_epochs", "P", "supernet epochs (shared weights) per block optimisation"),
+        ("stage2_epochs", "Q", "epochs of each kept candidate, trained alone"),
+        ("candidates_kept", "E", "candidates stage 1 hands to stage 2 (shared out over the ranks under torchrun)"),
+        ("block_optimisations", "T", "block optimisations (N = one sweep over the positions)"),
+    ):
+        p.add_argument(f"--{name.replace('_', '-')}", f"--{symbol}", type=int, dest=name, metavar=symbol,
+                       help=f"the paper's {symbol}: {text}")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--width-mult", type=float, help="scale the skeleton's widths (small demos)")
     p.add_argument("--limit-train", type=int, help="use only this many training images (smoke runs)")

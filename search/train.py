@@ -25,12 +25,13 @@ from .checkpointing import Checkpointer, ResumeError
 from .data import load_data
 from .engine import (
     Recipe,
+    derive_seed,
     evaluate,
     make_optimizer,
     make_scheduler,
     prepare_model,
     seed_everything,
-    train_epoch,
+    train_epochs,
     unwrap,
 )
 
@@ -41,6 +42,8 @@ class TrainRecipe:
     batch_size: int
     cutout: bool = False
 
+
+_SALT_CUTOUT = 0xC07  # keeps the cutout stream apart from the data's own (seed, epoch) streams
 
 RECIPES = {
     # FPNAS final CIFAR-10 training: SGD 0.9, lr 0.02, wd 5e-4, cosine warm restarts T0 = 10, Tmult = 2 down to
@@ -67,7 +70,7 @@ class Cutout:
         return len(self.batches)
 
     def __iter__(self):
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, _SALT_CUTOUT, self.epoch))
         for x, y in self.batches:
             n, _, h, w = x.shape
             cy = torch.randint(h, (n, 1, 1), generator=gen).to(x.device)
@@ -104,10 +107,9 @@ def train(spec_ref: str, dataset: str, out: Path, recipe_name: str = "fpnas-cifa
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
         history, start_epoch = payload["history"], payload["epoch"]
-    for epoch in range(start_epoch, recipe.epochs):
-        seed_everything(seed * 100_003 + epoch, dist.rank)
-        metrics = train_epoch(net, train_batches, optimizer, scheduler, recipe, dist, epoch=epoch,
-                              desc=f"{spec.name} epoch {epoch + 1}/{recipe.epochs}", progress=progress)
+    epochs = train_epochs(net, train_batches, optimizer, scheduler, recipe, dist, start=start_epoch,
+                          stop=recipe.epochs, seed=seed, desc=spec.name, progress=progress)
+    for epoch, metrics in epochs:
         val = evaluate(net, data.val, recipe, dist)
         history.append({"epoch": epoch, **{f"train_{k}": v for k, v in metrics.items()},
                         **{f"val_{k}": v for k, v in val.items()}})

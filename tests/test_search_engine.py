@@ -20,6 +20,7 @@ import torch.nn as nn
 from search import distributed
 from search.engine import (
     Recipe,
+    derive_seed,
     evaluate,
     make_optimizer,
     make_scheduler,
@@ -234,6 +235,12 @@ def test_rng_state_round_trip_gives_identical_training_runs():
     assert a == (random.random(), float(np.random.rand()), torch.rand(1).item())
 
 
+def test_derived_seeds_do_not_collide_where_sums_would():
+    seeds = {derive_seed(run, unit) for run in range(64) for unit in range(64)}
+    assert len(seeds) == 64 * 64 and all(0 <= s < 2**63 for s in seeds)
+    assert derive_seed(1, 2) == derive_seed(1, 2) != derive_seed(2, 1)
+
+
 def test_single_process_distributed_helpers_are_no_ops(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     info = distributed.init_distributed("cpu")
@@ -269,7 +276,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     info = distributed.init_distributed("cpu")
     try:
-        seed_everything(0, rank=info.rank)  # distinct per-rank init: DDP must broadcast rank 0's weights
+        seed_everything(derive_seed(0, info.rank))  # distinct per-rank init: DDP must broadcast rank 0's weights
         recipe = Recipe(lr=0.1, schedule="cosine", epochs=1)
         model = prepare_model(tiny_net(), recipe, info)
         x, y = separable_task(128)

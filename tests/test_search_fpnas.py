@@ -14,7 +14,7 @@ from fpnas_zoo import FpnasZooNet, count_spec, load_spec, spec_from_dict
 from search.checkpointing import ResumeError, read_trace
 from search.flops import _METADATA, FlopsTable
 from search.fpnas import PRESETS, FpnasSearch, FpnasSettings
-from search.run import main
+from search.run import build_parser, main, settings_from_args
 from search.space import fpnas_space
 from search.supernet import FpnasSupernet
 
@@ -36,7 +36,7 @@ def test_smoke_search_writes_a_zoo_spec_trace_and_plots(smoke_run):
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     trace = read_trace(smoke_run / "trace.jsonl")
     decisions = [r for r in trace if r["event"] == "decision"]
-    assert len(decisions) == PRESETS["smoke"]["T"]
+    assert len(decisions) == PRESETS["smoke"]["block_optimisations"]
     assert {r["stage"] for r in trace if r["event"] == "candidate"} == {1, 2}
     assert all(r["mult_adds"] > 0 and "reward" in r for r in trace if r["event"] == "candidate")
     assert decisions[-1]["arch"] == [f"t{b['expansion']:g}_k{b['kernel_size']}" + ("_sc" if b["shortcut"] else "")
@@ -84,7 +84,20 @@ def test_resume_refuses_a_checkpoint_of_another_run(smoke_run, tmp_path, capsys)
     assert main(["--preset", "smoke", "--out", str(tmp_path), "--no-progress"]) == 2
     assert "pass --resume" in capsys.readouterr().err
     with pytest.raises(ResumeError):
-        FpnasSearch(FpnasSettings(**{**PRESETS["smoke"], "E": 3}), tmp_path, progress=False).run(resume=True)
+        other = FpnasSettings(**{**PRESETS["smoke"], "candidates_kept": 3})
+        FpnasSearch(other, tmp_path, progress=False).run(resume=True)
+
+
+def test_paper_symbols_are_aliases_of_the_named_options():
+    def parse(*argv: str) -> FpnasSettings:
+        return settings_from_args(build_parser().parse_args(["--out", "x", *argv]))
+
+    by_symbol = parse("--N", "6", "--P", "3", "--Q", "2", "--E", "5", "--T", "7")
+    assert by_symbol == parse("--blocks", "6", "--stage1-epochs", "3", "--stage2-epochs", "2", "--candidates-kept",
+                              "5", "--block-optimisations", "7")
+    assert (by_symbol.num_blocks, by_symbol.stage1_epochs, by_symbol.stage2_epochs, by_symbol.candidates_kept,
+            by_symbol.block_optimisations) == (6, 3, 2, 5, 7)
+    assert "the paper's E" in build_parser().format_help()
 
 
 def test_flops_table_sums_equal_the_zoo_counter():
@@ -136,7 +149,7 @@ def _torchrun(out: Path, *args: str, hooks: dict | None = None) -> subprocess.Co
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), **(hooks or {}))
     return subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", str(port), *program, "--preset", "smoke", "--device", "cpu", "--T", "1",
+         "--master_port", str(port), *program, "--preset", "smoke", "--device", "cpu", "--block-optimisations", "1",
          "--out", str(out), "--no-progress", *args],
         capture_output=True, text=True, env=env, timeout=240, cwd=ROOT,
     )
@@ -169,18 +182,19 @@ def _stage2(trace: list[dict]) -> tuple[list[dict], list[dict]]:
 def test_two_process_stage2_scores_each_candidate_as_one_process_training_it_alone(run, request, tmp_path):
     kept, out = request.getfixturevalue(run)
     spec = load_spec(out / "spec.json")
-    assert spec.provenance == "searched" and spec.search["settings"]["E"] == kept
+    assert spec.provenance == "searched" and spec.search["settings"]["candidates_kept"] == kept
     assert fpnas_zoo.create_model_from_spec(out / "spec.json")(torch.randn(1, 3, 32, 32)).shape == (1, 10)
     trace = read_trace(out / "trace.jsonl")
     candidates, epochs = _stage2(trace)
-    assert len(candidates) == kept and len(epochs) == kept * PRESETS["smoke"]["Q"]  # every rank's records
+    assert len(candidates) == kept and len(epochs) == kept * PRESETS["smoke"]["stage2_epochs"]  # every rank's records
 
     # One process, the same supernet weights (the checkpoint written as stage 2 began), each candidate alone.
     (tmp_path / "checkpoint.pt").write_bytes((out / "stage2_start.pt").read_bytes())
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the torchrun ranks (OMP_NUM_THREADS=1): the same float summation order
     try:
-        search = FpnasSearch(FpnasSettings(**{**PRESETS["smoke"], "T": 1, "E": kept}), tmp_path, progress=False)
+        settings = FpnasSettings(**{**PRESETS["smoke"], "block_optimisations": 1, "candidates_kept": kept})
+        search = FpnasSearch(settings, tmp_path, progress=False)
         search.resume()
         alone = [search.train_candidate(0, 0, j, c) for j, c in enumerate(search.top_candidates())]
     finally:
@@ -199,7 +213,7 @@ def test_two_process_search_killed_in_stage2_resumes_to_the_uninterrupted_spec(t
     assert crashed.returncode != 0 and not (tmp_path / "spec.json").exists()
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["state"]
     assert state["phase"] == "stage2" and len(state["stage2_results"]) == 2  # killed between the 2 rounds
-    resumed = _torchrun(tmp_path, "--E", "3", "--resume")
+    resumed = _torchrun(tmp_path, "--candidates-kept", "3", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert load_spec(tmp_path / "spec.json").blocks == load_spec(uninterrupted / "spec.json").blocks
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("wall_time_s", "images_per_s")} for r in rows]  # noqa: E731
