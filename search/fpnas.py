@@ -25,7 +25,7 @@ from fpnas_zoo import FpnasZooNet, count_spec, save_spec, spec_from_dict
 from fpnas_zoo.spec import ModelSpec
 
 from . import distributed as dist_utils
-from .checkpointing import Checkpointer, ResumeError, Trace
+from .checkpointing import Checkpointer, Trace
 from .data import SearchData, load_data
 from .engine import (
     Recipe,
@@ -183,20 +183,11 @@ class FpnasSearch:
             "trace_lines": self.trace.lines,
         })
 
-    def has_checkpoint(self) -> bool:
-        return self.dist.broadcast_object(self.checkpointer.exists())
-
     def resume(self) -> dict:
-        """Rank 0 reads the checkpoint and hands it to every rank: no filesystem shared between ranks needed."""
-        payload, error = None, None
-        if self.dist.is_main:
-            try:
-                payload = self.checkpointer.load()
-            except ResumeError as e:
-                error = e
-        payload, error = self.dist.broadcast_object((payload, error))
-        if error is not None:
-            raise error
+        """Continue from the checkpoint if there is one (rank 0 reads it, every rank gets it); its payload."""
+        payload = self.checkpointer.load_on_every_rank(self.dist)
+        if payload is None:
+            return {}
         self.state = SearchState(**payload["state"])
         self.supernet.load_state_dict(payload["supernet"])
         self.supernet.arch = [_choice_from_json(c) for c in self.state.arch]
@@ -221,7 +212,7 @@ class FpnasSearch:
         return spec_from_dict(self.space.to_spec_dict(arch, name, self.data.spec.mean, self.data.spec.std, meta))
 
     def run(self, resume: bool = False) -> ModelSpec:
-        payload = self.resume() if resume and self.has_checkpoint() else {}
+        payload = self.resume() if resume else {}
         started = time.perf_counter() - self.state.wall_time_s
         s = self.settings
         while self.state.t < s.block_optimisations:

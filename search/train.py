@@ -89,9 +89,10 @@ def train(spec_ref: str, dataset: str, out: Path, recipe_name: str = "fpnas-cifa
     plan = RECIPES[recipe_name]
     recipe = replace(plan.recipe, epochs=epochs or plan.recipe.epochs)
     dist = dist_utils.init_distributed(device)
-    data = load_data(dataset, data_dir, batch_size=batch_size or plan.batch_size, device=dist.device, seed=seed,
-                     workers=workers, limit_train=limit_train, limit_val=limit_val, rank=dist.rank,
-                     world_size=dist.world_size)
+    # One process per machine downloads the dataset; the others read it once it is there.
+    data = dist.local_main_first(lambda: load_data(
+        dataset, data_dir, batch_size=batch_size or plan.batch_size, device=dist.device, seed=seed, workers=workers,
+        limit_train=limit_train, limit_val=limit_val, rank=dist.rank, world_size=dist.world_size))
     train_batches = Cutout(data.train, seed=seed) if cutout or plan.cutout else data.train
     seed_everything(seed)
     model = create_model_from_spec(spec, num_classes=data.spec.num_classes)
@@ -101,8 +102,8 @@ def train(spec_ref: str, dataset: str, out: Path, recipe_name: str = "fpnas-cifa
     identity = {"spec": spec.to_dict(), "dataset": dataset, "recipe": asdict(recipe), "seed": seed, "cutout": cutout}
     checkpointer = Checkpointer(out / "checkpoint.pt", identity, enabled=dist.is_main)
     history, start_epoch, started = [], 0, time.perf_counter()
-    if resume and checkpointer.exists():
-        payload = checkpointer.load()
+    payload = checkpointer.load_on_every_rank(dist) if resume else None
+    if payload is not None:
         unwrap(net).load_state_dict(payload["state_dict"])
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
