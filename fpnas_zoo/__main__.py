@@ -155,11 +155,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if not Path(args.data_dir).is_dir():
         print(f"error: --data-dir {args.data_dir}: not a directory (expected an ImageFolder tree)", file=sys.stderr)
         return 2
-    model = build_eval_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint)
-    result = validate(model, args.data_dir, batch_size=args.batch_size, workers=args.workers, device=args.device)
+    try:
+        model = build_eval_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint)
+        result = validate(model, args.data_dir, batch_size=args.batch_size, workers=args.workers,
+                          device=args.device)
+    except (ValueError, RuntimeError, OSError) as e:  # SpecError, CheckpointError, PretrainedWeightsError, ...
+        print(f"error: {' '.join(str(e).split())[:600]}", file=sys.stderr)
+        return 2
     result = {"model": args.model, "weights": args.checkpoint or ("pretrained" if args.pretrained else "random"),
               "data_dir": str(args.data_dir), **result}
-    out = Path(args.out or f"validate-{Path(args.model).stem}.json")
+    out = Path(args.out or f"validate-{Path(args.model.split(':', 1)[-1]).stem}.json")
     atomic_write_json(out, result)
     print(f"{args.model}: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
           f"on {result['images']} images ({result['classes']} classes) -> {out}")

@@ -6,7 +6,11 @@ without `module.` (DataParallel/DDP) and `_orig_mod.` (torch.compile) prefixes.
 """
 from __future__ import annotations
 
+import argparse
+import os
+import pickle
 import re
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -31,9 +35,34 @@ class CheckpointError(ValueError):
     """A checkpoint does not fit the model it is loaded into."""
 
 
+def pickle_refusal(path: str | os.PathLike, error: BaseException, model: str | None = None) -> str:
+    """What a file that `torch.load(weights_only=True)` refuses holds, and how to convert it deliberately."""
+    found = re.search(r"(?:Unsupported global|GLOBAL)[: ]+(?:GLOBAL )?([\w.]+)", str(error)) or re.search(
+        r"globals?[^\w]+([\w.]+\.[\w]+)", str(error))
+    what = f"pickled Python objects ({found.group(1)})" if found else "pickled Python objects"
+    command = (f"python -m hub.convert --official-fpnasnet {path} --trust-pickle --out DIR" if model in (None, "fpnasnet")
+               else f"python -m hub.export --model {model} --checkpoint {path} --trust-pickle --out DIR")
+    return (f"{path}: holds {what}, not only tensors; weights_only=True refuses to unpickle it because unpickling can "
+            f"run code. If you trust its source, convert it once, deliberately: `{command}` (classes it pickles must "
+            "be importable), then load DIR with `local-dir:DIR`")
+
+
+def load_checkpoint_file(path: str | os.PathLike, trust_pickle: bool = False) -> Any:
+    """`torch.load` of a checkpoint on the CPU; with `trust_pickle=False` (the default) it never runs code."""
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):  # as timm: training args are plain data
+            return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except pickle.UnpicklingError as e:
+        if "Unsupported global" not in str(e):  # not a refusal: a corrupt or foreign file
+            raise
+        raise CheckpointError(pickle_refusal(path, e)) from None
+
+
 def unwrap_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
     """Take the tensors out of a training checkpoint and strip wrapper prefixes from their keys."""
     state_dict = checkpoint
+    if isinstance(state_dict, nn.Module):  # a whole pickled model (read with trust_pickle=True)
+        state_dict = state_dict.state_dict()
     for key in WRAPPER_KEYS:
         if isinstance(state_dict, dict) and isinstance(state_dict.get(key), dict):
             state_dict = state_dict[key]

@@ -4,7 +4,6 @@ Layout (timm's EfficientNet naming, so timm tooling finds what it expects):
 `conv_stem`, `bn1`, `blocks` (one `nn.Sequential` per stage; a stage starts at each stride-2 block),
 `conv_head`, `bn2`, `global_pool`, `classifier`.
 """
-from __future__ import annotations
 
 from collections.abc import Callable
 

@@ -2,11 +2,18 @@
 
 timm has no plugin mechanism, so `import fpnas_zoo` runs `register_bundled_specs()`. Entry points are
 registered as members of the `fpnas_zoo` module, so `timm.list_models(module='fpnas_zoo')` lists them.
+
+Any other spec (a search result, a custom network) goes through the one generic entry point `fpnas_zoo_spec`, which
+takes the spec itself as a model argument: an export's config.json names it as `architecture` with the spec in
+`model_args`, timm's own mechanism, so `timm.create_model('local-dir:DIR' | 'hf-hub:ORG/REPO', pretrained=True)`
+rebuilds exactly the exported network after `import fpnas_zoo`.
 """
 from __future__ import annotations
 
 import math
 import os
+import pickle
+import re
 import sys
 from typing import Any
 from urllib.parse import urlparse
@@ -15,11 +22,12 @@ import torch.nn as nn
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._builder import resolve_pretrained_cfg
 
-from .checkpoint import checkpoint_filter_fn
+from .checkpoint import checkpoint_filter_fn, pickle_refusal
 from .model import FpnasZooNet, num_feature_levels
-from .spec import ModelSpec, SpecError, bundled_specs, load_spec
+from .spec import ModelSpec, SpecError, bundled_specs, load_spec, spec_from_dict
 
 REGISTRY_MODULE = "fpnas_zoo"
+GENERIC_ENTRYPOINT = "fpnas_zoo_spec"  # timm name of the entry point that builds the spec given as a model argument
 HUB_ORG_ENV = "FPNAS_ZOO_HUB_ORG"  # point every model's weights at <org>/<model>.<tag> on the Hugging Face Hub
 _REGISTERED: dict[str, ModelSpec] = {}
 
@@ -31,6 +39,33 @@ class PretrainedWeightsError(RuntimeError):
 def default_tag(spec: ModelSpec) -> str:
     """The tag of a model's own weights when its spec lists none (what `hub.export` names them by default)."""
     return {1000: "in1k", 10: "cifar10", 100: "cifar100"}.get(spec.num_classes, "custom")
+
+
+# timm's cfgs name papers by arXiv id; FPNAS (ICCV 2019) is named by its CVF open-access page, as we could not
+# confirm its arXiv id offline.
+PAPER_IDS = {
+    "Yan et al.": "arXiv:2011.10949",
+    "Cui et al.": "https://openaccess.thecvf.com/content_ICCV_2019/html/"
+                  "Cui_Fast_and_Practical_Neural_Architecture_Search_ICCV_2019_paper.html",
+}
+PROVENANCE_NOTES = {
+    "official": "official architecture: block for block the authors' released model definition",
+    "reconstructed": "reconstructed architecture: the paper publishes its size and accuracy, not its structure; "
+                     "this spec is our reconstruction (see the spec's source.notes)",
+    "searched": "searched architecture: the output of a search run of this project (see the spec's search field)",
+}
+
+
+def paper_ids(spec: ModelSpec) -> str:
+    return next((pid for author, pid in PAPER_IDS.items() if spec.source["paper"].startswith(author)),
+                spec.source["paper"])
+
+
+def provenance_note(spec: ModelSpec) -> str:
+    note = PROVENANCE_NOTES.get(spec.provenance, spec.provenance)
+    if spec.provenance == "searched" and spec.search:
+        note += f" ({spec.search['algorithm']} on {spec.search['dataset']}, seed {spec.search['seed']})"
+    return note
 
 
 def pretrained_cfgs(spec: ModelSpec) -> dict[str, dict[str, Any]]:
@@ -48,9 +83,10 @@ def pretrained_cfgs(spec: ModelSpec) -> dict[str, dict[str, Any]]:
         first_conv="conv_stem",
         classifier="classifier",
         paper_name=spec.source["paper"],
-        paper_ids=spec.source["paper"],
+        paper_ids=paper_ids(spec),
         origin_url=spec.source["repository"],
         license="apache-2.0",
+        notes=(provenance_note(spec),),
     )
     cfgs = {}
     org = os.environ.get(HUB_ORG_ENV)
@@ -58,7 +94,7 @@ def pretrained_cfgs(spec: ModelSpec) -> dict[str, dict[str, Any]]:
         hub_id = f"{org}/{spec.name}.{tag}" if org else weights["hf_hub_id"]
         cfgs[f"{spec.name}.{tag}"] = dict(
             base, url=weights["url"] or "", hf_hub_id=hub_id, file=weights["file"],
-            license=weights["license"], notes=(weights["notes"],),
+            license=weights["license"], notes=(provenance_note(spec), weights["notes"]),
         )
     if not cfgs and org:
         tag = default_tag(spec)
@@ -85,33 +121,46 @@ def check_pretrained_available(spec: ModelSpec, cfg) -> None:
         if not cached and constants.HF_HUB_OFFLINE:
             raise PretrainedWeightsError(f"{spec.name}: offline (HF_HUB_OFFLINE) and nothing cached for Hub repo "
                                          f"{cfg.hf_hub_id} under {constants.HF_HUB_CACHE}. {how}")
-        if cached or _reachable(f"{constants.ENDPOINT}/api/models/{cfg.hf_hub_id}"):
+        if cached:
             return
+        from huggingface_hub import get_token
+
+        token = get_token()
+        answer = _probe(f"{constants.ENDPOINT}/api/models/{cfg.hf_hub_id}", token)
+        if answer == "ok":
+            return
+        if answer in ("401", "403"):  # the Hub answered: the repo is private or gated for this caller
+            raise PretrainedWeightsError(
+                f"{spec.name}: Hub repo {cfg.hf_hub_id} refused access (HTTP {answer}): it is private or gated; "
+                + ("the token in use has no access to it" if token else
+                   "log in (`hf auth login`) or set HF_TOKEN to a token with access"))
         raise PretrainedWeightsError(f"{spec.name}: Hub repo {cfg.hf_hub_id} is not cached under "
                                      f"{constants.HF_HUB_CACHE} and the Hub cannot be reached. {how}")
     if cfg.url:
         import torch.hub
 
         cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(cfg.url).path))
-        if os.path.isfile(cached) or _reachable(cfg.url):
+        if os.path.isfile(cached) or _probe(cfg.url) in ("ok", "401", "403"):
             return
         raise PretrainedWeightsError(f"{spec.name}: {cfg.url} is not cached at {cached} and cannot be reached. "
                                      f"Download it elsewhere and put it there, or {how[0].lower()}{how[1:]}")
     raise PretrainedWeightsError(f"{spec.name} has no published weights (tag {cfg.tag}). {how}")
 
 
-def _reachable(url: str, timeout: float = 5.0) -> bool:
-    """A HEAD request with a short timeout: seconds, not timm's minute of retries."""
+def _probe(url: str, token: str | None = None, timeout: float = 5.0) -> str:
+    """A HEAD request with a short timeout (seconds, not timm's minute of retries): 'ok', the HTTP status that
+    refused it, or 'unreachable'. A token, when there is one, goes with it, so private repos answer 'ok'."""
     import urllib.error
     import urllib.request
 
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
-        return True
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD", headers=headers), timeout=timeout).close()
+        return "ok"
     except urllib.error.HTTPError as e:
-        return e.code < 500 and e.code not in (401, 403, 404)  # e.g. a redirect answered: the host is there
+        return "unreachable" if e.code >= 500 else ("ok" if e.code < 400 else str(e.code))
     except (OSError, ValueError):
-        return False
+        return "unreachable"
 
 
 def create_model_from_spec(spec: ModelSpec | str | os.PathLike, pretrained: bool = False, **kwargs) -> nn.Module:
@@ -119,21 +168,28 @@ def create_model_from_spec(spec: ModelSpec | str | os.PathLike, pretrained: bool
     if not isinstance(spec, ModelSpec):
         spec = load_spec(spec)
     feature_cfg = dict(flatten_sequential=True, out_indices=tuple(range(num_feature_levels(spec))))
-    if kwargs.get("pretrained_cfg") is None and spec.name not in _REGISTERED:
-        # An unregistered spec (e.g. a search result) still gets a complete cfg for its preprocessing.
+    if kwargs.get("pretrained_cfg") is None and _REGISTERED.get(spec.name) != spec:
+        # An unregistered spec (e.g. a search result), or one that only shares a registered model's name, gets a
+        # complete cfg of its own: never the preprocessing or the weights of another network.
         kwargs["pretrained_cfg"] = next(iter(generate_default_cfgs(pretrained_cfgs(spec)).values())).default
     if pretrained and not isinstance((kwargs.get("pretrained_cfg_overlay") or {}).get("state_dict"), dict):
         cfg = resolve_pretrained_cfg(spec.name, kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay"))
         check_pretrained_available(spec, cfg)
-    return build_model_with_cfg(
-        FpnasZooNet,
-        spec.name,
-        pretrained,
-        spec=spec,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=feature_cfg,
-        **kwargs,
-    )
+    try:
+        return build_model_with_cfg(
+            FpnasZooNet,
+            spec.name,
+            pretrained,
+            spec=spec,
+            pretrained_filter_fn=checkpoint_filter_fn,
+            feature_cfg=feature_cfg,
+            **kwargs,
+        )
+    except (pickle.UnpicklingError, RuntimeError) as e:  # timm reads weights with weights_only=True
+        if not re.search(r"Unsupported global|weights_only=True blocked", str(e)):
+            raise
+        cfg = resolve_pretrained_cfg(spec.name, kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay"))
+        raise PretrainedWeightsError(f"{spec.name}: {pickle_refusal(cfg.file or cfg.url, e, spec.name)}") from None
 
 
 def _entrypoint(spec: ModelSpec):
@@ -158,7 +214,18 @@ def register_spec(spec: ModelSpec) -> None:
     _REGISTERED[spec.name] = spec
 
 
+def fpnas_zoo_spec(pretrained: bool = False, spec: dict | str | None = None, **kwargs) -> nn.Module:
+    """Any spec, given as its JSON dict (or a spec file path): what an export's config.json names as architecture."""
+    if spec is None:
+        raise ValueError(f"{GENERIC_ENTRYPOINT} needs the spec: timm.create_model('{GENERIC_ENTRYPOINT}', "
+                         "spec=<spec dict or spec.json path>), or a `local-dir:`/`hf-hub:` export that carries it")
+    resolved = spec_from_dict(spec, file="model_args.spec") if isinstance(spec, dict) else load_spec(spec)
+    return create_model_from_spec(resolved, pretrained=pretrained, **kwargs)
+
+
 def register_bundled_specs() -> None:
+    # Registered from this module (timm module name 'registry'): `list_models(module='fpnas_zoo')` stays the zoo.
+    register_model(fpnas_zoo_spec)
     for spec in bundled_specs().values():
         register_spec(spec)
 

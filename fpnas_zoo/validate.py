@@ -19,8 +19,13 @@ from .registry import create_model_from_spec, resolve_spec
 
 
 def build_eval_model(model: str, pretrained: bool = False, checkpoint: str | None = None) -> torch.nn.Module:
-    """A registered name or spec path; weights from its registry cfg, or from a checkpoint file (any accepted
-    layout, through the zoo's checkpoint filter)."""
+    """A registered name, a spec path, or an export (`local-dir:DIR`, `hf-hub:ORG/REPO`, always with its weights);
+    weights from its registry cfg, or from a checkpoint file (any accepted layout, through the zoo's checkpoint
+    filter)."""
+    if model.startswith(("local-dir:", "hf-hub:")):
+        if checkpoint is not None:
+            raise ValueError(f"--checkpoint: {model} carries its own weights; pass one or the other")
+        return timm.create_model(model, pretrained=True)
     spec = resolve_spec(model)
     kwargs = {}
     if checkpoint is not None:

@@ -22,9 +22,9 @@ import torch.nn as nn
 from timm.models import save_for_hf
 
 from fpnas_zoo import CheckpointError, checkpoint_filter_fn, count_model, create_model_from_spec, resolve_spec
-from fpnas_zoo.checkpoint import unwrap_state_dict
-from fpnas_zoo.registry import default_tag
-from fpnas_zoo.spec import ModelSpec, SpecError
+from fpnas_zoo.checkpoint import load_checkpoint_file, unwrap_state_dict
+from fpnas_zoo.registry import GENERIC_ENTRYPOINT, default_tag
+from fpnas_zoo.spec import ModelSpec, SpecError, spec_from_dict
 
 from .card import model_card
 
@@ -33,16 +33,33 @@ class HubError(ValueError):
     """An export, push or conversion that cannot go on; the message says what and why."""
 
 
-def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint file (raw, `search.train`, EMA, DDP-prefixed, or safetensors), never unpickling code."""
+def read_checkpoint_file(path: str | Path, trust_pickle: bool = False) -> dict:
+    """A checkpoint file as saved (safetensors, or torch.load that never unpickles code unless `trust_pickle`)."""
     path = Path(path)
     if not path.is_file():
         raise HubError(f"{path}: no such checkpoint file")
     try:
         if path.suffix == ".safetensors":
-            checkpoint = safetensors.torch.load_file(str(path))
-        else:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            return safetensors.torch.load_file(str(path))
+        return load_checkpoint_file(path, trust_pickle)
+    except CheckpointError as e:
+        raise HubError(str(e)) from None
+    except Exception as e:  # noqa: BLE001 - corrupt, truncated or not a checkpoint at all: one clear line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise HubError(f"{path}: not a readable checkpoint ({e.__class__.__name__}: {first[:200]})") from None
+
+
+def checkpoint_spec(checkpoint: dict) -> ModelSpec | None:
+    """The spec a `search.train` checkpoint was trained from (it records it), else None."""
+    identity = checkpoint.get("identity") if isinstance(checkpoint, dict) else None
+    spec = identity.get("spec") if isinstance(identity, dict) else None
+    return spec_from_dict(spec, file="checkpoint identity.spec") if isinstance(spec, dict) else None
+
+
+def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file (raw, `search.train`, EMA, DDP-prefixed, or safetensors), never unpickling code."""
+    checkpoint = read_checkpoint_file(path, trust_pickle)
+    try:
         return unwrap_state_dict(checkpoint)
     except CheckpointError as e:
         raise HubError(f"{path}: {e}") from None
@@ -51,14 +68,23 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         raise HubError(f"{path}: not a readable checkpoint ({e.__class__.__name__}: {first[:200]})") from None
 
 
-def load_model(model: str, checkpoint: str | Path, num_classes: int | None = None) -> tuple[nn.Module, ModelSpec]:
-    """The zoo model of `model` (name or spec file) holding the checkpoint's weights, in eval mode."""
+def load_model(model: str | None, checkpoint: str | Path, num_classes: int | None = None,
+               trust_pickle: bool = False) -> tuple[nn.Module, ModelSpec]:
+    """The zoo model of `model` (name or spec file; None: the spec a `search.train` checkpoint records) holding the
+    checkpoint's weights, in eval mode."""
+    raw = read_checkpoint_file(checkpoint, trust_pickle)
     try:
-        spec = resolve_spec(model)
+        spec = resolve_spec(model) if model is not None else checkpoint_spec(raw)
     except SpecError as e:
         raise HubError(str(e)) from None
-    state_dict = read_checkpoint(checkpoint)
-    num_classes = spec.num_classes if num_classes is None else num_classes
+    if spec is None:
+        raise HubError(f"{checkpoint}: records no spec (not a search.train checkpoint); pass --model NAME|SPEC.json")
+    try:
+        state_dict = unwrap_state_dict(raw)
+    except CheckpointError as e:
+        raise HubError(f"{checkpoint}: {e}") from None
+    if num_classes is None:  # search.train records the dataset's class count
+        num_classes = raw.get("num_classes", spec.num_classes) if isinstance(raw, dict) else spec.num_classes
     net = create_model_from_spec(spec, num_classes=num_classes)
     try:
         state_dict = checkpoint_filter_fn(state_dict, net)
@@ -91,21 +117,27 @@ def read_metrics(path: str | Path | None) -> dict | None:
             "dataset": data.get("dataset"), "images": data.get("images")}
 
 
-def export(model: str, checkpoint: str | Path, out: str | Path, tag: str | None = None,
+def export(model: str | None, checkpoint: str | Path, out: str | Path, tag: str | None = None,
            metrics: str | Path | None = None, num_classes: int | None = None, dataset: str | None = None,
-           repo_id: str | None = None, overwrite: bool = False) -> Path:
-    """Write the export folder atomically; returns its path."""
+           repo_id: str | None = None, overwrite: bool = False, trust_pickle: bool = False) -> Path:
+    """Write the export folder atomically; returns its path.
+
+    config.json names the generic entry point `fpnas_zoo_spec` as architecture and carries the spec in
+    `model_args`, so `timm.create_model('local-dir:OUT', pretrained=True)` rebuilds this exact network after
+    `import fpnas_zoo`, registered name or not.
+    """
     out = Path(out)
     if out.exists() and not overwrite:
         raise HubError(f"{out} already exists; choose another --out or pass --overwrite")
-    net, spec = load_model(model, checkpoint, num_classes)
+    net, spec = load_model(model, checkpoint, num_classes, trust_pickle)
     scores = read_metrics(metrics)
     tag = tag or default_tag(spec)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         save_for_hf(net, tmp, safe_serialization=True,
-                    model_config={"pretrained_cfg": {"tag": tag}, "spec": spec.to_dict()})
+                    model_config={"pretrained_cfg": {"architecture": GENERIC_ENTRYPOINT, "tag": tag}},
+                    model_args={"spec": spec.to_dict(), "num_classes": net.num_classes})
         card = model_card(spec, count_model(net, spec.input_size), repo_id or f"{spec.name}.{tag}", tag,
                           net.num_classes, scores, dataset)
         (tmp / "README.md").write_text(card, encoding="utf-8")
@@ -127,7 +159,8 @@ def export(model: str, checkpoint: str | Path, out: str | Path, tag: str | None 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m hub.export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="registered zoo model, or a spec file")
+    p.add_argument("--model", help="registered zoo model, or a spec file (default: the spec a search.train "
+                   "checkpoint records)")
     p.add_argument("--checkpoint", required=True, help="search.train checkpoint, raw/EMA state_dict or safetensors")
     p.add_argument("--out", required=True, help="the folder to create")
     p.add_argument("--tag", help="weights tag (default: in1k / cifar10 / cifar100 by the number of classes)")
@@ -135,15 +168,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-classes", type=int, help="the checkpoint's head size, when not the spec's")
     p.add_argument("--dataset", help="dataset id for the model card (default: from the number of classes)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="read a checkpoint that pickles Python objects (runs its code: only for a source you trust)")
     args = p.parse_args(argv)
     try:
         out = export(args.model, args.checkpoint, args.out, args.tag, args.metrics, args.num_classes, args.dataset,
-                     overwrite=args.overwrite)
+                     overwrite=args.overwrite, trust_pickle=args.trust_pickle)
     except HubError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     files = ", ".join(sorted(f.name for f in out.iterdir()))
-    print(f"exported {args.model} -> {out} ({files}); load with "
+    print(f"exported {args.model or args.checkpoint} -> {out} ({files}); load with "
           f"timm.create_model('local-dir:{out}', pretrained=True) after `import fpnas_zoo`")
     return 0
 

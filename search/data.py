@@ -299,9 +299,9 @@ def _split(n: int, val_size: int | float, seed: int, what: str) -> tuple[torch.T
             raise ValueError(f"val_size as a fraction must be in (0, 1), got {val_size}")
         n_val = max(1, round(val_size * n))
     else:
-        n_val = int(val_size)
-    if not 0 < n_val < n:
-        raise ValueError(f"val_size={val_size} leaves no train or no val images of the {n} in {what}")
+        n_val = int(val_size)  # 0: no validation split (a final training on the whole training set)
+    if not 0 <= n_val < n:
+        raise ValueError(f"val_size={val_size} leaves no train images of the {n} in {what}")
     # Kept in permutation order (not sorted) so limit_train/limit_val take a class-balanced random subset.
     perm = torch.randperm(n, generator=_generator(seed, _SALT_SPLIT))
     return perm[n_val:], perm[:n_val]

@@ -151,6 +151,7 @@ class FpnasSearch:
             tuple(settings.expansions), tuple(settings.kernels),
         )
         self.table = FlopsTable(self.space)
+        self.check_budget()
         overrides = recipe_overrides or {}
         self.recipe1 = Recipe(lr=settings.lr_stage1, weight_decay=settings.weight_decay, schedule="fixed",
                               epochs=settings.stage1_epochs, **overrides)
@@ -164,6 +165,28 @@ class FpnasSearch:
         self.state = SearchState(arch=[_choice_to_json(c) for c in self.space.default_arch()])
         self.checkpointer = Checkpointer(self.out / "checkpoint.pt", self.identity(), enabled=self.dist.is_main)
         self.trace = Trace(self.out / "trace.jsonl", enabled=self.dist.is_main)
+
+    def cost_range(self) -> tuple[int, int]:
+        """Mult-adds of the smallest and the largest network of the space (the cost is a sum over positions)."""
+        arch = self.space.default_arch()
+        low, high = list(arch), list(arch)
+        for p in range(self.space.num_blocks):
+            costs = {c: self.table.cost(arch[:p] + [c] + arch[p + 1:]) for c in self.space.choices(p)}
+            low[p], high[p] = min(costs, key=costs.get), max(costs, key=costs.get)
+        return self.table.cost(low), self.table.cost(high)
+
+    def check_budget(self) -> None:
+        """A budget no network of the space meets, or that every network meets, is refused before any training."""
+        budget = self.settings.budget
+        if budget is None:
+            return
+        low, high = self.cost_range()
+        if budget <= low:
+            raise ValueError(f"--flops-budget {budget:.4g} is at or below the smallest network of the space "
+                             f"({low:,} mult-adds): every candidate would get reward -1")
+        if budget > high:
+            raise ValueError(f"--flops-budget {budget:.4g} is above the largest network of the space ({high:,} "
+                             "mult-adds): it would constrain nothing; leave it out or lower it")
 
     def identity(self) -> dict:
         """What makes two runs the same search (compared on --resume)."""
@@ -213,6 +236,8 @@ class FpnasSearch:
 
     def run(self, resume: bool = False) -> ModelSpec:
         payload = self.resume() if resume else {}
+        if not payload:  # a fresh search: what an earlier run left in trace.jsonl is not part of it
+            self.trace.truncate(0)
         started = time.perf_counter() - self.state.wall_time_s
         s = self.settings
         while self.state.t < s.block_optimisations:

@@ -56,7 +56,10 @@ RECIPES = {
 
 
 class Cutout:
-    """Batches with one 16x16 square (clipped at borders) zeroed per image, drawn from (seed, epoch)."""
+    """Batches with one `size` x `size` square (clipped at borders) zeroed per image, drawn from (seed, epoch).
+
+    As DeVries & Taylor's cutout: the square spans rows [cy - size/2, cy + size/2) around a uniform centre.
+    """
 
     def __init__(self, batches, size: int = 16, seed: int = 0):
         self.batches, self.size, self.seed, self.epoch = batches, size, seed, 0
@@ -77,14 +80,16 @@ class Cutout:
             cx = torch.randint(w, (n, 1, 1), generator=gen).to(x.device)
             rows = torch.arange(h, device=x.device).view(1, h, 1)
             cols = torch.arange(w, device=x.device).view(1, 1, w)
-            hole = ((rows - cy).abs() <= self.size // 2) & ((cols - cx).abs() <= self.size // 2)
+            half = self.size // 2
+            hole = ((rows - cy >= -half) & (rows - cy < self.size - half)
+                    & (cols - cx >= -half) & (cols - cx < self.size - half))
             yield x.masked_fill(hole[:, None], 0.0), y
 
 
 def train(spec_ref: str, dataset: str, out: Path, recipe_name: str = "fpnas-cifar", data_dir: str | None = None,
           epochs: int | None = None, batch_size: int | None = None, cutout: bool = False, seed: int = 0,
           resume: bool = False, device: str | None = None, workers: int = 2, limit_train: int | None = None,
-          limit_val: int | None = None, progress: bool = True) -> dict:
+          limit_val: int | None = None, progress: bool = True, val_size: int | float | None = None) -> dict:
     spec = resolve_spec(spec_ref)
     plan = RECIPES[recipe_name]
     recipe = replace(plan.recipe, epochs=epochs or plan.recipe.epochs)
@@ -92,14 +97,15 @@ def train(spec_ref: str, dataset: str, out: Path, recipe_name: str = "fpnas-cifa
     # One process per machine downloads the dataset; the others read it once it is there.
     data = dist.local_main_first(lambda: load_data(
         dataset, data_dir, batch_size=batch_size or plan.batch_size, device=dist.device, seed=seed, workers=workers,
-        limit_train=limit_train, limit_val=limit_val, rank=dist.rank, world_size=dist.world_size))
+        limit_train=limit_train, limit_val=limit_val, rank=dist.rank, world_size=dist.world_size, val_size=val_size))
     train_batches = Cutout(data.train, seed=seed) if cutout or plan.cutout else data.train
     seed_everything(seed)
     model = create_model_from_spec(spec, num_classes=data.spec.num_classes)
     net = prepare_model(model, recipe, dist)
     optimizer = make_optimizer(model, recipe)
     scheduler = make_scheduler(optimizer, recipe, len(train_batches))
-    identity = {"spec": spec.to_dict(), "dataset": dataset, "recipe": asdict(recipe), "seed": seed, "cutout": cutout}
+    identity = {"spec": spec.to_dict(), "dataset": dataset, "recipe": asdict(recipe), "seed": seed, "cutout": cutout,
+                "val_size": val_size}
     checkpointer = Checkpointer(out / "checkpoint.pt", identity, enabled=dist.is_main)
     history, start_epoch, started = [], 0, time.perf_counter()
     payload = checkpointer.load_on_every_rank(dist) if resume else None
@@ -111,7 +117,7 @@ def train(spec_ref: str, dataset: str, out: Path, recipe_name: str = "fpnas-cifa
     epochs = train_epochs(net, train_batches, optimizer, scheduler, recipe, dist, start=start_epoch,
                           stop=recipe.epochs, seed=seed, desc=spec.name, progress=progress)
     for epoch, metrics in epochs:
-        val = evaluate(net, data.val, recipe, dist)
+        val = evaluate(net, data.val, recipe, dist) if len(data.val) else {}  # --val-size 0: nothing held out
         history.append({"epoch": epoch, **{f"train_{k}": v for k, v in metrics.items()},
                         **{f"val_{k}": v for k, v in val.items()}})
         checkpointer.save({"state_dict": unwrap(net).state_dict(), "optimizer": optimizer.state_dict(),
@@ -124,6 +130,11 @@ def train(spec_ref: str, dataset: str, out: Path, recipe_name: str = "fpnas-cifa
     if dist.is_main:
         atomic_write_json(out / "metrics.json", result)
     return result
+
+
+def _val_size(value: float | None) -> int | float | None:
+    """A whole number is a count of images, anything else in (0, 1) a fraction."""
+    return int(value) if value is not None and float(value).is_integer() else value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--limit-train", type=int)
     p.add_argument("--limit-val", type=int)
+    p.add_argument("--val-size", type=float, help="held-out part of the training set: a fraction (0.1) or a count "
+                   "(5000); 0 trains on all of it and reports no validation accuracy. Default: the dataset's")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -152,11 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = train(args.spec, args.dataset, out, args.recipe, args.data_dir, args.epochs, args.batch_size,
                        args.cutout, args.seed, args.resume, args.device, args.workers, args.limit_train,
-                       args.limit_val, progress=not args.no_progress)
+                       args.limit_val, progress=not args.no_progress, val_size=_val_size(args.val_size))
     except (SpecError, ResumeError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{result['spec']}: val top-1 {result['val_top1']:.2f}% after {result['epochs']} epochs -> {out}")
+    accuracy = "no validation split" if result["val_top1"] is None else f"val top-1 {result['val_top1']:.2f}%"
+    print(f"{result['spec']}: {accuracy} after {result['epochs']} epochs -> {out}")
     dist_utils.cleanup()
     return 0
 

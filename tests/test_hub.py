@@ -10,6 +10,8 @@ import timm
 import torch
 import yaml
 
+import fpnas_zoo
+
 from hub.convert import convert_official_fpnasnet
 from hub.export import HubError, export
 from hub.export import main as export_main
@@ -47,8 +49,9 @@ def test_export_folder_loads_with_local_dir_exactly(trained, exported):
     source, _, _ = trained
     assert sorted(p.name for p in exported.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     config = json.loads((exported / "config.json").read_text())
-    assert config["architecture"] == MODEL and config["num_classes"] == 10 and config["num_features"] == 1280
-    assert config["spec"]["name"] == MODEL and config["pretrained_cfg"]["tag"] == "cifar10"
+    assert config["architecture"] == "fpnas_zoo_spec" and config["num_classes"] == 10
+    assert config["num_features"] == 1280 and config["pretrained_cfg"]["tag"] == "cifar10"
+    assert config["model_args"]["spec"] == fpnas_zoo.registered_specs()[MODEL].to_dict()
     x = torch.randn(2, 3, 32, 32)
     loaded = timm.create_model(f"local-dir:{exported}", pretrained=True).eval()
     with torch.no_grad():
@@ -154,7 +157,7 @@ def test_bad_inputs_fail_clearly_and_leave_nothing(trained, tmp_path, case, caps
     else:  # a pickle that would run code must not be loaded
         path = tmp_path / "evil.pt"
         torch.save({"state_dict": {}, "payload": HubError("x")}, path)
-        expected = "not a readable checkpoint"
+        expected = "holds pickled Python objects (hub.export.HubError), not only tensors"
     out = tmp_path / "out" / "model.in1k"
     assert export_main(["--model", model, "--checkpoint", str(path), "--out", str(out)]) == 2
     assert expected in capsys.readouterr().err

@@ -2,7 +2,6 @@
 import json
 
 import pytest
-import timm
 import torch
 
 import fpnas_zoo
@@ -44,9 +43,9 @@ def test_fpnas_cifar_recipe_is_the_papers():
         0.02, 0.9, 5e-4, "cosine_restarts", 10, 2, 1e-4, 192)
 
 
-def test_cutout_zeroes_one_square_per_image():
+def test_cutout_zeroes_one_16x16_square_per_image_clipped_at_borders():
     class Fixed:
-        num_samples = 4
+        num_samples = 64
 
         def __len__(self):
             return 1
@@ -55,9 +54,30 @@ def test_cutout_zeroes_one_square_per_image():
             pass
 
         def __iter__(self):
-            yield torch.ones(4, 3, 32, 32), torch.zeros(4, dtype=torch.long)
+            yield torch.ones(64, 3, 40, 40), torch.zeros(64, dtype=torch.long)
 
     (x, _), = list(Cutout(Fixed(), size=16, seed=0))
-    zeros = (x == 0).all(dim=1).sum(dim=(1, 2))
-    assert ((zeros > 0) & (zeros <= 17 * 17)).all()
-    assert timm  # the zoo registered with timm
+    holes = (x == 0).all(dim=1)
+    assert torch.equal(holes, (x == 0).any(dim=1))  # every channel of a cut pixel
+    inside = 0
+    for hole in holes:
+        rows, cols = hole.any(dim=1).nonzero().flatten(), hole.any(dim=0).nonzero().flatten()
+        height, width = len(rows), len(cols)
+        assert rows.max() - rows.min() + 1 == height and cols.max() - cols.min() + 1 == width  # one piece
+        assert hole.sum() == height * width  # a full rectangle
+        if 0 < rows.min() and rows.max() < 39 and 0 < cols.min() and cols.max() < 39:
+            assert (height, width) == (16, 16)
+            inside += 1
+        else:  # clipped at a border: never larger
+            assert height <= 16 and width <= 16
+    assert inside > 0
+
+
+def test_train_without_a_validation_split_reports_none(tmp_path, tiny_spec, capsys):
+    out = tmp_path / "run"
+    argv = ["--spec", str(tiny_spec), "--dataset", "digits", "--recipe", "demo", "--epochs", "1", "--limit-train",
+            "64", "--val-size", "0", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    assert "no validation split" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["val_top1"] is None and "val_top1" not in metrics["history"][0]

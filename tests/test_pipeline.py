@@ -1,0 +1,96 @@
+"""The searcher -> Hub path as a user runs it: search (smoke) -> search.train -> hub.export -> the printed
+`local-dir:` load, and `hf-hub:` from a Hugging Face cache, offline; outputs equal the trained model's."""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import fpnas_zoo
+
+ROOT = Path(__file__).parents[1]
+
+
+def run(*argv, env=None):
+    done = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=ROOT,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1", **(env or {})), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pipeline")
+    run("-m", "search.run", "--algo", "fpnas", "--preset", "smoke", "--out", str(tmp / "search"), "--no-progress")
+    run("-m", "search.train", "--spec", str(tmp / "search" / "spec.json"), "--dataset", "digits", "--recipe", "demo",
+        "--epochs", "1", "--limit-train", "128", "--limit-val", "64", "--out", str(tmp / "train"), "--no-progress")
+    printed = run("-m", "hub.export", "--checkpoint", str(tmp / "train" / "checkpoint.pt"), "--out",
+                  str(tmp / "export"))  # no --model: the checkpoint records its spec
+    return tmp, printed
+
+
+def trained_model(tmp: Path) -> torch.nn.Module:
+    """The trained network rebuilt independently of hub/: the spec file and the raw checkpoint tensors."""
+    model = fpnas_zoo.create_model_from_spec(tmp / "search" / "spec.json")
+    state = torch.load(tmp / "train" / "checkpoint.pt", weights_only=True)["state_dict"]
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def test_the_printed_load_command_gives_the_trained_model(pipeline):
+    tmp, printed = pipeline
+    hint = re.search(r"(timm\.create_model\('local-dir:[^']+', pretrained=True\))", printed).group(1)
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.save(x, tmp / "x.pt")
+    script = f"import torch, timm, fpnas_zoo\nm = {hint}.eval()\n" \
+             f"torch.save(m(torch.load({str(tmp / 'x.pt')!r})), {str(tmp / 'y.pt')!r})"
+    run("-c", script)  # a fresh process: nothing registered but the zoo
+    with torch.no_grad():
+        assert torch.equal(torch.load(tmp / "y.pt"), trained_model(tmp)(x))
+
+
+def test_hf_hub_cache_serves_the_searched_model_offline(pipeline):
+    tmp, _ = pipeline
+    repo = "some-org/searched.digits"
+    snapshot = tmp / "hf" / "hub" / "models--some-org--searched.digits" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        (snapshot / name).write_bytes((tmp / "export" / name).read_bytes())
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    torch.save(x, tmp / "x2.pt")
+    script = f"""
+import torch, timm, fpnas_zoo
+x = torch.load({str(tmp / 'x2.pt')!r})
+m = timm.create_model('hf-hub:{repo}', pretrained=True).eval()
+feats = timm.create_model('hf-hub:{repo}', pretrained=True, features_only=True).eval()
+head = timm.create_model('hf-hub:{repo}', pretrained=True, num_classes=3).eval()
+gray = timm.create_model('hf-hub:{repo}', pretrained=True, in_chans=1).eval()
+with torch.no_grad():
+    torch.save((m(x), feats(x), head(x).shape, gray(x[:, :1]).shape), {str(tmp / 'y2.pt')!r})
+"""
+    run("-c", script, env={"HF_HOME": str(tmp / "hf")})
+    logits, feats, head_shape, gray_shape = torch.load(tmp / "y2.pt")
+    reference = trained_model(tmp)
+    with torch.no_grad():
+        assert torch.equal(logits, reference(x))
+        expected = reference.forward_intermediates(x, intermediates_only=True)
+    assert all(torch.equal(a, b) for a, b in zip(feats, expected, strict=True))
+    assert tuple(head_shape) == (2, 3) and tuple(gray_shape) == (2, 10)
+
+
+def test_validate_runs_on_the_export(pipeline, tmp_path):
+    tmp, _ = pipeline
+    rng = np.random.default_rng(0)
+    for cls in range(10):
+        (tmp_path / "val" / f"{cls}").mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "val" / f"{cls}" / "0.png")
+    out = run("-m", "fpnas_zoo", "validate", "--model", f"local-dir:{tmp / 'export'}", "--data-dir",
+              str(tmp_path / "val"), "--workers", "0", "--out", str(tmp_path / "r.json"))
+    assert "on 10 images (10 classes)" in out
