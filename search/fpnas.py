@@ -133,18 +133,24 @@ class FpnasSearch:
         self.settings, self.out, self.progress = settings, Path(out), progress
         self.dist = dist_utils.init_distributed(device)
 
+        world = self.dist.world_size
+        if settings.batch_size % world:
+            raise ValueError(f"--batch-size {settings.batch_size} must be a multiple of the {world} processes: stage 1 "
+                             "shares each batch out over them")
+
         def load(rank: int, world_size: int) -> SearchData:
             return load_data(
-                settings.dataset, data_dir, batch_size=settings.batch_size, device=self.dist.device,
+                settings.dataset, data_dir, batch_size=settings.batch_size // world_size, device=self.dist.device,
                 seed=settings.seed, val_size=settings.val_size, calib_images=settings.calib_images, workers=workers,
                 limit_train=settings.limit_train, limit_val=settings.limit_val, rank=rank, world_size=world_size,
             )
 
-        # One process per machine downloads the dataset; the others read it once it is there.
-        self.data = self.dist.local_main_first(lambda: load(self.dist.rank, self.dist.world_size))
-        # A stage-2 candidate is trained alone on one rank, on the whole (unsharded) training split, so that its
-        # result is the one a 1-process run gets.
-        self.full_data = self.data if self.dist.world_size == 1 else load(0, 1)
+        # Stage 1: each rank takes its share of every batch (the same images per step as one process, whatever the
+        # number of ranks). One process per machine downloads the dataset; the others read it once it is there.
+        self.data = self.dist.local_main_first(lambda: load(self.dist.rank, world))
+        # A stage-2 candidate is trained alone on one rank, on the whole training split in whole batches, and BN is
+        # recalibrated on whole batches: the results a 1-process run gets.
+        self.full_data = self.data if world == 1 else load(0, 1)
         spec = self.data.spec
         self.space: FpnasSpace = fpnas_space(
             settings.num_blocks, tuple(spec.input_size), spec.num_classes, settings.width_mult,
@@ -280,7 +286,7 @@ class FpnasSearch:
     def stage1_eval(self, t: int, p: int, choices: list[Choice], started: float) -> None:
         for choice in choices[len(self.state.stage1_results):]:
             self.supernet.arch[p] = choice
-            recalibrate_bn(self.supernet, self.data.calib, self.dist)
+            recalibrate_bn(self.supernet, self.full_data.calib, self.dist)
             metrics = evaluate(self.supernet, self.data.val, self.recipe1, self.dist)
             cost, reward = self.reward(self.supernet.arch, metrics["top1"])
             result = {"choice": _choice_to_json(choice), "label": choice.label(), "accuracy": metrics["top1"],

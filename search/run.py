@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p.add_argument(f"--{name.replace('_', '-')}", f"--{symbol}", type=int, dest=name, metavar=symbol,
                        help=f"the paper's {symbol}: {text}")
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--batch-size", type=int,
+                   help="images per training step (under torchrun, stage 1 shares each batch out over the processes)")
     p.add_argument("--width-mult", type=float, help="scale the skeleton's widths (small demos)")
     p.add_argument("--limit-train", type=int, help="use only this many training images (smoke runs)")
     p.add_argument("--limit-val", type=int, help="use only this many validation images")

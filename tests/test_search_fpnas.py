@@ -12,6 +12,7 @@ import torch
 import fpnas_zoo
 from fpnas_zoo import FpnasZooNet, count_spec, load_spec, spec_from_dict
 from search.checkpointing import ResumeError, read_trace
+from search.distributed import DistInfo
 from search.flops import _METADATA, FlopsTable
 from search.fpnas import PRESETS, FpnasSearch, FpnasSettings
 from search.run import build_parser, main, settings_from_args
@@ -98,6 +99,13 @@ def test_paper_symbols_are_aliases_of_the_named_options():
     assert (by_symbol.num_blocks, by_symbol.stage1_epochs, by_symbol.stage2_epochs, by_symbol.candidates_kept,
             by_symbol.block_optimisations) == (6, 3, 2, 5, 7)
     assert "the paper's E" in build_parser().format_help()
+
+
+def test_a_batch_that_does_not_share_out_over_the_processes_is_refused(tmp_path, monkeypatch):
+    three = DistInfo(rank=0, world_size=3, local_rank=0, device=torch.device("cpu"))
+    monkeypatch.setattr("search.distributed.init_distributed", lambda device=None: three)
+    with pytest.raises(ValueError, match="--batch-size 32 must be a multiple of the 3 processes"):
+        FpnasSearch(FpnasSettings(**PRESETS["smoke"]), tmp_path, progress=False)
 
 
 def test_flops_table_sums_equal_the_zoo_counter():
