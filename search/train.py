@@ -159,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     out = Path(args.out)
-    if not args.resume and (out / "checkpoint.pt").exists():
+    # Under torchrun only rank 0 writes OUT (no filesystem shared between ranks is assumed): it answers for all.
+    dist = dist_utils.init_distributed(args.device)
+    if not args.resume and dist.broadcast_object((out / "checkpoint.pt").exists()):
         print(f"error: {out} already holds a training run; pass --resume or choose another --out", file=sys.stderr)
         return 2
     try:
@@ -169,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, ResumeError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    accuracy = "no validation split" if result["val_top1"] is None else f"val top-1 {result['val_top1']:.2f}%"
-    print(f"{result['spec']}: {accuracy} after {result['epochs']} epochs -> {out}")
+    if dist.is_main:
+        accuracy = "no validation split" if result["val_top1"] is None else f"val top-1 {result['val_top1']:.2f}%"
+        print(f"{result['spec']}: {accuracy} after {result['epochs']} epochs -> {out}")
     dist_utils.cleanup()
     return 0
 
