@@ -71,6 +71,16 @@ class FpnasSettings:
     limit_val: int | None = None
 
 
+    def check(self) -> None:
+        """Counts the algorithm cannot run with are refused with the option that sets them."""
+        options = {"num_blocks": "--blocks (N)", "stage1_epochs": "--stage1-epochs (P)",
+                   "stage2_epochs": "--stage2-epochs (Q)", "candidates_kept": "--candidates-kept (E)",
+                   "block_optimisations": "--block-optimisations (T)", "batch_size": "--batch-size"}
+        for name, option in options.items():
+            if getattr(self, name) < 1:
+                raise ValueError(f"{option} must be at least 1, got {getattr(self, name)}")
+
+
 PRESETS: dict[str, dict] = {
     # The paper's settings on CIFAR-10 (about 31M training images).
     "paper": dict(dataset="cifar10", num_blocks=16, stage1_epochs=4, stage2_epochs=4, candidates_kept=10,
@@ -130,6 +140,7 @@ class SearchState:
 class FpnasSearch:
     def __init__(self, settings: FpnasSettings, out: Path, data_dir: str | None = None, device: str | None = None,
                  workers: int = 2, progress: bool = True, recipe_overrides: dict | None = None):
+        settings.check()
         self.settings, self.out, self.progress = settings, Path(out), progress
         self.dist = dist_utils.init_distributed(device)
 

@@ -101,6 +101,12 @@ def test_paper_symbols_are_aliases_of_the_named_options():
     assert "the paper's E" in build_parser().format_help()
 
 
+def test_counts_below_one_are_refused_naming_the_option(tmp_path, capsys):
+    assert main(["--preset", "smoke", "--E", "0", "--out", str(tmp_path), "--no-progress"]) == 2
+    assert "--candidates-kept (E) must be at least 1, got 0" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
 def test_a_batch_that_does_not_share_out_over_the_processes_is_refused(tmp_path, monkeypatch):
     three = DistInfo(rank=0, world_size=3, local_rank=0, device=torch.device("cpu"))
     monkeypatch.setattr("search.distributed.init_distributed", lambda device=None: three)
