@@ -8,11 +8,10 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from . import registered_specs, resolve_spec
 from .checkpoint import CheckpointError
-from .counting import Counts, count_params, count_spec, paper_deviation, target_deviation
+from .counting import Counts, count_params, count_spec, flop_counts, paper_deviation, target_deviation
 from .model import FpnasZooNet, stage_plan
 from .spec import ModelSpec, SpecError
 
@@ -77,10 +76,7 @@ def block_rows(spec: ModelSpec) -> list[dict]:
     """Per-block table: stage, type, channels, stride, output resolution, params, mult-adds, fields."""
     with torch.device("meta"):
         model = FpnasZooNet(spec)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model.eval()(torch.zeros((1, *spec.input_size), device="meta"))
-    flops = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
+    flops = {name: sum(ops.values()) for name, ops in flop_counts(model, tuple(spec.input_size)).items()}
     rows, resolution = [], spec.input_size[1] // spec.stem["stride"]
     names = [(s, f"blocks.{s}.{j}") for s, ids in enumerate(stage_plan(spec)) for j in range(len(ids))]
     for i, ((in_chs, out_chs, block), (stage, name)) in enumerate(zip(spec.block_channels(), names, strict=True)):

@@ -1,14 +1,13 @@
-"""Block modules and the block-type registry.
+"""Block modules: the FPNAS, FBNetV2 and depthwise-separable blocks of the zoo.
 
-`BLOCK_TYPES` is the one place a block type is declared: its JSON fields (checked by `spec.py`),
-its channel arithmetic rules, and the function that builds the module. Blocks take uniform keyword
-arguments (`stride`, `dilation`, `act_layer`, `norm_layer`, `drop_path_rate`) as timm's do.
+The modules know nothing of the spec schema: `block_types.py` joins each JSON block type (declared in
+`schema.py`) to the module that builds it. Blocks take uniform keyword arguments (`stride`, `dilation`,
+`act_layer`, `norm_layer`, `drop_path_rate`) as timm's do.
 """
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -17,13 +16,10 @@ from timm.layers import (
     FrozenBatchNormAct2d,
     SEModule,
     create_conv2d,
-    get_act_layer,
     get_norm_act_layer,
     make_divisible,
 )
 from torchvision.ops.misc import FrozenBatchNorm2d
-
-from .spec import ACT, CHANNELS, Field
 
 LayerType = type[nn.Module] | Callable[..., nn.Module]
 
@@ -221,118 +217,3 @@ class Skip(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(self.conv(x))
-
-
-# ---------------------------------------------------------------------------------------------
-# The registry.
-
-
-@dataclass(frozen=True)
-class BlockType:
-    """How one `type` of spec block is validated and built.
-
-    `build(in_chs, args, stride=, dilation=, norm_layer=, drop_path_rate=)` gets the validated JSON fields
-    in `args`; `stride` may be lower than `args['stride']` when an output stride is imposed by dilation.
-    `check(in_chs, args)` yields (field, expectation) pairs for impossible channel arithmetic.
-    """
-
-    fields: dict[str, Field]
-    build: Callable[..., nn.Module]
-    check: Callable[[int, dict], Iterable[tuple[str, str]]] = lambda in_chs, args: ()
-    has_residual: bool = False  # whether drop_path_rate applies
-
-    def check_channels(self, in_chs: int, args: dict) -> list[tuple[str, str]]:
-        return list(self.check(in_chs, args))
-
-
-KERNEL = Field("int", choices=(3, 5))
-STRIDE = Field("int", choices=(1, 2))
-
-
-def _build_ds(in_chs: int, args: dict, *, stride: int, dilation: int, norm_layer: LayerType,
-              drop_path_rate: float) -> nn.Module:
-    return DepthwiseSeparable(
-        in_chs, args["out_chs"], args["kernel_size"], stride=stride, dilation=dilation,
-        act_layer=get_act_layer(args["act"]), norm_layer=norm_layer,
-    )
-
-
-def _build_fpnas(in_chs: int, args: dict, *, stride: int, dilation: int, norm_layer: LayerType,
-                 drop_path_rate: float) -> nn.Module:
-    return FpnasBlock(
-        in_chs, args["out_chs"], kernel_size=args["kernel_size"], stride=stride, spec_stride=args["stride"],
-        dilation=dilation, expansion=args["expansion"], shortcut=args["shortcut"], split=args["split"],
-        act_layer=get_act_layer(args["act"]), norm_layer=norm_layer, drop_path_rate=drop_path_rate,
-    )
-
-
-def _check_fpnas(in_chs: int, args: dict) -> Iterable[tuple[str, str]]:
-    if args["split"]:
-        if in_chs % 2:
-            yield "split", f"false: the block input has an odd width ({in_chs}) and cannot be split in halves"
-        if args["out_chs"] % 2:
-            yield "out_chs", "an even width: a split block's output is channel-shuffled in 2 groups"
-        if args["out_chs"] <= in_chs // 2:
-            yield "out_chs", (f"more than the {in_chs // 2} channels that bypass the branch, so the "
-                              "split's two branches add up to out_chs")
-
-
-def _build_ir(in_chs: int, args: dict, *, stride: int, dilation: int, norm_layer: LayerType,
-              drop_path_rate: float) -> nn.Module:
-    return InvertedResidual(
-        in_chs, args["out_chs"], kernel_size=args["kernel_size"], stride=stride, dilation=dilation,
-        expansion=args["expansion"], attention=args["attention"], splits=args["splits"],
-        spec_stride=args["stride"], act_layer=get_act_layer(args["act"]), norm_layer=norm_layer,
-        drop_path_rate=drop_path_rate,
-    )
-
-
-def _check_ir(in_chs: int, args: dict) -> Iterable[tuple[str, str]]:
-    if args["splits"] != 1 and args["attention"] != "split_attention":
-        yield "splits", "1 unless attention is 'split_attention'"
-
-
-def _build_skip(in_chs: int, args: dict, *, stride: int, dilation: int, norm_layer: LayerType,
-                drop_path_rate: float) -> nn.Module:
-    return Skip(in_chs, args["out_chs"], stride=stride, spec_stride=args["stride"], norm_layer=norm_layer)
-
-
-BLOCK_TYPES: dict[str, BlockType] = {
-    # Depthwise-separable conv (FPNASNet's block1): dw kxk -> BN -> act -> pw 1x1 -> BN, no residual.
-    "ds": BlockType(
-        fields={"out_chs": CHANNELS, "kernel_size": KERNEL, "stride": STRIDE, "act": ACT},
-        build=_build_ds,
-    ),
-    # The FPNAS searched block (split / shortcut / MBConv with expansion t).
-    "fpnas": BlockType(
-        fields={
-            "out_chs": CHANNELS,
-            "kernel_size": KERNEL,
-            "stride": STRIDE,
-            "expansion": Field("number", low=1, high=12),
-            "shortcut": Field("bool"),
-            "split": Field("bool"),
-            "act": ACT,
-        },
-        build=_build_fpnas,
-        check=_check_fpnas,
-        has_residual=True,
-    ),
-    # FBNetV2's MBConv (FP-NAS spaces), with optional SE or searchable split attention.
-    "ir": BlockType(
-        fields={
-            "out_chs": CHANNELS,
-            "kernel_size": KERNEL,
-            "stride": STRIDE,
-            "expansion": Field("number", low=0.5, high=12),
-            "attention": Field("str", choices=("none", "se", "split_attention")),
-            "splits": Field("int", choices=(1, 2, 4)),
-            "act": ACT,
-        },
-        build=_build_ir,
-        check=_check_ir,
-        has_residual=True,
-    ),
-    # FBNetV2's skip: identity, or 1x1 conv + BN + ReLU when the shape changes.
-    "skip": BlockType(fields={"out_chs": CHANNELS, "stride": STRIDE}, build=_build_skip),
-}

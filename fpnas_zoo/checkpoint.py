@@ -40,8 +40,10 @@ def pickle_refusal(path: str | os.PathLike, error: BaseException, model: str | N
     found = re.search(r"(?:Unsupported global|GLOBAL)[: ]+(?:GLOBAL )?([\w.]+)", str(error)) or re.search(
         r"globals?[^\w]+([\w.]+\.[\w]+)", str(error))
     what = f"pickled Python objects ({found.group(1)})" if found else "pickled Python objects"
-    command = (f"python -m hub.convert --official-fpnasnet {path} --trust-pickle --out DIR" if model in (None, "fpnasnet")
-               else f"python -m hub.export --model {model} --checkpoint {path} --trust-pickle --out DIR")
+    if model in (None, "fpnasnet"):
+        command = f"python -m hub.convert --official-fpnasnet {path} --trust-pickle --out DIR"
+    else:
+        command = f"python -m hub.export --model {model} --checkpoint {path} --trust-pickle --out DIR"
     return (f"{path}: holds {what}, not only tensors; weights_only=True refuses to unpickle it because unpickling can "
             f"run code. If you trust its source, convert it once, deliberately: `{command}` (classes it pickles must "
             "be importable), then load DIR with `local-dir:DIR`")

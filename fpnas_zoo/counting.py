@@ -41,8 +41,9 @@ def count_params(model: nn.Module) -> tuple[int, int, int]:
 
 
 @torch.no_grad()
-def count_mult_adds(model: nn.Module, input_size: tuple[int, int, int]) -> tuple[int, int]:
-    """(all mult-adds, convolution mult-adds) for one image of `input_size` (C, H, W)."""
+def flop_counts(model: nn.Module, input_size: tuple[int, ...]) -> dict[str, dict]:
+    """FLOPs of one input of `input_size` (C, H, W) in eval mode, per module path ('Global': the whole model) and
+    per op, as torch.utils.flop_counter counts them. The one place the project runs the counter."""
     device = next(model.parameters()).device
     x = torch.zeros((1, *input_size), device=device)
     was_training = model.training
@@ -51,7 +52,12 @@ def count_mult_adds(model: nn.Module, input_size: tuple[int, int, int]) -> tuple
     with counter:
         model(x)
     model.train(was_training)
-    per_op = counter.get_flop_counts()["Global"]
+    return counter.get_flop_counts()
+
+
+def count_mult_adds(model: nn.Module, input_size: tuple[int, int, int]) -> tuple[int, int]:
+    """(all mult-adds, convolution mult-adds) for one image of `input_size` (C, H, W)."""
+    per_op = flop_counts(model, input_size)["Global"]
     total = sum(per_op.values())
     conv = sum(v for op, v in per_op.items() if op.__name__.split(".")[0] in _CONV_OPS)
     return total // 2, conv // 2

@@ -14,7 +14,8 @@ from timm.layers import SelectAdaptivePool2d, create_conv2d, get_act_layer
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 
-from .blocks import BLOCK_TYPES, norm_act_layer_for
+from .block_types import BLOCK_TYPES
+from .blocks import norm_act_layer_for
 from .spec import ModelSpec
 
 

@@ -1,14 +1,13 @@
 """The architecture spec: one JSON file per network, validated on load, written canonically.
 
 A spec is plain data. Its blocks are explicit objects (`{"type": "fpnas", "out_chs": 40, ...}`); the
-fields each block type takes are declared once, in `fpnas_zoo.blocks.BLOCK_TYPES`, and this module
+fields each block type takes are declared once, in `fpnas_zoo.schema.BLOCK_SCHEMAS`, and this module
 checks every block against that declaration. Every problem raises `SpecError`, whose message names
 the file, the JSON path of the field, the value found and what was expected.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from collections.abc import Iterator
@@ -18,10 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write_text
+from .schema import ACT, ACTIVATIONS, BLOCK_SCHEMAS, CHANNELS, Field, SpecError, _join, check_object
+
+__all__ = ["ACT", "ACTIVATIONS", "CHANNELS", "Field", "ModelSpec", "SpecError", "check_object", "load_spec",
+           "save_spec", "spec_from_dict"]
 
 SCHEMA_VERSION = 1
 PROVENANCES = ("official", "reconstructed", "searched")
-ACTIVATIONS = ("relu", "relu6", "hard_swish", "swish")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 POOL_TYPES = ("avg", "max")
 WEIGHT_LAYOUTS = ("zoo", "fpnasnet_official")
@@ -29,118 +31,8 @@ PARAM_CONVENTIONS = ("total", "without_bn", "weights_only")
 MULT_ADD_CONVENTIONS = ("total", "conv_only")
 
 
-class SpecError(ValueError):
-    """A spec failed validation. `file`, `path`, `value` and `expected` say where and why."""
-
-    def __init__(self, file: str, path: str, value: Any, expected: str):
-        self.file, self.path, self.value, self.expected = file, path, value, expected
-        shown = repr(value)
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
-        super().__init__(f"{file}: {path or '<root>'}: got {shown}, expected {expected}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Field declarations: a tiny schema language of our own, enough for flat JSON objects.
-
-
-@dataclass(frozen=True)
-class Field:
-    """One named field of a JSON object: its kind and the values it may take."""
-
-    kind: str  # 'int', 'number', 'bool', 'str', 'int3', 'number3', 'object', 'list'
-    choices: tuple | None = None
-    low: float | None = None  # inclusive bounds for numbers
-    high: float | None = None
-    nullable: bool = False
-    pattern: str | None = None
-
-    def describe(self) -> str:
-        if self.choices is not None:
-            text = "one of " + ", ".join(repr(c) for c in self.choices)
-        else:
-            text = {
-                "int": "an integer",
-                "number": "a number",
-                "bool": "true or false",
-                "str": "a string",
-                "int3": "a list of 3 integers",
-                "number3": "a list of 3 numbers",
-                "object": "an object",
-                "list": "a non-empty list",
-            }[self.kind]
-            if self.low is not None and self.high is not None:
-                text += f" in [{self.low:g}, {self.high:g}]"
-            elif self.low is not None:
-                text += f" >= {self.low:g}"
-            if self.pattern:
-                text += f" matching {self.pattern}"
-        return text + (" or null" if self.nullable else "")
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
-
-
-def _check_value(value: Any, f: Field, file: str, path: str) -> None:
-    if value is None:
-        if f.nullable:
-            return
-        raise SpecError(file, path, value, f.describe())
-    ok = {
-        "int": _is_int,
-        "number": _is_number,
-        "bool": lambda v: isinstance(v, bool),
-        "str": lambda v: isinstance(v, str),
-        "int3": lambda v: isinstance(v, list) and len(v) == 3 and all(_is_int(x) for x in v),
-        "number3": lambda v: isinstance(v, list) and len(v) == 3 and all(_is_number(x) for x in v),
-        "object": lambda v: isinstance(v, dict),
-        "list": lambda v: isinstance(v, list) and len(v) > 0,
-    }[f.kind](value)
-    if ok and f.choices is not None:
-        ok = value in f.choices  # the kind check above already told bools from ints
-    if ok and f.kind in ("int", "number"):
-        ok = (f.low is None or value >= f.low) and (f.high is None or value <= f.high)
-    if ok and f.kind in ("int3", "number3"):
-        ok = all((f.low is None or x >= f.low) and (f.high is None or x <= f.high) for x in value)
-    if ok and f.pattern is not None:
-        ok = re.fullmatch(f.pattern, value) is not None
-    if not ok:
-        raise SpecError(file, path, value, f.describe())
-
-
-def check_object(obj: Any, fields: dict[str, Field], file: str, path: str) -> dict:
-    """Validate a flat JSON object against `fields`; return it with keys in declaration order."""
-    if not isinstance(obj, dict):
-        raise SpecError(file, path, obj, "an object with keys " + ", ".join(fields))
-    for key in obj:
-        if key not in fields:
-            allowed = ", ".join(fields)
-            raise SpecError(file, _join(path, key), key, f"a known key (unknown key; allowed: {allowed})")
-    out = {}
-    for key, f in fields.items():
-        if key not in obj:  # every key is explicit: null where it does not apply
-            raise SpecError(file, _join(path, key), None, f"a required key ({f.describe()})")
-        _check_value(obj[key], f, file, _join(path, key))
-        out[key] = obj[key]
-    return out
-
-
-def _join(path: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if path else key
-
-
 # ---------------------------------------------------------------------------------------------
 # The top-level schema.
-
-CHANNELS = Field("int", low=1, high=8192)
-ACT = Field("str", choices=ACTIVATIONS)
 
 TOP_FIELDS = {
     "schema_version": Field("int", choices=(SCHEMA_VERSION,)),
@@ -277,8 +169,6 @@ class ModelSpec:
 
 def spec_from_dict(data: Any, file: str = "<dict>") -> ModelSpec:
     """Validate a parsed JSON object and return the spec. Raises `SpecError`."""
-    from .blocks import BLOCK_TYPES  # the block registry depends on torch; import late
-
     top = check_object(data, TOP_FIELDS, file, "")
     blocks = top["blocks"]
     checked_blocks = []
@@ -287,9 +177,9 @@ def spec_from_dict(data: Any, file: str = "<dict>") -> ModelSpec:
         path = f"blocks[{i}]"
         if not isinstance(block, dict) or "type" not in block:
             raise SpecError(file, path, block, "an object with a 'type' key")
-        block_type = BLOCK_TYPES.get(block["type"])
+        block_type = BLOCK_SCHEMAS.get(block["type"])
         if block_type is None:
-            raise SpecError(file, path + ".type", block["type"], "one of " + ", ".join(map(repr, BLOCK_TYPES)))
+            raise SpecError(file, path + ".type", block["type"], "one of " + ", ".join(map(repr, BLOCK_SCHEMAS)))
         checked = check_object(block, {"type": Field("str"), **block_type.fields}, file, path)
         for key, problem in block_type.check_channels(in_chs, checked):
             raise SpecError(file, _join(path, key), checked.get(key), problem)

@@ -4,8 +4,9 @@
 
 Accepts the official state_dict raw or wrapped in `state_dict`, with or without `module.` prefixes (read with
 `weights_only=True`). A file that also pickles Python objects (a whole model, training arguments) is refused
-unless `--trust-pickle` says, once and deliberately, that its source is trusted; the export is tensors only. The result is checked: the exported folder, loaded with `local-dir:`, must give exactly the
-outputs of the original file loaded through the zoo's checkpoint filter.
+unless `--trust-pickle` says, once and deliberately, that its source is trusted; the export is tensors only.
+The result is checked: the exported folder, loaded with `local-dir:`, must give exactly the outputs of the
+original weights loaded through the zoo's checkpoint filter.
 """
 from __future__ import annotations
 

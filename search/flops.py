@@ -7,10 +7,10 @@ classifier) is measured once. Tests cross-check the sums against `fpnas_zoo.coun
 from __future__ import annotations
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from fpnas_zoo import count_spec, spec_from_dict
-from fpnas_zoo.blocks import BLOCK_TYPES
+from fpnas_zoo.block_types import BLOCK_TYPES
+from fpnas_zoo.counting import flop_counts
 
 from .space import Choice, FpnasSpace
 
@@ -23,12 +23,8 @@ def block_mult_adds(space: FpnasSpace, position: int, choice: Choice) -> int:
     res = space.resolution(position)
     with torch.device("meta"):
         block = BLOCK_TYPES["fpnas"].build(space.in_chs(position), args, stride=args["stride"], dilation=1,
-                                           norm_layer=torch.nn.BatchNorm2d, drop_path_rate=0.0).eval()
-        x = torch.zeros(1, space.in_chs(position), res, res)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        block(x)
-    return counter.get_total_flops() // 2
+                                           norm_layer=torch.nn.BatchNorm2d, drop_path_rate=0.0)
+    return sum(flop_counts(block, (space.in_chs(position), res, res))["Global"].values()) // 2
 
 
 class FlopsTable:

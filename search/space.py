@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 
 from timm.layers import make_divisible
 
-from fpnas_zoo.blocks import BLOCK_TYPES
+from fpnas_zoo.block_types import BLOCK_TYPES
 from fpnas_zoo.spec import SCHEMA_VERSION
 
 # The official FPNASNet skeleton (16 searched blocks): widths and ImageNet strides.

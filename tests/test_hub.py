@@ -11,7 +11,6 @@ import torch
 import yaml
 
 import fpnas_zoo
-
 from hub.convert import convert_official_fpnasnet
 from hub.export import HubError, export
 from hub.export import main as export_main

@@ -1,4 +1,5 @@
-"""Specs that are not the registered ones keep their own cfg; private Hub repos; pickled checkpoints; validate errors."""
+"""Specs that are not the registered ones keep their own cfg; private Hub repos; pickled checkpoints;
+validate errors."""
 import argparse
 import http.server
 import json

@@ -1,4 +1,5 @@
-"""`python -m search.run` refuses budgets that mean nothing before any training, and a fresh run starts a fresh trace."""
+"""`python -m search.run` refuses budgets that mean nothing before any training; a fresh run starts a fresh
+trace."""
 import json
 
 import pytest

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import fpnas_zoo
 from fpnas_zoo import SpecError, load_spec, save_spec
 from fpnas_zoo.spec import bundled_spec_files, dumps_spec
 
@@ -100,3 +101,21 @@ def test_save_is_atomic_and_refuses_invalid_specs(tmp_path, base):
         save_spec(broken, target)
     assert target.read_bytes() == original
     assert os.listdir(target.parent) == ["spec.json"]  # no temp file left behind
+
+
+def test_schema_spec_and_blocks_do_not_import_each_other():
+    """The schema vocabulary imports no zoo module; the spec reads only the schema; the block modules know no
+    schema; the block-type registry alone joins them."""
+    import ast
+    from pathlib import Path
+
+    package = Path(fpnas_zoo.__file__).parent
+
+    def zoo_imports(module: str) -> set[str]:
+        tree = ast.parse((package / f"{module}.py").read_text())
+        return {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level}
+
+    assert zoo_imports("schema") == set()
+    assert zoo_imports("spec") <= {"atomic", "schema"}
+    assert zoo_imports("blocks") == set()
+    assert {"blocks", "schema"} <= zoo_imports("block_types")

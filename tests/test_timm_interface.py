@@ -1,4 +1,6 @@
 """Every zoo model implements timm's model interface (checks modelled on timm's own model tests)."""
+import re
+
 import pytest
 import timm
 import torch
@@ -25,7 +27,11 @@ def test_import_registers_every_bundled_spec_with_timm():
         for key in ("input_size", "pool_size", "crop_pct", "interpolation", "mean", "std", "first_conv",
                     "classifier", "license", "paper_ids", "num_classes"):
             assert cfg.get(key) not in (None, ""), f"{name}: cfg lacks {key}"
-        assert cfg.get("origin_url") == fpnas_zoo.registered_specs()[name].source["repository"]
+        spec = fpnas_zoo.registered_specs()[name]
+        assert cfg.get("origin_url") == spec.source["repository"]
+        assert cfg["notes"][0].startswith(f"{spec.provenance} architecture")
+        assert re.fullmatch(r"arXiv:\d{4}\.\d{5}|https://openaccess\.thecvf\.com/\S+\.html", cfg["paper_ids"])
+        assert (cfg["paper_ids"] == "arXiv:2011.10949") == spec.source["paper"].startswith("Yan et al.")
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -69,8 +75,7 @@ def test_grad_checkpointing_and_intermediates_match_forward_features(name):
         reference = model.forward_features(x)
         final, intermediates = model.forward_intermediates(x)
         assert torch.allclose(final, reference, rtol=1e-4, atol=1e-5)
-        assert [t.shape[1] for t in intermediates] == model.feature_info.channels() if hasattr(
-            model.feature_info, "channels") else [f["num_chs"] for f in model.feature_info]
+        assert [t.shape[1] for t in intermediates] == [f["num_chs"] for f in model.feature_info]
         assert len(model.forward_intermediates(x, indices=2, intermediates_only=True)) == 2
         model.set_grad_checkpointing(True)
         assert torch.allclose(model.forward_features(x), reference, rtol=1e-4, atol=1e-5)
@@ -178,6 +183,8 @@ def test_fx_trace_equals_eager_exactly_and_backprops(name):
     traced = torch.fx.symbolic_trace(model)
     with torch.no_grad():
         assert torch.equal(traced(x), model(x))
+        # timm's own test: a traced graph must script (string annotations once broke the generated code)
+        assert torch.allclose(torch.jit.script(graph)(x)["out"], model(x), rtol=1e-5, atol=1e-6)
     train_model = timm.create_model(name, num_classes=5).train()
     train_graph = create_feature_extractor(train_model, {"classifier": "out"})
     train_graph(x)["out"].mean().backward()
@@ -212,10 +219,20 @@ def test_group_matcher_covers_every_parameter(name):
     assert len(group_parameters(model, model.group_matcher(coarse=True))) < len(groups)
 
 
-def test_drop_path_only_in_training():
-    model = timm.create_model(MODELS[0], drop_path_rate=0.2)
-    x = small_input(MODELS[0], 64)
-    model.eval()
-    with torch.no_grad():
-        assert torch.equal(model(x), model(x))
+@pytest.mark.parametrize("name", [MODELS[0], "fpnasnet"])
+def test_drop_path_is_random_in_training_and_off_in_eval(name):
+    x = small_input(name, 64, batch=4)
+    model = timm.create_model(name, drop_path_rate=0.8, drop_rate=0.0)  # high: some path of 4 samples drops
     assert any(type(m).__name__ == "DropPath" for m in model.modules())
+    outs = []
+    for seed in (0, 1, 0):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            outs.append(model.train()(x))
+    assert not torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])  # random paths, seeded
+    plain = timm.create_model(name, drop_path_rate=0.0, drop_rate=0.0)
+    plain.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), plain.eval()(x))  # eval: drop path is the identity
+        torch.manual_seed(1)  # without drop path, training mode is deterministic: the difference above is drop path
+        assert torch.equal(plain.train()(x), plain.train()(x))

@@ -1,0 +1,131 @@
+"""`python -m search.demo`: the whole pipeline on the embedded digits data, offline, as a user runs it.
+
+    python -m search.demo --out runs/demo            # what `make demo` runs (about 5 CPU minutes)
+
+Steps, each the command a user would type (run as a subprocess; its full output goes to OUT/logs/):
+  1. the zoo table (`python -m fpnas_zoo demo`: every registered model built, counted and run)
+  2. an FPNAS search under a mult-adds budget (`python -m search.run --preset demo`)
+  3. a retrain of the found spec (`python -m search.train`)
+  4. an export in timm's layout (`python -m hub.export`)
+  5. `timm.create_model('local-dir:...', pretrained=True)` of the export, in a fresh process
+  6. `python -m fpnas_zoo validate` of the export on an ImageFolder tree written from the held-out digits
+One line of results per step. A step that fails stops the demo with its log's last lines and exit status 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+STEPS = 6
+
+
+def write_heldout_imagefolder(root: Path, seed: int = 0) -> int:
+    """The digits validation split (the images search.train holds out) as 32x32 PNGs, one folder per class."""
+    from PIL import Image
+
+    from .data import load_data
+
+    data = load_data("digits", batch_size=256, device="cpu", seed=seed)
+    mean = torch.tensor(data.spec.mean).view(1, 3, 1, 1)
+    std = torch.tensor(data.spec.std).view(1, 3, 1, 1)
+    count = 0
+    for images, labels in data.val:
+        pixels = (images * std + mean).clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1)
+        for image, label in zip(pixels.numpy(), labels.tolist(), strict=True):
+            folder = root / str(label)
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(folder / f"{count:05d}.png")
+            count += 1
+    return count
+
+
+class Pipeline:
+    def __init__(self, out: Path):
+        self.out, self.logs = out, out / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.started = time.perf_counter()
+
+    def run(self, step: int, name: str, argv: list[str]) -> str:
+        """Run one command like a user (python -m ...), log it, and return its stdout; stop the demo on failure."""
+        log = self.logs / f"{step}_{name}.log"
+        command = [sys.executable, *argv]
+        started = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True)
+        shown = shlex.join(["python", *argv])
+        log.write_text(f"$ {shown}\n{done.stdout}\n--- stderr ---\n{done.stderr}", encoding="utf-8")
+        if done.returncode != 0:
+            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+            print(f"[{step}/{STEPS}] {name} FAILED (exit {done.returncode}): {shown}\n{tail}\nfull log: {log}")
+            raise SystemExit(1)
+        self.seconds = time.perf_counter() - started
+        return done.stdout
+
+    def say(self, step: int, text: str) -> None:
+        print(f"[{step}/{STEPS}] {text}  ({self.seconds:.0f} s)", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m search.demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/demo", help="folder for every step's output (replaced if it exists)")
+    p.add_argument("--preset", default="demo", choices=("demo", "smoke"),
+                   help="search preset (smoke: seconds, for tests)")
+    p.add_argument("--epochs", type=int, default=3, help="retrain epochs (search.train's demo recipe)")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    if out.exists():
+        shutil.rmtree(out)
+    demo = Pipeline(out)
+    search, train, export, images = out / "search", out / "train", out / "export", out / "heldout"
+
+    table = demo.run(1, "zoo", ["-m", "fpnas_zoo", "demo"])
+    print(table.split("\nForward pass")[0])
+    demo.say(1, f"zoo: {table.count('finite=True')} registered models built, counted and run")
+
+    demo.run(2, "search", ["-m", "search.run", "--algo", "fpnas", "--preset", args.preset, "--out", str(search),
+                           "--no-progress"])
+    spec = json.loads((search / "spec.json").read_text())
+    found = spec["search"]
+    budget, cost = found["budget_mult_adds"], found["measured"]["mult_adds"]
+    verdict = "within" if budget is None or cost < budget else "OVER"
+    budget_text = "no budget" if budget is None else f"budget {budget / 1e6:.2f}M: {verdict}"
+    demo.say(2, f"search: {spec['name']}, {cost / 1e6:.2f}M mult-adds ({budget_text}), "
+                f"{found['measured']['params'] / 1e6:.3f}M params, supernet val top-1 {found['val_top1']:.1f}%")
+
+    demo.run(3, "train", ["-m", "search.train", "--spec", str(search / "spec.json"), "--dataset", "digits",
+                          "--recipe", "demo", "--epochs", str(args.epochs), "--out", str(train), "--no-progress"])
+    metrics = json.loads((train / "metrics.json").read_text())
+    demo.say(3, f"retrain: {metrics['epochs']} epochs, held-out top-1 {metrics['val_top1']:.1f}%")
+
+    demo.run(4, "export", ["-m", "hub.export", "--checkpoint", str(train / "checkpoint.pt"), "--out", str(export),
+                           "--metrics", str(train / "metrics.json")])
+    demo.say(4, f"export: {', '.join(sorted(f.name for f in export.iterdir()))} in {export}")
+
+    loaded = demo.run(5, "load", ["-c", "import timm, fpnas_zoo; "
+                                        f"m = timm.create_model('local-dir:{export}', pretrained=True); "
+                                        "print(m.pretrained_cfg['notes'][0].split(':')[0], "
+                                        "sum(p.numel() for p in m.parameters()))"])
+    demo.say(5, f"timm.create_model('local-dir:{export}', pretrained=True): {loaded.split()[-1]} parameters, "
+                f"{loaded.split()[0]} architecture")
+
+    count = write_heldout_imagefolder(images)
+    result_file = out / "validate.json"
+    demo.run(6, "validate", ["-m", "fpnas_zoo", "validate", "--model", f"local-dir:{export}", "--data-dir",
+                             str(images), "--workers", "0", "--out", str(result_file)])
+    result = json.loads(result_file.read_text())
+    demo.say(6, f"validate on {count} held-out digits written as PNGs: top-1 {result['top1']:.1f}% "
+                f"(search.train measured {metrics['val_top1']:.1f}% on the same images as tensors)")
+    print(f"done in {time.perf_counter() - demo.started:.0f} s; every step's output is in {demo.logs}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
