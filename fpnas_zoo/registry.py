@@ -52,7 +52,8 @@ PROVENANCE_NOTES = {
     "official": "official architecture: block for block the authors' released model definition",
     "reconstructed": "reconstructed architecture: the paper publishes its size and accuracy, not its structure; "
                      "this spec is our reconstruction (see the spec's source.notes)",
-    "searched": "searched architecture: the output of a search run of this project (see the spec's search field)",
+    "searched": "searched architecture: found by this project's searcher (`python -m search.run`; see the spec's "
+                "search field)",
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from fpnas_zoo import Counts
+from fpnas_zoo.registry import provenance_note
 from fpnas_zoo.spec import ModelSpec
 
 DATASETS = {1000: "imagenet-1k", 10: "cifar10", 100: "cifar100"}
@@ -22,14 +23,6 @@ CITATIONS = {
   year      = {2021}
 }""",
 }
-
-PROVENANCE = {
-    "official": "the authors' published architecture, block for block",
-    "reconstructed": "a reconstruction: the paper does not publish this network's structure, so this is ours, "
-                     "built to the paper's numbers (see the spec's `source.notes`)",
-    "searched": "found by this project's searcher (`python -m search.run`); the spec's `search` field says how",
-}
-
 
 def _yaml_str(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid YAML scalar
@@ -52,7 +45,7 @@ def model_card(spec: ModelSpec, counts: Counts, repo: str, tag: str, num_classes
             front += ["    - type: top_5_accuracy", f"      value: {metrics['top5']:.4f}", "      name: top-5"]
     front.append("---")
     details = [
-        f"- **Architecture:** `{spec.name}` ({PROVENANCE[spec.provenance]}).",
+        f"- **Architecture:** `{spec.name}` ({provenance_note(spec)}).",
         f"- **Paper:** {spec.source['paper']}" + (f", {spec.source['table']}" if spec.source["table"] else "") + ".",
         f"- **Params:** {counts.params:,} ({counts.params_without_bn:,} without BatchNorm).",
         f"- **Mult-adds:** {counts.mult_adds / 1e6:.2f}M ({counts.mult_adds_conv / 1e6:.2f}M in convolutions) at "
@@ -78,7 +71,7 @@ transform = timm.data.create_transform(**data_config, is_training=False)
 features_only=True)`."""
     body = [
         f"# Model card for {repo}", "",
-        f"{spec.name}: an image classification model from the fpnas-zoo, {PROVENANCE[spec.provenance]}.", "",
+        f"{spec.name}: an image classification model from the fpnas-zoo, {provenance_note(spec)}.", "",
         "## Model Details", "", *details, "", "## Model Usage", "", usage, "", "## Citation", "", "```bibtex",
         CITATIONS[family], "```", "",
     ]
