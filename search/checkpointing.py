@@ -10,6 +10,8 @@ import torch
 
 from fpnas_zoo.atomic import atomic_write_bytes, atomic_write_text
 
+from .distributed import DistInfo
+
 
 class ResumeError(ValueError):
     """A checkpoint cannot be resumed by this run (another algorithm, space, dataset or seed)."""
@@ -50,6 +52,20 @@ class Checkpointer:
         if differences:
             raise ResumeError(f"{self.path} belongs to another search; refusing to resume:\n  "
                               + "\n  ".join(differences))
+        return payload
+
+    def load_on_every_rank(self, dist: DistInfo) -> dict | None:
+        """The checkpoint as rank 0 reads it, handed to every rank (ranks share no filesystem); None if there is
+        none. A checkpoint that cannot be resumed raises ResumeError on every rank, so none waits for the others."""
+        payload, error = None, None
+        if dist.is_main and self.exists():
+            try:
+                payload = self.load()
+            except ResumeError as e:
+                error = e
+        payload, error = dist.broadcast_object((payload, error))
+        if error is not None:
+            raise error
         return payload
 
 

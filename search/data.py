@@ -31,6 +31,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import datasets as tv_datasets
 from torchvision import transforms as T
 
+from search.engine import derive_seed
+
 __all__ = [
     "CIFAR_CLASSES",
     "DATASETS",
@@ -100,18 +102,9 @@ class SearchData:
     calib: Batches
 
 
-def _mix_seed(*parts: int) -> int:
-    """A 63-bit seed from several integers (splitmix64-style), so (seed, epoch) pairs never collide trivially."""
-    h = 0x9E3779B97F4A7C15
-    for p in parts:
-        h = (h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
-        h ^= h >> 31
-    return h & 0x7FFFFFFFFFFFFFFF
-
-
 def _generator(*parts: int) -> torch.Generator:
     # Always a CPU generator: its streams are identical on every machine, which a CUDA generator does not promise.
-    return torch.Generator().manual_seed(_mix_seed(*parts))
+    return torch.Generator().manual_seed(derive_seed(*parts))
 
 
 def _shard_epoch_order(n: int, seed: int, epoch: int, rank: int, world_size: int) -> torch.Tensor:
@@ -250,7 +243,7 @@ class _SeededSubset(Dataset):
         # torchvision transforms draw from the global torch RNG; fork it so the main process (workers=0) keeps its
         # own stream untouched.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_mix_seed(self.seed, _SALT_EPOCH, epoch, index))
+            torch.manual_seed(derive_seed(self.seed, _SALT_EPOCH, epoch, index))
             return self.base[self.indices[index]]
 
 

@@ -1,22 +1,27 @@
 """Thin helpers around torch.distributed for the searchers and `python -m search.train`.
 
-Single-process runs and `torchrun` runs go through the same code: every helper is a no-op when no
-process group exists, so callers never branch on "am I distributed?".
+Single-process runs and `torchrun` runs go through the same code. Every collective is a method of the `DistInfo`
+it runs over and is a no-op when that DistInfo describes one process, so callers never branch on "am I
+distributed?", and work that must stay on one rank (a stage-2 candidate trained alone) simply passes
+`dist.alone()`: its collectives then touch no other rank, whatever the job around it does.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as tdist
 
+R = TypeVar("R")
+
 
 @dataclass(frozen=True)
 class DistInfo:
-    """Where this process sits in the (possibly single-process) job."""
+    """Where this process sits in the (possibly single-process) job, and the collectives over that job."""
 
     rank: int
     world_size: int
@@ -26,6 +31,66 @@ class DistInfo:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    def alone(self) -> DistInfo:
+        """This process as a job of its own: same device, no collectives (training one network by itself)."""
+        return replace(self, rank=0, world_size=1, local_rank=0)
+
+    def _active(self) -> bool:
+        return self.world_size > 1 and _initialised()
+
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum `t` in place across the ranks and return it."""
+        if self._active():
+            tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
+        return t
+
+    def all_reduce_mean(self, t: torch.Tensor) -> torch.Tensor:
+        """Average `t` in place across the ranks and return it."""
+        if self._active():
+            tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
+            t.div_(self.world_size)
+        return t
+
+    def broadcast_object(self, obj: Any, src: int = 0) -> Any:
+        """Return rank `src`'s `obj` on every rank (any picklable object)."""
+        if not self._active():
+            return obj
+        box = [obj]
+        tdist.broadcast_object_list(box, src=src)
+        return box[0]
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        """Every rank's `obj`, in rank order, on every rank."""
+        if not self._active():
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        tdist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self._active():
+            tdist.barrier()
+
+    def local_main_first(self, fn: Callable[[], R]) -> R:
+        """Run `fn` on each machine's local rank 0 first, then on the other ranks (which wait at a barrier).
+
+        For work that fills a cache on the local disk (a dataset download): one process downloads, the others
+        then find the files. A failure of rank 0 reaches every rank instead of leaving the others at the barrier.
+        """
+        if not self._active():
+            return fn()
+        result, error = None, None
+        if self.local_rank == 0:
+            try:
+                result = fn()
+            except Exception as e:  # noqa: BLE001 - handed to every rank below, then raised
+                error = e
+        self.barrier()
+        error = self.broadcast_object(error)
+        if error is not None:
+            raise error
+        return result if self.local_rank == 0 else fn()
 
 
 def _initialised() -> bool:
@@ -60,35 +125,6 @@ def init_distributed(device: str | None = None) -> DistInfo:
 
 def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum `t` in place across ranks and return it (unchanged without a process group)."""
-    if _initialised():
-        tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
-    return t
-
-
-def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
-    """Average `t` in place across ranks and return it (unchanged without a process group)."""
-    if _initialised():
-        tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
-        t.div_(tdist.get_world_size())
-    return t
-
-
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Return rank `src`'s `obj` on every rank (any picklable object)."""
-    if not _initialised():
-        return obj
-    box = [obj]
-    tdist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
-def barrier() -> None:
-    if _initialised():
-        tdist.barrier()
 
 
 def cleanup() -> None:

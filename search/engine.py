@@ -1,7 +1,7 @@
 """The one small training engine shared by both searchers and `python -m search.train`.
 
-Read it top to bottom: recipe -> optimizer/schedule -> model preparation -> train / evaluate loops ->
-BN recalibration -> seeding. Everything heavy is stock PyTorch (SGD, lr_scheduler, torch.amp, DDP,
+Read it top to bottom: recipe -> optimizer/schedule -> model preparation -> one epoch, evaluation, the epoch
+loop -> BN recalibration -> seeding. Everything heavy is stock PyTorch (SGD, lr_scheduler, torch.amp, DDP,
 torch.compile); this module only wires it together.
 
 Data arrives as "Batches": iterables of (images, labels) already on the device, with `__len__`
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from search.distributed import DistInfo, all_reduce_mean, all_reduce_sum
+from search.distributed import DistInfo
 
 SCHEDULES = ("fixed", "cosine", "cosine_restarts")
 POSTFIX_EVERY = 10  # steps between tqdm postfix updates; each update syncs the device for .item()
@@ -149,7 +150,7 @@ def train_epoch(
     desc: str = "train",
     progress: bool = True,
 ) -> dict:
-    """One pass over `batches`; returns metrics that are identical on every rank.
+    """One pass over `batches`; returns metrics that are identical on every rank of `dist` (summed over them).
 
     "lr" is the learning rate used by the last optimisation step of the epoch.
     """
@@ -185,7 +186,7 @@ def train_epoch(
             bar.set_postfix(loss=f"{avg_loss:.4f}", acc=f"{acc:.2f}", lr=f"{lr:.4g}")
     bar.close()
 
-    totals = all_reduce_sum(torch.stack([loss_sum, correct, seen]))
+    totals = dist.all_reduce_sum(torch.stack([loss_sum, correct, seen]))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
@@ -205,7 +206,7 @@ def train_epoch(
 def evaluate(
     model: nn.Module, batches: Any, recipe: Recipe, dist: DistInfo, *, desc: str = "eval", progress: bool = False
 ) -> dict:
-    """Loss / top-1 / top-5 (in %) over all ranks' batches; identical on every rank.
+    """Loss / top-1 / top-5 (in %) over the batches of every rank of `dist`; identical on each of them.
 
     Ranks may hold different numbers of batches: the only collective is the final all-reduce.
     """
@@ -227,9 +228,41 @@ def evaluate(
                 torch.tensor(labels.shape[0], device=device, dtype=torch.float64),
             ]
         )
-    loss, top1, top5, images = all_reduce_sum(sums).tolist()
+    loss, top1, top5, images = dist.all_reduce_sum(sums).tolist()
     denom = max(images, 1)
     return {"loss": loss / denom, "top1": 100.0 * top1 / denom, "top5": 100.0 * top5 / denom, "images": int(images)}
+
+
+def train_epochs(
+    model: nn.Module,
+    batches: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    recipe: Recipe,
+    dist: DistInfo,
+    *,
+    start: int,
+    stop: int,
+    seed: int,
+    desc: str,
+    progress: bool = True,
+    before_epoch: Callable[[int], None] | None = None,
+) -> Iterator[tuple[int, dict]]:
+    """The epoch loop of the searchers and `search.train`: yields (epoch, train_epoch metrics) for epochs
+    start..stop-1; the caller evaluates, logs and checkpoints in its loop body.
+
+    Epoch e is seeded from (seed, e) alone (data order and augmentation, and, per rank, dropout), so a run resumed at
+    `start` trains exactly the epochs an uninterrupted run would. `before_epoch` gets that epoch seed, for streams
+    that must be identical on every rank (the candidate draws of a supernet).
+    """
+    for epoch in range(start, stop):
+        epoch_seed = derive_seed(seed, epoch)
+        seed_everything(derive_seed(epoch_seed, dist.rank))
+        if before_epoch is not None:
+            before_epoch(epoch_seed)
+        metrics = train_epoch(model, batches, optimizer, scheduler, recipe, dist, epoch=epoch_seed,
+                              desc=f"{desc} epoch {epoch + 1}/{stop}", progress=progress)
+        yield epoch, metrics
 
 
 # --------------------------------------------------------------------------- BN recalibration
@@ -265,18 +298,30 @@ def recalibrate_bn(model: nn.Module, batches: Any, dist: DistInfo, max_batches: 
         for bn, momentum in zip(bns, momenta, strict=True):
             bn.momentum = momentum
         module.train(was_training)
-    if dist.world_size > 1:
-        for bn in bns:
-            all_reduce_mean(bn.running_mean)
-            all_reduce_mean(bn.running_var)
+    for bn in bns:
+        dist.all_reduce_mean(bn.running_mean)
+        dist.all_reduce_mean(bn.running_var)
 
 
 # --------------------------------------------------------------------------- seeding and exact resume
 
 
-def seed_everything(seed: int, rank: int = 0) -> None:
-    """Seed python, numpy and torch (CPU and all CUDA devices); ranks get distinct streams."""
-    seed = seed + rank
+def derive_seed(*parts: int) -> int:
+    """The one seed derivation of the search: a 63-bit seed from integers (splitmix64-style mixing).
+
+    Everything seeded (an epoch of a block optimisation, a stage-2 candidate, a rank's dropout, a data split, an
+    epoch's crops) takes `derive_seed(run seed, what, which...)`, so a unit's randomness depends on what it is, not
+    on what ran before it, and (seed, 1) and (seed + 1, 0) do not collide as sums would.
+    """
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h = (h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and all CUDA devices) with one seed (see `derive_seed`)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -1,20 +1,21 @@
 """FPNAS (Cui et al.): block-wise coordinate descent with two-stage weight sharing (the paper's Algorithm 1).
 
-For each block optimisation t (position p = t mod N):
-  stage 1: train the supernet for P epochs, each step running a uniformly drawn candidate at position p (the rest
-           of the network fixed to the current architecture, all weights shared); then rank every candidate by
-           validation accuracy after BatchNorm recalibration, with reward -1 over the mult-adds budget; keep E.
-  stage 2: train those E networks independently for Q epochs (weights handed over from the supernet) and keep
-           the best; its trained weights go back into the supernet.
+For each of the T block optimisations t (position p = t mod N):
+  stage 1: train the supernet for P epochs (`stage1_epochs`), each step running a uniformly drawn candidate at
+           position p (the rest of the network fixed to the current architecture, all weights shared); then rank
+           every candidate by validation accuracy after BatchNorm recalibration, with reward -1 over the mult-adds
+           budget; keep the best E (`candidates_kept`).
+  stage 2: train those E networks independently for Q epochs (`stage2_epochs`; weights handed over from the
+           supernet) and keep the best; its trained weights go back into the supernet. Under torchrun the E
+           trainings are shared out over the ranks, each one alone on its rank.
 Every unit of work (an epoch, a candidate) is seeded from (seed, t, unit), and the whole state is checkpointed
 after each one, so `--resume` continues to the same final spec as an uninterrupted run.
 """
 from __future__ import annotations
 
 import json
-import random
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -28,6 +29,7 @@ from .checkpointing import Checkpointer, Trace
 from .data import SearchData, load_data
 from .engine import (
     Recipe,
+    derive_seed,
     evaluate,
     make_optimizer,
     make_scheduler,
@@ -36,7 +38,7 @@ from .engine import (
     rng_state,
     seed_everything,
     set_rng_state,
-    train_epoch,
+    train_epochs,
 )
 from .flops import MultAddsCost
 from .space import Choice, FpnasSpace, fpnas_space
@@ -48,17 +50,17 @@ class FpnasSettings:
     """Everything that defines an FPNAS search (a checkpoint from other settings is refused)."""
 
     dataset: str = "cifar10"
-    num_blocks: int = 16  # N
-    P: int = 4  # stage-1 epochs (shared weights)
-    Q: int = 4  # stage-2 epochs (each of the E networks)
-    E: int = 10  # candidates kept after stage 1
-    T: int = 16  # block optimisations (16 = one sweep over 16 blocks)
+    num_blocks: int = 16  # the paper's N: block positions searched
+    stage1_epochs: int = 4  # P: supernet epochs (shared weights) per block optimisation
+    stage2_epochs: int = 4  # Q: epochs of each kept candidate, trained alone
+    candidates_kept: int = 10  # E: candidates stage 1 hands to stage 2
+    block_optimisations: int = 16  # T: block optimisations (16 = one sweep over 16 blocks)
     expansions: tuple[float, ...] = (3, 4, 6, 8)
     kernels: tuple[int, ...] = (3, 5)
     width_mult: float = 1.0
     batch_size: int = 128
     lr_stage1: float = 0.05  # fixed
-    lr_stage2: float = 0.05  # cosine to eta_min over Q epochs
+    lr_stage2: float = 0.05  # cosine to eta_min over the stage-2 epochs
     eta_min: float = 1e-5
     weight_decay: float = 5e-4
     budget: float | None = None  # mult-adds; over it the reward is -1
@@ -68,17 +70,29 @@ class FpnasSettings:
     limit_train: int | None = None
     limit_val: int | None = None
 
+    def check(self) -> None:
+        """Counts the algorithm cannot run with are refused with the option that sets them."""
+        options = {"num_blocks": "--blocks (N)", "stage1_epochs": "--stage1-epochs (P)",
+                   "stage2_epochs": "--stage2-epochs (Q)", "candidates_kept": "--candidates-kept (E)",
+                   "block_optimisations": "--block-optimisations (T)", "batch_size": "--batch-size"}
+        for name, option in options.items():
+            if getattr(self, name) < 1:
+                raise ValueError(f"{option} must be at least 1, got {getattr(self, name)}")
+
 
 PRESETS: dict[str, dict] = {
     # The paper's settings on CIFAR-10 (about 31M training images).
-    "paper": dict(dataset="cifar10", num_blocks=16, P=4, Q=4, E=10, T=16),
+    "paper": dict(dataset="cifar10", num_blocks=16, stage1_epochs=4, stage2_epochs=4, candidates_kept=10,
+                  block_optimisations=16),
     # CPU, embedded data, a few minutes: every stage of the algorithm on a small skeleton.
     # Its budget (8M of the space's 3.3M..13.1M mult-adds) sits below the starting network (10.9M): the demo shows
     # the budget rule at work.
-    "demo": dict(dataset="digits", num_blocks=4, P=1, Q=1, E=2, T=4, expansions=(3, 6), kernels=(3, 5),
-                 width_mult=0.5, batch_size=64, calib_images=128, limit_train=1024, budget=8e6),
+    "demo": dict(dataset="digits", num_blocks=4, stage1_epochs=1, stage2_epochs=1, candidates_kept=2,
+                 block_optimisations=4, expansions=(3, 6), kernels=(3, 5), width_mult=0.5, batch_size=64,
+                 calib_images=128, limit_train=1024, budget=8e6),
     # Seconds: for tests.
-    "smoke": dict(dataset="digits", num_blocks=4, P=1, Q=1, E=2, T=2, expansions=(3, 6), kernels=(3,),
+    "smoke": dict(dataset="digits", num_blocks=4, stage1_epochs=1, stage2_epochs=1, candidates_kept=2,
+                  block_optimisations=2, expansions=(3, 6), kernels=(3,),
                   width_mult=0.25, batch_size=32, calib_images=64, limit_train=192, limit_val=96),
 }
 
@@ -88,11 +102,6 @@ def merit(result: dict) -> tuple[float, float]:
     reward -1 (the paper's rule); among those the cheaper ranks higher, so a search that starts over its budget
     moves towards it instead of deciding by accuracy alone."""
     return result["reward"], (-result["mult_adds"] if result["reward"] < 0 else result["accuracy"])
-
-
-def _unit_seed(seed: int, *parts: int) -> int:
-    """A seed for one unit of work, the same whether or not the run was interrupted before it."""
-    return random.Random(hash((seed, *parts))).getrandbits(31)
 
 
 class CandidateSampler(nn.Module):
@@ -140,20 +149,28 @@ class SearchState:
 class FpnasSearch:
     def __init__(self, settings: FpnasSettings, out: Path, data_dir: str | None = None, device: str | None = None,
                  workers: int = 2, progress: bool = True, recipe_overrides: dict | None = None):
+        settings.check()
         self.settings, self.out, self.progress = settings, Path(out), progress
         self.dist = dist_utils.init_distributed(device)
-        self.data: SearchData = load_data(
-            settings.dataset, data_dir, batch_size=settings.batch_size, device=self.dist.device, seed=settings.seed,
-            val_size=settings.val_size, calib_images=settings.calib_images, workers=workers,
-            limit_train=settings.limit_train, limit_val=settings.limit_val, rank=self.dist.rank,
-            world_size=self.dist.world_size,
-        )
-        # stage 2 trains whole networks independently, one per rank: each needs the full training split
-        self.full_data = self.data if self.dist.world_size == 1 else load_data(
-            settings.dataset, data_dir, batch_size=settings.batch_size, device=self.dist.device, seed=settings.seed,
-            val_size=settings.val_size, calib_images=settings.calib_images, workers=workers,
-            limit_train=settings.limit_train, limit_val=settings.limit_val,
-        )
+
+        world = self.dist.world_size
+        if settings.batch_size % world:
+            raise ValueError(f"--batch-size {settings.batch_size} must be a multiple of the {world} processes: stage 1 "
+                             "shares each batch out over them")
+
+        def load(rank: int, world_size: int) -> SearchData:
+            return load_data(
+                settings.dataset, data_dir, batch_size=settings.batch_size // world_size, device=self.dist.device,
+                seed=settings.seed, val_size=settings.val_size, calib_images=settings.calib_images, workers=workers,
+                limit_train=settings.limit_train, limit_val=settings.limit_val, rank=rank, world_size=world_size,
+            )
+
+        # Stage 1: each rank takes its share of every batch (the same images per step as one process, whatever the
+        # number of ranks). One process per machine downloads the dataset; the others read it once it is there.
+        self.data = self.dist.local_main_first(lambda: load(self.dist.rank, world))
+        # A stage-2 candidate is trained alone on one rank, on the whole training split in whole batches, and BN is
+        # recalibrated on whole batches: the results a 1-process run gets.
+        self.full_data = self.data if world == 1 else load(0, 1)
         spec = self.data.spec
         self.space: FpnasSpace = fpnas_space(
             settings.num_blocks, tuple(spec.input_size), spec.num_classes, settings.width_mult,
@@ -164,11 +181,15 @@ class FpnasSearch:
         self.check_budget()
         overrides = recipe_overrides or {}
         self.recipe1 = Recipe(lr=settings.lr_stage1, weight_decay=settings.weight_decay, schedule="fixed",
-                              epochs=settings.P, **overrides)
+                              epochs=settings.stage1_epochs, **overrides)
         self.recipe2 = Recipe(lr=settings.lr_stage2, weight_decay=settings.weight_decay, schedule="cosine",
-                              epochs=settings.Q, eta_min=settings.eta_min, **overrides)
+                              epochs=settings.stage2_epochs, eta_min=settings.eta_min, **overrides)
         seed_everything(settings.seed)
         self.supernet = Supernet(base, self.space.candidates()).to(self.dist.device)
+        # Stage 1's network, DDP-wrapped once for the whole search; each block optimisation sets its arch, position
+        # and candidates.
+        self.sampler = CandidateSampler(self.supernet, [], 0, [], seed=0)
+        self.stage1_model = prepare_model(self.sampler, self.recipe1, self.dist, find_unused_parameters=True)
         self.state = SearchState(arch=[_choice_to_json(c) for c in self.space.default_arch()])
         self.checkpointer = Checkpointer(self.out / "checkpoint.pt", self.identity(), enabled=self.dist.is_main)
         self.trace = Trace(self.out / "trace.jsonl", enabled=self.dist.is_main)
@@ -202,20 +223,26 @@ class FpnasSearch:
     # --- checkpointing --------------------------------------------------------------------------
 
     def save(self, optimizer: torch.optim.Optimizer | None = None, best_state: dict | None = None) -> None:
+        """Checkpoint (rank 0 writes). Every rank calls it at the same points: it gathers each rank's RNG state."""
+        rng = self.dist.all_gather_object(rng_state())
         self.checkpointer.save({
             "state": asdict(self.state),
             "supernet": self.supernet.state_dict(),
             "optimizer": None if optimizer is None else optimizer.state_dict(),
             "stage2_best": best_state,
-            "rng": rng_state(),
+            "rng": rng,
             "trace_lines": self.trace.lines,
         })
 
     def resume(self) -> dict:
-        payload = self.checkpointer.load()
+        """Continue from the checkpoint if there is one (rank 0 reads it, every rank gets it); its payload."""
+        payload = self.checkpointer.load_on_every_rank(self.dist)
+        if payload is None:
+            return {}
         self.state = SearchState(**payload["state"])
         self.supernet.load_state_dict(payload["supernet"])
-        set_rng_state(payload["rng"])
+        states = payload["rng"]  # one per rank of the interrupted run
+        set_rng_state(states[self.dist.rank] if self.dist.rank < len(states) else states[0])
         self.trace.truncate(payload["trace_lines"])
         return payload
 
@@ -238,14 +265,12 @@ class FpnasSearch:
         return spec_from_dict(self.space.to_spec_dict(arch, name, self.data.spec.mean, self.data.spec.std, meta))
 
     def run(self, resume: bool = False) -> ModelSpec:
-        if resume and self.checkpointer.exists():
-            payload = self.resume()
-        else:  # a fresh search: what an earlier run left in trace.jsonl is not part of it
-            payload = {}
+        payload = self.resume() if resume else {}
+        if not payload:  # a fresh search: what an earlier run left in trace.jsonl is not part of it
             self.trace.truncate(0)
         started = time.perf_counter() - self.state.wall_time_s
         s = self.settings
-        while self.state.t < s.T:
+        while self.state.t < s.block_optimisations:
             t, p = self.state.t, self.state.t % self.space.num_blocks
             choices = self.space.choices(p)
             if self.state.phase == "stage1_train":
@@ -260,21 +285,19 @@ class FpnasSearch:
 
     def stage1_train(self, t: int, p: int, choices: list[Choice], optimizer_state: dict | None,
                      started: float) -> None:
-        arch = self.space.arch_blocks([_choice_from_json(c) for c in self.state.arch])
+        sampler, model = self.sampler, self.stage1_model
+        sampler.arch = self.space.arch_blocks([_choice_from_json(c) for c in self.state.arch])
         # supernet position p + 1: arch_blocks puts the fixed ds block first
-        sampler = CandidateSampler(self.supernet, arch, p + 1, [self.space.block_args(p, c) for c in choices], seed=0)
-        model = prepare_model(sampler, self.recipe1, self.dist, find_unused_parameters=True)
+        sampler.position, sampler.candidates = p + 1, [self.space.block_args(p, c) for c in choices]
         optimizer = make_optimizer(self.supernet, self.recipe1)
         if optimizer_state is not None:
             optimizer.load_state_dict(optimizer_state)
         scheduler = make_scheduler(optimizer, self.recipe1, len(self.data.train))
-        for epoch in range(self.state.stage1_epochs_done, self.settings.P):
-            unit = _unit_seed(self.settings.seed, t, 1, epoch)
-            seed_everything(unit, self.dist.rank)
-            sampler.generator.manual_seed(unit)
-            metrics = train_epoch(model, self.data.train, optimizer, scheduler, self.recipe1, self.dist, epoch=unit,
-                                  desc=f"t{t} block {p} stage 1 ep {epoch + 1}/{self.settings.P}",
-                                  progress=self.progress)
+        epochs = train_epochs(model, self.data.train, optimizer, scheduler, self.recipe1, self.dist,
+                              start=self.state.stage1_epochs_done, stop=self.settings.stage1_epochs,
+                              seed=derive_seed(self.settings.seed, t, 1), desc=f"t{t} block {p} stage 1",
+                              progress=self.progress, before_epoch=sampler.generator.manual_seed)
+        for epoch, metrics in epochs:
             self.state.stage1_epochs_done = epoch + 1
             self.state.wall_time_s = time.perf_counter() - started
             self.trace.write(event="epoch", iteration=t, block=p, stage=1, candidate="shared", epoch=epoch,
@@ -289,7 +312,7 @@ class FpnasSearch:
             arch = [_choice_from_json(c) for c in self.state.arch]
             arch[p] = choice
             model = self.supernet.bind(self.space.arch_blocks(arch))
-            recalibrate_bn(model, self.data.calib, self.dist)
+            recalibrate_bn(model, self.full_data.calib, self.dist)
             metrics = evaluate(model, self.data.val, self.recipe1, self.dist)
             cost, reward = self.reward(arch, metrics["top1"])
             result = {"choice": _choice_to_json(choice), "label": choice.label(), "accuracy": metrics["top1"],
@@ -305,62 +328,62 @@ class FpnasSearch:
 
     def top_candidates(self) -> list[Choice]:
         ranked = sorted(self.state.stage1_results, key=lambda r: (*(-m for m in merit(r)), r["mult_adds"]))
-        return [_choice_from_json(r["choice"]) for r in ranked[: self.settings.E]]
+        return [_choice_from_json(r["choice"]) for r in ranked[: self.settings.candidates_kept]]
 
-    def train_candidate(self, t: int, p: int, j: int, choice: Choice) -> tuple[dict, dict]:
-        """Stage 2: one network, weights from the supernet, trained alone (on this rank) for Q epochs."""
+    def train_candidate(self, t: int, p: int, j: int, choice: Choice) -> tuple[dict, list[dict], dict]:
+        """Stage 2: one network, weights from the supernet, trained alone on this rank for Q (`stage2_epochs`) epochs.
+
+        Nothing here talks to other ranks and the data is the whole training split, so the result is the one a
+        1-process run gets. Returns (result, trace records of its epochs, trained weights on the CPU).
+        """
         arch = [_choice_from_json(c) for c in self.state.arch]
         arch[p] = choice
         spec = self.spec_of(arch)
         model = FpnasZooNet(spec).to(self.dist.device)
         model.load_state_dict(self.supernet.export(self.space.arch_blocks(arch)))
-        single = replace(self.dist, world_size=1, rank=0)  # independent of the other ranks
-        prepared = prepare_model(model, self.recipe2, single)
+        alone = self.dist.alone()
+        prepared = prepare_model(model, self.recipe2, alone)
         optimizer = make_optimizer(model, self.recipe2)
         scheduler = make_scheduler(optimizer, self.recipe2, len(self.full_data.train))
-        for epoch in range(self.settings.Q):
-            unit = _unit_seed(self.settings.seed, t, 2, j, epoch)
-            seed_everything(unit)
-            metrics = train_epoch(prepared, self.full_data.train, optimizer, scheduler, self.recipe2, single,
-                                  epoch=unit, desc=f"t{t} block {p} stage 2 {choice.label()} ep {epoch + 1}",
-                                  progress=self.progress and self.dist.is_main)
-            self.trace.write(event="epoch", iteration=t, block=p, stage=2, candidate=choice.label(), epoch=epoch,
-                             accuracy=metrics["acc"], loss=metrics["loss"], lr=metrics["lr"],
-                             images_per_s=metrics["images_per_s"])
-        val = evaluate(model, self.full_data.val, self.recipe2, single)
+        epochs = train_epochs(prepared, self.full_data.train, optimizer, scheduler, self.recipe2, alone, start=0,
+                              stop=self.settings.stage2_epochs, seed=derive_seed(self.settings.seed, t, 2, j),
+                              desc=f"t{t} block {p} stage 2 {choice.label()}",
+                              progress=self.progress and self.dist.is_main)
+        records = [dict(event="epoch", iteration=t, block=p, stage=2, candidate=choice.label(), epoch=epoch,
+                        accuracy=metrics["acc"], loss=metrics["loss"], lr=metrics["lr"],
+                        images_per_s=metrics["images_per_s"]) for epoch, metrics in epochs]
+        val = evaluate(model, self.full_data.val, self.recipe2, alone)
         cost, reward = self.reward(arch, val["top1"])
         result = {"choice": _choice_to_json(choice), "label": choice.label(), "accuracy": val["top1"],
                   "mult_adds": cost, "reward": reward, "index": j}
-        return result, {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        return result, records, {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
     def stage2(self, t: int, p: int, best_state: dict | None, started: float) -> None:
+        """Train the kept candidates in rounds of one per rank (candidate `done + rank`), so any number of
+        candidates shards over any number of ranks; after each round every rank holds every result, the trace
+        gets every rank's records, and the best candidate's weights so far are on every rank and checkpointed."""
         candidates = self.top_candidates()
-        best = max(self.state.stage2_results, key=merit, default=None)
-        world, rank = self.dist.world_size, self.dist.rank
-        if world > 1:  # shard the independent trainings across ranks, then gather
-            mine = [self.train_candidate(t, p, j, c) for j, c in enumerate(candidates) if j % world == rank]
-            gathered = [dist_utils.broadcast_object([r for r, _ in mine] if src == rank else None, src)
-                        for src in range(world)]
-            results = [r for part in gathered for r in part]
-            best = max(results, key=lambda r: (*merit(r), -r["index"]))
-            owner = best["index"] % world
-            local = {r["index"]: s for r, s in mine}
-            best_state = dist_utils.broadcast_object(local.get(best["index"]) if owner == rank else None, owner)
-            self.state.stage2_results = results
-            for r in results:
-                self.trace.write(event="candidate", iteration=t, block=p, stage=2, candidate=r["label"],
-                                 accuracy=r["accuracy"], mult_adds=r["mult_adds"], reward=r["reward"])
-        else:
-            for j in range(len(self.state.stage2_results), len(candidates)):
-                result, weights = self.train_candidate(t, p, j, candidates[j])
-                self.state.stage2_results.append(result)
-                if best is None or merit(result) > merit(best):
-                    best, best_state = result, weights
-                self.state.wall_time_s = time.perf_counter() - started
+        results = self.state.stage2_results
+        key = lambda r: (*merit(r), -r["index"])  # noqa: E731 - ties go to the better stage-1 rank
+        best = max(results, key=key, default=None)
+        while len(results) < len(candidates):
+            done = len(results)
+            j = done + self.dist.rank
+            mine = self.train_candidate(t, p, j, candidates[j]) if j < len(candidates) else None
+            trained = [g for g in self.dist.all_gather_object(None if mine is None else mine[:2]) if g is not None]
+            self.state.wall_time_s = time.perf_counter() - started
+            for result, records in trained:
+                results.append(result)
+                for record in records:
+                    self.trace.write(**record)
                 self.trace.write(event="candidate", iteration=t, block=p, stage=2, candidate=result["label"],
                                  accuracy=result["accuracy"], mult_adds=result["mult_adds"], reward=result["reward"],
                                  wall_time_s=self.state.wall_time_s)
-                self.save(best_state=best_state)
+            round_best = max((r for r, _ in trained), key=key)
+            if best is None or key(round_best) > key(best):
+                best, owner = round_best, round_best["index"] - done
+                best_state = self.dist.broadcast_object(mine[2] if owner == self.dist.rank else None, src=owner)
+            self.save(best_state=best_state)
         self.decide(t, p, best, best_state, started)
 
     def decide(self, t: int, p: int, best: dict, best_state: dict, started: float) -> None:
@@ -404,7 +427,8 @@ class FpnasSearch:
             "gpu_hours": round(self.state.wall_time_s * gpus / 3600, 4),
             "notes": (f"Found by python -m search.run --algo fpnas on {self.settings.dataset} "
                       f"(seed {self.settings.seed}): {len(self.state.decisions)} block optimisations "
-                      f"(P={self.settings.P}, Q={self.settings.Q}, E={self.settings.E}) over "
+                      f"(P={self.settings.stage1_epochs}, Q={self.settings.stage2_epochs}, "
+                      f"E={self.settings.candidates_kept}) over "
                       f"{self.space.num_blocks} positions of the FPNASNet skeleton."),
         }
         spec = self.spec_of(arch, metadata)

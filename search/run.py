@@ -17,6 +17,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from .checkpointing import ResumeError
+from .distributed import cleanup, init_distributed
 from .fpnas import PRESETS, FpnasSearch, FpnasSettings
 
 
@@ -33,11 +34,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="where the dataset lives (downloaded there when online, for CIFAR)")
     p.add_argument("--flops-budget", type=float, help="mult-adds budget b: candidates at or over it get reward -1")
     p.add_argument("--seed", type=int, help="default 0")
-    p.add_argument("--blocks", type=int, dest="num_blocks", help="N, block positions searched (4..16)")
-    for name, text in (("P", "stage-1 epochs"), ("Q", "stage-2 epochs"), ("E", "candidates kept after stage 1"),
-                       ("T", "block optimisations")):
-        p.add_argument(f"--{name}", type=int, dest=name, help=text)
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--blocks", "--N", type=int, dest="num_blocks", metavar="N",
+                   help="the paper's N: block positions searched (4..16)")
+    # The paper's symbols stay as aliases: --P 4 and --stage1-epochs 4 are the same option.
+    for name, symbol, text in (
+        ("stage1_epochs", "P", "supernet epochs (shared weights) per block optimisation"),
+        ("stage2_epochs", "Q", "epochs of each kept candidate, trained alone"),
+        ("candidates_kept", "E", "candidates stage 1 hands to stage 2 (shared out over the ranks under torchrun)"),
+        ("block_optimisations", "T", "block optimisations (N = one sweep over the positions)"),
+    ):
+        p.add_argument(f"--{name.replace('_', '-')}", f"--{symbol}", type=int, dest=name, metavar=symbol,
+                       help=f"the paper's {symbol}: {text}")
+    p.add_argument("--batch-size", type=int,
+                   help="images per training step (under torchrun, stage 1 shares each batch out over the processes)")
     p.add_argument("--width-mult", type=float, help="scale the skeleton's widths (small demos)")
     p.add_argument("--limit-train", type=int, help="use only this many training images (smoke runs)")
     p.add_argument("--limit-val", type=int, help="use only this many validation images")
@@ -65,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     settings = settings_from_args(args)
     out = Path(args.out)
-    if not args.resume and (out / "checkpoint.pt").exists():
+    # Under torchrun only rank 0 writes OUT (no filesystem shared between ranks is assumed): it answers for all.
+    dist = init_distributed(args.device)
+    if not args.resume and dist.broadcast_object((out / "checkpoint.pt").exists()):
         print(f"error: {out} already holds a search (checkpoint.pt); pass --resume to continue it or choose another "
               "--out", file=sys.stderr)
         return 2
@@ -78,14 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ResumeError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if search.dist.is_main:
+    if dist.is_main:
         measured = spec.search["measured"]
         print(f"searched {spec.name}: {measured['params'] / 1e6:.3f}M params, {measured['mult_adds'] / 1e6:.2f}M "
               f"mult-adds, val top-1 {spec.search['val_top1']}; wrote {out / 'spec.json'}")
         print(f"inspect: python -m fpnas_zoo info {out / 'spec.json'}")
-    from . import distributed
-
-    distributed.cleanup()
+    cleanup()
     return 0
 
 

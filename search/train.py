@@ -25,12 +25,13 @@ from .checkpointing import Checkpointer, ResumeError
 from .data import load_data
 from .engine import (
     Recipe,
+    derive_seed,
     evaluate,
     make_optimizer,
     make_scheduler,
     prepare_model,
     seed_everything,
-    train_epoch,
+    train_epochs,
     unwrap,
 )
 
@@ -41,6 +42,8 @@ class TrainRecipe:
     batch_size: int
     cutout: bool = False
 
+
+_SALT_CUTOUT = 0xC07  # keeps the cutout stream apart from the data's own (seed, epoch) streams
 
 RECIPES = {
     # FPNAS final CIFAR-10 training: SGD 0.9, lr 0.02, wd 5e-4, cosine warm restarts T0 = 10, Tmult = 2 down to
@@ -70,7 +73,7 @@ class Cutout:
         return len(self.batches)
 
     def __iter__(self):
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, _SALT_CUTOUT, self.epoch))
         for x, y in self.batches:
             n, _, h, w = x.shape
             cy = torch.randint(h, (n, 1, 1), generator=gen).to(x.device)
@@ -91,9 +94,10 @@ def train(spec_ref: str, dataset: str, out: Path, recipe_name: str = "fpnas-cifa
     plan = RECIPES[recipe_name]
     recipe = replace(plan.recipe, epochs=epochs or plan.recipe.epochs)
     dist = dist_utils.init_distributed(device)
-    data = load_data(dataset, data_dir, batch_size=batch_size or plan.batch_size, device=dist.device, seed=seed,
-                     workers=workers, limit_train=limit_train, limit_val=limit_val, rank=dist.rank,
-                     world_size=dist.world_size, val_size=val_size)
+    # One process per machine downloads the dataset; the others read it once it is there.
+    data = dist.local_main_first(lambda: load_data(
+        dataset, data_dir, batch_size=batch_size or plan.batch_size, device=dist.device, seed=seed, workers=workers,
+        limit_train=limit_train, limit_val=limit_val, rank=dist.rank, world_size=dist.world_size, val_size=val_size))
     train_batches = Cutout(data.train, seed=seed) if cutout or plan.cutout else data.train
     seed_everything(seed)
     model = create_model_from_spec(spec, num_classes=data.spec.num_classes)
@@ -104,16 +108,15 @@ def train(spec_ref: str, dataset: str, out: Path, recipe_name: str = "fpnas-cifa
                 "val_size": val_size}
     checkpointer = Checkpointer(out / "checkpoint.pt", identity, enabled=dist.is_main)
     history, start_epoch, started = [], 0, time.perf_counter()
-    if resume and checkpointer.exists():
-        payload = checkpointer.load()
+    payload = checkpointer.load_on_every_rank(dist) if resume else None
+    if payload is not None:
         unwrap(net).load_state_dict(payload["state_dict"])
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
         history, start_epoch = payload["history"], payload["epoch"]
-    for epoch in range(start_epoch, recipe.epochs):
-        seed_everything(seed * 100_003 + epoch, dist.rank)
-        metrics = train_epoch(net, train_batches, optimizer, scheduler, recipe, dist, epoch=epoch,
-                              desc=f"{spec.name} epoch {epoch + 1}/{recipe.epochs}", progress=progress)
+    epochs = train_epochs(net, train_batches, optimizer, scheduler, recipe, dist, start=start_epoch,
+                          stop=recipe.epochs, seed=seed, desc=spec.name, progress=progress)
+    for epoch, metrics in epochs:
         val = evaluate(net, data.val, recipe, dist) if len(data.val) else {}  # --val-size 0: nothing held out
         history.append({"epoch": epoch, **{f"train_{k}": v for k, v in metrics.items()},
                         **{f"val_{k}": v for k, v in val.items()}})
@@ -156,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     out = Path(args.out)
-    if not args.resume and (out / "checkpoint.pt").exists():
+    # Under torchrun only rank 0 writes OUT (no filesystem shared between ranks is assumed): it answers for all.
+    dist = dist_utils.init_distributed(args.device)
+    if not args.resume and dist.broadcast_object((out / "checkpoint.pt").exists()):
         print(f"error: {out} already holds a training run; pass --resume or choose another --out", file=sys.stderr)
         return 2
     try:
@@ -166,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, ResumeError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    accuracy = "no validation split" if result["val_top1"] is None else f"val top-1 {result['val_top1']:.2f}%"
-    print(f"{result['spec']}: {accuracy} after {result['epochs']} epochs -> {out}")
+    if dist.is_main:
+        accuracy = "no validation split" if result["val_top1"] is None else f"val top-1 {result['val_top1']:.2f}%"
+        print(f"{result['spec']}: {accuracy} after {result['epochs']} epochs -> {out}")
     dist_utils.cleanup()
     return 0
 

@@ -20,6 +20,7 @@ import torch.nn as nn
 from search import distributed
 from search.engine import (
     Recipe,
+    derive_seed,
     evaluate,
     make_optimizer,
     make_scheduler,
@@ -234,6 +235,12 @@ def test_rng_state_round_trip_gives_identical_training_runs():
     assert a == (random.random(), float(np.random.rand()), torch.rand(1).item())
 
 
+def test_derived_seeds_do_not_collide_where_sums_would():
+    seeds = {derive_seed(run, unit) for run in range(64) for unit in range(64)}
+    assert len(seeds) == 64 * 64 and all(0 <= s < 2**63 for s in seeds)
+    assert derive_seed(1, 2) == derive_seed(1, 2) != derive_seed(2, 1)
+
+
 def test_single_process_distributed_helpers_are_no_ops(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     info = distributed.init_distributed("cpu")
@@ -241,10 +248,11 @@ def test_single_process_distributed_helpers_are_no_ops(monkeypatch):
     assert info.device == torch.device("cpu")
     assert distributed.init_distributed("cpu") == info
     t = torch.ones(3)
-    assert distributed.all_reduce_sum(t) is t and distributed.all_reduce_mean(t) is t and torch.equal(t, torch.ones(3))
+    assert info.all_reduce_sum(t) is t and info.all_reduce_mean(t) is t and torch.equal(t, torch.ones(3))
     obj = {"a": 1}
-    assert distributed.broadcast_object(obj) is obj
-    distributed.barrier()
+    assert info.broadcast_object(obj) is obj and info.all_gather_object(obj) == [obj]
+    assert info.local_main_first(lambda: 7) == 7
+    info.barrier()
     distributed.cleanup()
 
 
@@ -268,7 +276,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     info = distributed.init_distributed("cpu")
     try:
-        seed_everything(0, rank=info.rank)  # distinct per-rank init: DDP must broadcast rank 0's weights
+        seed_everything(derive_seed(0, info.rank))  # distinct per-rank init: DDP must broadcast rank 0's weights
         recipe = Recipe(lr=0.1, schedule="cosine", epochs=1)
         model = prepare_model(tiny_net(), recipe, info)
         x, y = separable_task(128)
@@ -287,11 +295,16 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
             "state": unwrap(model).state_dict(),
             "train": train,
             "eval": ev,
-            "broadcast": distributed.broadcast_object({"from": info.rank}),
+            "broadcast": info.broadcast_object({"from": info.rank}),
+            "gathered": info.all_gather_object(info.rank * 10),
             "calib_batches": list(calib),
         }
+        # A network evaluated alone talks to no other rank: rank 1 evaluates twice, rank 0 once, and with a
+        # collective over the job in evaluate() the ranks would pair mismatched calls (hang or wrong sums).
+        payload["alone"] = [evaluate(model, Batches(x[: 16 * (info.rank + 1)], y[: 16 * (info.rank + 1)], 16),
+                                     recipe, info.alone())["images"] for _ in range(info.rank + 1)]
         torch.save(payload, os.path.join(out_dir, f"rank{rank}.pt"))
-        distributed.barrier()
+        info.barrier()
     finally:
         distributed.cleanup()
 
@@ -301,6 +314,8 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2))
     assert r0["info"] == (0, 2, True) and r1["info"] == (1, 2, False)
     assert r0["broadcast"] == r1["broadcast"] == {"from": 0}
+    assert r0["gathered"] == r1["gathered"] == [0, 10]
+    assert r0["alone"] == [16] and r1["alone"] == [32, 32]
     assert r0["unwraps_ddp"] and r1["unwraps_ddp"]
 
     for k in r0["state"]:  # weights and the all-reduced BN statistics alike

@@ -1,6 +1,6 @@
 """The FPNAS searcher end to end on the embedded digits data (smoke preset): spec, trace, plots, resume, DDP."""
-import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +11,9 @@ import torch
 import fpnas_zoo
 from fpnas_zoo import count_spec, load_spec
 from search.checkpointing import ResumeError, read_trace
-from search.fpnas import PRESETS, FpnasSearch, FpnasSettings
-from search.run import main
+from search.distributed import DistInfo
+from search.fpnas import PRESETS, FpnasSearch, FpnasSettings, merit
+from search.run import build_parser, main, settings_from_args
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def test_smoke_search_writes_a_zoo_spec_trace_and_plots(smoke_run):
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     trace = read_trace(smoke_run / "trace.jsonl")
     decisions = [r for r in trace if r["event"] == "decision"]
-    assert len(decisions) == PRESETS["smoke"]["T"]
+    assert len(decisions) == PRESETS["smoke"]["block_optimisations"]
     assert {r["stage"] for r in trace if r["event"] == "candidate"} == {1, 2}
     assert all(r["mult_adds"] > 0 and "reward" in r for r in trace if r["event"] == "candidate")
     assert decisions[-1]["arch"] == [f"t{b['expansion']:g}_k{b['kernel_size']}" + ("_sc" if b["shortcut"] else "")
@@ -80,21 +81,115 @@ def test_resume_refuses_a_checkpoint_of_another_run(smoke_run, tmp_path, capsys)
     assert main(["--preset", "smoke", "--out", str(tmp_path), "--no-progress"]) == 2
     assert "pass --resume" in capsys.readouterr().err
     with pytest.raises(ResumeError):
-        FpnasSearch(FpnasSettings(**{**PRESETS["smoke"], "E": 3}), tmp_path, progress=False).run(resume=True)
+        other = FpnasSettings(**{**PRESETS["smoke"], "candidates_kept": 3})
+        FpnasSearch(other, tmp_path, progress=False).run(resume=True)
 
 
-def test_ddp_search_on_two_cpu_processes(tmp_path):
-    """torchrun with 2 ranks (gloo): same candidates on every rank in stage 1, stage 2 sharded across ranks."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    run = subprocess.run(
+def test_paper_symbols_are_aliases_of_the_named_options():
+    def parse(*argv: str) -> FpnasSettings:
+        return settings_from_args(build_parser().parse_args(["--out", "x", *argv]))
+
+    by_symbol = parse("--N", "6", "--P", "3", "--Q", "2", "--E", "5", "--T", "7")
+    assert by_symbol == parse("--blocks", "6", "--stage1-epochs", "3", "--stage2-epochs", "2", "--candidates-kept",
+                              "5", "--block-optimisations", "7")
+    assert (by_symbol.num_blocks, by_symbol.stage1_epochs, by_symbol.stage2_epochs, by_symbol.candidates_kept,
+            by_symbol.block_optimisations) == (6, 3, 2, 5, 7)
+    assert "the paper's E" in build_parser().format_help()
+
+
+def test_counts_below_one_are_refused_naming_the_option(tmp_path, capsys):
+    assert main(["--preset", "smoke", "--E", "0", "--out", str(tmp_path), "--no-progress"]) == 2
+    assert "--candidates-kept (E) must be at least 1, got 0" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_batch_that_does_not_share_out_over_the_processes_is_refused(tmp_path, monkeypatch):
+    three = DistInfo(rank=0, world_size=3, local_rank=0, device=torch.device("cpu"))
+    monkeypatch.setattr("search.distributed.init_distributed", lambda device=None: three)
+    with pytest.raises(ValueError, match="--batch-size 32 must be a multiple of the 3 processes"):
+        FpnasSearch(FpnasSettings(**PRESETS["smoke"]), tmp_path, progress=False)
+
+
+# --------------------------------------------------------------------------- 2 processes (torchrun, gloo on CPU)
+
+ROOT = Path(__file__).parents[1]
+
+
+def _torchrun(out: Path, *args: str, hooks: dict | None = None) -> subprocess.CompletedProcess:
+    """The smoke search over 2 CPU processes, one block optimisation; a timeout turns a hang into a failure."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    program = [str(ROOT / "tests" / "search_run_with_hooks.py")] if hooks else ["-m", "search.run"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), **(hooks or {}))
+    return subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", str(29500 + os.getpid() % 1000), "-m", "search.run", "--preset", "smoke", "--device", "cpu",
-         "--T", "1", "--out", str(tmp_path), "--no-progress"],
-        capture_output=True, text=True, env=env, timeout=300, cwd=Path(__file__).parents[1],
+         "--master_port", str(port), *program, "--preset", "smoke", "--device", "cpu", "--block-optimisations", "1",
+         "--out", str(out), "--no-progress", *args],
+        capture_output=True, text=True, env=env, timeout=240, cwd=ROOT,
     )
-    assert run.returncode == 0, run.stderr[-2000:]
-    spec = load_spec(tmp_path / "spec.json")
-    trace = read_trace(tmp_path / "trace.jsonl")
-    stage2 = [r for r in trace if r["event"] == "candidate" and r["stage"] == 2]
-    assert len(stage2) == PRESETS["smoke"]["E"] and spec.provenance == "searched"
-    assert json.loads((tmp_path / "spec.json").read_text())["search"]["settings"]["T"] == 1
+
+
+def _two_process_run(kept: int, out: Path) -> tuple[int, Path]:
+    run = _torchrun(out, "--E", str(kept), hooks={"SEARCH_SNAPSHOT_STAGE2": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    return kept, out
+
+
+@pytest.fixture(scope="module")
+def two_process_e3(tmp_path_factory):
+    """E = 3 candidates over 2 ranks: not a multiple of the world size, two stage-2 rounds."""
+    return _two_process_run(3, tmp_path_factory.mktemp("ddp_e3"))
+
+
+@pytest.fixture(scope="module")
+def two_process_e1(tmp_path_factory):
+    """E = 1: fewer candidates than ranks, rank 1 has nothing to train in stage 2."""
+    return _two_process_run(1, tmp_path_factory.mktemp("ddp_e1"))
+
+
+def _stage2(trace: list[dict]) -> tuple[list[dict], list[dict]]:
+    return ([r for r in trace if r["event"] == "candidate" and r["stage"] == 2],
+            [r for r in trace if r["event"] == "epoch" and r["stage"] == 2])
+
+
+@pytest.mark.parametrize("run", ["two_process_e3", "two_process_e1"])
+def test_two_process_stage2_scores_each_candidate_as_one_process_training_it_alone(run, request, tmp_path):
+    kept, out = request.getfixturevalue(run)
+    spec = load_spec(out / "spec.json")
+    assert spec.provenance == "searched" and spec.search["settings"]["candidates_kept"] == kept
+    assert fpnas_zoo.create_model_from_spec(out / "spec.json")(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+    trace = read_trace(out / "trace.jsonl")
+    candidates, epochs = _stage2(trace)
+    assert len(candidates) == kept and len(epochs) == kept * PRESETS["smoke"]["stage2_epochs"]  # every rank's records
+
+    # One process, the same supernet weights (the checkpoint written as stage 2 began), each candidate alone.
+    (tmp_path / "checkpoint.pt").write_bytes((out / "stage2_start.pt").read_bytes())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the torchrun ranks (OMP_NUM_THREADS=1): the same float summation order
+    try:
+        settings = FpnasSettings(**{**PRESETS["smoke"], "block_optimisations": 1, "candidates_kept": kept})
+        search = FpnasSearch(settings, tmp_path, progress=False)
+        search.resume()
+        alone = [search.train_candidate(0, 0, j, c) for j, c in enumerate(search.top_candidates())]
+    finally:
+        torch.set_num_threads(threads)
+    assert [r["label"] for r, _, _ in alone] == [r["candidate"] for r in candidates]
+    assert [r["accuracy"] for r, _, _ in alone] == [r["accuracy"] for r in candidates]
+    assert [(e["loss"], e["accuracy"]) for _, records, _ in alone for e in records] == [
+        (e["loss"], e["accuracy"]) for e in epochs]
+    best = max(range(kept), key=lambda j: (*merit(candidates[j]), -j))  # decided over every rank's candidates
+    assert [r for r in trace if r["event"] == "decision"][0]["candidate"] == candidates[best]["candidate"]
+
+
+def test_two_process_search_killed_in_stage2_resumes_to_the_uninterrupted_spec(two_process_e3, tmp_path):
+    _, uninterrupted = two_process_e3
+    crashed = _torchrun(tmp_path, "--E", "3", hooks={"SEARCH_CRASH_AT_STAGE2_RESULTS": "2"})
+    assert crashed.returncode != 0 and not (tmp_path / "spec.json").exists()
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["state"]
+    assert state["phase"] == "stage2" and len(state["stage2_results"]) == 2  # killed between the 2 rounds
+    resumed = _torchrun(tmp_path, "--candidates-kept", "3", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert load_spec(tmp_path / "spec.json").blocks == load_spec(uninterrupted / "spec.json").blocks
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("wall_time_s", "images_per_s")} for r in rows]  # noqa: E731
+    assert strip(read_trace(tmp_path / "trace.jsonl")) == strip(read_trace(uninterrupted / "trace.jsonl"))
