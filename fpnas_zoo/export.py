@@ -12,6 +12,7 @@ A model that cannot be exported raises `ExportError` with one line naming the mo
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import logging
@@ -31,6 +32,7 @@ FORMATS = ("onnx", "exported-program")
 DEFAULT_ATOL = 1e-4
 CHECK_BATCH = 3  # the check runs at a batch size other than the traced one, so a fixed batch would show
 TRACE_BATCH = 2  # torch.export specialises sizes 0 and 1; 2 keeps the batch axis symbolic
+ALIGN_CHANNELS = 16  # ONNX Runtime's channel block on AVX-512 (8 on AVX2 divides it)
 METADATA_FILE = "fpnas_zoo_metadata.json"  # the extra file inside a .pt2 archive
 # ONNX metadata_props keys; values are strings, JSON-encoded where they are not plain strings.
 METADATA_KEYS = ("model", "input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode", "num_classes")
@@ -178,15 +180,58 @@ def _max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.detach().float().cpu() - b.detach().float().cpu()).abs().max().item()
 
 
-def onnx_bytes(model: nn.Module, name: str | None = None, opset: int | None = None) -> tuple[bytes, dict[str, Any]]:
-    """The serialised ONNX model (BatchNorm folded by the exporter's optimiser) and the metadata it carries."""
+def aligned_stem(model: nn.Module, multiple: int = ALIGN_CHANNELS) -> nn.Module:
+    """An equivalent copy whose stem width is padded with zero channels up to a multiple of `multiple`, when the stem
+    feeds a depthwise-separable block (FPNASNet's stem has 34 channels).
+
+    ONNX Runtime's CPU convolutions run in a channel-blocked layout (NCHWc, 8 or 16 channels a block) only for widths
+    it can block; at 34 it falls back to plain NCHW kernels and layout conversions for the stem, the depthwise conv
+    and the pointwise conv after it, the largest maps of the network (bench/README.md, part 4). The padded
+    channels carry zeros all the way (zero weights, BN with zero scale and shift, ReLU(0) = 0) and meet zero
+    weights in the pointwise conv, so outputs are unchanged; the cost is a few million mult-adds at the stem.
+    Other models are returned as they are."""
+    from .blocks import DepthwiseSeparable
+
+    blocks = getattr(model, "blocks", None)
+    first = blocks[0][0] if isinstance(blocks, nn.Sequential) and len(blocks) and len(blocks[0]) else None
+    chs = getattr(getattr(model, "conv_stem", None), "out_channels", 0)
+    pad = -chs % multiple if multiple else 0
+    if not (pad and isinstance(first, DepthwiseSeparable) and isinstance(model.bn1, nn.BatchNorm2d)
+            and isinstance(first.bn1, nn.BatchNorm2d) and first.conv_dw.groups == chs):
+        return model
+    model = copy.deepcopy(model)
+    first = model.blocks[0][0]
+
+    def grow(t: torch.Tensor, dim: int, value: float = 0.0) -> torch.Tensor:
+        shape = list(t.shape)
+        shape[dim] = pad
+        return torch.cat([t, torch.full(shape, value, dtype=t.dtype, device=t.device)], dim)
+
+    with torch.no_grad():
+        for conv, dim in ((model.conv_stem, 0), (first.conv_dw, 0), (first.conv_pw, 1)):
+            conv.weight = nn.Parameter(grow(conv.weight, dim))
+            if dim == 0 and conv.bias is not None:
+                conv.bias = nn.Parameter(grow(conv.bias, 0))
+        model.conv_stem.out_channels = first.conv_pw.in_channels = chs + pad
+        first.conv_dw.in_channels = first.conv_dw.out_channels = first.conv_dw.groups = chs + pad
+        for bn in (model.bn1, first.bn1):
+            bn.weight, bn.bias = nn.Parameter(grow(bn.weight, 0)), nn.Parameter(grow(bn.bias, 0))
+            bn.running_mean, bn.running_var = grow(bn.running_mean, 0), grow(bn.running_var, 0, 1.0)
+            bn.num_features = chs + pad
+    return model
+
+
+def onnx_bytes(model: nn.Module, name: str | None = None, opset: int | None = None,
+               align: int = ALIGN_CHANNELS) -> tuple[bytes, dict[str, Any]]:
+    """The serialised ONNX model (BatchNorm folded by the exporter's optimiser, the stem aligned by `aligned_stem`
+    unless `align=0`) and the metadata it carries."""
     name = name or model_name(model)
     with _eval(model):
-        program = _trace(model, name)
+        program = _trace(aligned_stem(model, align), name)
         try:
             with _quiet():
-                onnx_program = torch.onnx.export(program, dynamo=True, opset_version=opset, optimize=True, verbose=False,
-                                                 input_names=["input"], output_names=["logits"])
+                onnx_program = torch.onnx.export(program, dynamo=True, opset_version=opset, optimize=True,
+                                                 verbose=False, input_names=["input"], output_names=["logits"])
         except Exception as e:  # noqa: BLE001
             raise _failure(name, "ONNX conversion", e) from e
         meta = preprocessing_metadata(model)
@@ -204,8 +249,9 @@ def onnx_bytes(model: nn.Module, name: str | None = None, opset: int | None = No
     return proto.SerializeToString(), meta
 
 
-def ort_session(model: bytes | str | os.PathLike, threads: int | None = None):
-    """An ONNX Runtime CPU session with all graph optimisations, quiet."""
+def ort_session(model: bytes | str | os.PathLike, threads: int | None = None, spinning: bool = True):
+    """An ONNX Runtime CPU session with all graph optimisations, quiet. `spinning=False` stops its idle threads from
+    busy-waiting after a run (the default), which would steal the CPU from whatever runs next (benchmarks)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -214,6 +260,8 @@ def ort_session(model: bytes | str | os.PathLike, threads: int | None = None):
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
@@ -229,10 +277,11 @@ def check_onnx(model: nn.Module, onnx_model: bytes | str | os.PathLike, batch: i
 
 
 def export_onnx(model: nn.Module, out: str | os.PathLike, name: str | None = None, atol: float = DEFAULT_ATOL,
-                opset: int | None = None) -> ExportResult:
-    """Export to ONNX with a dynamic batch, check against ONNX Runtime, then write atomically."""
+                opset: int | None = None, align: int = ALIGN_CHANNELS) -> ExportResult:
+    """Export to ONNX with a dynamic batch, check against ONNX Runtime (against `model` itself, so also the stem
+    alignment), then write atomically."""
     name = name or model_name(model)
-    data, meta = onnx_bytes(model, name, opset)
+    data, meta = onnx_bytes(model, name, opset, align)
     try:
         diff = check_onnx(model, data)
     except Exception as e:  # noqa: BLE001 - e.g. ONNX Runtime has no kernel for an op of the graph
