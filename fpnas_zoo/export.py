@@ -34,8 +34,7 @@ CHECK_BATCH = 3  # the check runs at a batch size other than the traced one, so 
 TRACE_BATCH = 2  # torch.export specialises sizes 0 and 1; 2 keeps the batch axis symbolic
 ALIGN_CHANNELS = 16  # ONNX Runtime's channel block on AVX-512 (8 on AVX2 divides it)
 METADATA_FILE = "fpnas_zoo_metadata.json"  # the extra file inside a .pt2 archive
-# ONNX metadata_props keys; values are strings, JSON-encoded where they are not plain strings.
-METADATA_KEYS = ("model", "input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode", "num_classes")
+STRING_KEYS = ("model", "interpolation", "crop_mode")  # ONNX metadata values are strings; the others are JSON
 
 
 class ExportError(RuntimeError):
@@ -87,7 +86,7 @@ def _decode(props: dict[str, str]) -> dict[str, Any]:
     out = {}
     for key, value in props.items():
         try:
-            out[key] = value if key in ("model", "interpolation", "crop_mode") else json.loads(value)
+            out[key] = value if key in STRING_KEYS else json.loads(value)
         except json.JSONDecodeError:
             out[key] = value
     return out
