@@ -1,4 +1,4 @@
-"""`python -m fpnas_zoo {list,info,validate,demo}`: what the zoo holds, measured."""
+"""`python -m fpnas_zoo {list,info,validate,export,demo}`: what the zoo holds, measured."""
 from __future__ import annotations
 
 import argparse
@@ -167,6 +167,34 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import ExportError, export_model
+    from .validate import build_eval_model
+
+    if Path(args.out).is_dir():
+        print(f"error: --out {args.out}: is a directory (expected a file path)", file=sys.stderr)
+        return 2
+    try:
+        model = build_eval_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint)
+    except (SpecError, CheckpointError, FileNotFoundError):
+        raise
+    except Exception as e:  # noqa: BLE001 - unreadable file, or weights that do not fit: one line, not a traceback
+        source = f"--checkpoint {args.checkpoint}" if args.checkpoint else "--pretrained"
+        detail = " ".join(str(e).split())[:300] or e.__class__.__name__
+        print(f"error: {source}: cannot load weights into {args.model} ({detail})", file=sys.stderr)
+        return 2
+    try:
+        result = export_model(model, args.out, args.format, name=resolve_spec(args.model).name, atol=args.atol)
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    m = result.metadata
+    print(f"exported {m['model']} ({args.format}, dynamic batch) -> {result.path}; checked on a random batch: max abs "
+          f"difference to PyTorch {result.max_abs_diff:.2g}; input {m['input_size']}, mean {m['mean']}, "
+          f"std {m['std']}, {m['interpolation']}, crop_pct {m['crop_pct']}, {m['num_classes']} classes")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fpnas_zoo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -188,6 +216,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--out", help="result JSON (default: validate-<model>.json)")
     p.set_defaults(fn=cmd_validate)
+    p = sub.add_parser("export", help="ONNX or torch.export file with a dynamic batch, checked against PyTorch")
+    p.add_argument("--model", required=True, help="registered model name, or path/to/spec.json")
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--pretrained", action="store_true", help="the weights in the model's registry cfg")
+    weights.add_argument("--checkpoint", help="a checkpoint file (zoo or official layout, any wrapping)")
+    p.add_argument("--format", choices=("onnx", "exported-program"), default="onnx",
+                   help="onnx (torch.onnx.export, checked with ONNX Runtime) or exported-program (torch.export, .pt2)")
+    p.add_argument("--out", required=True, help="the file to write (atomically, only once the check passed)")
+    p.add_argument("--atol", type=float, default=1e-4, help="allowed max abs difference to PyTorch (default 1e-4)")
+    p.set_defaults(fn=cmd_export)
     p = sub.add_parser("demo", help="build every model, print the zoo table, run a forward pass of each")
     p.set_defaults(fn=cmd_demo)
     return parser

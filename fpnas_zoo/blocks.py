@@ -122,6 +122,10 @@ class FpnasBlock(nn.Module):
             return self._branch(x)
         left = self.split_branch(x[:, : self.split_chs])
         right = self._branch(x[:, self.split_chs :])
+        if self.conv_pwl.out_channels == self.split_chs:  # equal halves (static, so fx and TorchScript trace it)
+            # the same interleaving as channel_shuffle(cat(...), 2), in one copy instead of two (cat, then
+            # shuffle): exported, a Concat on a new axis and a free Reshape in place of Concat + Transpose
+            return torch.stack([left, right], dim=2).flatten(1, 2)
         return channel_shuffle(torch.cat([left, right], dim=1), 2)
 
 

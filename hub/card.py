@@ -29,7 +29,7 @@ def _yaml_str(value: str) -> str:
 
 
 def model_card(spec: ModelSpec, counts: Counts, repo: str, tag: str, num_classes: int,
-               metrics: dict | None = None, dataset: str | None = None) -> str:
+               metrics: dict | None = None, dataset: str | None = None, onnx: bool = False) -> str:
     family = "FP-NAS" if "FP-NAS" in spec.source["paper"] else "FPNAS"
     dataset = dataset or (metrics or {}).get("dataset") or DATASETS.get(num_classes, "custom")
     license_ = next((w["license"] for t, w in spec.weights.items() if t == tag), "apache-2.0")
@@ -69,6 +69,20 @@ transform = timm.data.create_transform(**data_config, is_training=False)
 
 `pip install fpnas-zoo` provides `fpnas_zoo`. As a backbone: `timm.create_model("hf-hub:{repo}", pretrained=True,
 features_only=True)`."""
+    if onnx:
+        usage += """
+
+`model.onnx` (the same weights, dynamic batch, exported with `python -m fpnas_zoo export`) runs with ONNX Runtime;
+its metadata holds the preprocessing (input_size, mean, std, interpolation, crop_pct, num_classes):
+
+```python
+import json, onnxruntime as ort
+
+session = ort.InferenceSession("model.onnx")
+meta = {k: json.loads(v) if k not in ("model", "interpolation", "crop_mode") else v
+        for k, v in session.get_modelmeta().custom_metadata_map.items()}
+logits = session.run(None, {"input": images})[0]   # images: float32 (N, *meta["input_size"]), normalised
+```"""
     body = [
         f"# Model card for {repo}", "",
         f"{spec.name}: an image classification model from the fpnas-zoo, {provenance_note(spec)}.", "",

@@ -1,9 +1,10 @@
 """`python -m hub.export`: a checkpoint -> a folder in the layout timm loads (`local-dir:`, and `hf-hub:` once pushed).
 
     python -m hub.export --model fpnasnet_a --checkpoint runs/a/checkpoint.pt --out export/fpnasnet_a.in1k \\
-        [--tag in1k] [--metrics metrics.json] [--num-classes N]
+        [--tag in1k] [--metrics metrics.json] [--num-classes N] [--onnx]
 
-The folder holds config.json (timm's, plus the spec itself), model.safetensors and a README.md model card.
+The folder holds config.json (timm's, plus the spec itself), model.safetensors and a README.md model card;
+with `--onnx` also model.onnx (dynamic batch, preprocessing in its metadata, checked with ONNX Runtime).
 It is written to a temp folder beside `--out` and renamed into place: an interrupted export leaves nothing.
 Checkpoints are read with `torch.load(weights_only=True)` or as safetensors: a checkpoint never runs code.
 """
@@ -23,6 +24,7 @@ from timm.models import save_for_hf
 
 from fpnas_zoo import CheckpointError, checkpoint_filter_fn, count_model, create_model_from_spec, resolve_spec
 from fpnas_zoo.checkpoint import load_checkpoint_file, unwrap_state_dict
+from fpnas_zoo.export import ExportError, export_onnx
 from fpnas_zoo.registry import GENERIC_ENTRYPOINT, default_tag
 from fpnas_zoo.spec import ModelSpec, SpecError, spec_from_dict
 
@@ -119,12 +121,14 @@ def read_metrics(path: str | Path | None) -> dict | None:
 
 def export(model: str | None, checkpoint: str | Path, out: str | Path, tag: str | None = None,
            metrics: str | Path | None = None, num_classes: int | None = None, dataset: str | None = None,
-           repo_id: str | None = None, overwrite: bool = False, trust_pickle: bool = False) -> Path:
+           repo_id: str | None = None, overwrite: bool = False, trust_pickle: bool = False,
+           onnx: bool = False) -> Path:
     """Write the export folder atomically; returns its path.
 
     config.json names the generic entry point `fpnas_zoo_spec` as architecture and carries the spec in
     `model_args`, so `timm.create_model('local-dir:OUT', pretrained=True)` rebuilds this exact network after
-    `import fpnas_zoo`, registered name or not.
+    `import fpnas_zoo`, registered name or not. With `onnx`, model.onnx is written too, checked against ONNX
+    Runtime first.
     """
     out = Path(out)
     if out.exists() and not overwrite:
@@ -138,8 +142,13 @@ def export(model: str | None, checkpoint: str | Path, out: str | Path, tag: str 
         save_for_hf(net, tmp, safe_serialization=True,
                     model_config={"pretrained_cfg": {"architecture": GENERIC_ENTRYPOINT, "tag": tag}},
                     model_args={"spec": spec.to_dict(), "num_classes": net.num_classes})
+        if onnx:  # checked against ONNX Runtime before it is written; a failure stops the whole export
+            try:
+                export_onnx(net, tmp / "model.onnx", name=spec.name)
+            except ExportError as e:
+                raise HubError(str(e)) from None
         card = model_card(spec, count_model(net, spec.input_size), repo_id or f"{spec.name}.{tag}", tag,
-                          net.num_classes, scores, dataset)
+                          net.num_classes, scores, dataset, onnx=onnx)
         (tmp / "README.md").write_text(card, encoding="utf-8")
         for path in (tmp, *tmp.iterdir()):  # mkdtemp makes 0700; an export is meant to be shared
             path.chmod(0o755 if path.is_dir() else 0o644)
@@ -170,10 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.add_argument("--trust-pickle", action="store_true",
                    help="read a checkpoint that pickles Python objects (runs its code: only for a source you trust)")
+    p.add_argument("--onnx", action="store_true", help="also write model.onnx (checked with ONNX Runtime)")
     args = p.parse_args(argv)
     try:
         out = export(args.model, args.checkpoint, args.out, args.tag, args.metrics, args.num_classes, args.dataset,
-                     overwrite=args.overwrite, trust_pickle=args.trust_pickle)
+                     overwrite=args.overwrite, trust_pickle=args.trust_pickle, onnx=args.onnx)
     except HubError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
