@@ -3,6 +3,7 @@ validate errors."""
 import argparse
 import http.server
 import json
+import re
 import threading
 
 import numpy as np
@@ -136,3 +137,30 @@ def test_export_config_names_the_generic_entry_point_with_the_spec(tmp_path):
     config = json.loads((folder / "config.json").read_text())
     assert config["architecture"] == "fpnas_zoo_spec"
     assert fpnas_zoo.spec_from_dict(config["model_args"]["spec"]) == fpnas_zoo.registered_specs()["fpnasnet_cifar"]
+
+
+def test_a_pickled_zoo_checkpoint_names_the_export_command_that_converts_it(tmp_path, capsys):
+    from hub.export import main as export_main
+
+    model = timm.create_model("fpnasnet_cifar").eval()
+    path = tmp_path / "ckpt.pt"
+    torch.save({"state_dict": model.state_dict(), "best_top1": np.float64(90.0)}, path)
+    with pytest.raises(PretrainedWeightsError) as refused:
+        timm.create_model("fpnasnet_cifar", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    hint = re.search(r"`python -m (hub\.export [^`]+)`", str(refused.value)).group(1)
+    argv = hint.split()[1:]
+    argv[argv.index("DIR")] = str(tmp_path / "out")
+    assert export_main(argv) == 0  # the printed command, as a user runs it
+    loaded = timm.create_model(f"local-dir:{tmp_path / 'out'}", pretrained=True).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+def test_the_generic_entry_point_builds_a_spec_dict_or_file():
+    spec = fpnas_zoo.registered_specs()["fpnasnet_cifar"]
+    by_dict = timm.create_model("fpnas_zoo_spec", spec=spec.to_dict())
+    by_path = timm.create_model("fpnas_zoo_spec", spec=str(spec.path))
+    assert by_dict.spec == by_path.spec == spec
+    with pytest.raises(ValueError, match="fpnas_zoo_spec needs the spec"):
+        timm.create_model("fpnas_zoo_spec")
