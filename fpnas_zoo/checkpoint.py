@@ -37,9 +37,11 @@ class CheckpointError(ValueError):
 
 def pickle_refusal(path: str | os.PathLike, error: BaseException, model: str | None = None) -> str:
     """What a file that `torch.load(weights_only=True)` refuses holds, and how to convert it deliberately."""
-    found = re.search(r"(?:Unsupported global|GLOBAL)[: ]+(?:GLOBAL )?([\w.]+)", str(error)) or re.search(
-        r"globals?[^\w]+([\w.]+\.[\w]+)", str(error))
-    what = f"pickled Python objects ({found.group(1)})" if found else "pickled Python objects"
+    text = str(error)
+    listed = re.search(r"Unsupported globals: (.*?)\.(?:\s|$)", text)  # timm lists every one it found
+    names = listed.group(1).split(", ") if listed else re.findall(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    names = [n for n in names if n != "argparse.Namespace"] or names  # allowed by timm and by us
+    what = f"pickled Python objects ({', '.join(names)})" if names else "pickled Python objects"
     if model in (None, "fpnasnet"):
         command = f"python -m hub.convert --official-fpnasnet {path} --trust-pickle --out DIR"
     else:
