@@ -8,6 +8,7 @@ out)` builds what the algorithm works with and runs it:
   runner.supernet                  one weight-sharing `Supernet` over the space's candidates
   runner.cost / runner.reward      mult-adds of an architecture (a list of block dicts), reward under the budget
   runner.trace / runner.save()     trace.jsonl and the checkpoint (the algorithm decides when)
+  runner.dist / runner.elapsed()   the processes (`DistInfo`), wall time across resumes
 
 On `--resume` rank 0 reads the checkpoint and broadcasts it, every rank gets its own RNG state back and the trace is
 cut to what the checkpoint had seen, so a resumed search ends where an uninterrupted one does.
@@ -108,6 +109,9 @@ class SearchAlgorithm:
 
 
 class SearchRunner:
+    """Builds the shared wiring for `algorithm_class` (on every rank), then `run()` resumes or starts it, runs it and
+    writes the spec. Bad settings raise ValueError naming the option before anything is written."""
+
     def __init__(self, algorithm_class: type[SearchAlgorithm], settings: SearchSettings, out: Path,
                  data_dir: str | None = None, device: str | None = None, workers: int = 2, progress: bool = True,
                  recipe_overrides: dict | None = None):
