@@ -9,24 +9,20 @@ For each of the T block optimisations t (position p = t mod N):
            supernet) and keep the best; its trained weights go back into the supernet. Under torchrun the E
            trainings are shared out over the ranks, each one alone on its rank.
 Every unit of work (an epoch, a candidate) is seeded from (seed, t, unit), and the whole state is checkpointed
-after each one, so `--resume` continues to the same final spec as an uninterrupted run.
+after each one, so `--resume` continues to the same final spec as an uninterrupted run. `FpnasSearch` is the
+algorithm only; `search.runner.SearchRunner` supplies the data, supernet, cost, checkpoint, trace and spec.
 """
 from __future__ import annotations
 
-import json
-import time
+import argparse
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from fpnas_zoo import FpnasZooNet, count_spec, save_spec, spec_from_dict
-from fpnas_zoo.spec import ModelSpec
+from fpnas_zoo import FpnasZooNet
 
-from . import distributed as dist_utils
-from .checkpointing import Checkpointer, Trace
-from .data import SearchData, load_data
+from .data import DataSpec
 from .engine import (
     Recipe,
     derive_seed,
@@ -35,21 +31,17 @@ from .engine import (
     make_scheduler,
     prepare_model,
     recalibrate_bn,
-    rng_state,
-    seed_everything,
-    set_rng_state,
     train_epochs,
 )
-from .flops import MultAddsCost
+from .runner import SearchAlgorithm, SearchRunner, SearchSettings
 from .space import Choice, FpnasSpace, fpnas_space
 from .supernet import Supernet
 
 
 @dataclass
-class FpnasSettings:
+class FpnasSettings(SearchSettings):
     """Everything that defines an FPNAS search (a checkpoint from other settings is refused)."""
 
-    dataset: str = "cifar10"
     num_blocks: int = 16  # the paper's N: block positions searched
     stage1_epochs: int = 4  # P: supernet epochs (shared weights) per block optimisation
     stage2_epochs: int = 4  # Q: epochs of each kept candidate, trained alone
@@ -58,26 +50,20 @@ class FpnasSettings:
     expansions: tuple[float, ...] = (3, 4, 6, 8)
     kernels: tuple[int, ...] = (3, 5)
     width_mult: float = 1.0
-    batch_size: int = 128
     lr_stage1: float = 0.05  # fixed
     lr_stage2: float = 0.05  # cosine to eta_min over the stage-2 epochs
     eta_min: float = 1e-5
     weight_decay: float = 5e-4
-    budget: float | None = None  # mult-adds; over it the reward is -1
-    seed: int = 0
-    calib_images: int = 2000
-    val_size: int | float | None = None
-    limit_train: int | None = None
-    limit_val: int | None = None
 
     def check(self) -> None:
         """Counts the algorithm cannot run with are refused with the option that sets them."""
         options = {"num_blocks": "--blocks (N)", "stage1_epochs": "--stage1-epochs (P)",
                    "stage2_epochs": "--stage2-epochs (Q)", "candidates_kept": "--candidates-kept (E)",
-                   "block_optimisations": "--block-optimisations (T)", "batch_size": "--batch-size"}
+                   "block_optimisations": "--block-optimisations (T)"}
         for name, option in options.items():
             if getattr(self, name) < 1:
                 raise ValueError(f"{option} must be at least 1, got {getattr(self, name)}")
+        super().check()
 
 
 PRESETS: dict[str, dict] = {
@@ -143,150 +129,100 @@ class SearchState:
     stage2_results: list[dict] = field(default_factory=list)
     arch: list[dict] = field(default_factory=list)
     decisions: list[dict] = field(default_factory=list)
-    wall_time_s: float = 0.0
 
 
-class FpnasSearch:
-    def __init__(self, settings: FpnasSettings, out: Path, data_dir: str | None = None, device: str | None = None,
-                 workers: int = 2, progress: bool = True, recipe_overrides: dict | None = None):
-        settings.check()
-        self.settings, self.out, self.progress = settings, Path(out), progress
-        self.dist = dist_utils.init_distributed(device)
+class FpnasSearch(SearchAlgorithm):
+    """The FPNAS algorithm over an `FpnasSpace`; the runner holds the data, supernet, cost, checkpoint and trace."""
 
-        world = self.dist.world_size
-        if settings.batch_size % world:
-            raise ValueError(f"--batch-size {settings.batch_size} must be a multiple of the {world} processes: stage 1 "
-                             "shares each batch out over them")
+    name = "fpnas"
+    summary = "block-wise coordinate descent with two-stage weight sharing (Cui et al.)"
+    settings_class = FpnasSettings
+    presets = PRESETS
 
-        def load(rank: int, world_size: int) -> SearchData:
-            return load_data(
-                settings.dataset, data_dir, batch_size=settings.batch_size // world_size, device=self.dist.device,
-                seed=settings.seed, val_size=settings.val_size, calib_images=settings.calib_images, workers=workers,
-                limit_train=settings.limit_train, limit_val=settings.limit_val, rank=rank, world_size=world_size,
-            )
+    @classmethod
+    def add_arguments(cls, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--blocks", "--N", type=int, dest="num_blocks", metavar="N",
+                       help="the paper's N: block positions searched (4..16)")
+        # The paper's symbols stay as aliases: --P 4 and --stage1-epochs 4 are the same option.
+        for name, symbol, text in (
+            ("stage1_epochs", "P", "supernet epochs (shared weights) per block optimisation"),
+            ("stage2_epochs", "Q", "epochs of each kept candidate, trained alone"),
+            ("candidates_kept", "E", "candidates stage 1 hands to stage 2 (shared out over the ranks under torchrun)"),
+            ("block_optimisations", "T", "block optimisations (N = one sweep over the positions)"),
+        ):
+            p.add_argument(f"--{name.replace('_', '-')}", f"--{symbol}", type=int, dest=name, metavar=symbol,
+                           help=f"the paper's {symbol}: {text}")
+        p.add_argument("--width-mult", type=float, help="scale the skeleton's widths (small demos)")
 
-        # Stage 1: each rank takes its share of every batch (the same images per step as one process, whatever the
-        # number of ranks). One process per machine downloads the dataset; the others read it once it is there.
-        self.data = self.dist.local_main_first(lambda: load(self.dist.rank, world))
-        # A stage-2 candidate is trained alone on one rank, on the whole training split in whole batches, and BN is
-        # recalibrated on whole batches: the results a 1-process run gets.
-        self.full_data = self.data if world == 1 else load(0, 1)
-        spec = self.data.spec
-        self.space: FpnasSpace = fpnas_space(
-            settings.num_blocks, tuple(spec.input_size), spec.num_classes, settings.width_mult,
-            tuple(settings.expansions), tuple(settings.kernels),
-        )
-        base = self.spec_of(self.space.default_arch())  # stem and head of every candidate
-        self.cost_model = MultAddsCost(base)
-        self.check_budget()
-        overrides = recipe_overrides or {}
+    @classmethod
+    def make_space(cls, settings: FpnasSettings, data: DataSpec) -> FpnasSpace:
+        return fpnas_space(settings.num_blocks, tuple(data.input_size), data.num_classes, settings.width_mult,
+                           tuple(settings.expansions), tuple(settings.kernels))
+
+    def __init__(self, runner: SearchRunner):
+        super().__init__(runner)
+        settings, self.space, self.dist = runner.settings, runner.space, runner.dist
+        self.settings, self.supernet, self.progress = settings, runner.supernet, runner.progress
+        self.data, self.full_data, self.trace = runner.data, runner.full_data, runner.trace
+        overrides = runner.recipe_overrides
         self.recipe1 = Recipe(lr=settings.lr_stage1, weight_decay=settings.weight_decay, schedule="fixed",
                               epochs=settings.stage1_epochs, **overrides)
         self.recipe2 = Recipe(lr=settings.lr_stage2, weight_decay=settings.weight_decay, schedule="cosine",
                               epochs=settings.stage2_epochs, eta_min=settings.eta_min, **overrides)
-        seed_everything(settings.seed)
-        self.supernet = Supernet(base, self.space.candidates()).to(self.dist.device)
         # Stage 1's network, DDP-wrapped once for the whole search; each block optimisation sets its arch, position
         # and candidates.
         self.sampler = CandidateSampler(self.supernet, [], 0, [], seed=0)
         self.stage1_model = prepare_model(self.sampler, self.recipe1, self.dist, find_unused_parameters=True)
         self.state = SearchState(arch=[_choice_to_json(c) for c in self.space.default_arch()])
-        self.checkpointer = Checkpointer(self.out / "checkpoint.pt", self.identity(), enabled=self.dist.is_main)
-        self.trace = Trace(self.out / "trace.jsonl", enabled=self.dist.is_main)
+        self.resumed: dict = {}  # the optimizer / stage-2 weights of an interrupted unit of work
 
-    def cost_range(self) -> tuple[int, int]:
-        """Mult-adds of the smallest and the largest network of the space (the cost is a sum over positions)."""
-        arch = self.space.default_arch()
-        low, high = list(arch), list(arch)
-        for p in range(self.space.num_blocks):
-            costs = {c: self.cost(arch[:p] + [c] + arch[p + 1:]) for c in self.space.choices(p)}
-            low[p], high[p] = min(costs, key=costs.get), max(costs, key=costs.get)
-        return self.cost(low), self.cost(high)
+    # --- the algorithm interface ------------------------------------------------------------------
 
-    def check_budget(self) -> None:
-        """A budget no network of the space meets, or that every network meets, is refused before any training."""
-        budget = self.settings.budget
-        if budget is None:
-            return
-        low, high = self.cost_range()
-        if budget <= low:
-            raise ValueError(f"--flops-budget {budget:.4g} is at or below the smallest network of the space "
-                             f"({low:,} mult-adds): every candidate would get reward -1")
-        if budget > high:
-            raise ValueError(f"--flops-budget {budget:.4g} is above the largest network of the space ({high:,} "
-                             "mult-adds): it would constrain nothing; leave it out or lower it")
+    def state_dict(self) -> dict:
+        return asdict(self.state)
 
-    def identity(self) -> dict:
-        """What makes two runs the same search (compared on --resume)."""
-        return {"algorithm": "fpnas", "space": self.space.describe(), "settings": asdict(self.settings)}
-
-    # --- checkpointing --------------------------------------------------------------------------
+    def load_state_dict(self, state: dict) -> None:
+        state = dict(state)
+        self.resumed = {key: state.pop(key, None) for key in ("optimizer", "stage2_best")}
+        self.state = SearchState(**state)
 
     def save(self, optimizer: torch.optim.Optimizer | None = None, best_state: dict | None = None) -> None:
-        """Checkpoint (rank 0 writes). Every rank calls it at the same points: it gathers each rank's RNG state."""
-        rng = self.dist.all_gather_object(rng_state())
-        self.checkpointer.save({
-            "state": asdict(self.state),
-            "supernet": self.supernet.state_dict(),
-            "optimizer": None if optimizer is None else optimizer.state_dict(),
-            "stage2_best": best_state,
-            "rng": rng,
-            "trace_lines": self.trace.lines,
-        })
+        self.runner.save(optimizer=None if optimizer is None else optimizer.state_dict(), stage2_best=best_state)
 
-    def resume(self) -> dict:
-        """Continue from the checkpoint if there is one (rank 0 reads it, every rank gets it); its payload."""
-        payload = self.checkpointer.load_on_every_rank(self.dist)
-        if payload is None:
-            return {}
-        self.state = SearchState(**payload["state"])
-        self.supernet.load_state_dict(payload["supernet"])
-        states = payload["rng"]  # one per rank of the interrupted run
-        set_rng_state(states[self.dist.rank] if self.dist.rank < len(states) else states[0])
-        self.trace.truncate(payload["trace_lines"])
-        return payload
+    def best_arch(self) -> list[dict]:
+        return self.space.arch_blocks(self.arch())
 
-    # --- the algorithm ------------------------------------------------------------------------
+    def best_accuracy(self) -> float | None:
+        return self.state.decisions[-1]["accuracy"] if self.state.decisions else None
 
-    def cost(self, arch: list[Choice]) -> int:
-        return self.cost_model.cost(self.space.arch_blocks(arch))
-
-    def reward(self, arch: list[Choice], accuracy: float) -> tuple[int, float]:
-        cost = self.cost(arch)
-        budget = self.settings.budget
-        return cost, (accuracy if budget is None or cost < budget else -1.0)
-
-    def spec_of(self, arch: list[Choice], metadata: dict | None = None, name: str | None = None) -> ModelSpec:
+    def notes(self) -> str:
         s = self.settings
-        meta = metadata or {"algorithm": "fpnas", "settings": {}, "seed": s.seed, "dataset": s.dataset,
-                            "budget_mult_adds": s.budget, "measured": {}, "val_top1": None, "wall_time_s": 0.0,
-                            "gpu_hours": 0.0}
-        name = name or f"fpnas_{s.dataset}_seed{s.seed}"
-        return spec_from_dict(self.space.to_spec_dict(arch, name, self.data.spec.mean, self.data.spec.std, meta))
+        return (f"Found by python -m search.run --algo fpnas on {s.dataset} (seed {s.seed}): "
+                f"{len(self.state.decisions)} block optimisations (P={s.stage1_epochs}, Q={s.stage2_epochs}, "
+                f"E={s.candidates_kept}) over {self.space.num_blocks} positions of the FPNASNet skeleton.")
 
-    def run(self, resume: bool = False) -> ModelSpec:
-        payload = self.resume() if resume else {}
-        if not payload:  # a fresh search: what an earlier run left in trace.jsonl is not part of it
-            self.trace.truncate(0)
-        started = time.perf_counter() - self.state.wall_time_s
+    def arch(self) -> list[Choice]:
+        return [_choice_from_json(c) for c in self.state.arch]
+
+    def elapsed(self) -> float:
+        return self.runner.elapsed()
+
+    def run(self) -> None:
         s = self.settings
         while self.state.t < s.block_optimisations:
             t, p = self.state.t, self.state.t % self.space.num_blocks
             choices = self.space.choices(p)
             if self.state.phase == "stage1_train":
-                self.stage1_train(t, p, choices, payload.pop("optimizer", None), started)
+                self.stage1_train(t, p, choices, self.resumed.pop("optimizer", None))
             if self.state.phase == "stage1_eval":
-                self.stage1_eval(t, p, choices, started)
+                self.stage1_eval(t, p, choices)
             if self.state.phase == "stage2":
-                self.stage2(t, p, payload.pop("stage2_best", None), started)
-            payload = {}
-        self.state.wall_time_s = time.perf_counter() - started
-        return self.finish()
+                self.stage2(t, p, self.resumed.pop("stage2_best", None))
+            self.resumed = {}
 
-    def stage1_train(self, t: int, p: int, choices: list[Choice], optimizer_state: dict | None,
-                     started: float) -> None:
+    def stage1_train(self, t: int, p: int, choices: list[Choice], optimizer_state: dict | None) -> None:
         sampler, model = self.sampler, self.stage1_model
-        sampler.arch = self.space.arch_blocks([_choice_from_json(c) for c in self.state.arch])
+        sampler.arch = self.space.arch_blocks(self.arch())
         # supernet position p + 1: arch_blocks puts the fixed ds block first
         sampler.position, sampler.candidates = p + 1, [self.space.block_args(p, c) for c in choices]
         optimizer = make_optimizer(self.supernet, self.recipe1)
@@ -299,29 +235,29 @@ class FpnasSearch:
                               progress=self.progress, before_epoch=sampler.generator.manual_seed)
         for epoch, metrics in epochs:
             self.state.stage1_epochs_done = epoch + 1
-            self.state.wall_time_s = time.perf_counter() - started
+            wall_time_s = self.elapsed()
             self.trace.write(event="epoch", iteration=t, block=p, stage=1, candidate="shared", epoch=epoch,
                              accuracy=metrics["acc"], loss=metrics["loss"], lr=metrics["lr"],
-                             images_per_s=metrics["images_per_s"], wall_time_s=self.state.wall_time_s)
+                             images_per_s=metrics["images_per_s"], wall_time_s=wall_time_s)
             self.save(optimizer)
         self.state.phase = "stage1_eval"
         self.save()
 
-    def stage1_eval(self, t: int, p: int, choices: list[Choice], started: float) -> None:
+    def stage1_eval(self, t: int, p: int, choices: list[Choice]) -> None:
         for choice in choices[len(self.state.stage1_results):]:
-            arch = [_choice_from_json(c) for c in self.state.arch]
+            arch = self.arch()
             arch[p] = choice
             model = self.supernet.bind(self.space.arch_blocks(arch))
             recalibrate_bn(model, self.full_data.calib, self.dist)
             metrics = evaluate(model, self.data.val, self.recipe1, self.dist)
-            cost, reward = self.reward(arch, metrics["top1"])
+            cost, reward = self.runner.reward(self.space.arch_blocks(arch), metrics["top1"])
             result = {"choice": _choice_to_json(choice), "label": choice.label(), "accuracy": metrics["top1"],
                       "mult_adds": cost, "reward": reward}
             self.state.stage1_results.append(result)
-            self.state.wall_time_s = time.perf_counter() - started
+            wall_time_s = self.elapsed()
             self.trace.write(event="candidate", iteration=t, block=p, stage=1, candidate=choice.label(),
                              accuracy=metrics["top1"], mult_adds=cost, reward=reward,
-                             wall_time_s=self.state.wall_time_s)
+                             wall_time_s=wall_time_s)
             self.save()
         self.state.phase = "stage2"
         self.save()
@@ -336,9 +272,9 @@ class FpnasSearch:
         Nothing here talks to other ranks and the data is the whole training split, so the result is the one a
         1-process run gets. Returns (result, trace records of its epochs, trained weights on the CPU).
         """
-        arch = [_choice_from_json(c) for c in self.state.arch]
+        arch = self.arch()
         arch[p] = choice
-        spec = self.spec_of(arch)
+        spec = self.runner.spec_of(self.space.arch_blocks(arch))
         model = FpnasZooNet(spec).to(self.dist.device)
         model.load_state_dict(self.supernet.export(self.space.arch_blocks(arch)))
         alone = self.dist.alone()
@@ -353,12 +289,12 @@ class FpnasSearch:
                         accuracy=metrics["acc"], loss=metrics["loss"], lr=metrics["lr"],
                         images_per_s=metrics["images_per_s"]) for epoch, metrics in epochs]
         val = evaluate(model, self.full_data.val, self.recipe2, alone)
-        cost, reward = self.reward(arch, val["top1"])
+        cost, reward = self.runner.reward(self.space.arch_blocks(arch), val["top1"])
         result = {"choice": _choice_to_json(choice), "label": choice.label(), "accuracy": val["top1"],
                   "mult_adds": cost, "reward": reward, "index": j}
         return result, records, {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
-    def stage2(self, t: int, p: int, best_state: dict | None, started: float) -> None:
+    def stage2(self, t: int, p: int, best_state: dict | None) -> None:
         """Train the kept candidates in rounds of one per rank (candidate `done + rank`), so any number of
         candidates shards over any number of ranks; after each round every rank holds every result, the trace
         gets every rank's records, and the best candidate's weights so far are on every rank and checkpointed."""
@@ -371,67 +307,37 @@ class FpnasSearch:
             j = done + self.dist.rank
             mine = self.train_candidate(t, p, j, candidates[j]) if j < len(candidates) else None
             trained = [g for g in self.dist.all_gather_object(None if mine is None else mine[:2]) if g is not None]
-            self.state.wall_time_s = time.perf_counter() - started
+            wall_time_s = self.elapsed()
             for result, records in trained:
                 results.append(result)
                 for record in records:
                     self.trace.write(**record)
                 self.trace.write(event="candidate", iteration=t, block=p, stage=2, candidate=result["label"],
                                  accuracy=result["accuracy"], mult_adds=result["mult_adds"], reward=result["reward"],
-                                 wall_time_s=self.state.wall_time_s)
+                                 wall_time_s=wall_time_s)
             round_best = max((r for r, _ in trained), key=key)
             if best is None or key(round_best) > key(best):
                 best, owner = round_best, round_best["index"] - done
                 best_state = self.dist.broadcast_object(mine[2] if owner == self.dist.rank else None, src=owner)
             self.save(best_state=best_state)
-        self.decide(t, p, best, best_state, started)
+        self.decide(t, p, best, best_state)
 
-    def decide(self, t: int, p: int, best: dict, best_state: dict, started: float) -> None:
-        arch = [_choice_from_json(c) for c in self.state.arch]
+    def decide(self, t: int, p: int, best: dict, best_state: dict) -> None:
+        arch = self.arch()
         arch[p] = _choice_from_json(best["choice"])
         self.state.arch = [_choice_to_json(c) for c in arch]
         blocks = self.space.arch_blocks(arch)
         self.supernet.import_(blocks, {k: v.to(self.dist.device) for k, v in best_state.items()})
-        cost = self.cost_model.cost(blocks)
+        cost = self.runner.cost(blocks)
         self.state.decisions.append({"iteration": t, "block": p, "choice": best["choice"], "label": best["label"],
                                      "accuracy": best["accuracy"], "mult_adds": cost,
                                      "arch": [c.label() for c in arch]})
-        self.state.wall_time_s = time.perf_counter() - started
+        wall_time_s = self.elapsed()
         self.trace.write(event="decision", iteration=t, block=p, candidate=best["label"], accuracy=best["accuracy"],
                          mult_adds=cost, reward=best["reward"],
-                         arch=[c.label() for c in arch], wall_time_s=self.state.wall_time_s)
+                         arch=[c.label() for c in arch], wall_time_s=wall_time_s)
         self.state.t += 1
         self.state.phase, self.state.stage1_epochs_done = "stage1_train", 0
         self.state.stage1_results, self.state.stage2_results = [], []
         self.save()
-        if self.dist.is_main:
-            from .plots import write_plots
-
-            write_plots(self.out / "trace.jsonl", self.out / "plots", budget=self.settings.budget)
-
-    def finish(self) -> ModelSpec:
-        arch = [_choice_from_json(c) for c in self.state.arch]
-        spec = self.spec_of(arch)
-        counts = count_spec(spec)
-        gpus = self.dist.world_size if self.dist.device.type == "cuda" else 0
-        last = self.state.decisions[-1] if self.state.decisions else {}
-        metadata = {
-            "algorithm": "fpnas",
-            "settings": json.loads(json.dumps(asdict(self.settings))),
-            "seed": self.settings.seed,
-            "dataset": self.settings.dataset,
-            "budget_mult_adds": self.settings.budget,
-            "measured": counts.as_dict(),
-            "val_top1": last.get("accuracy"),
-            "wall_time_s": round(self.state.wall_time_s, 2),
-            "gpu_hours": round(self.state.wall_time_s * gpus / 3600, 4),
-            "notes": (f"Found by python -m search.run --algo fpnas on {self.settings.dataset} "
-                      f"(seed {self.settings.seed}): {len(self.state.decisions)} block optimisations "
-                      f"(P={self.settings.stage1_epochs}, Q={self.settings.stage2_epochs}, "
-                      f"E={self.settings.candidates_kept}) over "
-                      f"{self.space.num_blocks} positions of the FPNASNet skeleton."),
-        }
-        spec = self.spec_of(arch, metadata)
-        if self.dist.is_main:
-            save_spec(spec, self.out / "spec.json")
-        return spec
+        self.runner.write_plots()

@@ -18,15 +18,20 @@ from pathlib import Path
 
 from .checkpointing import ResumeError
 from .distributed import cleanup, init_distributed
-from .fpnas import PRESETS, FpnasSearch, FpnasSettings
+from .fpnas import FpnasSearch
+from .runner import SearchAlgorithm, SearchRunner, SearchSettings
+
+# --algo NAME -> the algorithm class; a new searcher is one entry here (its options and presets live on its class).
+ALGORITHMS: dict[str, type[SearchAlgorithm]] = {"fpnas": FpnasSearch}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m search.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--algo", choices=("fpnas",), default="fpnas",
-                   help="fpnas: block-wise coordinate descent with two-stage weight sharing (Cui et al.)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="demo",
+    p.add_argument("--algo", choices=sorted(ALGORITHMS), default="fpnas",
+                   help="; ".join(f"{name}: {cls.summary}" for name, cls in ALGORITHMS.items()))
+    presets = sorted({name for cls in ALGORITHMS.values() for name in cls.presets})
+    p.add_argument("--preset", choices=presets, default="demo",
                    help="paper: the paper's settings; demo: CPU minutes on embedded data; smoke: seconds")
     p.add_argument("--out", required=True, help="output folder (spec.json, trace.jsonl, plots/, checkpoint.pt)")
     p.add_argument("--dataset", choices=("cifar10", "cifar100", "imagefolder", "digits"),
@@ -34,20 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="where the dataset lives (downloaded there when online, for CIFAR)")
     p.add_argument("--flops-budget", type=float, help="mult-adds budget b: candidates at or over it get reward -1")
     p.add_argument("--seed", type=int, help="default 0")
-    p.add_argument("--blocks", "--N", type=int, dest="num_blocks", metavar="N",
-                   help="the paper's N: block positions searched (4..16)")
-    # The paper's symbols stay as aliases: --P 4 and --stage1-epochs 4 are the same option.
-    for name, symbol, text in (
-        ("stage1_epochs", "P", "supernet epochs (shared weights) per block optimisation"),
-        ("stage2_epochs", "Q", "epochs of each kept candidate, trained alone"),
-        ("candidates_kept", "E", "candidates stage 1 hands to stage 2 (shared out over the ranks under torchrun)"),
-        ("block_optimisations", "T", "block optimisations (N = one sweep over the positions)"),
-    ):
-        p.add_argument(f"--{name.replace('_', '-')}", f"--{symbol}", type=int, dest=name, metavar=symbol,
-                       help=f"the paper's {symbol}: {text}")
+    for cls in ALGORITHMS.values():
+        cls.add_arguments(p)
     p.add_argument("--batch-size", type=int,
                    help="images per training step (under torchrun, stage 1 shares each batch out over the processes)")
-    p.add_argument("--width-mult", type=float, help="scale the skeleton's widths (small demos)")
     p.add_argument("--limit-train", type=int, help="use only this many training images (smoke runs)")
     p.add_argument("--limit-val", type=int, help="use only this many validation images")
     p.add_argument("--device", help="default: cuda (LOCAL_RANK under torchrun) when available, else cpu")
@@ -60,9 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def settings_from_args(args: argparse.Namespace) -> FpnasSettings:
-    settings = FpnasSettings(**PRESETS[args.preset])
-    overrides = {f.name: getattr(args, f.name) for f in fields(FpnasSettings)
+def settings_from_args(args: argparse.Namespace) -> SearchSettings:
+    """The preset of `--algo`, with every option given on the command line over it."""
+    algorithm = ALGORITHMS[args.algo]
+    if args.preset not in algorithm.presets:
+        raise ValueError(f"--preset {args.preset}: --algo {args.algo} has the presets {sorted(algorithm.presets)}")
+    settings = algorithm.settings_class(**algorithm.presets[args.preset])
+    overrides = {f.name: getattr(args, f.name) for f in fields(settings)
                  if getattr(args, f.name, None) is not None}
     if args.flops_budget is not None:
         overrides["budget"] = args.flops_budget
@@ -72,7 +71,11 @@ def settings_from_args(args: argparse.Namespace) -> FpnasSettings:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    settings = settings_from_args(args)
+    try:
+        settings = settings_from_args(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     # Under torchrun only rank 0 writes OUT (no filesystem shared between ranks is assumed): it answers for all.
     dist = init_distributed(args.device)
@@ -81,10 +84,10 @@ def main(argv: list[str] | None = None) -> int:
               "--out", file=sys.stderr)
         return 2
     try:
-        search = FpnasSearch(settings, out, data_dir=args.data_dir, device=args.device, workers=args.workers,
-                             progress=not args.no_progress,
-                             recipe_overrides=dict(amp=not args.no_amp, channels_last=args.channels_last,
-                                                   compile=args.compile))
+        search = SearchRunner(ALGORITHMS[args.algo], settings, out, data_dir=args.data_dir, device=args.device,
+                              workers=args.workers, progress=not args.no_progress,
+                              recipe_overrides=dict(amp=not args.no_amp, channels_last=args.channels_last,
+                                                    compile=args.compile))
         spec = search.run(resume=args.resume)
     except (ResumeError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -87,8 +87,15 @@ class FpnasSpace:
         t = 6.0 if 6 in self.expansions else float(max(self.expansions))
         return [Choice(t, min(self.kernels), True, False) for _ in range(self.num_blocks)]
 
+    def default_blocks(self) -> list[dict]:
+        return self.arch_blocks(self.default_arch())
+
     def to_spec_dict(self, arch: list[Choice], name: str, mean, std, metadata: dict) -> dict:
         """The zoo spec of an architecture of this space (provenance 'searched')."""
+        return self.spec_dict(self.arch_blocks(arch), name, mean, std, metadata)
+
+    def spec_dict(self, blocks: list[dict], name: str, mean, std, metadata: dict) -> dict:
+        """The zoo spec of an architecture given as block dicts (what `arch_blocks` returns)."""
         return {
             "schema_version": SCHEMA_VERSION,
             "name": name,
@@ -98,7 +105,7 @@ class FpnasSpace:
                               "mean": list(mean), "std": list(std)},
             "stem": {"type": "conv_bn_act", "out_chs": self.stem_chs, "kernel_size": 3, "stride": self.stem_stride,
                      "act": "relu"},
-            "blocks": self.arch_blocks(arch),
+            "blocks": blocks,
             "head": {"type": "conv_head", "out_chs": self.head_chs, "act": "relu", "pool": "avg",
                      "pre_logits_chs": None, "drop_rate": 0.2},
             "provenance": "searched",

@@ -9,17 +9,18 @@ import os
 import shutil
 import sys
 
-from search.fpnas import FpnasSearch
 from search.run import main
+from search.runner import SearchRunner
 
-_save = FpnasSearch.save
+_save = SearchRunner.save
 
 
-def save_with_hooks(self: FpnasSearch, *args, **kwargs) -> None:
+def save_with_hooks(self: SearchRunner, *args, **kwargs) -> None:
     _save(self, *args, **kwargs)
-    if self.state.phase != "stage2":
+    state = self.algorithm.state
+    if state.phase != "stage2":
         return
-    done = len(self.state.stage2_results)
+    done = len(state.stage2_results)
     if done == 0 and os.environ.get("SEARCH_SNAPSHOT_STAGE2") and self.dist.is_main:
         shutil.copy(self.out / "checkpoint.pt", self.out / "stage2_start.pt")
     crash = os.environ.get("SEARCH_CRASH_AT_STAGE2_RESULTS")
@@ -28,7 +29,7 @@ def save_with_hooks(self: FpnasSearch, *args, **kwargs) -> None:
         os._exit(3)
 
 
-FpnasSearch.save = save_with_hooks
+SearchRunner.save = save_with_hooks
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -14,6 +14,7 @@ from search.checkpointing import ResumeError, read_trace
 from search.distributed import DistInfo
 from search.fpnas import PRESETS, FpnasSearch, FpnasSettings, merit
 from search.run import build_parser, main, settings_from_args
+from search.runner import SearchRunner
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def test_searched_spec_opens_in_the_zoo_cli(smoke_run):
 def test_resume_after_an_interruption_gives_the_same_spec(smoke_run, tmp_path, monkeypatch):
     settings = FpnasSettings(**PRESETS["smoke"])
     calls = {"n": 0}
-    original = FpnasSearch.save
+    original = SearchRunner.save
 
     def crash_after_some_checkpoints(self, *args, **kwargs):
         original(self, *args, **kwargs)
@@ -60,12 +61,12 @@ def test_resume_after_an_interruption_gives_the_same_spec(smoke_run, tmp_path, m
         if calls["n"] == 7:  # mid stage-1 evaluation of the first block
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(FpnasSearch, "save", crash_after_some_checkpoints)
+    monkeypatch.setattr(SearchRunner, "save", crash_after_some_checkpoints)
     with pytest.raises(KeyboardInterrupt):
-        FpnasSearch(settings, tmp_path, progress=False).run()
-    monkeypatch.setattr(FpnasSearch, "save", original)
+        SearchRunner(FpnasSearch, settings, tmp_path, progress=False).run()
+    monkeypatch.setattr(SearchRunner, "save", original)
     assert not (tmp_path / "spec.json").exists()
-    FpnasSearch(settings, tmp_path, progress=False).run(resume=True)
+    SearchRunner(FpnasSearch, settings, tmp_path, progress=False).run(resume=True)
     resumed, uninterrupted = load_spec(tmp_path / "spec.json"), load_spec(smoke_run / "spec.json")
     assert resumed.blocks == uninterrupted.blocks
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("wall_time_s", "images_per_s")} for r in rows]  # noqa: E731
@@ -82,7 +83,7 @@ def test_resume_refuses_a_checkpoint_of_another_run(smoke_run, tmp_path, capsys)
     assert "pass --resume" in capsys.readouterr().err
     with pytest.raises(ResumeError):
         other = FpnasSettings(**{**PRESETS["smoke"], "candidates_kept": 3})
-        FpnasSearch(other, tmp_path, progress=False).run(resume=True)
+        SearchRunner(FpnasSearch, other, tmp_path, progress=False).run(resume=True)
 
 
 def test_paper_symbols_are_aliases_of_the_named_options():
@@ -107,7 +108,7 @@ def test_a_batch_that_does_not_share_out_over_the_processes_is_refused(tmp_path,
     three = DistInfo(rank=0, world_size=3, local_rank=0, device=torch.device("cpu"))
     monkeypatch.setattr("search.distributed.init_distributed", lambda device=None: three)
     with pytest.raises(ValueError, match="--batch-size 32 must be a multiple of the 3 processes"):
-        FpnasSearch(FpnasSettings(**PRESETS["smoke"]), tmp_path, progress=False)
+        SearchRunner(FpnasSearch, FpnasSettings(**PRESETS["smoke"]), tmp_path, progress=False)
 
 
 # --------------------------------------------------------------------------- 2 processes (torchrun, gloo on CPU)
@@ -169,8 +170,9 @@ def test_two_process_stage2_scores_each_candidate_as_one_process_training_it_alo
     torch.set_num_threads(1)  # as the torchrun ranks (OMP_NUM_THREADS=1): the same float summation order
     try:
         settings = FpnasSettings(**{**PRESETS["smoke"], "block_optimisations": 1, "candidates_kept": kept})
-        search = FpnasSearch(settings, tmp_path, progress=False)
-        search.resume()
+        runner = SearchRunner(FpnasSearch, settings, tmp_path, progress=False)
+        runner.resume()
+        search = runner.algorithm
         alone = [search.train_candidate(0, 0, j, c) for j, c in enumerate(search.top_candidates())]
     finally:
         torch.set_num_threads(threads)

@@ -1,0 +1,264 @@
+"""The wiring every searcher shares: processes, data, cost, supernet, checkpoint, trace, plots and the final spec.
+
+A search algorithm is a `SearchAlgorithm` subclass with its own state; `SearchRunner(algorithm_class, settings,
+out)` builds what the algorithm works with and runs it:
+
+  runner.data / runner.full_data   this rank's share of every batch / whole batches (a network trained alone)
+  runner.space                     the algorithm's search space (`SearchSpace`: block dicts in, zoo spec out)
+  runner.supernet                  one weight-sharing `Supernet` over the space's candidates
+  runner.cost / runner.reward      mult-adds of an architecture (a list of block dicts), reward under the budget
+  runner.trace / runner.save()     trace.jsonl and the checkpoint (the algorithm decides when)
+  runner.dist / runner.elapsed()   the processes (`DistInfo`), wall time across resumes
+
+On `--resume` rank 0 reads the checkpoint and broadcasts it, every rank gets its own RNG state back and the trace is
+cut to what the checkpoint had seen, so a resumed search ends where an uninterrupted one does.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from fpnas_zoo import count_spec, save_spec, spec_from_dict
+from fpnas_zoo.spec import ModelSpec
+
+from . import distributed as dist_utils
+from .checkpointing import Checkpointer, Trace
+from .data import DataSpec, SearchData, load_data
+from .engine import rng_state, seed_everything, set_rng_state
+from .flops import MultAddsCost
+from .supernet import Supernet
+
+Arch = list[dict]  # an architecture: the zoo's spec block dicts, one per position of the space
+
+
+@dataclass
+class SearchSettings:
+    """Settings every searcher has; an algorithm's settings extend them (a checkpoint from others is refused)."""
+
+    dataset: str = "cifar10"
+    batch_size: int = 128
+    budget: float | None = None  # mult-adds; over it the reward is -1
+    seed: int = 0
+    calib_images: int = 2000
+    val_size: int | float | None = None
+    limit_train: int | None = None
+    limit_val: int | None = None
+
+    def check(self) -> None:
+        """Counts the search cannot run with are refused with the option that sets them."""
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
+
+
+class SearchSpace(Protocol):
+    """What the runner needs of a space: candidates per position, a starting point, and the spec of a point."""
+
+    def candidates(self) -> list[list[dict]]: ...
+
+    def default_blocks(self) -> Arch: ...
+
+    def spec_dict(self, blocks: Arch, name: str, mean: Any, std: Any, metadata: dict) -> dict: ...
+
+    def describe(self) -> dict: ...
+
+
+class SearchAlgorithm:
+    """One search algorithm: its settings, presets, space and state. Built by the runner, after its wiring."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str] = ""  # one line for `--algo`'s help
+    settings_class: ClassVar[type[SearchSettings]] = SearchSettings
+    presets: ClassVar[dict[str, dict]] = {}
+
+    def __init__(self, runner: SearchRunner):
+        self.runner = runner
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """The algorithm's own command-line options; each `dest` is a field of `settings_class`."""
+
+    @classmethod
+    def make_space(cls, settings: SearchSettings, data: DataSpec) -> SearchSpace:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        """Everything `load_state_dict` needs to continue (plain data and CPU tensors)."""
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:
+        raise NotImplementedError
+
+    def run(self) -> None:
+        """Search until done, calling `runner.save()` after each unit of work that a resume should not repeat."""
+        raise NotImplementedError
+
+    def best_arch(self) -> Arch:
+        """The architecture the search ends with."""
+        raise NotImplementedError
+
+    def best_accuracy(self) -> float | None:
+        """Validation top-1 of `best_arch` as the search measured it (None if it did not)."""
+        return None
+
+    def notes(self) -> str:
+        return f"Found by python -m search.run --algo {self.name}."
+
+
+class SearchRunner:
+    """Builds the shared wiring for `algorithm_class` (on every rank), then `run()` resumes or starts it, runs it and
+    writes the spec. Bad settings raise ValueError naming the option before anything is written."""
+
+    def __init__(self, algorithm_class: type[SearchAlgorithm], settings: SearchSettings, out: Path,
+                 data_dir: str | None = None, device: str | None = None, workers: int = 2, progress: bool = True,
+                 recipe_overrides: dict | None = None):
+        settings.check()
+        self.algorithm_class, self.settings, self.out, self.progress = algorithm_class, settings, Path(out), progress
+        self.recipe_overrides = recipe_overrides or {}
+        self.dist = dist_utils.init_distributed(device)
+
+        world = self.dist.world_size
+        if settings.batch_size % world:
+            raise ValueError(f"--batch-size {settings.batch_size} must be a multiple of the {world} processes: the "
+                             "supernet's training shares each batch out over them")
+
+        def load(rank: int, world_size: int) -> SearchData:
+            return load_data(
+                settings.dataset, data_dir, batch_size=settings.batch_size // world_size, device=self.dist.device,
+                seed=settings.seed, val_size=settings.val_size, calib_images=settings.calib_images, workers=workers,
+                limit_train=settings.limit_train, limit_val=settings.limit_val, rank=rank, world_size=world_size,
+            )
+
+        # Shared-weight training: each rank takes its share of every batch (the same images per step as one
+        # process, whatever the number of ranks). One process per machine downloads the dataset; the others read it
+        # once it is there.
+        self.data = self.dist.local_main_first(lambda: load(self.dist.rank, world))
+        # A network trained alone on one rank uses the whole training split in whole batches, and BN is recalibrated
+        # on whole batches: the results a 1-process run gets.
+        self.full_data = self.data if world == 1 else load(0, 1)
+        self.space = algorithm_class.make_space(settings, self.data.spec)
+        base = self.spec_of(self.space.default_blocks())  # stem and head of every candidate
+        self.cost_model = MultAddsCost(base)
+        self.check_budget()
+        seed_everything(settings.seed)
+        self.supernet = Supernet(base, self.space.candidates()).to(self.dist.device)
+        self.wall_time_s, self._started = 0.0, time.perf_counter()
+        identity = {"algorithm": algorithm_class.name, "space": self.space.describe(), "settings": asdict(settings)}
+        self.checkpointer = Checkpointer(self.out / "checkpoint.pt", identity, enabled=self.dist.is_main)
+        self.trace = Trace(self.out / "trace.jsonl", enabled=self.dist.is_main)
+        self.algorithm = algorithm_class(self)
+
+    # --- cost and budget ------------------------------------------------------------------------
+
+    def cost(self, blocks: Arch) -> int:
+        return self.cost_model.cost(blocks)
+
+    def reward(self, blocks: Arch, accuracy: float) -> tuple[int, float]:
+        """(mult-adds, reward): the accuracy, or -1 at or over the budget (the paper's rule)."""
+        cost = self.cost(blocks)
+        budget = self.settings.budget
+        return cost, (accuracy if budget is None or cost < budget else -1.0)
+
+    def cost_range(self) -> tuple[int, int]:
+        """Mult-adds of the smallest and the largest network of the space (each position varied from the start)."""
+        start = self.space.default_blocks()
+        low, high = list(start), list(start)
+        for p, choices in enumerate(self.space.candidates()):
+            costs = [self.cost(start[:p] + [c] + start[p + 1:]) for c in choices]
+            low[p], high[p] = choices[costs.index(min(costs))], choices[costs.index(max(costs))]
+        return self.cost(low), self.cost(high)
+
+    def check_budget(self) -> None:
+        """A budget no network of the space meets, or that every network meets, is refused before any training."""
+        budget = self.settings.budget
+        if budget is None:
+            return
+        low, high = self.cost_range()
+        if budget <= low:
+            raise ValueError(f"--flops-budget {budget:.4g} is at or below the smallest network of the space "
+                             f"({low:,} mult-adds): every candidate would get reward -1")
+        if budget > high:
+            raise ValueError(f"--flops-budget {budget:.4g} is above the largest network of the space ({high:,} "
+                             "mult-adds): it would constrain nothing; leave it out or lower it")
+
+    # --- checkpoint, clock, plots ---------------------------------------------------------------
+
+    def elapsed(self) -> float:
+        """Wall time of the search so far, across resumes (what trace records and the spec report)."""
+        self.wall_time_s = time.perf_counter() - self._started
+        return self.wall_time_s
+
+    def save(self, **extra: Any) -> None:
+        """Checkpoint (rank 0 writes) the algorithm's state with `extra` beside it (tensors it holds only for a
+        while, such as an optimizer's). Every rank calls it at the same points: it gathers each rank's RNG state."""
+        rng = self.dist.all_gather_object(rng_state())
+        self.checkpointer.save({
+            "state": {**self.algorithm.state_dict(), **extra},
+            "supernet": self.supernet.state_dict(),
+            "rng": rng,
+            "wall_time_s": self.wall_time_s,
+            "trace_lines": self.trace.lines,
+        })
+
+    def resume(self) -> bool:
+        """Continue from the checkpoint if there is one (rank 0 reads it, every rank gets it); whether there was."""
+        payload = self.checkpointer.load_on_every_rank(self.dist)
+        if payload is None:
+            return False
+        self.algorithm.load_state_dict(payload["state"])
+        self.supernet.load_state_dict(payload["supernet"])
+        states = payload["rng"]  # one per rank of the interrupted run
+        set_rng_state(states[self.dist.rank] if self.dist.rank < len(states) else states[0])
+        self.wall_time_s = payload["wall_time_s"]
+        self.trace.truncate(payload["trace_lines"])
+        return True
+
+    def write_plots(self) -> None:
+        if self.dist.is_main:
+            from .plots import write_plots
+
+            write_plots(self.out / "trace.jsonl", self.out / "plots", budget=self.settings.budget)
+
+    # --- the run and its spec -------------------------------------------------------------------
+
+    def spec_of(self, blocks: Arch, metadata: dict | None = None, name: str | None = None) -> ModelSpec:
+        s, algorithm = self.settings, self.algorithm_class.name
+        meta = metadata or {"algorithm": algorithm, "settings": {}, "seed": s.seed, "dataset": s.dataset,
+                            "budget_mult_adds": s.budget, "measured": {}, "val_top1": None, "wall_time_s": 0.0,
+                            "gpu_hours": 0.0}
+        name = name or f"{algorithm}_{s.dataset}_seed{s.seed}"
+        return spec_from_dict(self.space.spec_dict(blocks, name, self.data.spec.mean, self.data.spec.std, meta))
+
+    def run(self, resume: bool = False) -> ModelSpec:
+        if not (resume and self.resume()):  # a fresh search: what an earlier run left in trace.jsonl is not part of it
+            self.trace.truncate(0)
+        self._started = time.perf_counter() - self.wall_time_s
+        self.algorithm.run()
+        self.elapsed()
+        return self.finish()
+
+    def finish(self) -> ModelSpec:
+        """The found architecture as a zoo spec with its provenance; rank 0 writes OUT/spec.json."""
+        blocks = self.algorithm.best_arch()
+        counts = count_spec(self.spec_of(blocks))
+        gpus = self.dist.world_size if self.dist.device.type == "cuda" else 0
+        metadata = {
+            "algorithm": self.algorithm.name,
+            "settings": json.loads(json.dumps(asdict(self.settings))),
+            "seed": self.settings.seed,
+            "dataset": self.settings.dataset,
+            "budget_mult_adds": self.settings.budget,
+            "measured": counts.as_dict(),
+            "val_top1": self.algorithm.best_accuracy(),
+            "wall_time_s": round(self.wall_time_s, 2),
+            "gpu_hours": round(self.wall_time_s * gpus / 3600, 4),
+            "notes": self.algorithm.notes(),
+        }
+        spec = self.spec_of(blocks, metadata)
+        if self.dist.is_main:
+            save_spec(spec, self.out / "spec.json")
+        self.write_plots()
+        return spec

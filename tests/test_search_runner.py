@@ -1,0 +1,88 @@
+"""The search runner is algorithm-agnostic: a toy random search, defined here, runs through it and the CLI."""
+from dataclasses import dataclass, replace
+
+import torch
+
+import fpnas_zoo
+from fpnas_zoo import count_spec, load_spec
+from fpnas_zoo.spec import SEARCH_FIELDS
+from search.checkpointing import read_trace
+from search.data import DataSpec
+from search.engine import Recipe, derive_seed, evaluate, recalibrate_bn
+from search.runner import SearchAlgorithm, SearchSettings
+from search.space import fpnas_space
+
+
+@dataclass
+class RandomSettings(SearchSettings):
+    samples: int = 3
+
+
+class RandomSearch(SearchAlgorithm):
+    """Draws architectures uniformly from the space's candidates (block dicts only: nothing FPNAS-specific) and
+    scores each with the supernet's shared weights after BN recalibration; keeps the best reward."""
+
+    name = "random"
+    settings_class = RandomSettings
+    presets = {"smoke": dict(dataset="digits", batch_size=32, calib_images=64, limit_train=192, limit_val=96)}
+
+    @classmethod
+    def make_space(cls, settings: RandomSettings, data: DataSpec):
+        return fpnas_space(4, tuple(data.input_size), data.num_classes, 0.25, (3, 6), (3,))
+
+    def __init__(self, runner):
+        super().__init__(runner)
+        self.results: list[dict] = []
+
+    def state_dict(self) -> dict:
+        return {"results": self.results}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.results = state["results"]
+
+    def run(self) -> None:
+        r = self.runner
+        while len(self.results) < r.settings.samples:
+            generator = torch.Generator().manual_seed(derive_seed(r.settings.seed, len(self.results)))
+            blocks = [c[int(torch.randint(len(c), (1,), generator=generator))] for c in r.space.candidates()]
+            model = r.supernet.bind(blocks)
+            recalibrate_bn(model, r.full_data.calib, r.dist)
+            accuracy = evaluate(model, r.data.val, Recipe(), r.dist)["top1"]
+            cost, reward = r.reward(blocks, accuracy)
+            self.results.append({"blocks": blocks, "accuracy": accuracy, "reward": reward})
+            r.trace.write(event="candidate", stage=1, candidate=str(len(self.results)), accuracy=accuracy,
+                          mult_adds=cost, reward=reward, wall_time_s=r.elapsed())
+            r.save()
+
+    def best_arch(self) -> list[dict]:
+        return self.best()["blocks"]
+
+    def best_accuracy(self) -> float:
+        return self.best()["accuracy"]
+
+    def best(self) -> dict:
+        return max(self.results, key=lambda result: result["reward"])
+
+
+def test_a_second_algorithm_runs_through_the_runner_and_the_cli(tmp_path, monkeypatch):
+    from search import run
+
+    # What adding a searcher takes: one registry entry, and its name among the spec schema's algorithms.
+    monkeypatch.setitem(run.ALGORITHMS, "random", RandomSearch)
+    allowed = SEARCH_FIELDS["algorithm"].choices
+    monkeypatch.setitem(SEARCH_FIELDS, "algorithm", replace(SEARCH_FIELDS["algorithm"], choices=(*allowed, "random")))
+    assert run.main(["--algo", "random", "--preset", "smoke", "--out", str(tmp_path), "--no-progress"]) == 0
+
+    spec = load_spec(tmp_path / "spec.json")
+    assert spec.provenance == "searched" and spec.search["algorithm"] == "random"
+    assert spec.search["settings"]["samples"] == 3 and spec.search["dataset"] == "digits"
+    assert spec.search["measured"] == count_spec(spec).as_dict()
+    model = fpnas_zoo.create_model_from_spec(tmp_path / "spec.json").eval()
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+    trace = read_trace(tmp_path / "trace.jsonl")
+    assert len(trace) == 3
+    best = max(trace, key=lambda r: r["reward"])
+    assert spec.search["val_top1"] == best["accuracy"]
+    assert count_spec(spec).mult_adds == best["mult_adds"]  # the spec is the architecture the trace scored best
+    assert (tmp_path / "plots" / "accuracy_vs_mult_adds.png").read_bytes()[:4] == b"\x89PNG"
