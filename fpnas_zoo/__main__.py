@@ -144,20 +144,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _error(message: object) -> int:
+    """One `error:` line (whitespace folded, so a multi-line exception stays one line) and exit status 2."""
+    print(f"error: {' '.join(str(message).split())[:600]}", file=sys.stderr)
+    return 2
+
+
+def load_command_model(args: argparse.Namespace) -> torch.nn.Module | None:
+    """The model `validate` and `export` run (--model, --pretrained, --checkpoint), or None after one error line."""
+    from .validate import build_eval_model
+
+    try:
+        return build_eval_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint)
+    except (SpecError, CheckpointError, FileNotFoundError) as e:
+        _error(e)
+    except Exception as e:  # noqa: BLE001 - unreadable file, weights that do not fit or cannot be had: one line
+        source = f"--checkpoint {args.checkpoint}" if args.checkpoint else "--pretrained"
+        _error(f"{source}: cannot load weights into {args.model} ({str(e)[:300] or e.__class__.__name__})")
+    return None
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from .atomic import atomic_write_json
-    from .validate import build_eval_model, validate
+    from .validate import validate
 
     if not Path(args.data_dir).is_dir():
-        print(f"error: --data-dir {args.data_dir}: not a directory (expected an ImageFolder tree)", file=sys.stderr)
+        return _error(f"--data-dir {args.data_dir}: not a directory (expected an ImageFolder tree)")
+    model = load_command_model(args)
+    if model is None:
         return 2
     try:
-        model = build_eval_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint)
         result = validate(model, args.data_dir, batch_size=args.batch_size, workers=args.workers,
                           device=args.device)
-    except (ValueError, RuntimeError, OSError) as e:  # SpecError, CheckpointError, PretrainedWeightsError, ...
-        print(f"error: {' '.join(str(e).split())[:600]}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as e:  # e.g. more class folders than the model has classes
+        return _error(e)
     result = {"model": args.model, "weights": args.checkpoint or ("pretrained" if args.pretrained else "random"),
               "data_dir": str(args.data_dir), **result}
     out = Path(args.out or f"validate-{Path(args.model.split(':', 1)[-1]).stem}.json")
@@ -169,22 +189,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import ExportError, export_model
-    from .validate import build_eval_model
 
     if Path(args.out).is_dir():
-        print(f"error: --out {args.out}: is a directory (expected a file path)", file=sys.stderr)
+        return _error(f"--out {args.out}: is a directory (expected a file path)")
+    model = load_command_model(args)
+    if model is None:
         return 2
     try:
-        model = build_eval_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint)
-    except (SpecError, CheckpointError, FileNotFoundError):
-        raise
-    except Exception as e:  # noqa: BLE001 - unreadable file, or weights that do not fit: one line, not a traceback
-        source = f"--checkpoint {args.checkpoint}" if args.checkpoint else "--pretrained"
-        detail = " ".join(str(e).split())[:300] or e.__class__.__name__
-        print(f"error: {source}: cannot load weights into {args.model} ({detail})", file=sys.stderr)
-        return 2
-    try:
-        result = export_model(model, args.out, args.format, name=resolve_spec(args.model).name, atol=args.atol)
+        result = export_model(model, args.out, args.format, name=model.spec.name, atol=args.atol)
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -236,8 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except (SpecError, CheckpointError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _error(e)
 
 
 if __name__ == "__main__":
