@@ -102,6 +102,9 @@ SEARCH_FIELDS = {
     "val_top1": Field("number", low=0.0, high=100.0, nullable=True),
     "wall_time_s": Field("number", low=0.0),
     "gpu_hours": Field("number", low=0.0),
+    # FP-NAS: a summary of the final architecture distribution (entropy, parameterisation, most likely choices);
+    # null for FPNAS. Optional in files (specs written before it existed load as null).
+    "distribution": Field("object", nullable=True),
 }
 WEIGHT_FIELDS = {
     "url": Field("str", nullable=True),
@@ -211,10 +214,18 @@ def spec_from_dict(data: Any, file: str = "<dict>") -> ModelSpec:
         source=check_object(top["source"], SOURCE_FIELDS, file, "source"),
         paper=check_object(top["paper"], PAPER_FIELDS, file, "paper"),
         target=None if top["target"] is None else check_object(top["target"], TARGET_FIELDS, file, "target"),
-        search=None if top["search"] is None else check_object(top["search"], SEARCH_FIELDS, file, "search"),
+        search=None if top["search"] is None else check_object(_with_default_distribution(top["search"]), SEARCH_FIELDS,
+                                                               file, "search"),
         weights=checked_weights,
         path=None if file == "<dict>" else file,
     )
+
+
+def _with_default_distribution(search: object) -> object:
+    """`search.distribution` may be left out (it is null then); anything else is checked as written."""
+    if isinstance(search, dict) and "distribution" not in search:
+        return {**search, "distribution": None}
+    return search
 
 
 def load_spec(path: str | os.PathLike) -> ModelSpec:

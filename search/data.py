@@ -100,6 +100,9 @@ class SearchData:
     train: Batches
     val: Batches
     calib: Batches
+    # With `split_train`: the second half of the training split (FP-NAS trains its architecture parameters on it,
+    # the weights on `train`, the first half); otherwise None.
+    train_arch: Batches | None = None
 
 
 def _generator(*parts: int) -> torch.Generator:
@@ -315,6 +318,16 @@ def _limit(idx: torch.Tensor, limit: int | None, name: str) -> torch.Tensor:
     return idx[:limit]
 
 
+def _halves(idx: torch.Tensor, split: bool, what: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(first half, second half) of a training split already in seeded random order, or (idx, None)."""
+    if not split:
+        return idx, None
+    if idx.numel() < 2:
+        raise ValueError(f"{what}: {idx.numel()} training image(s) cannot be split into weight and architecture halves")
+    half = (idx.numel() + 1) // 2
+    return idx[:half], idx[half:]
+
+
 def _calib_positions(n_train: int, calib_images: int, seed: int) -> torch.Tensor:
     if calib_images <= 0:
         raise ValueError(f"calib_images must be positive, got {calib_images}")
@@ -378,12 +391,15 @@ def load_data(
     limit_val: int | None = None,
     rank: int = 0,
     world_size: int = 1,
+    split_train: bool = False,
 ) -> SearchData:
     """Load ``dataset`` and return seeded train/val/calib batches on ``device`` (see the module docstring).
 
     ``data_dir`` defaults to ``./data`` for CIFAR (torchvision layout); ``imagefolder`` requires it.
     ``rank``/``world_size`` shard train (per-epoch permutation, equal shards) and val (index % world_size);
     ``calib`` is not sharded, so every rank recalibrates BatchNorm on the same images.
+    ``split_train`` halves the training split (after ``limit_train``): ``train`` gets the first half and
+    ``train_arch`` the second, two disjoint seeded halves (FP-NAS trains weights and architecture on separate data).
     """
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {dataset!r}")
@@ -408,6 +424,7 @@ def load_data(
             limit_val=limit_val,
             rank=rank,
             world_size=world_size,
+            split_train=split_train,
         )
 
     if image_size not in (None, 32):
@@ -426,6 +443,7 @@ def load_data(
     train_idx, val_idx = _split(images.shape[0], val_size, seed, dataset)
     train_idx = _limit(train_idx, limit_train, "limit_train")
     val_idx = _limit(val_idx, limit_val, "limit_val")
+    train_idx, arch_idx = _halves(train_idx, split_train, dataset)
     calib_idx = train_idx[_calib_positions(train_idx.numel(), calib_images, seed)]
 
     def batches(idx: torch.Tensor, train: bool, shard: bool = True) -> TensorBatches:
@@ -443,7 +461,8 @@ def load_data(
             shard=shard,
         )
 
-    return SearchData(spec, batches(train_idx, True), batches(val_idx, False), batches(calib_idx, False, False))
+    return SearchData(spec, batches(train_idx, True), batches(val_idx, False), batches(calib_idx, False, False),
+                      None if arch_idx is None else batches(arch_idx, True))
 
 
 def _load_imagefolder(
@@ -460,6 +479,7 @@ def _load_imagefolder(
     limit_val: int | None,
     rank: int,
     world_size: int,
+    split_train: bool = False,
 ) -> SearchData:
     root = _imagefolder_root(data_dir)
     normalize = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
@@ -473,6 +493,7 @@ def _load_imagefolder(
     train_idx, val_idx = _split(len(train_base), val_size, seed, str(root))
     train_idx = _limit(train_idx, limit_train, "limit_train")
     val_idx = _limit(val_idx, limit_val, "limit_val")
+    train_idx, arch_idx = _halves(train_idx, split_train, str(root))
     calib_idx = train_idx[_calib_positions(train_idx.numel(), calib_images, seed)]
 
     def batches(base: tv_datasets.ImageFolder, idx: torch.Tensor, train: bool, shard: bool = True) -> LoaderBatches:
@@ -487,4 +508,5 @@ def _load_imagefolder(
         batches(train_base, train_idx, True),
         batches(eval_base, val_idx, False),
         batches(eval_base, calib_idx, False, shard=False),
+        None if arch_idx is None else batches(train_base, arch_idx, True),
     )

@@ -4,11 +4,12 @@
 
 Steps, each the command a user would type (run as a subprocess; its full output goes to OUT/logs/):
   1. the zoo table (`python -m fpnas_zoo demo`: every registered model built, counted and run)
-  2. an FPNAS search under a mult-adds budget (`python -m search.run --preset demo`)
-  3. a retrain of the found spec (`python -m search.train`)
-  4. an export in timm's layout (`python -m hub.export`)
-  5. `timm.create_model('local-dir:...', pretrained=True)` of the export, in a fresh process
-  6. `python -m fpnas_zoo validate` of the export on an ImageFolder tree written from the held-out digits
+  2. an FPNAS search under a mult-adds budget (`python -m search.run --algo fpnas --preset demo`)
+  3. an FP-NAS search under a mult-adds target (`python -m search.run --algo fp-nas --preset demo`)
+  4. a retrain of the FPNAS spec (`python -m search.train`)
+  5. an export in timm's layout (`python -m hub.export`)
+  6. `timm.create_model('local-dir:...', pretrained=True)` of the export, in a fresh process
+  7. `python -m fpnas_zoo validate` of the export on an ImageFolder tree written from the held-out digits
 One line of results per step. A step that fails stops the demo with its log's last lines and exit status 1.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-STEPS = 6
+STEPS = 7
 
 
 def write_heldout_imagefolder(root: Path, seed: int = 0) -> int:
@@ -100,28 +101,42 @@ def main(argv: list[str] | None = None) -> int:
     demo.say(2, f"search: {spec['name']}, {cost / 1e6:.2f}M mult-adds ({budget_text}), "
                 f"{found['measured']['params'] / 1e6:.3f}M params, supernet val top-1 {found['val_top1']:.1f}%")
 
-    demo.run(3, "train", ["-m", "search.train", "--spec", str(search / "spec.json"), "--dataset", "digits",
+    fp_search = out / "search-fp-nas"
+    demo.run(3, "search_fp_nas", ["-m", "search.run", "--algo", "fp-nas", "--preset", args.preset, "--out",
+                                  str(fp_search), "--no-progress"])
+    spec = json.loads((fp_search / "spec.json").read_text())
+    found = spec["search"]
+    target, cost = found["budget_mult_adds"], found["measured"]["mult_adds"]
+    steps = [json.loads(line) for line in (fp_search / "trace.jsonl").read_text().splitlines()]
+    steps = [r for r in steps if r["event"] == "step"]
+    demo.say(3, f"fp-nas search: {spec['name']}, {cost / 1e6:.2f}M mult-adds (target {target / 1e6:.2f}M: "
+                f"{cost / target - 1:+.0%}), K {steps[0]['K']} -> {steps[-1]['K']} samples per step as the entropy "
+                f"fell {steps[0]['entropy']:.1f} -> {found['distribution']['entropy_nats']:.1f} nats, "
+                f"{found['distribution']['samples_drawn']} architectures sampled, supernet val top-1 "
+                f"{found['val_top1']:.1f}%")
+
+    demo.run(4, "train", ["-m", "search.train", "--spec", str(search / "spec.json"), "--dataset", "digits",
                           "--recipe", "demo", "--epochs", str(args.epochs), "--out", str(train), "--no-progress"])
     metrics = json.loads((train / "metrics.json").read_text())
-    demo.say(3, f"retrain: {metrics['epochs']} epochs, held-out top-1 {metrics['val_top1']:.1f}%")
+    demo.say(4, f"retrain: {metrics['epochs']} epochs, held-out top-1 {metrics['val_top1']:.1f}%")
 
-    demo.run(4, "export", ["-m", "hub.export", "--checkpoint", str(train / "checkpoint.pt"), "--out", str(export),
+    demo.run(5, "export", ["-m", "hub.export", "--checkpoint", str(train / "checkpoint.pt"), "--out", str(export),
                            "--metrics", str(train / "metrics.json")])
-    demo.say(4, f"export: {', '.join(sorted(f.name for f in export.iterdir()))} in {export}")
+    demo.say(5, f"export: {', '.join(sorted(f.name for f in export.iterdir()))} in {export}")
 
-    loaded = demo.run(5, "load", ["-c", "import timm, fpnas_zoo; "
+    loaded = demo.run(6, "load", ["-c", "import timm, fpnas_zoo; "
                                         f"m = timm.create_model('local-dir:{export}', pretrained=True); "
                                         "print(m.pretrained_cfg['notes'][0].split(':')[0], "
                                         "sum(p.numel() for p in m.parameters()))"])
-    demo.say(5, f"timm.create_model('local-dir:{export}', pretrained=True): {loaded.split()[-1]} parameters, "
+    demo.say(6, f"timm.create_model('local-dir:{export}', pretrained=True): {loaded.split()[-1]} parameters, "
                 f"{loaded.split()[0]} architecture")
 
     count = write_heldout_imagefolder(images)
     result_file = out / "validate.json"
-    demo.run(6, "validate", ["-m", "fpnas_zoo", "validate", "--model", f"local-dir:{export}", "--data-dir",
+    demo.run(7, "validate", ["-m", "fpnas_zoo", "validate", "--model", f"local-dir:{export}", "--data-dir",
                              str(images), "--workers", "0", "--out", str(result_file)])
     result = json.loads(result_file.read_text())
-    demo.say(6, f"validate on {count} held-out digits written as PNGs: top-1 {result['top1']:.1f}% "
+    demo.say(7, f"validate on {count} held-out digits written as PNGs: top-1 {result['top1']:.1f}% "
                 f"(search.train measured {metrics['val_top1']:.1f}% on the same images as tensors)")
     print(f"done in {time.perf_counter() - demo.started:.0f} s; every step's output is in {demo.logs}")
     return 0

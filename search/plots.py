@@ -64,3 +64,73 @@ def write_plots(trace_path: Path, out_dir: Path, budget: float | None = None) ->
     _save(fig, out_dir / "val_accuracy_over_time.png")
     written.append(out_dir / "val_accuracy_over_time.png")
     return written
+
+
+def write_fp_nas_plots(trace_path: Path, out_dir: Path, target: float | None = None) -> list[Path]:
+    """FP-NAS's PNGs: entropy and K per step, the samples' cost against the target, the mode's accuracy per epoch,
+    and (once the search has ended) a heatmap of the final probability of every choice per layer."""
+    records = read_trace(trace_path)
+    out_dir = Path(out_dir)
+    steps = [r for r in records if r.get("event") == "step"]
+    epochs = [r for r in records if r.get("event") == "epoch"]
+    written = []
+    per_epoch = max((r["step"] for r in steps), default=0) + 1
+    x = [r["epoch"] + r["step"] / per_epoch for r in steps]  # epochs, fractional
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.plot(x, [r["entropy"] for r in steps], color="tab:blue", label="entropy H (nats)")
+    ax.set(xlabel="epoch", ylabel="entropy of P(A | alpha) (nats)", title="Entropy and samples per step")
+    for r in records:
+        if r.get("event") == "coarse_to_fine":
+            ax.axvline(r["epoch"], color="grey", linestyle=":", label="factorized -> joint")
+    twin = ax.twinx()
+    twin.step(x, [r["K"] for r in steps], color="tab:orange", where="post", label="K (samples)")
+    twin.set_ylabel("K, architectures sampled per step")
+    lines = ax.get_legend_handles_labels()
+    more = twin.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc="upper right")
+    _save(fig, out_dir / "entropy_and_samples.png")
+    written.append(out_dir / "entropy_and_samples.png")
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    xs = [xi for xi, r in zip(x, steps, strict=True) for _ in r["costs"]]
+    ax.scatter(xs, [c / 1e6 for r in steps for c in r["costs"]], s=4, alpha=0.25, label="sampled architectures")
+    ax.plot([r["epoch"] + 1 for r in epochs], [r["mult_adds"] / 1e6 for r in epochs], "k*-",
+            label="most likely architecture")
+    if target:
+        ax.axhline(target / 1e6, color="red", linestyle="--", label="target")
+    ax.set(xlabel="epoch", ylabel="mult-adds (M)", title="Cost of the sampled architectures vs the target")
+    ax.legend(fontsize=8)
+    _save(fig, out_dir / "sample_costs.png")
+    written.append(out_dir / "sample_costs.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([r["epoch"] + 1 for r in epochs], [r["accuracy"] for r in epochs], "o-")
+    ax.set(xlabel="epoch", ylabel="validation top-1 (%)",
+           title="Most likely architecture (shared weights, BN recalibrated)")
+    _save(fig, out_dir / "val_accuracy.png")
+    written.append(out_dir / "val_accuracy.png")
+
+    final = [r for r in records if r.get("event") == "distribution"]
+    if final:
+        layers = final[-1]["layers"]
+        columns = list(dict.fromkeys((name, label) for layer in layers for name, choices in layer.items()
+                                     for label in choices))  # a layer without some choice (no skip) shows a gap
+        grid = [[layer.get(name, {}).get(label, float("nan")) for name, label in columns] for layer in layers]
+        fig, ax = plt.subplots(figsize=(1.5 + 0.32 * len(columns), 1.2 + 0.3 * len(layers)))
+        image = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_xticks(range(len(columns)), [label for _, label in columns], rotation=90, fontsize=7)
+        ax.set_yticks(range(len(layers)), [f"layer {i}" for i in range(len(layers))], fontsize=7)
+        starts = [i for i, (name, _) in enumerate(columns) if i and columns[i - 1][0] != name]
+        for s in starts:
+            ax.axvline(s - 0.5, color="white", linewidth=1.5)
+        for i, row in enumerate(grid):
+            for j, p in enumerate(row):
+                if p == p:  # not NaN
+                    ax.text(j, i, f"{p:.2f}", ha="center", va="center", fontsize=5,
+                            color="black" if p > 0.6 else "white")
+        fig.colorbar(image, ax=ax, label="probability (marginal of each variable)")
+        ax.set(title="Final distribution: probability of every choice per layer")
+        _save(fig, out_dir / "choice_probabilities.png")
+        written.append(out_dir / "choice_probabilities.png")
+    return written

@@ -1,8 +1,18 @@
 """`python -m search.run`: run a searcher; its output is a zoo spec.
 
+Two algorithms of two papers with similar names:
+  --algo fpnas    Cui et al., "Fast and Practical Neural Architecture Search" (ICCV 2019): block-wise coordinate
+                  descent over the FPNASNet skeleton, hard mult-adds budget (--flops-budget).
+  --algo fp-nas   Yan et al., "FP-NAS: Fast Probabilistic Neural Architecture Search" (CVPR 2021): a probability
+                  distribution over FBNetV2-style spaces (--space), adaptive sampling, coarse-to-fine
+                  distributions, soft mult-adds target (--flops-target).
+
     python -m search.run --algo fpnas --preset demo --out runs/demo             # CPU, embedded data, minutes
     python -m search.run --algo fpnas --dataset cifar10 --data-dir ~/data --preset paper --flops-budget 300e6 \\
         --out runs/c10
+    python -m search.run --algo fp-nas --preset demo --out runs/demo-fp-nas     # CPU, embedded data, minutes
+    python -m search.run --algo fp-nas --space fbnetv2-f++ --preset paper --dataset imagefolder \\
+        --data-dir ~/imagenet100 --flops-target 238e6 --out runs/s4
     torchrun --nproc_per_node 8 -m search.run --algo fpnas ...                  # many GPUs, same command
     python -m search.run ... --resume                                            # continue an interrupted search
 
@@ -18,11 +28,14 @@ from pathlib import Path
 
 from .checkpointing import ResumeError
 from .distributed import cleanup, init_distributed
+from .fp_nas import FpNasSearch
 from .fpnas import FpnasSearch
 from .runner import SearchAlgorithm, SearchRunner, SearchSettings
 
 # --algo NAME -> the algorithm class; a new searcher is one entry here (its options and presets live on its class).
-ALGORITHMS: dict[str, type[SearchAlgorithm]] = {"fpnas": FpnasSearch}
+ALGORITHMS: dict[str, type[SearchAlgorithm]] = {"fpnas": FpnasSearch, "fp-nas": FpNasSearch}
+# The command-line options each algorithm adds (filled by build_parser): another algorithm's option is refused.
+_OWN_OPTIONS: dict[str, dict[str, str]] = {}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,10 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", choices=("cifar10", "cifar100", "imagefolder", "digits"),
                    help="default: the preset's (digits is scikit-learn's embedded 8x8 digits, offline)")
     p.add_argument("--data-dir", help="where the dataset lives (downloaded there when online, for CIFAR)")
-    p.add_argument("--flops-budget", type=float, help="mult-adds budget b: candidates at or over it get reward -1")
+    p.add_argument("--flops-budget", type=float,
+                   help="--algo fpnas: mult-adds budget b: candidates at or over it get reward -1")
     p.add_argument("--seed", type=int, help="default 0")
-    for cls in ALGORITHMS.values():
+    for name, cls in ALGORITHMS.items():
+        before = len(p._actions)
         cls.add_arguments(p)
+        _OWN_OPTIONS[name] = {a.dest: a.option_strings[0] for a in p._actions[before:]}
     p.add_argument("--batch-size", type=int,
                    help="images per training step (under torchrun, stage 1 shares each batch out over the processes)")
     p.add_argument("--limit-train", type=int, help="use only this many training images (smoke runs)")
@@ -58,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from_args(args: argparse.Namespace) -> SearchSettings:
     """The preset of `--algo`, with every option given on the command line over it."""
     algorithm = ALGORITHMS[args.algo]
+    mine = set(_OWN_OPTIONS.get(args.algo, {}))
+    for other, options in _OWN_OPTIONS.items():
+        for dest, option in options.items():
+            if other != args.algo and dest not in mine and getattr(args, dest, None) is not None:
+                raise ValueError(f"{option} is an option of --algo {other}, not of --algo {args.algo}")
+    if args.flops_budget is not None and algorithm.budget_option != "--flops-budget":
+        raise ValueError(f"--flops-budget is an option of --algo fpnas; --algo {args.algo} takes "
+                         f"{algorithm.budget_option}")
     if args.preset not in algorithm.presets:
         raise ValueError(f"--preset {args.preset}: --algo {args.algo} has the presets {sorted(algorithm.presets)}")
     settings = algorithm.settings_class(**algorithm.presets[args.preset])

@@ -73,6 +73,8 @@ class SearchAlgorithm:
     summary: ClassVar[str] = ""  # one line for `--algo`'s help
     settings_class: ClassVar[type[SearchSettings]] = SearchSettings
     presets: ClassVar[dict[str, dict]] = {}
+    split_train: ClassVar[bool] = False  # the data's training split in two halves (`SearchData.train_arch`)
+    budget_option: ClassVar[str] = "--flops-budget"  # the option that sets `settings.budget`, for messages
 
     def __init__(self, runner: SearchRunner):
         self.runner = runner
@@ -107,6 +109,16 @@ class SearchAlgorithm:
     def notes(self) -> str:
         return f"Found by python -m search.run --algo {self.name}."
 
+    def extra_metadata(self) -> dict | None:
+        """What the spec's `search.distribution` records (the probabilistic searcher's final distribution)."""
+        return None
+
+    def write_plots(self, trace_path: Path, out_dir: Path) -> None:
+        """PNG plots of the trace (rank 0 only calls it)."""
+        from .plots import write_plots
+
+        write_plots(trace_path, out_dir, budget=self.runner.settings.budget)
+
 
 class SearchRunner:
     """Builds the shared wiring for `algorithm_class` (on every rank), then `run()` resumes or starts it, runs it and
@@ -130,6 +142,7 @@ class SearchRunner:
                 settings.dataset, data_dir, batch_size=settings.batch_size // world_size, device=self.dist.device,
                 seed=settings.seed, val_size=settings.val_size, calib_images=settings.calib_images, workers=workers,
                 limit_train=settings.limit_train, limit_val=settings.limit_val, rank=rank, world_size=world_size,
+                split_train=algorithm_class.split_train, image_size=self._image_size(settings),
             )
 
         # Shared-weight training: each rank takes its share of every batch (the same images per step as one
@@ -151,6 +164,11 @@ class SearchRunner:
         self.trace = Trace(self.out / "trace.jsonl", enabled=self.dist.is_main)
         self.algorithm = algorithm_class(self)
 
+    @staticmethod
+    def _image_size(settings: SearchSettings) -> int | None:
+        """The resolution of an imagefolder dataset (in-memory datasets have theirs)."""
+        return getattr(settings, "image_size", None) if settings.dataset == "imagefolder" else None
+
     # --- cost and budget ------------------------------------------------------------------------
 
     def cost(self, blocks: Arch) -> int:
@@ -163,7 +181,10 @@ class SearchRunner:
         return cost, (accuracy if budget is None or cost < budget else -1.0)
 
     def cost_range(self) -> tuple[int, int]:
-        """Mult-adds of the smallest and the largest network of the space (each position varied from the start)."""
+        """Mult-adds of the smallest and the largest network of the space: the space's own extremes when it knows
+        them, else each position varied from the start on its own."""
+        if hasattr(self.space, "smallest_blocks"):
+            return self.cost(self.space.smallest_blocks()), self.cost(self.space.largest_blocks())
         start = self.space.default_blocks()
         low, high = list(start), list(start)
         for p, choices in enumerate(self.space.candidates()):
@@ -177,12 +198,13 @@ class SearchRunner:
         if budget is None:
             return
         low, high = self.cost_range()
+        option = self.algorithm_class.budget_option
         if budget <= low:
-            raise ValueError(f"--flops-budget {budget:.4g} is at or below the smallest network of the space "
-                             f"({low:,} mult-adds): every candidate would get reward -1")
+            raise ValueError(f"{option} {budget:.4g} is at or below the smallest network of the space "
+                             f"({low:,} mult-adds): no network of the space meets it")
         if budget > high:
-            raise ValueError(f"--flops-budget {budget:.4g} is above the largest network of the space ({high:,} "
-                             "mult-adds): it would constrain nothing; leave it out or lower it")
+            raise ValueError(f"{option} {budget:.4g} is above the largest network of the space ({high:,} "
+                             "mult-adds): it would constrain nothing; lower it")
 
     # --- checkpoint, clock, plots ---------------------------------------------------------------
 
@@ -218,9 +240,7 @@ class SearchRunner:
 
     def write_plots(self) -> None:
         if self.dist.is_main:
-            from .plots import write_plots
-
-            write_plots(self.out / "trace.jsonl", self.out / "plots", budget=self.settings.budget)
+            self.algorithm.write_plots(self.out / "trace.jsonl", self.out / "plots")
 
     # --- the run and its spec -------------------------------------------------------------------
 
@@ -255,6 +275,7 @@ class SearchRunner:
             "val_top1": self.algorithm.best_accuracy(),
             "wall_time_s": round(self.wall_time_s, 2),
             "gpu_hours": round(self.wall_time_s * gpus / 3600, 4),
+            "distribution": self.algorithm.extra_metadata(),
             "notes": self.algorithm.notes(),
         }
         spec = self.spec_of(blocks, metadata)

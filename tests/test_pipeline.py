@@ -28,9 +28,9 @@ def pipeline(tmp_path_factory):
     records its spec) -> local-dir load -> validate, each step the CLI a user runs."""
     tmp = tmp_path_factory.mktemp("pipeline")
     shown = run("-m", "search.demo", "--preset", "smoke", "--epochs", "1", "--out", str(tmp))
-    steps = [line for line in shown.splitlines() if re.match(r"\[\d/6\] ", line)]
-    assert [line[:5] for line in steps] == [f"[{i}/6]" for i in range(1, 7)], shown
-    printed = (tmp / "logs" / "4_export.log").read_text()
+    steps = [line for line in shown.splitlines() if re.match(r"\[\d/7\] ", line)]
+    assert [line[:5] for line in steps] == [f"[{i}/7]" for i in range(1, 8)], shown
+    printed = (tmp / "logs" / "5_export.log").read_text()
     return tmp, printed, steps
 
 
@@ -92,4 +92,5 @@ def test_validate_of_the_export_agrees_with_training_on_the_held_out_images(pipe
     assert validated["images"] == trained["history"][-1]["val_images"] == 180  # digits: 10% of 1797 held out
     # the same images, as 8-bit PNGs through the model's own preprocessing: at most one image may flip
     assert abs(validated["top1"] - trained["val_top1"]) <= 100 / 180 + 1e-9
-    assert "searched architecture" in steps[4]
+    assert "searched architecture" in steps[5]
+    assert "fp-nas search: fp_nas_digits_seed0" in steps[2] and "target" in steps[2]

@@ -1,0 +1,423 @@
+"""FP-NAS (Yan et al., CVPR 2021): probabilistic search with adaptive sampling and coarse-to-fine distributions.
+
+One training step, on a batch of each half of the training data (`--algo fp-nas` splits it in two):
+  1. K = max(K_min, ceil(lambda * H)) from the current entropy H of the architecture distribution (adaptive
+     sampling), or K = `--samples` (PARSEC's fixed K). K architectures A_1..A_K are drawn from P(A | alpha).
+  2. weights (omega), on the weight half: the K sampled networks run one after another through the one supernet
+     (the memory of one model); the gradient is sum_k w_k grad loss_k with importance weights
+     w_k = softmax_k(-loss_k).
+  3. architecture (alpha), on the architecture half: the score-function gradient
+     -sum_k [(w_k - 1/K) - beta (c_k - 1/K)] grad log P(A_k | alpha), with c_k = C(A_k) / sum_j C(A_j) and
+     C(A) = max(0, cost(A) / target - 1).
+The distribution is factorized per layer for the first theta epochs (`--coarse-to-fine-epochs`), then the joint
+over each layer's variables (`search.distributions`); the final architecture is its most likely one.
+
+What the paper leaves open, and what this implementation does (and why):
+* Likelihood per image or per batch: loss_k is the batch-MEAN cross-entropy, so w_k = softmax(-mean CE). A batch
+  sum (log P(y | X) of 128 images) makes w one-hot: omega would train only the sample that happened to fit this
+  batch best and alpha would follow one sample's luck.
+* Importance weights for omega need every sample's loss before any backward: a forward pass of the K samples
+  without gradients gives the weights, then each sample runs forward and backward scaled by its weight (K more
+  forwards, still the memory of one network). BatchNorm running statistics see both passes; they are
+  recalibrated before any evaluation, so this changes no reported number.
+* Baseline: both weight vectors sum to one, so subtracting 1/K centres them: samples that are all equally good (or
+  all equally over target) give no update, and the estimate keeps its expectation (E[grad log P] = 0) with less
+  variance. With K = 1 nothing can be compared; K_min and `--samples` are at least 2.
+* log C(alpha) when every sample is under the target: the paper's cost term is beta * log C(alpha) with
+  C(alpha) ~ mean_k C(A_k); its score-function gradient is sum_k C(A_k) grad log P(A_k) / sum_j C(A_j), i.e. the
+  normalised costs c_k above. When every C(A_k) = 0 (all samples under target) log C is -inf and its gradient
+  0/0: the term is dropped for that step (no sample is over target, nothing to push down).
+* Entropy in nats, over choice tuples (a `skip` choice makes several tuples one network). lambda's default is
+  14 / H0 of the default `fbnetv2-f++` space at 224 px, so the search starts at the 14 samples the paper reports
+  (its lambda = 1/4 pins lambda * H0 = 14 for its own space, whose entropy we cannot read).
+* alpha's optimizer: Adam (FBNet's choice for architecture parameters); when the factorized distribution turns
+  joint its parameters are new tensors, so Adam starts afresh there. omega: SGD with cosine decay (the engine's).
+* Warm-up: the first `--warmup-epochs` train only omega (sampled from the still-uniform distribution), as FBNet
+  does, so alpha does not learn from untrained weights.
+* Under torchrun every rank draws the same architectures (a generator seeded from (seed, epoch, step)); the K
+  losses of each half are averaged over the ranks before the weights are formed, so every rank computes the same
+  importance weights and the same alpha gradient (an all-reduce of K numbers instead of alpha's gradient); omega's
+  gradients go through DDP.
+
+`FpNasSearch` is the algorithm only; `search.runner.SearchRunner` supplies data, supernet, cost, checkpoint, trace.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import math
+from dataclasses import dataclass
+from functools import cache
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .data import DataSpec
+from .distributions import ArchDistribution, adaptive_k
+from .engine import (
+    Recipe,
+    _autocast,
+    _inputs,
+    derive_seed,
+    evaluate,
+    make_optimizer,
+    make_scheduler,
+    prepare_model,
+    recalibrate_bn,
+    seed_everything,
+)
+from .fbnet_space import SPACES, FbnetSpace, build_space
+from .runner import SearchAlgorithm, SearchRunner, SearchSettings
+
+from fpnas_zoo.atomic import atomic_write_bytes
+
+PAPER = "Yan et al., FP-NAS: Fast Probabilistic Neural Architecture Search, CVPR 2021"
+
+
+@dataclass
+class FpNasSettings(SearchSettings):
+    """Everything that defines an FP-NAS search (a checkpoint from other settings is refused)."""
+
+    space: str = "fbnetv2-f++"
+    image_size: int | None = None  # imagefolder only; default: the space's resolution
+    width_mult: float = 1.0
+    layers: tuple[int, ...] | None = None  # keep only these layers of the space (reduced spaces)
+    choices: dict | None = None  # override choice values per variable (reduced spaces)
+    epochs: int = 90
+    warmup_epochs: int = 10  # omega only
+    coarse_to_fine_epochs: int = 30  # theta: factorized until then, joint after
+    coarse_to_fine: bool = True
+    lam: float | None = None  # adaptive K = max(k_min, ceil(lam * H)); None: DEFAULT_LAMBDA
+    k_min: int = 2
+    samples: int | None = None  # fixed K (PARSEC); overrides adaptive sampling
+    beta: float = 1.0
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    eta_min: float = 0.0
+    alpha_lr: float = 0.01
+    alpha_weight_decay: float = 0.0
+    trace_every: int = 1  # trace a step record every this many steps
+    checkpoint_every: int = 0  # also checkpoint every this many steps (0: at the end of each epoch only)
+
+    def check(self) -> None:
+        """Settings the algorithm cannot run with are refused with the option that sets them."""
+        if self.space not in SPACES:
+            raise ValueError(f"--space {self.space}: expected one of {', '.join(SPACES)}")
+        if self.epochs < 1:
+            raise ValueError(f"--epochs must be at least 1, got {self.epochs}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(f"--warmup-epochs must be in [0, --epochs {self.epochs}), got {self.warmup_epochs}")
+        if self.coarse_to_fine and not 0 <= self.coarse_to_fine_epochs <= self.epochs:
+            raise ValueError(f"--coarse-to-fine-epochs (theta) {self.coarse_to_fine_epochs} is beyond the "
+                             f"{self.epochs} epochs of the search (expected 0..{self.epochs}, or --no-coarse-to-fine)")
+        if self.lam is not None and not self.lam > 0:
+            raise ValueError(f"--lambda must be > 0 (K = max(K_min, ceil(lambda * entropy))), got {self.lam}")
+        if self.k_min < 2:
+            raise ValueError(f"--k-min must be at least 2 (importance weights compare samples), got {self.k_min}")
+        if self.samples is not None and self.samples < 2:
+            raise ValueError(f"--samples must be at least 2 (importance weights compare samples), got {self.samples}")
+        if self.beta < 0:
+            raise ValueError(f"--beta must be >= 0, got {self.beta}")
+        if self.budget is None:
+            raise ValueError("--flops-target is required: FP-NAS's cost term C(A) = max(0, cost/target - 1) needs it")
+        super().check()
+
+
+PRESETS: dict[str, dict] = {
+    # F++ on ImageNet-100 (python -m search.imagenet_subset), 8 GPUs with a global batch of 1024 as the paper;
+    # epochs, warm-up, theta, beta and the learning rates are not in the paper: FBNet's search schedule (90 epochs,
+    # 10 warm-up epochs of weights only, Adam 0.01 for alpha, SGD with cosine decay for omega), theta = one third.
+    "paper": dict(dataset="imagefolder", space="fbnetv2-f++", epochs=90, warmup_epochs=10, coarse_to_fine_epochs=30,
+                  batch_size=1024, lr=0.4, weight_decay=4e-5, alpha_lr=0.01, beta=1.0, budget=238e6,
+                  calib_images=2000, trace_every=10, checkpoint_every=500),
+    # CPU, embedded digits, a few minutes: a reduced F++ space (8 layers, quarter widths, fewer expansions) with a
+    # target below the space's middle, so the cost term has work to do.
+    "demo": dict(dataset="digits", space="fbnetv2-f++", width_mult=0.25, layers=(0, 1, 4, 5, 8, 9, 15, 18),
+                 choices={"expansion": (2, 4, 6)}, epochs=16, warmup_epochs=2, coarse_to_fine_epochs=6,
+                 batch_size=64, lr=0.1, weight_decay=5e-4, alpha_lr=0.05, beta=2.0, budget=1.5e6,
+                 calib_images=256, limit_train=1600),
+    # Seconds: for tests.
+    "smoke": dict(dataset="digits", space="fbnetv2-f++", width_mult=0.25, layers=(0, 1, 4, 8, 15),
+                  choices={"expansion": (2, 4)}, epochs=3, warmup_epochs=1, coarse_to_fine_epochs=2,
+                  batch_size=32, lr=0.1, alpha_lr=0.05, beta=2.0, budget=1.0e6, calib_images=64,
+                  limit_train=256, limit_val=64),
+}
+
+
+def cost_excess(cost: float, target: float) -> float:
+    """The paper's C(A) = max(0, cost(A) / target - 1)."""
+    return max(0.0, cost / target - 1.0)
+
+
+class _Sampled(nn.Module):
+    """The supernet running `self.arch` (set before each call): what DDP wraps for omega's updates."""
+
+    def __init__(self, supernet: nn.Module):
+        super().__init__()
+        self.supernet, self.arch = supernet, None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.supernet(x, self.arch)
+
+
+class FpNasSearch(SearchAlgorithm):
+    """The FP-NAS algorithm over an `FbnetSpace`; the runner holds data, supernet, cost, checkpoint and trace."""
+
+    name = "fp_nas"
+    summary = ("Yan et al.'s FP-NAS: probabilistic search over FBNetV2 spaces with adaptive sampling and "
+               "coarse-to-fine distributions (not Cui et al.'s FPNAS, which is --algo fpnas)")
+    settings_class = FpNasSettings
+    presets = PRESETS
+    split_train = True
+    budget_option = "--flops-target"
+
+    @classmethod
+    def add_arguments(cls, p: argparse.ArgumentParser) -> None:
+        g = p.add_argument_group("--algo fp-nas")
+        g.add_argument("--space", help=f"search space: {', '.join(SPACES)} (default fbnetv2-f++)")
+        g.add_argument("--flops-target", type=float, dest="budget",
+                       help="mult-adds target TAR of the cost term C(A) = max(0, cost/TAR - 1)")
+        g.add_argument("--epochs", type=int, help="search epochs")
+        g.add_argument("--warmup-epochs", type=int, help="first epochs train only the weights")
+        g.add_argument("--coarse-to-fine-epochs", "--theta", type=int, dest="coarse_to_fine_epochs",
+                       help="theta: epochs with the factorized distribution before it turns joint")
+        g.add_argument("--no-coarse-to-fine", action="store_false", dest="coarse_to_fine", default=None,
+                       help="the joint distribution from the start (PARSEC's parameterisation)")
+        g.add_argument("--lambda", type=float, dest="lam",
+                       help=f"adaptive sampling K = max(K_min, ceil(lambda * entropy in nats)); default "
+                            f"{_default_lambda():.4f} (14 samples at the start of the default fbnetv2-f++ space)")
+        g.add_argument("--k-min", type=int, help="fewest samples per step (default 2)")
+        g.add_argument("--samples", type=int, help="fixed K samples per step (PARSEC), instead of adaptive")
+        g.add_argument("--beta", type=float, help="weight of the cost term")
+        g.add_argument("--alpha-lr", type=float, help="Adam learning rate of the architecture parameters")
+        g.add_argument("--image-size", type=int, help="imagefolder resolution (default: the space's)")
+        g.add_argument("--checkpoint-every", type=int, help="also checkpoint every this many steps (default: each "
+                       "epoch's end)")
+
+    @classmethod
+    def make_space(cls, settings: FpNasSettings, data: DataSpec) -> FbnetSpace:
+        return build_space(settings.space, tuple(data.input_size), data.num_classes, width_mult=settings.width_mult,
+                           layers=None if settings.layers is None else tuple(settings.layers),
+                           choices=None if settings.choices is None else
+                           {k: tuple(v) for k, v in settings.choices.items()})
+
+    def __init__(self, runner: SearchRunner):
+        super().__init__(runner)
+        s = self.settings = runner.settings
+        self.space, self.dist, self.supernet = runner.space, runner.dist, runner.supernet
+        self.data, self.trace, self.progress = runner.data, runner.trace, runner.progress
+        self.lam = s.lam if s.lam is not None else _default_lambda()
+        self.recipe = Recipe(lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay, schedule="cosine",
+                             epochs=s.epochs, eta_min=s.eta_min, **runner.recipe_overrides)
+        self.sampled = _Sampled(self.supernet)
+        self.model = prepare_model(self.sampled, self.recipe, self.dist, find_unused_parameters=True)
+        self.optimizer = make_optimizer(self.supernet, self.recipe)
+        self.scheduler = make_scheduler(self.optimizer, self.recipe, len(self.data.train))
+        self.distribution = ArchDistribution(self.space.sizes(), joint=not s.coarse_to_fine).to(self.dist.device)
+        self.alpha_optimizer = self._alpha_optimizer()
+        self.epoch, self.step, self.samples_drawn, self.mode_top1 = 0, 0, 0, None
+
+    def _alpha_optimizer(self) -> torch.optim.Adam:
+        s = self.settings
+        return torch.optim.Adam(self.distribution.parameters(), lr=s.alpha_lr, betas=(0.5, 0.999),
+                                weight_decay=s.alpha_weight_decay)
+
+    # --- the algorithm interface ------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "step": self.step, "samples_drawn": self.samples_drawn,
+                "mode_top1": self.mode_top1, "distribution": self.distribution.state(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "alpha_optimizer": self.alpha_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.samples_drawn, self.mode_top1 = state["samples_drawn"], state["mode_top1"]
+        self.distribution.load_state(state["distribution"])
+        self.distribution.to(self.dist.device)
+        self.alpha_optimizer = self._alpha_optimizer()
+        self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+    def best_arch(self) -> list[dict]:
+        return self.space.arch_blocks(self.distribution.mode())
+
+    def best_accuracy(self) -> float | None:
+        return self.mode_top1
+
+    def notes(self) -> str:
+        s = self.settings
+        k = f"K = {s.samples} fixed" if s.samples else f"adaptive K (lambda {self.lam:.4g}, K_min {s.k_min})"
+        c2f = f"factorized for {s.coarse_to_fine_epochs} epochs, then joint" if s.coarse_to_fine else "joint"
+        return (f"Found by python -m search.run --algo fp-nas on {s.dataset} (seed {s.seed}) in the {s.space} space "
+                f"({len(self.space.layers)} layers): {s.epochs} epochs, {k}, {c2f} distribution, beta {s.beta}, "
+                f"target {s.budget:.4g} mult-adds; the most likely architecture of the final distribution "
+                f"({self.samples_drawn} architectures sampled). {PAPER}.")
+
+    def extra_metadata(self) -> dict:
+        """The final distribution's summary, for the spec's `search.distribution`."""
+        d = self.distribution
+        mode = d.mode()
+        with torch.no_grad():
+            log_p = float(d.log_prob([mode])[0])
+            return {"parameterisation": "joint" if d.joint else "factorized", "parameters": d.num_parameters(),
+                    "entropy_nats": round(float(d.entropy()), 4),
+                    "layer_entropy_nats": [round(float(h), 4) for h in d.layer_entropy()],
+                    "mode_log_prob": round(log_p, 4), "samples_drawn": self.samples_drawn,
+                    "mode": [self.label(i, c) for i, c in enumerate(mode)]}
+
+    def label(self, layer: int, choice) -> str:
+        labels = self.space.choice_labels(layer)
+        return "_".join(labels[m][i] for m, i in enumerate(choice))
+
+    # --- the search -------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        s = self.settings
+        while self.epoch < s.epochs:
+            if s.coarse_to_fine and self.epoch >= s.coarse_to_fine_epochs and not self.distribution.joint:
+                before = self.distribution.num_parameters()
+                self.distribution.to_joint()
+                self.alpha_optimizer = self._alpha_optimizer()
+                self.trace.write(event="coarse_to_fine", epoch=self.epoch, parameters_before=before,
+                                 parameters_after=self.distribution.num_parameters(),
+                                 entropy=round(float(self.distribution.entropy()), 4), wall_time_s=self.runner.elapsed())
+            self.train_epoch()
+            self.end_epoch()
+        self.trace.write(event="distribution", **self.distribution_summary())
+        self.runner.save()
+        self.write_weights()
+
+    def train_epoch(self) -> None:
+        s, epoch = self.settings, self.epoch
+        train, arch_half = self.data.train, self.data.train_arch
+        train.set_epoch(derive_seed(s.seed, 1, epoch))
+        arch_half.set_epoch(derive_seed(s.seed, 2, epoch))
+        steps = min(len(train), len(arch_half))
+        bar = tqdm(total=steps, initial=self.step, desc=f"fp-nas epoch {epoch + 1}/{s.epochs}",
+                   disable=not (self.progress and self.dist.is_main))
+        for step, (w_batch, a_batch) in enumerate(zip(train, arch_half, strict=False)):
+            if step >= steps:
+                break
+            if step < self.step:  # resumed inside this epoch: these steps are done
+                continue
+            record = self.train_step(epoch, step, w_batch, a_batch)
+            self.step = step + 1
+            bar.update(1)
+            bar.set_postfix(K=record["K"], H=f"{record['entropy']:.1f}", loss=f"{record['loss']:.3f}")
+            if step % s.trace_every == 0:
+                self.trace.write(**record, wall_time_s=round(self.runner.elapsed(), 2))
+            if s.checkpoint_every and self.step % s.checkpoint_every == 0 and self.step < steps:
+                self.runner.save()
+        bar.close()
+
+    def train_step(self, epoch: int, step: int, w_batch, a_batch) -> dict:
+        s, dist = self.settings, self.dist
+        seed_everything(derive_seed(s.seed, 3, epoch, step, dist.rank))  # dropout: per rank, resumable
+        generator = torch.Generator().manual_seed(derive_seed(s.seed, 4, epoch, step))  # the same on every rank
+        entropy = float(self.distribution.entropy())
+        k = s.samples or adaptive_k(entropy, self.lam, s.k_min)
+        archs = self.distribution.sample(k, generator)
+        blocks = [self.space.arch_blocks(a) for a in archs]
+        costs = [self.runner.cost(b) for b in blocks]
+        self.samples_drawn += k
+
+        # omega: importance weights from a pass without gradients, then each sample's weighted backward
+        images, labels = w_batch
+        images = _inputs(images, self.recipe)
+        self.model.train()
+        losses = self.losses(images, labels, blocks)
+        weights = torch.softmax(-losses, 0)
+        self.optimizer.zero_grad(set_to_none=True)
+        for weight, arch in zip(weights.tolist(), blocks, strict=True):
+            self.sampled.arch = arch
+            with _autocast(self.recipe, dist.device):
+                loss = F.cross_entropy(self.model(images).float(), labels)
+            (loss * weight).backward()
+        self.optimizer.step()
+        self.scheduler.step()
+
+        record = dict(event="step", epoch=epoch, step=step, K=k, entropy=round(entropy, 4),
+                      layer_entropy=[round(float(h), 4) for h in self.distribution.layer_entropy()],
+                      costs=costs, loss=round(float(weights @ losses), 5), lr=self.scheduler.get_last_lr()[0],
+                      joint=self.distribution.joint)
+        if epoch < s.warmup_epochs:
+            return record | {"phase": "warmup"}
+
+        # alpha: score function of the importance weights minus beta times the normalised cost excess
+        images, labels = a_batch
+        a_losses = self.losses(_inputs(images, self.recipe), labels, blocks)
+        a_weights = torch.softmax(-a_losses, 0)
+        excess = torch.tensor([cost_excess(c, s.budget) for c in costs], device=a_weights.device)
+        cost_share = excess / excess.sum() - 1 / k if excess.sum() > 0 else torch.zeros_like(excess)
+        coefficient = (a_weights - 1 / k) - s.beta * cost_share
+        self.alpha_optimizer.zero_grad(set_to_none=True)
+        log_p = self.distribution.log_prob(archs)
+        (-(coefficient.detach() * log_p).sum()).backward()
+        self.alpha_optimizer.step()
+        return record | {"phase": "search", "alpha_losses": [round(x, 5) for x in a_losses.tolist()],
+                         "importance_weights": [round(x, 5) for x in a_weights.tolist()],
+                         "cost_term": round(float(excess.mean()), 5),
+                         "excess": [round(x, 5) for x in excess.tolist()]}
+
+    @torch.no_grad()
+    def losses(self, images: torch.Tensor, labels: torch.Tensor, blocks: list[list[dict]]) -> torch.Tensor:
+        """The batch-mean cross-entropy of each sampled network (train-mode BN), averaged over the ranks."""
+        out = []
+        for arch in blocks:
+            with _autocast(self.recipe, self.dist.device):
+                out.append(F.cross_entropy(self.supernet(images, arch).float(), labels))
+        return self.dist.all_reduce_mean(torch.stack(out))
+
+    def end_epoch(self) -> None:
+        """Evaluate the current most likely architecture (BN recalibrated), trace, checkpoint, plot."""
+        mode = self.distribution.mode()
+        blocks = self.space.arch_blocks(mode)
+        model = self.supernet.bind(blocks)
+        recalibrate_bn(model, self.runner.full_data.calib, self.dist)
+        metrics = evaluate(model, self.data.val, self.recipe, self.dist)
+        self.mode_top1 = metrics["top1"]
+        self.trace.write(event="epoch", epoch=self.epoch, accuracy=metrics["top1"], loss=metrics["loss"],
+                         mult_adds=self.runner.cost(blocks), target=self.settings.budget,
+                         entropy=round(float(self.distribution.entropy()), 4),
+                         parameters=self.distribution.num_parameters(), samples_drawn=self.samples_drawn,
+                         mode=[self.label(i, c) for i, c in enumerate(mode)], wall_time_s=self.runner.elapsed())
+        self.epoch, self.step = self.epoch + 1, 0
+        self.runner.save()
+        self.runner.write_plots()
+
+    def distribution_summary(self) -> dict:
+        """Every layer's marginal probability of every choice, with labels (the heatmap's data)."""
+        layers = []
+        for i in range(len(self.space.layers)):
+            names, labels = self.space.variable_names(i), self.space.choice_labels(i)
+            marginals = self.distribution.marginals(i)
+            layers.append({name: dict(zip(label, [round(float(p), 5) for p in m], strict=True))
+                           for name, label, m in zip(names, labels, marginals, strict=True)})
+        return {"layers": layers, "entropy": round(float(self.distribution.entropy()), 4),
+                "joint": self.distribution.joint}
+
+    def write_weights(self) -> None:
+        """OUT/weights.pth: the supernet's weights of the final architecture, loadable into its spec's model."""
+        if self.dist.is_main:
+            buffer = io.BytesIO()
+            torch.save(self.supernet.export(self.best_arch()), buffer)
+            atomic_write_bytes(self.runner.out / "weights.pth", buffer.getvalue())
+
+    def write_plots(self, trace_path, out_dir) -> None:
+        from .plots import write_fp_nas_plots
+
+        write_fp_nas_plots(trace_path, out_dir, target=self.settings.budget)
+
+
+@cache
+def _default_lambda() -> float:
+    """14 / H0 of the default fbnetv2-f++ space (224 px), rounded down to 4 decimals: the search starts at the
+    paper's 14 samples (ceil(lambda * H0) = 14)."""
+    space = build_space("fbnetv2-f++", (3, 224, 224), 1000)
+    h0 = sum(math.log(n) for layer in space.sizes() for n in layer)
+    return math.floor(14 / h0 * 1e4) / 1e4

@@ -1,0 +1,245 @@
+"""The FP-NAS searcher end to end on the embedded digits (smoke preset): spec, weights, trace, plots, adaptive
+sampling, coarse-to-fine, the cost term, resume, bad input and 2 processes (torchrun, gloo)."""
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import fpnas_zoo
+from fpnas_zoo import FpnasZooNet, count_spec, load_spec
+from search.checkpointing import read_trace
+from search.data import load_data
+from search.distributed import DistInfo
+from search.engine import Recipe, evaluate
+from search.fbnet_space import build_space
+from search.fp_nas import PRESETS, FpNasSearch, FpNasSettings, cost_excess
+from search.run import main
+from search.runner import SearchRunner
+
+ROOT = Path(__file__).parents[1]
+SMOKE = PRESETS["smoke"]
+
+
+def smoke_space():
+    return build_space(SMOKE["space"], (3, 32, 32), 10, width_mult=SMOKE["width_mult"], layers=SMOKE["layers"],
+                       choices=SMOKE["choices"])
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fp_nas_smoke")
+    assert main(["--algo", "fp-nas", "--preset", "smoke", "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def _strip(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in rows]
+
+
+def test_smoke_search_writes_a_zoo_spec_of_ir_and_skip_blocks(smoke_run):
+    spec = load_spec(smoke_run / "spec.json")
+    assert spec.provenance == "searched" and spec.search["algorithm"] == "fp_nas"
+    assert spec.search["measured"] == count_spec(spec).as_dict()
+    assert {b["type"] for b in spec.blocks} <= {"ir", "skip"}
+    assert spec.search["settings"]["space"] == "fbnetv2-f++" and spec.search["budget_mult_adds"] == SMOKE["budget"]
+    summary = spec.search["distribution"]
+    assert summary["parameterisation"] == "joint" and len(summary["mode"]) == len(SMOKE["layers"])
+    model = fpnas_zoo.create_model_from_spec(smoke_run / "spec.json").eval()  # the zoo builds it, no extra code
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    # the spec is the most likely point of the space: its blocks are a point the space can locate
+    space = smoke_space()
+    assert space.arch_blocks(space.locate(spec.blocks)) == [dict(b) for b in spec.blocks]
+
+
+def test_exported_weights_are_the_supernets_and_score_what_the_search_measured(smoke_run):
+    """weights.pth (the supernet's tensors of the final architecture, BN recalibrated) in the zoo's own model: its
+    validation top-1 is the one the search recorded for the supernet running that architecture."""
+    spec = load_spec(smoke_run / "spec.json")
+    model = FpnasZooNet(spec)
+    model.load_state_dict(torch.load(smoke_run / "weights.pth", weights_only=True))  # strict
+    settings = FpNasSettings(**SMOKE)
+    data = load_data("digits", batch_size=settings.batch_size, seed=settings.seed, limit_train=settings.limit_train,
+                     limit_val=settings.limit_val, calib_images=settings.calib_images, split_train=True)
+    dist = DistInfo(0, 1, 0, torch.device("cpu"))
+    top1 = evaluate(model, data.val, Recipe(), dist)["top1"]
+    assert top1 == pytest.approx(spec.search["val_top1"], abs=1e-9)
+
+
+def test_trace_records_every_step_with_k_entropy_costs_and_weights(smoke_run):
+    trace = read_trace(smoke_run / "trace.jsonl")
+    steps = [r for r in trace if r["event"] == "step"]
+    space = smoke_space()
+    # Independent of the distribution code: the uniform start has H0 = sum of log(choices) over every variable.
+    h0 = sum(math.log(n) for layer in space.sizes() for n in layer)
+    from search.fp_nas import _default_lambda
+    assert steps[0]["entropy"] == pytest.approx(h0, abs=1e-3)
+    assert steps[0]["K"] == max(2, math.ceil(_default_lambda() * h0))
+    for r in steps:
+        assert r["K"] == max(2, math.ceil(_default_lambda() * r["entropy"]))
+        assert len(r["costs"]) == r["K"] and len(r["layer_entropy"]) == len(space.layers)
+        assert sum(r["layer_entropy"]) == pytest.approx(r["entropy"], abs=1e-3)
+    search_steps = [r for r in steps if r["phase"] == "search"]
+    warm = [r for r in steps if r["phase"] == "warmup"]
+    assert warm and search_steps and {r["epoch"] for r in warm} == set(range(SMOKE["warmup_epochs"]))
+    for r in search_steps:
+        assert sum(r["importance_weights"]) == pytest.approx(1, abs=1e-4)
+        # weights are softmax(-loss): the lowest loss has the largest weight
+        assert r["importance_weights"].index(max(r["importance_weights"])) == r["alpha_losses"].index(
+            min(r["alpha_losses"]))
+        excess = [max(0.0, c / SMOKE["budget"] - 1) for c in r["costs"]]
+        assert r["excess"] == pytest.approx(excess, abs=1e-5)
+        assert r["cost_term"] == pytest.approx(sum(excess) / len(excess), abs=1e-5)
+    # Costs: the cost model's sum equals the zoo's counter on the built network of a traced sample's arch.
+    epochs = [r for r in trace if r["event"] == "epoch"]
+    spec = load_spec(smoke_run / "spec.json")
+    assert epochs[-1]["mult_adds"] == count_spec(spec).mult_adds
+    # The distribution's entropy falls as alpha learns.
+    assert search_steps[-1]["entropy"] < h0
+
+
+def test_coarse_to_fine_switches_at_theta_without_changing_the_distribution(smoke_run):
+    trace = read_trace(smoke_run / "trace.jsonl")
+    switch = [r for r in trace if r["event"] == "coarse_to_fine"]
+    sizes = smoke_space().sizes()
+    assert len(switch) == 1 and switch[0]["epoch"] == SMOKE["coarse_to_fine_epochs"]
+    assert switch[0]["parameters_before"] == sum(sum(layer) for layer in sizes)
+    assert switch[0]["parameters_after"] == sum(math.prod(layer) for layer in sizes)
+    before = [r for r in trace if r["event"] == "step" and r["epoch"] == SMOKE["coarse_to_fine_epochs"] - 1][-1]
+    after = [r for r in trace if r["event"] == "step" and r["epoch"] == SMOKE["coarse_to_fine_epochs"]][0]
+    assert not before["joint"] and after["joint"]
+    assert switch[0]["entropy"] < before["entropy"] + 1  # (same distribution: checked exactly in distributions)
+
+
+def test_plots_are_written(smoke_run):
+    for png in ("entropy_and_samples.png", "sample_costs.png", "val_accuracy.png", "choice_probabilities.png"):
+        assert (smoke_run / "plots" / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_fixed_samples_is_parsecs_constant_k(tmp_path):
+    assert main(["--algo", "fp-nas", "--preset", "smoke", "--epochs", "2", "--warmup-epochs", "0",
+                 "--coarse-to-fine-epochs", "1", "--samples", "3", "--out", str(tmp_path), "--no-progress"]) == 0
+    steps = [r for r in read_trace(tmp_path / "trace.jsonl") if r["event"] == "step"]
+    assert steps and {r["K"] for r in steps} == {3}
+
+
+def test_the_cost_term_pushes_the_distribution_under_a_tight_target(tmp_path):
+    """With only the cost term (beta large, importance weights drowned out), the most likely architecture after a
+    few steps is far cheaper than at the start: the sign and the normalisation of the cost gradient are right."""
+    settings = FpNasSettings(**{**SMOKE, "epochs": 3, "warmup_epochs": 0, "beta": 50.0, "alpha_lr": 0.2})
+    runner = SearchRunner(FpNasSearch, settings, tmp_path, progress=False)
+    low, high = runner.cost_range()
+    start = runner.cost(runner.algorithm.best_arch())
+    runner.settings.budget = low * 1.05
+    runner.run()
+    end = runner.cost(runner.algorithm.best_arch())
+    assert end < start and end <= low + 0.25 * (high - low)
+
+
+def test_resume_after_an_interruption_ends_on_the_same_spec(smoke_run, tmp_path, monkeypatch):
+    settings = FpNasSettings(**{**SMOKE, "checkpoint_every": 2})
+    calls = {"n": 0}
+    original = SearchRunner.save
+
+    def crash_mid_epoch(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(SearchRunner, "save", crash_mid_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        SearchRunner(FpNasSearch, settings, tmp_path, progress=False).run()
+    monkeypatch.setattr(SearchRunner, "save", original)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["state"]
+    assert state["step"] > 0  # interrupted inside an epoch
+    assert not (tmp_path / "spec.json").exists()
+    SearchRunner(FpNasSearch, settings, tmp_path, progress=False).run(resume=True)
+    resumed, uninterrupted = load_spec(tmp_path / "spec.json"), load_spec(smoke_run / "spec.json")
+    assert resumed.blocks == uninterrupted.blocks
+    assert resumed.search["distribution"] == uninterrupted.search["distribution"]
+    assert _strip(read_trace(tmp_path / "trace.jsonl")) == _strip(read_trace(smoke_run / "trace.jsonl"))
+
+
+@pytest.mark.parametrize("args, option", [
+    (["--space", "fbnetv2-x"], "--space"),
+    (["--flops-target", "1e3"], "--flops-target"),
+    (["--flops-target", "1e12"], "--flops-target"),
+    (["--coarse-to-fine-epochs", "9"], "--coarse-to-fine-epochs"),
+    (["--lambda", "0"], "--lambda"),
+    (["--lambda", "-1"], "--lambda"),
+    (["--samples", "1"], "--samples"),
+    (["--flops-budget", "1e6"], "--flops-budget"),
+    (["--blocks", "4"], "--blocks"),
+])
+def test_bad_input_is_one_line_naming_the_option_and_writes_nothing(args, option, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["--algo", "fp-nas", "--preset", "smoke", "--out", str(out), "--no-progress", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and option in err and "\n" not in err, err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_fpnas_refuses_fp_nas_options(tmp_path, capsys):
+    assert main(["--algo", "fpnas", "--preset", "smoke", "--space", "fbnetv2-f", "--out", str(tmp_path)]) == 2
+    assert "--space is an option of --algo fp-nas" in capsys.readouterr().err
+
+
+def test_help_tells_the_two_algorithms_apart():
+    run = subprocess.run([sys.executable, "-m", "search.run", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0
+    text = " ".join(run.stdout.split())
+    assert "Cui et al." in text and "Yan et al." in text and "--flops-target" in text
+
+
+def test_cost_excess_is_the_papers_hinge():
+    assert cost_excess(50, 100) == 0 and cost_excess(100, 100) == 0 and cost_excess(150, 100) == 0.5
+
+
+# --------------------------------------------------------------------------- 2 processes (torchrun, gloo on CPU)
+
+
+def _torchrun(out: Path, *args: str, hooks: dict | None = None) -> subprocess.CompletedProcess:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), **(hooks or {}))
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(port), str(ROOT / "tests" / "search_run_with_hooks.py"), "--algo", "fp-nas",
+         "--preset", "smoke", "--device", "cpu", "--out", str(out), "--no-progress", *args],
+        capture_output=True, text=True, env=env, timeout=300, cwd=ROOT,
+    )
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fp_nas_ddp")
+    run = _torchrun(out, hooks={"SEARCH_DUMP_FINAL_STATE": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    return out
+
+
+def test_two_processes_draw_the_same_architectures_and_stay_in_sync(two_process_run):
+    """Each rank dumps its distribution and supernet at the end: identical on both ranks (the same K samples per
+    step, omega through DDP, the same alpha gradient); rank 0's spec is that distribution's most likely arch."""
+    states = [torch.load(two_process_run / f"final_rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert states[0]["distribution"] == states[1]["distribution"]
+    for key, tensor in states[0]["supernet"].items():
+        assert torch.equal(tensor, states[1]["supernet"][key]), key
+    assert states[0]["samples"] == states[1]["samples"] and states[0]["samples"]
+    spec = load_spec(two_process_run / "spec.json")
+    assert spec.search["distribution"]["mode"] == states[0]["mode"]
+
+
+def test_two_process_search_killed_mid_epoch_resumes_to_the_uninterrupted_spec(two_process_run, tmp_path):
+    crashed = _torchrun(tmp_path, "--checkpoint-every", "2", hooks={"SEARCH_CRASH_AT_SAVE": "3"})
+    assert crashed.returncode != 0 and not (tmp_path / "spec.json").exists()
+    resumed = _torchrun(tmp_path, "--checkpoint-every", "2", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = load_spec(tmp_path / "spec.json"), load_spec(two_process_run / "spec.json")
+    assert a.blocks == b.blocks and a.search["distribution"] == b.search["distribution"]
