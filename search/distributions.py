@@ -99,10 +99,10 @@ class ArchDistribution(nn.Module):
         if self.joint:
             return
         with torch.no_grad():
-            # float64 for the sum, so the only rounding is the final float32 cast of each joint logit
+            # float64 for the sum, so the only rounding is the final cast of each joint logit
             layers = [[F.log_softmax(a.double(), 0) for a in self._split(i)] for i in range(len(self.sizes))]
             joint = [_product_sum(layer) for layer in layers]
-        self.logits = nn.ParameterList(nn.Parameter(b.float()) for b in joint)
+        self.logits = nn.ParameterList(nn.Parameter(b.to(self.logits[0].dtype)) for b in joint)
         self.joint = True
         self._build_rows()
 
@@ -253,8 +253,8 @@ class ArchDistribution(nn.Module):
                 for param, value in zip(self.logits, values, strict=True):
                     param.copy_(value)
                 return
-        device = self.logits[0].device
-        self.logits = nn.ParameterList(nn.Parameter(v.to(device)) for v in values)
+        like = self.logits[0]
+        self.logits = nn.ParameterList(nn.Parameter(v.to(like.device, like.dtype)) for v in values)
         self.joint = joint
         self._build_rows()
 
