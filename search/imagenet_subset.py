@@ -8,9 +8,12 @@ OUT gets train/<wnid>/ (and val/<wnid>/ when the source has class folders there)
 original images (--copy: copies), classes.txt (the chosen wnids, sorted) and subset.json (how it was made).
 
 FP-NAS (Yan et al. 2021) searches on "100 random ImageNet classes" and did not publish which: here the classes are a
-seeded random draw from the sorted wnids (the same seed gives the same classes on every machine, whatever order the
-filesystem lists them in), or exactly the wnids of --class-list (one per line; '#' starts a comment). To reproduce a
-subset elsewhere, pass its classes.txt as --class-list.
+seeded random draw from the sorted wnids (the same seed gives the same classes whatever order the filesystem lists
+them in), or exactly the wnids of --class-list (one per line; '#' starts a comment). To reproduce a subset elsewhere
+(or under another torch version, whose random streams may differ), pass its classes.txt as --class-list.
+
+The searchers read OUT/train only (`--dataset imagefolder --data-dir OUT` carves their validation split out of it);
+OUT/val is there for evaluating the retrained model.
 """
 from __future__ import annotations
 
@@ -79,7 +82,7 @@ def make_subset(
     imagenet: str | os.PathLike,
     out: str | os.PathLike,
     *,
-    classes: int = 100,
+    classes: int | None = None,
     class_list: str | None = None,
     seed: int = 0,
     images_per_class: int | None = None,
@@ -102,13 +105,17 @@ def make_subset(
     # Every class folder, drawn or not, so whether a run fails does not depend on the seed (ImageFolder refuses an
     # empty class folder too).
     for wnid in available:
-        if not any(_is_image(e) for e in os.scandir(source / "train" / wnid)):
-            raise _no_images(imagenet, f"train/{wnid}")
+        with os.scandir(source / "train" / wnid) as entries:  # stops at the first image: cheap on 1000 classes
+            if not any(_is_image(e) for e in entries):
+                raise _no_images(imagenet, f"train/{wnid}")
     if class_list is not None:
+        if classes is not None:
+            raise SubsetError(f"--classes {classes}: give either --classes or --class-list, not both")
         wnids = _read_class_list(class_list, available)
-    elif not 1 <= classes <= len(available):
-        raise SubsetError(f"--classes {classes}: expected 1 to {len(available)}, the class folders in {source}/train")
     else:
+        classes = 100 if classes is None else classes  # FP-NAS's ImageNet-100
+        if not 1 <= classes <= len(available):
+            raise SubsetError(f"--classes {classes}: expected 1 to {len(available)} (class folders in {source}/train)")
         wnids = _draw(available, classes, seed, _SALT_CLASSES)
     # The flat ILSVRC val folder (no class folders) has no labels an ImageFolder could read: train/ only then.
     splits = ["train"] + (["val"] if (source / "val").is_dir() and _class_dirs(source / "val") else [])
@@ -163,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--imagenet", required=True, help="ImageNet root holding train/<wnid>/ (and optionally val/<wnid>/)")
     p.add_argument("--out", required=True, help="new (or empty) folder for the subset")
-    p.add_argument("--classes", type=int, default=100,
+    p.add_argument("--classes", type=int,
                    help="how many classes to draw at random (default 100: FP-NAS's ImageNet-100; the paper's own "
                         "list was not published)")
     p.add_argument("--class-list", metavar="FILE", help="take exactly these wnids (one per line) instead of a draw")

@@ -130,8 +130,12 @@ def test_copy_class_list_and_cap(imagenet, tmp_path):
     assert names[out] == names[again] != names[other]
 
 
-def test_train_only_source(tmp_path):
+@pytest.mark.parametrize("val", ["absent", "flat"])
+def test_train_only_source(val, tmp_path):
     root = _fake_imagenet(tmp_path / "src", val=False)
+    if val == "flat":  # the ILSVRC val archive as shipped: 50,000 files in one folder, no labels in the layout
+        (root / "val").mkdir()
+        Image.new("RGB", (4, 4)).save(root / "val" / "ILSVRC2012_val_00000001.JPEG")
     out = tmp_path / "out"
     assert main(["--imagenet", str(root), "--classes", "12", "--out", str(out), "--no-progress"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["classes.txt", "subset.json", "train"]
@@ -147,6 +151,7 @@ def test_train_only_source(tmp_path):
         ("too_many", "--classes"),
         ("empty_class", "--imagenet"),
         ("unknown_wnid", "--class-list"),
+        ("list_and_count", "--classes"),
         ("out_not_empty", "--out"),
         ("bad_cap", "--images-per-class"),
     ],
@@ -170,6 +175,9 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, option, imagen
     elif case == "unknown_wnid":
         (tmp_path / "list.txt").write_text(f"{WNIDS[0]}\nn99999999\n")
         extra = ["--class-list", str(tmp_path / "list.txt")]
+    elif case == "list_and_count":
+        (tmp_path / "list.txt").write_text(f"{WNIDS[0]}\n")
+        extra = ["--class-list", str(tmp_path / "list.txt"), "--classes", "1"]
     elif case == "out_not_empty":
         out.mkdir()
         (out / "keep.txt").write_text("mine")
@@ -183,3 +191,19 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, option, imagen
     if case == "unknown_wnid":
         assert "n99999999" in err[0] and "list.txt" in err[0]
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_failure_while_linking_leaves_nothing(imagenet, tmp_path, monkeypatch, capsys):
+    real_symlink, calls = os.symlink, []
+
+    def flaky_symlink(src, dst):  # a filesystem that gives out part-way (or refuses symlinks)
+        calls.append(dst)
+        if len(calls) == 3:
+            raise OSError(95, "Operation not supported")
+        real_symlink(src, dst)
+
+    monkeypatch.setattr(os, "symlink", flaky_symlink)
+    assert main(["--imagenet", str(imagenet), "--classes", "2", "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --out ") and "--copy" in err[0]
+    assert list(tmp_path.iterdir()) == []
