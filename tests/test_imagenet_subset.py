@@ -93,17 +93,30 @@ def test_hint_is_a_search_run_command(imagenet, tmp_path, capsys):
 
 
 def test_draw_depends_on_seed_not_listing_order(imagenet, tmp_path, monkeypatch):
-    def run(name: str, seed: int) -> list[str]:
-        assert main(["--imagenet", str(imagenet), "--classes", "5", "--seed", str(seed), "--out", str(tmp_path / name),
-                     "--no-progress"]) == 0
-        return _classes(tmp_path / name)
+    def run(name: str, seed: int) -> list[tuple[str, list[str]]]:
+        out = tmp_path / name
+        argv = ["--imagenet", str(imagenet), "--classes", "5", "--images-per-class", "2", "--seed", str(seed)]
+        assert main([*argv, "--out", str(out), "--no-progress"]) == 0
+        return [(w, sorted(p.name for p in (out / "train" / w).iterdir())) for w in _classes(out)]
 
     first, other_seed = run("a", 0), run("b", 1)
     real_scandir = os.scandir
+
+    class ReversedListing(list):  # os.scandir's result is also a context manager
+        def __enter__(self) -> ReversedListing:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    def reversed_scandir(path):
+        with real_scandir(path) as entries:
+            return ReversedListing(sorted(entries, key=lambda e: e.name, reverse=True))
+
     # A filesystem that lists folders in the opposite order must give the same classes and images.
-    monkeypatch.setattr(os, "scandir", lambda path: iter(sorted(real_scandir(path), key=lambda e: e.name)[::-1]))
+    monkeypatch.setattr(os, "scandir", reversed_scandir)
     assert run("c", 0) == first
-    assert first != other_seed
+    assert [w for w, _ in first] != [w for w, _ in other_seed]
 
 
 def test_copy_class_list_and_cap(imagenet, tmp_path):
