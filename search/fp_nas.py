@@ -46,13 +46,15 @@ from __future__ import annotations
 import argparse
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
+
+from fpnas_zoo.atomic import atomic_write_bytes
 
 from .data import DataSpec
 from .distributions import ArchDistribution, adaptive_k
@@ -71,8 +73,6 @@ from .engine import (
 from .fbnet_space import SPACES, FbnetSpace, build_space
 from .runner import SearchAlgorithm, SearchRunner, SearchSettings
 
-from fpnas_zoo.atomic import atomic_write_bytes
-
 PAPER = "Yan et al., FP-NAS: Fast Probabilistic Neural Architecture Search, CVPR 2021"
 
 
@@ -83,6 +83,7 @@ class FpNasSettings(SearchSettings):
     space: str = "fbnetv2-f++"
     image_size: int | None = None  # imagefolder only; default: the space's resolution
     width_mult: float = 1.0
+    stem_stride: int | None = None  # override the space's (small demos: 32-px digits searched at 16x16)
     layers: tuple[int, ...] | None = None  # keep only these layers of the space (reduced spaces)
     choices: dict | None = None  # override choice values per variable (reduced spaces)
     epochs: int = 90
@@ -135,14 +136,14 @@ PRESETS: dict[str, dict] = {
                   calib_images=2000, trace_every=10, checkpoint_every=500),
     # CPU, embedded digits, a few minutes: a reduced F++ space (8 layers, quarter widths, fewer expansions) with a
     # target below the space's middle, so the cost term has work to do.
-    "demo": dict(dataset="digits", space="fbnetv2-f++", width_mult=0.25, layers=(0, 1, 4, 5, 8, 9, 15, 18),
-                 choices={"expansion": (2, 4, 6)}, epochs=16, warmup_epochs=2, coarse_to_fine_epochs=6,
-                 batch_size=64, lr=0.1, weight_decay=5e-4, alpha_lr=0.05, beta=2.0, budget=1.5e6,
-                 calib_images=256, limit_train=1600),
+    "demo": dict(dataset="digits", space="fbnetv2-f++", width_mult=0.25, stem_stride=2,
+                 layers=(0, 1, 2, 4, 5, 8, 15, 18), choices={"expansion": (3, 6), "width": (0.75, 1.0)}, epochs=14,
+                 warmup_epochs=4, coarse_to_fine_epochs=8, batch_size=64, lr=0.1, weight_decay=5e-4, alpha_lr=0.05,
+                 beta=2.0, budget=1.5e6, calib_images=256),
     # Seconds: for tests.
-    "smoke": dict(dataset="digits", space="fbnetv2-f++", width_mult=0.25, layers=(0, 1, 4, 8, 15),
-                  choices={"expansion": (2, 4)}, epochs=3, warmup_epochs=1, coarse_to_fine_epochs=2,
-                  batch_size=32, lr=0.1, alpha_lr=0.05, beta=2.0, budget=1.0e6, calib_images=64,
+    "smoke": dict(dataset="digits", space="fbnetv2-f++", width_mult=0.25, stem_stride=2, layers=(0, 1, 4, 8, 15),
+                  choices={"expansion": (2, 4), "width": (0.75, 1.0)}, epochs=3, warmup_epochs=1, coarse_to_fine_epochs=2,
+                  batch_size=32, lr=0.1, alpha_lr=0.05, beta=2.0, budget=1.5e6, calib_images=64,
                   limit_train=256, limit_val=64),
 }
 
@@ -199,10 +200,11 @@ class FpNasSearch(SearchAlgorithm):
 
     @classmethod
     def make_space(cls, settings: FpNasSettings, data: DataSpec) -> FbnetSpace:
-        return build_space(settings.space, tuple(data.input_size), data.num_classes, width_mult=settings.width_mult,
+        space = build_space(settings.space, tuple(data.input_size), data.num_classes, width_mult=settings.width_mult,
                            layers=None if settings.layers is None else tuple(settings.layers),
                            choices=None if settings.choices is None else
                            {k: tuple(v) for k, v in settings.choices.items()})
+        return space if settings.stem_stride is None else replace(space, stem_stride=settings.stem_stride)
 
     def __init__(self, runner: SearchRunner):
         super().__init__(runner)
@@ -216,7 +218,8 @@ class FpNasSearch(SearchAlgorithm):
         self.model = prepare_model(self.sampled, self.recipe, self.dist, find_unused_parameters=True)
         self.optimizer = make_optimizer(self.supernet, self.recipe)
         self.scheduler = make_scheduler(self.optimizer, self.recipe, len(self.data.train))
-        self.distribution = ArchDistribution(self.space.sizes(), joint=not s.coarse_to_fine).to(self.dist.device)
+        # The distribution stays on the CPU (a few thousand numbers): sampling draws from a CPU generator anyway.
+        self.distribution = ArchDistribution(self.space.sizes(), joint=not s.coarse_to_fine)
         self.alpha_optimizer = self._alpha_optimizer()
         self.epoch, self.step, self.samples_drawn, self.mode_top1 = 0, 0, 0, None
 
@@ -237,7 +240,6 @@ class FpNasSearch(SearchAlgorithm):
         self.epoch, self.step = state["epoch"], state["step"]
         self.samples_drawn, self.mode_top1 = state["samples_drawn"], state["mode_top1"]
         self.distribution.load_state(state["distribution"])
-        self.distribution.to(self.dist.device)
         self.alpha_optimizer = self._alpha_optimizer()
         self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -270,6 +272,11 @@ class FpNasSearch(SearchAlgorithm):
                     "mode_log_prob": round(log_p, 4), "samples_drawn": self.samples_drawn,
                     "mode": [self.label(i, c) for i, c in enumerate(mode)]}
 
+    @torch.no_grad()
+    def entropy(self) -> float:
+        """H(P(A | alpha)) in nats."""
+        return float(self.distribution.entropy())
+
     def label(self, layer: int, choice) -> str:
         labels = self.space.choice_labels(layer)
         return "_".join(labels[m][i] for m, i in enumerate(choice))
@@ -285,7 +292,7 @@ class FpNasSearch(SearchAlgorithm):
                 self.alpha_optimizer = self._alpha_optimizer()
                 self.trace.write(event="coarse_to_fine", epoch=self.epoch, parameters_before=before,
                                  parameters_after=self.distribution.num_parameters(),
-                                 entropy=round(float(self.distribution.entropy()), 4), wall_time_s=self.runner.elapsed())
+                                 entropy=round(self.entropy(), 4), wall_time_s=self.runner.elapsed())
             self.train_epoch()
             self.end_epoch()
         self.trace.write(event="distribution", **self.distribution_summary())
@@ -319,7 +326,7 @@ class FpNasSearch(SearchAlgorithm):
         s, dist = self.settings, self.dist
         seed_everything(derive_seed(s.seed, 3, epoch, step, dist.rank))  # dropout: per rank, resumable
         generator = torch.Generator().manual_seed(derive_seed(s.seed, 4, epoch, step))  # the same on every rank
-        entropy = float(self.distribution.entropy())
+        entropy = self.entropy()
         k = s.samples or adaptive_k(entropy, self.lam, s.k_min)
         archs = self.distribution.sample(k, generator)
         blocks = [self.space.arch_blocks(a) for a in archs]
@@ -341,8 +348,9 @@ class FpNasSearch(SearchAlgorithm):
         self.optimizer.step()
         self.scheduler.step()
 
-        record = dict(event="step", epoch=epoch, step=step, K=k, entropy=round(entropy, 4),
-                      layer_entropy=[round(float(h), 4) for h in self.distribution.layer_entropy()],
+        with torch.no_grad():
+            layer_entropy = [round(float(h), 4) for h in self.distribution.layer_entropy()]
+        record = dict(event="step", epoch=epoch, step=step, K=k, entropy=round(entropy, 4), layer_entropy=layer_entropy,
                       costs=costs, loss=round(float(weights @ losses), 5), lr=self.scheduler.get_last_lr()[0],
                       joint=self.distribution.joint)
         if epoch < s.warmup_epochs:
@@ -351,8 +359,8 @@ class FpNasSearch(SearchAlgorithm):
         # alpha: score function of the importance weights minus beta times the normalised cost excess
         images, labels = a_batch
         a_losses = self.losses(_inputs(images, self.recipe), labels, blocks)
-        a_weights = torch.softmax(-a_losses, 0)
-        excess = torch.tensor([cost_excess(c, s.budget) for c in costs], device=a_weights.device)
+        a_weights = torch.softmax(-a_losses, 0).cpu()
+        excess = torch.tensor([cost_excess(c, s.budget) for c in costs], dtype=a_weights.dtype)
         cost_share = excess / excess.sum() - 1 / k if excess.sum() > 0 else torch.zeros_like(excess)
         coefficient = (a_weights - 1 / k) - s.beta * cost_share
         self.alpha_optimizer.zero_grad(set_to_none=True)
@@ -383,13 +391,14 @@ class FpNasSearch(SearchAlgorithm):
         self.mode_top1 = metrics["top1"]
         self.trace.write(event="epoch", epoch=self.epoch, accuracy=metrics["top1"], loss=metrics["loss"],
                          mult_adds=self.runner.cost(blocks), target=self.settings.budget,
-                         entropy=round(float(self.distribution.entropy()), 4),
-                         parameters=self.distribution.num_parameters(), samples_drawn=self.samples_drawn,
+                         entropy=round(self.entropy(), 4), parameters=self.distribution.num_parameters(),
+                         samples_drawn=self.samples_drawn,
                          mode=[self.label(i, c) for i, c in enumerate(mode)], wall_time_s=self.runner.elapsed())
         self.epoch, self.step = self.epoch + 1, 0
         self.runner.save()
         self.runner.write_plots()
 
+    @torch.no_grad()
     def distribution_summary(self) -> dict:
         """Every layer's marginal probability of every choice, with labels (the heatmap's data)."""
         layers = []
@@ -398,7 +407,7 @@ class FpNasSearch(SearchAlgorithm):
             marginals = self.distribution.marginals(i)
             layers.append({name: dict(zip(label, [round(float(p), 5) for p in m], strict=True))
                            for name, label, m in zip(names, labels, marginals, strict=True)})
-        return {"layers": layers, "entropy": round(float(self.distribution.entropy()), 4),
+        return {"layers": layers, "entropy": round(self.entropy(), 4),
                 "joint": self.distribution.joint}
 
     def write_weights(self) -> None:
