@@ -1,9 +1,11 @@
 """The FP-NAS spaces as data: the published FBNetV2 networks are points, and the space's candidates, extremes and
 supernet agree with brute force and with the zoo's built models."""
+import importlib.util
 import itertools
 import json
 import math
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -152,3 +154,22 @@ def test_bad_space_arguments_name_the_option():
         build_space("fbnetv2-f++", choices={"attention": ("none", "sa3")})
     with pytest.raises(ValueError, match=r"choices\['block'\]: layer 1 of fbnetv2-f has stride 2"):
         build_space("fbnetv2-f", choices={"block": ("skip",)})
+
+
+def test_fp_nas_reconstructions_are_widened_points_of_their_spaces():
+    """Each committed FP-NAS reconstruction is its tool's varied template (a point of fbnetv2-f++ / fp-nas-l, by
+    `locate`) with only the widths scaled."""
+    path = Path(__file__).parents[1] / "tools" / "reconstruct_fp_nas.py"
+    module_spec = importlib.util.spec_from_file_location("reconstruct_fp_nas", path)
+    tool = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(tool)
+    for name, (kind, *_) in tool.MODELS.items():
+        committed = load_spec(Path(__file__).parents[1] / "arch_specs" / "fp_nas" / f"{name}.json")
+        seed = re.search(r"with the seed '([^']+)'", committed.source["notes"]).group(1)
+        point = tool.vary(kind, seed)
+        space = build_space({"F++": "fbnetv2-f++", "L": "fp-nas-l"}[kind])
+        space.locate(point)  # raises if the template, as varied, is not a point of the space
+        assert [{**b, "out_chs": 0} for b in committed.blocks] == [{**b, "out_chs": 0} for b in point], name
+        # one multiplier for every width, rounded to 8 channels: the order of the widths is kept, ties too
+        pairs = sorted(zip((p["out_chs"] for p in point), (b["out_chs"] for b in committed.blocks), strict=True))
+        assert all(a[1] <= b[1] and (a[0] < b[0] or a[1] == b[1]) for a, b in itertools.pairwise(pairs)), name
