@@ -22,6 +22,7 @@ from timm.layers import make_divisible
 
 from fpnas_zoo.spec import SCHEMA_VERSION, spec_from_dict
 
+from .flops import _METADATA, MultAddsCost
 from .supernet import block_key
 
 SPACES = ("fbnetv2-f", "fbnetv2-f++", "fp-nas-l")
@@ -235,8 +236,6 @@ class FbnetSpace:
     def _extreme_blocks(self, largest: bool) -> list[dict]:
         """Exact min / max of mult-adds by dynamic programming over layers, the state being the width a layer ends
         at: a block's mult-adds depend only on its input width and its own dict, the head's on the last width."""
-        from .flops import _METADATA, MultAddsCost  # flops builds modules; importing this module needs none
-
         cost = MultAddsCost(spec_from_dict(self.spec_dict(self.default_blocks(), "probe", (0.5,) * 3, (0.5,) * 3,
                                                           dict(_METADATA))))
         better = (lambda a, b: a > b) if largest else (lambda a, b: a < b)
@@ -308,7 +307,8 @@ def _dominant(cands: list[dict], largest: bool) -> list[dict]:
 
 def _widths(published: int, multipliers: Sequence[float], width_mult: float) -> tuple[int, ...]:
     """Width choices of a layer: make_divisible(published x width_mult x m, 8) for each multiplier m, moved apart
-    by at least 8 where rounding makes two equal (so every choice is a distinct width); m = 1 keeps its value."""
+    by at least 8 where rounding makes two equal (so every choice is a distinct width); m = 1 keeps its value
+    unless a narrow layer's set has to move up off the minimum of 8."""
     ms = sorted(multipliers)
     values = [make_divisible(published * width_mult * m, 8) for m in ms]
     anchor = min(range(len(ms)), key=lambda j: abs(ms[j] - 1.0))
