@@ -292,7 +292,8 @@ def _dominant(cands: list[dict], largest: bool) -> list[dict]:
     Mult-adds do not depend on the activation (the counter counts convolutions and matmuls), grow with the kernel
     and, for expansions of at least 1, with the expansion (the middle width grows; e = 1 drops the 1x1 expansion
     conv, which only helps the cheap end): so only the extreme kernel and expansion of each (width, attention)
-    remain. Expansions below 1 can be cheaper than e = 1 (that conv comes back), so then all stay.
+    remain, and at the cheap end only no attention. Expansions below 1 can be cheaper than e = 1 (that conv comes
+    back), so then all stay.
     """
     irs = [b for b in cands if b["type"] == "ir"]
     if any(b["expansion"] < 1 for b in irs):
@@ -302,6 +303,9 @@ def _dominant(cands: list[dict], largest: bool) -> list[dict]:
     for b in irs:  # the space is a product, so the extreme (kernel, expansion) pair exists for every key
         key = (b["out_chs"], b["attention"], b["splits"])
         extreme[key] = pick(extreme.get(key, b), b, key=lambda x: (x["kernel_size"], x["expansion"]))
+    if not largest and any(b["attention"] == "none" for b in irs):
+        # attention only adds convolutions (SE's two, split attention's r-fold depthwise conv and two)
+        extreme = {k: b for k, b in extreme.items() if b["attention"] == "none"}
     return [b for b in cands if b["type"] == "skip"] + list(extreme.values())
 
 
