@@ -1,0 +1,175 @@
+"""The FP-NAS spaces as data: the published FBNetV2 networks are points, and the space's candidates, extremes and
+supernet agree with brute force and with the zoo's built models."""
+import importlib.util
+import itertools
+import json
+import math
+import random
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from fpnas_zoo import FpnasZooNet, count_spec, load_spec, spec_from_dict
+from search.fbnet_space import SPACES, build_space
+from search.flops import _METADATA, MultAddsCost
+from search.supernet import Supernet, block_key
+
+SPECS = Path(__file__).parent / "fixtures" / "specs"
+# The reduction build_space's docstring recommends for a CPU demo on 32-px digits.
+DEMO = dict(width_mult=0.25, layers=(0, 1, 2, 4, 5, 8, 15, 18), choices={"expansion": (3, 6), "width": (0.75, 1.0)})
+
+
+def spec_of(space, blocks, name="probe"):
+    return spec_from_dict(space.spec_dict(blocks, name, (0.5,) * 3, (0.25,) * 3, dict(_METADATA)))
+
+
+def shapes(spec):
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in FpnasZooNet(spec).state_dict().items()}
+
+
+@pytest.mark.parametrize("space_name, fixture", [("fbnetv2-f", "fbnetv2_f4"), ("fp-nas-l", "fbnetv2_l2")])
+def test_published_fbnetv2_network_is_a_point_of_its_space(space_name, fixture):
+    published = load_spec(SPECS / f"{fixture}.json")
+    space = build_space(space_name)  # the space's default input size is the published network's
+    assert tuple(space.input_size) == tuple(published.input_size)
+    choices = space.locate(published.blocks)
+    blocks = space.arch_blocks(choices)
+    assert [block_key(b) for b in blocks] == [block_key(b) for b in published.blocks]
+    spec = spec_of(space, blocks)
+    ours, theirs = count_spec(spec), count_spec(published)
+    assert (ours.params, ours.mult_adds) == (theirs.params, theirs.mult_adds)
+    assert shapes(spec) == shapes(published)
+    # the runner's blockwise cost, with the space's middle point as the base spec, prices it as the zoo counts it
+    assert MultAddsCost(spec_of(space, space.default_blocks())).cost(blocks) == theirs.mult_adds
+
+
+def test_fbnetv2_f4_with_split_attention_for_se_is_a_point_of_f_plus_plus():
+    published = load_spec(SPECS / "fbnetv2_f4.json")
+    space = build_space("fbnetv2-f++")
+    with pytest.raises(ValueError, match=r"blocks\[4\]: attention 'se' is not a choice of layer 4"):
+        space.locate(published.blocks)
+    blocks = [{**b, "attention": "split_attention"} if b.get("attention") == "se" else dict(b)
+              for b in published.blocks]
+    assert space.arch_blocks(space.locate(blocks)) == blocks
+
+
+def test_locate_names_the_layer_and_value_that_are_not_in_the_space():
+    space = build_space("fbnetv2-f")
+    blocks = [dict(b) for b in load_spec(SPECS / "fbnetv2_f4.json").blocks]
+    blocks[5]["expansion"] = 2.5
+    with pytest.raises(ValueError, match=r"blocks\[5\]: expansion 2.5 is not a choice of layer 5"):
+        space.locate(blocks)
+    blocks[5] = {"type": "skip", "out_chs": 32, "stride": 2}  # layer 5 has stride 1
+    with pytest.raises(ValueError, match=r"blocks\[5\]: .* is not a point of layer 5"):
+        space.locate(blocks)
+    with pytest.raises(ValueError, match="expected 19 blocks"):
+        space.locate(blocks[:-1])
+
+
+def test_candidates_are_the_distinct_blocks_of_every_choice_combination():
+    space = build_space("fbnetv2-f++", (3, 32, 32), 10, **DEMO)
+    assert [layer.stride for layer in space.layers] == [1, 1, 1, 2, 1, 2, 2, 1]  # CIFAR strides: 4x4 at the end
+    assert space.stem_stride == 1
+    for i, (layer, cands) in enumerate(zip(space.layers, space.candidates(), strict=True)):
+        v = {x.name: x.choices for x in layer.variables}
+        expected = set()
+        for block, act, att, e, w in itertools.product(v["block"], v["act"], v["attention"], v["expansion"],
+                                                      v["width"]):
+            if block == "skip":
+                expected.add(block_key({"type": "skip", "out_chs": w, "stride": layer.stride}))
+            else:
+                sa = att.startswith("sa")
+                expected.add(block_key({"type": "ir", "out_chs": w, "kernel_size": int(block[1]),
+                                        "stride": layer.stride, "expansion": e,
+                                        "attention": "split_attention" if sa else att,
+                                        "splits": int(att[2]) if sa else 1, "act": act}))
+        keys = [block_key(b) for b in cands]
+        assert len(keys) == len(set(keys)) and set(keys) == expected, f"layer {i}"
+        # the demo keeps something to learn in every variable, and a joint distribution of at most ~100 per layer
+        sizes = space.sizes()[i]
+        assert min(sizes) >= 2 and len(sizes) == 5
+        assert 1 < len(cands) and math.prod(sizes) <= 100
+
+
+@pytest.mark.parametrize("space_name, choices", [
+    ("fbnetv2-f", {"block": ("k3", "k5", "skip"), "act": ("relu", "hard_swish"), "attention": ("none",),
+                   "expansion": (2, 6), "width": (1.0,)}),
+    ("fbnetv2-f++", {"block": ("k3", "skip"), "act": ("relu",), "attention": ("none", "sa4"), "expansion": (3,),
+                     "width": (0.75, 1.25)}),
+    ("fbnetv2-f", {"block": ("k5", "skip"), "act": ("relu",), "attention": ("none", "se"), "expansion": (1, 4),
+                   "width": (1.0, 1.5)}),
+])
+def test_smallest_and_largest_blocks_are_the_brute_force_extremes(space_name, choices):
+    space = build_space(space_name, (3, 64, 64), 10, width_mult=0.5, layers=(1, 4, 8, 15, 18), choices=choices)
+    cost = MultAddsCost(spec_of(space, space.default_blocks()))
+    costs = [cost.cost(list(arch)) for arch in itertools.product(*space.candidates())]
+    assert len(costs) > 100
+    assert cost.cost(space.smallest_blocks()) == min(costs)
+    assert cost.cost(space.largest_blocks()) == max(costs)
+
+
+def test_supernet_over_a_reduced_space_computes_the_zoo_model_of_a_point():
+    space = build_space("fbnetv2-f++", (3, 32, 32), 10, **DEMO)
+    torch.manual_seed(0)
+    supernet = Supernet(spec_of(space, space.default_blocks()), space.candidates()).eval()
+    x = torch.randn(2, 3, 32, 32)
+    rng = random.Random(0)
+    for _ in range(2):
+        blocks = space.arch_blocks([tuple(rng.randrange(n) for n in sizes) for sizes in space.sizes()])
+        model = FpnasZooNet(supernet.spec_of(blocks)).eval()
+        model.load_state_dict(supernet.export(blocks))
+        with torch.no_grad():
+            out = supernet(x, blocks)
+            assert out.shape == (2, 10)
+            torch.testing.assert_close(out, model(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_default_space_shape_and_description(name):
+    space = build_space(name)
+    assert len(space.layers) == {"fbnetv2-f": 19, "fbnetv2-f++": 19, "fp-nas-l": 25}[name]
+    for i, layer in enumerate(space.layers):
+        assert space.variable_names(i) == ["block", "act", "attention", "expansion", "width"]
+        labels = space.choice_labels(i)
+        assert [len(x) for x in labels] == space.sizes()[i] and all(len(set(x)) == len(x) for x in labels)
+        assert all(v.source for v in layer.variables)
+        assert ("skip" in layer.variables[0].choices) == (layer.stride == 1)
+    spec_of(space, space.default_blocks())  # a valid zoo spec
+    assert json.loads(json.dumps(space.describe())) == space.describe()
+
+
+def test_bad_space_arguments_name_the_option():
+    with pytest.raises(ValueError, match="--space fbnetv2-x: expected one of fbnetv2-f, fbnetv2-f\\+\\+, fp-nas-l"):
+        build_space("fbnetv2-x")
+    with pytest.raises(ValueError, match="layers: every stride-2 layer of fbnetv2-f .* missing 4"):
+        build_space("fbnetv2-f", layers=(0, 1, 8, 15))
+    with pytest.raises(ValueError, match="layers: expected distinct layer indices in 0..18"):
+        build_space("fbnetv2-f", layers=(1, 4, 8, 15, 19))
+    with pytest.raises(ValueError, match="choices: unknown variable 'kernel'"):
+        build_space("fbnetv2-f", choices={"kernel": (3,)})
+    with pytest.raises(ValueError, match=r"choices\['attention'\]: 'sa3' is not one of"):
+        build_space("fbnetv2-f++", choices={"attention": ("none", "sa3")})
+    with pytest.raises(ValueError, match=r"choices\['block'\]: layer 1 of fbnetv2-f has stride 2"):
+        build_space("fbnetv2-f", choices={"block": ("skip",)})
+
+
+def test_fp_nas_reconstructions_are_widened_points_of_their_spaces():
+    """Each committed FP-NAS reconstruction is its tool's varied template (a point of fbnetv2-f++ / fp-nas-l, by
+    `locate`) with only the widths scaled."""
+    path = Path(__file__).parents[1] / "tools" / "reconstruct_fp_nas.py"
+    module_spec = importlib.util.spec_from_file_location("reconstruct_fp_nas", path)
+    tool = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(tool)
+    for name, (kind, *_) in tool.MODELS.items():
+        committed = load_spec(Path(__file__).parents[1] / "arch_specs" / "fp_nas" / f"{name}.json")
+        seed = re.search(r"with the seed '([^']+)'", committed.source["notes"]).group(1)
+        point = tool.vary(kind, seed)
+        space = build_space({"F++": "fbnetv2-f++", "L": "fp-nas-l"}[kind])
+        space.locate(point)  # raises if the template, as varied, is not a point of the space
+        assert [{**b, "out_chs": 0} for b in committed.blocks] == [{**b, "out_chs": 0} for b in point], name
+        # one multiplier for every width, rounded to 8 channels: the order of the widths is kept, ties too
+        pairs = sorted(zip((p["out_chs"] for p in point), (b["out_chs"] for b in committed.blocks), strict=True))
+        assert all(a[1] <= b[1] and (a[0] < b[0] or a[1] == b[1]) for a, b in itertools.pairwise(pairs)), name
