@@ -44,8 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--algo", choices=sorted(ALGORITHMS), default="fpnas",
                    help="; ".join(f"{name}: {cls.summary}" for name, cls in ALGORITHMS.items()))
     presets = sorted({name for cls in ALGORITHMS.values() for name in cls.presets})
-    p.add_argument("--preset", choices=presets, default="demo",
-                   help="paper: the paper's settings; demo: CPU minutes on embedded data; smoke: seconds")
+    p.add_argument("--preset", choices=presets,
+                   help="paper: the paper's settings; demo: CPU minutes on embedded data; smoke: seconds. Default: "
+                        "paper when --dataset names a real dataset (cifar10, cifar100, imagefolder), else demo")
     p.add_argument("--out", required=True, help="output folder (spec.json, trace.jsonl, plots/, checkpoint.pt)")
     p.add_argument("--dataset", choices=("cifar10", "cifar100", "imagefolder", "digits"),
                    help="default: the preset's (digits is scikit-learn's embedded 8x8 digits, offline)")
@@ -74,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from_args(args: argparse.Namespace) -> SearchSettings:
     """The preset of `--algo`, with every option given on the command line over it."""
     algorithm = ALGORITHMS[args.algo]
+    if args.preset is None:  # a real dataset asks for the real search; no dataset, the offline demo
+        args.preset = "paper" if args.dataset not in (None, "digits") else "demo"
     mine = set(_OWN_OPTIONS.get(args.algo, {}))
     for other, options in _OWN_OPTIONS.items():
         for dest, option in options.items():

@@ -82,14 +82,25 @@ def test_cli_links_and_hint_reads_with_load_data(imagenet, tmp_path):
     assert images.shape == (1, 3, 8, 8) and 0 <= int(labels[0]) < 4
 
 
-def test_hint_is_a_search_run_command(imagenet, tmp_path, capsys):
-    if "fp-nas" not in R.ALGORITHMS:
-        pytest.skip("search.run has no --algo fp-nas yet: the printed command's options are checked once it has")
+def test_printed_search_command_runs_fp_nas_on_the_subset(imagenet, tmp_path, capsys):
+    """The printed command, as printed (ImageNet-100 gets the paper preset), then run end to end on the subset with
+    the smoke settings added: FP-NAS searches the symlinked ImageFolder, with weight and architecture halves."""
     out = tmp_path / "out"
-    assert main(["--imagenet", str(imagenet), "--classes", "2", "--out", str(out), "--no-progress"]) == 0
+    assert main(["--imagenet", str(imagenet), "--classes", "6", "--out", str(out), "--no-progress"]) == 0
     hint = shlex.split(capsys.readouterr().out.strip().splitlines()[-1])
     args = R.build_parser().parse_args(hint[3:])
-    assert args.dataset == "imagefolder" and Path(args.data_dir) == out
+    assert args.dataset == "imagefolder" and Path(args.data_dir) == out and args.algo == "fp-nas"
+    settings = R.settings_from_args(args)
+    assert settings.space == "fbnetv2-f++" and settings.epochs == 90 and settings.width_mult == 1.0  # paper preset
+    search_out = tmp_path / "search"
+    argv = [a for a in hint[3:]]
+    argv[argv.index("--out") + 1] = str(search_out)
+    argv += ["--preset", "smoke", "--image-size", "32", "--epochs", "2", "--warmup-epochs", "0",
+             "--coarse-to-fine-epochs", "1", "--workers", "0", "--no-progress"]
+    assert R.main(argv) == 0
+    spec = json.loads((search_out / "spec.json").read_text())
+    assert spec["num_classes"] == 6 and spec["input_size"] == [3, 32, 32]
+    assert spec["search"]["dataset"] == "imagefolder" and spec["search"]["algorithm"] == "fp_nas"
 
 
 def test_draw_depends_on_seed_not_listing_order(imagenet, tmp_path, monkeypatch):
