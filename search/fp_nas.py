@@ -145,8 +145,8 @@ PRESETS: dict[str, dict] = {
     # Seconds: for tests.
     "smoke": dict(dataset="digits", space="fbnetv2-f++", width_mult=0.25, stem_stride=2, layers=(0, 1, 4, 8, 15),
                   choices={"expansion": (2, 4), "width": (0.75, 1.0)}, epochs=3, warmup_epochs=1,
-                  coarse_to_fine_epochs=2, batch_size=32, lr=0.1, alpha_lr=0.05, beta=2.0, budget=1.5e6, calib_images=64,
-                  limit_train=256, limit_val=64),
+                  coarse_to_fine_epochs=2, batch_size=32, lr=0.1, alpha_lr=0.05, beta=2.0, budget=1.5e6,
+                  calib_images=64, limit_train=256, limit_val=64),
 }
 
 
