@@ -70,6 +70,16 @@ def test_exported_weights_are_the_supernets_and_score_what_the_search_measured(s
     assert top1 == pytest.approx(spec.search["val_top1"], abs=1e-9)
 
 
+def test_the_found_spec_trains_with_search_train(smoke_run, tmp_path):
+    """The README's retrain command on a searched FP-NAS spec (one epoch)."""
+    run = subprocess.run([sys.executable, "-m", "search.train", "--spec", str(smoke_run / "spec.json"), "--dataset",
+                          "digits", "--recipe", "demo", "--epochs", "1", "--limit-train", "128", "--out",
+                          str(tmp_path), "--no-progress"], capture_output=True, text=True, cwd=ROOT,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (tmp_path / "checkpoint.pt").is_file() and (tmp_path / "metrics.json").is_file()
+
+
 def test_trace_records_every_step_with_k_entropy_costs_and_weights(smoke_run):
     trace = read_trace(smoke_run / "trace.jsonl")
     steps = [r for r in trace if r["event"] == "step"]
