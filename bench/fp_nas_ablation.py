@@ -52,7 +52,7 @@ def summarise(out: Path) -> dict:
     return {
         "samples": sum(r["K"] for r in steps), "k0": steps[0]["K"], "k_last": steps[-1]["K"],
         "search_s": spec["search"]["wall_time_s"],
-        "parameters": epochs[-1]["parameters"],
+        "parameters": epochs[0]["parameters"],  # while the distribution was as it started (factorized or joint)
         "steps_to_half_entropy": None if half is None else half + 1,
         "seconds_to_half_entropy": None if half is None else steps[half]["wall_time_s"],
         "final_entropy": spec["search"]["distribution"]["entropy_nats"], "h0": h0,
@@ -66,6 +66,7 @@ def main() -> int:
     p.add_argument("--epochs", type=int, help="search epochs (default: the demo preset's)")
     p.add_argument("--retrain-epochs", type=int, default=3)
     p.add_argument("--out", default="runs/fp_nas_ablation")
+    p.add_argument("--report-only", action="store_true", help="tabulate the runs already in --out")
     args = p.parse_args()
     root = Path(args.out)
     root.mkdir(parents=True, exist_ok=True)
@@ -74,6 +75,13 @@ def main() -> int:
         k0 = None
         for name, extra in CONFIGS.items():
             out = root / f"seed{seed}" / name.split()[0].replace(",", "") / ("c2f" if "c2f" in name else "joint")
+            train = out / "retrain"
+            if args.report_only:
+                result = summarise(out) | {"retrained_top1": json.loads((train / "metrics.json").read_text())[
+                    "val_top1"]}
+                k0 = k0 or result["k0"]
+                rows[name].append(result)
+                continue
             if out.exists():
                 shutil.rmtree(out)
             extra = [a.format(k0=k0) for a in extra]
@@ -84,7 +92,6 @@ def main() -> int:
             run(search, out.parent / f"{out.name}_search.log")
             result = summarise(out)
             k0 = k0 or result["k0"]
-            train = out / "retrain"
             run(["-m", "search.train", "--spec", str(out / "spec.json"), "--dataset", "digits", "--recipe", "demo",
                  "--epochs", str(args.retrain_epochs), "--seed", str(seed), "--out", str(train), "--no-progress"],
                 out.parent / f"{out.name}_train.log")
@@ -102,7 +109,7 @@ def main() -> int:
         return f"{mean:.4g} ± {spread:.2g}" if spread else f"{mean:.4g}"
 
     print(f"\n{len(args.seeds)} seed(s) ({', '.join(map(str, args.seeds))}); mean ± standard deviation\n")
-    print("| configuration | architectures sampled | search s | distribution parameters | steps to H0/2 | "
+    print("| configuration | architectures sampled | search s | distribution parameters at the start | steps to H0/2 | "
           "s to H0/2 | final H (nats) | mult-adds (M) / target | retrained top-1 |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, results in rows.items():

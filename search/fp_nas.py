@@ -219,7 +219,9 @@ class FpNasSearch(SearchAlgorithm):
         self.sampled = _Sampled(self.supernet)
         self.model = prepare_model(self.sampled, self.recipe, self.dist, find_unused_parameters=True)
         self.optimizer = make_optimizer(self.supernet, self.recipe)
-        self.scheduler = make_scheduler(self.optimizer, self.recipe, len(self.data.train))
+        # a step takes one batch of each half: the shorter half sets the steps per epoch
+        self.scheduler = make_scheduler(self.optimizer, self.recipe,
+                                        min(len(self.data.train), len(self.data.train_arch)))
         # The distribution stays on the CPU (a few thousand numbers): sampling draws from a CPU generator anyway.
         self.distribution = ArchDistribution(self.space.sizes(), joint=not s.coarse_to_fine)
         self.alpha_optimizer = self._alpha_optimizer()
