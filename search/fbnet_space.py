@@ -20,9 +20,10 @@ from dataclasses import asdict, dataclass
 
 from timm.layers import make_divisible
 
-from fpnas_zoo.spec import SCHEMA_VERSION, spec_from_dict
+from fpnas_zoo.spec import spec_from_dict
 
 from .flops import _METADATA, MultAddsCost
+from .runner import searched_spec_dict
 from .supernet import block_key
 
 SPACES = ("fbnetv2-f", "fbnetv2-f++", "fp-nas-l")
@@ -259,27 +260,15 @@ class FbnetSpace:
 
     def spec_dict(self, blocks: list[dict], name: str, mean, std, metadata: dict) -> dict:
         """The zoo spec of a point given as block dicts (provenance 'searched')."""
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "name": name,
-            "input_size": list(self.input_size),
-            "num_classes": self.num_classes,
-            "preprocessing": {"crop_pct": 1.0 if self.input_size[1] <= 64 else 0.875, "interpolation": "bilinear",
-                              "mean": list(mean), "std": list(std)},
-            "stem": {"type": "conv_bn_act", "out_chs": self.stem_chs, "kernel_size": 3, "stride": self.stem_stride,
-                     "act": HS},
-            "blocks": [dict(b) for b in blocks],
-            "head": {"type": "conv_head", "out_chs": self.head_chs, "act": HS, "pool": "avg",
-                     "pre_logits_chs": self.pre_logits_chs, "drop_rate": 0.2},
-            "provenance": "searched",
-            "source": {"paper": FP_NAS_PAPER, "table": None, "repository": None,
-                       "notes": metadata.pop("notes", f"Found by python -m search.run --algo fp_nas in {self.name}.")},
-            "paper": {"params_m": None, "params_convention": "weights_only", "mult_adds_m": None,
-                      "mult_adds_convention": "total", "top1": None, "source": "searched here, not in a paper"},
-            "target": None,
-            "search": metadata,
-            "weights": {},
-        }
+        return searched_spec_dict(
+            name=name, input_size=self.input_size, num_classes=self.num_classes, mean=mean, std=std,
+            stem={"type": "conv_bn_act", "out_chs": self.stem_chs, "kernel_size": 3, "stride": self.stem_stride,
+                  "act": HS},
+            blocks=blocks,
+            head={"type": "conv_head", "out_chs": self.head_chs, "act": HS, "pool": "avg",
+                  "pre_logits_chs": self.pre_logits_chs, "drop_rate": 0.2},
+            paper=FP_NAS_PAPER, conventions=("weights_only", "total"), metadata=metadata,
+            default_notes=f"Found by python -m search.run --algo fp-nas in {self.name}.")
 
     def describe(self) -> dict:
         """Everything that defines the space, as plain JSON data (part of a checkpoint's identity)."""

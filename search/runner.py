@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from fpnas_zoo import count_spec, save_spec, spec_from_dict
-from fpnas_zoo.spec import ModelSpec
+from fpnas_zoo.spec import SCHEMA_VERSION, ModelSpec
 
 from . import distributed as dist_utils
 from .checkpointing import Checkpointer, Trace
@@ -52,6 +52,32 @@ class SearchSettings:
         """Counts the search cannot run with are refused with the option that sets them."""
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
+
+
+def searched_spec_dict(*, name: str, input_size: tuple[int, int, int], num_classes: int, mean: Any, std: Any,
+                       stem: dict, blocks: Arch, head: dict, paper: str, conventions: tuple[str, str],
+                       metadata: dict, default_notes: str) -> dict:
+    """The zoo spec of a searched network (provenance 'searched'), as every space writes it: its stem, blocks and
+    head, the data's preprocessing, the paper and counting conventions of its family, and the search's metadata
+    (whose `notes`, if any, become `source.notes`)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "name": name,
+        "input_size": list(input_size),
+        "num_classes": num_classes,
+        "preprocessing": {"crop_pct": 1.0 if input_size[1] <= 64 else 0.875, "interpolation": "bilinear",
+                          "mean": list(mean), "std": list(std)},
+        "stem": stem,
+        "blocks": [dict(b) for b in blocks],
+        "head": head,
+        "provenance": "searched",
+        "source": {"paper": paper, "table": None, "repository": None, "notes": metadata.pop("notes", default_notes)},
+        "paper": {"params_m": None, "params_convention": conventions[0], "mult_adds_m": None,
+                  "mult_adds_convention": conventions[1], "top1": None, "source": "searched here, not in a paper"},
+        "target": None,
+        "search": metadata,
+        "weights": {},
+    }
 
 
 class SearchSpace(Protocol):

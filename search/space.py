@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass
 from timm.layers import make_divisible
 
 from fpnas_zoo.block_types import BLOCK_TYPES
-from fpnas_zoo.spec import SCHEMA_VERSION
+
+from .runner import searched_spec_dict
 
 # The official FPNASNet skeleton (16 searched blocks): widths and ImageNet strides.
 OFFICIAL_WIDTHS = (24, 24, 40, 40, 40, 80, 80, 80, 80, 112, 112, 112, 192, 192, 192, 320)
@@ -96,27 +97,15 @@ class FpnasSpace:
 
     def spec_dict(self, blocks: list[dict], name: str, mean, std, metadata: dict) -> dict:
         """The zoo spec of an architecture given as block dicts (what `arch_blocks` returns)."""
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "name": name,
-            "input_size": list(self.input_size),
-            "num_classes": self.num_classes,
-            "preprocessing": {"crop_pct": 1.0 if self.input_size[1] <= 64 else 0.875, "interpolation": "bilinear",
-                              "mean": list(mean), "std": list(std)},
-            "stem": {"type": "conv_bn_act", "out_chs": self.stem_chs, "kernel_size": 3, "stride": self.stem_stride,
-                     "act": "relu"},
-            "blocks": blocks,
-            "head": {"type": "conv_head", "out_chs": self.head_chs, "act": "relu", "pool": "avg",
-                     "pre_logits_chs": None, "drop_rate": 0.2},
-            "provenance": "searched",
-            "source": {"paper": FPNAS_PAPER, "table": None, "repository": None,
-                       "notes": metadata.pop("notes", "Found by python -m search.run --algo fpnas.")},
-            "paper": {"params_m": None, "params_convention": "without_bn", "mult_adds_m": None,
-                      "mult_adds_convention": "conv_only", "top1": None, "source": "searched here, not in a paper"},
-            "target": None,
-            "search": metadata,
-            "weights": {},
-        }
+        return searched_spec_dict(
+            name=name, input_size=self.input_size, num_classes=self.num_classes, mean=mean, std=std,
+            stem={"type": "conv_bn_act", "out_chs": self.stem_chs, "kernel_size": 3, "stride": self.stem_stride,
+                  "act": "relu"},
+            blocks=blocks,
+            head={"type": "conv_head", "out_chs": self.head_chs, "act": "relu", "pool": "avg", "pre_logits_chs": None,
+                  "drop_rate": 0.2},
+            paper=FPNAS_PAPER, conventions=("without_bn", "conv_only"), metadata=metadata,
+            default_notes="Found by python -m search.run --algo fpnas.")
 
     def describe(self) -> dict:
         return asdict(self)
