@@ -134,10 +134,10 @@ PRESETS: dict[str, dict] = {
     "paper": dict(dataset="imagefolder", space="fbnetv2-f++", epochs=90, warmup_epochs=10, coarse_to_fine_epochs=30,
                   batch_size=1024, lr=0.4, weight_decay=4e-5, alpha_lr=0.01, beta=1.0, budget=238e6,
                   calib_images=2000, trace_every=10, checkpoint_every=500),
-    # CPU, embedded digits, a few minutes: a reduced FBNetV2-F space (8 layers at quarter width, searched at 16x16:
+    # CPU, embedded digits, about a minute: a reduced FBNetV2-F space (8 layers at quarter width, searched at 16x16:
     # kernel 3/5/skip, ReLU/h-swish, SE on/off, expansion 3/6; widths fixed) with a target below the space's middle,
-    # so the cost term has work to do. Widths and split attention are left out of the demo: mixed per layer they
-    # train the shared weights far more slowly (bench/README.md), more than a CPU demo's minutes allow.
+    # so the cost term has work to do. Widths are left out: mixed per layer they train the shared weights far more
+    # slowly (bench/README.md) than a CPU demo's minutes allow. (--space fbnetv2-f++ works too: 67 s here.)
     "demo": dict(dataset="digits", space="fbnetv2-f", width_mult=0.25, stem_stride=2,
                  layers=(0, 1, 2, 4, 5, 8, 15, 18), choices={"expansion": (3, 6), "width": (1.0,)}, epochs=30,
                  warmup_epochs=5, coarse_to_fine_epochs=15, batch_size=64, lr=0.1, weight_decay=5e-4, alpha_lr=0.1,

@@ -10,8 +10,12 @@ from the architecture's spec computes, and BatchNorm running statistics update i
 
 Which part of a shared tensor a candidate uses is decided in one place, `_storage_name` and `_window`:
 leading channels for widths and expansions, the centre of the kernel for smaller kernels, and the right half of
-the channels for the branch of an FPNAS split block (the half it sees in the built network). Split attention with
-r splits lays a channel's r filters side by side, so each r keeps its own tensors.
+the channels for the branch of an FPNAS split block (the half it sees in the built network). The depthwise filters
+of an MBConv are one tensor of shape (channels, splits, k, k) for every attention choice: no attention and SE use
+split 0, split attention with r splits uses splits 0..r-1 (laid out as the zoo's `SplitAttnDw` wants them, channel
+c's r filters at c * r + j, by a reshape), so every attention choice of a layer computes with the same filters.
+Sharing them matters: with separate filters per attention choice, architectures that mix the choices layer by layer
+barely train (bench/README.md). The rest of split attention (its BN over r maps, its two 1x1 convs) stays per r.
 """
 from __future__ import annotations
 
@@ -39,13 +43,29 @@ def block_key(block: dict) -> tuple:
 # The slicing rules: where a candidate's tensor lives in the shared tensors of its position.
 
 
+def _splits(block: dict | None, key: str) -> int | None:
+    """r when `key` is the depthwise filters of a split-attention MBConv with r splits (stored as (C, r, k, k))."""
+    if block is not None and block["type"] == "ir" and block["attention"] == "split_attention" \
+            and key == "conv_dw.conv.weight":
+        return block["splits"]
+    return None
+
+
 def _storage_name(block: dict | None, key: str) -> str:
     """The shared tensor that a zoo module's tensor `key` uses."""
+    if _splits(block, key) is not None:
+        return "conv_dw.weight"  # the depthwise filters every attention choice shares
     if block is not None and block["type"] == "ir" and block["attention"] == "split_attention" \
             and key.startswith("conv_dw."):
-        # SplitAttnDw puts channel c's r filters at c * r + j: leading slices of another r would mix channels
+        # the rest of SplitAttnDw: r maps per channel, interleaved (c * r + j), so each r keeps its own
         return f"conv_dw_splits{block['splits']}" + key[len("conv_dw"):]
     return key
+
+
+def _stored_shape(block: dict | None, key: str, shape: torch.Size) -> torch.Size:
+    """The shape of a module's tensor inside the shared one: (C * r, 1, k, k) split filters sit as (C, r, k, k)."""
+    r = _splits(block, key)
+    return shape if r is None else torch.Size((shape[0] // r, r, *shape[2:]))
 
 
 def _channel_offsets(block: dict | None, in_chs: int, key: str, ndim: int) -> tuple[int, ...]:
@@ -83,6 +103,7 @@ class _Slot:
     owner: nn.Module  # the storage module holding the shared tensor (looked up at call time: .to() swaps buffers)
     name: str
     index: tuple[slice, ...]
+    shape: torch.Size | None = None  # the module's shape when the window has another (split filters)
 
 
 class _Bound:
@@ -91,8 +112,14 @@ class _Bound:
     def __init__(self, module: nn.Module, slots: list[_Slot], bn_pairs: list[tuple[_BatchNorm, _BatchNorm]]):
         self.module, self.slots, self.bn_pairs = module, slots, bn_pairs
 
-    def views(self) -> dict[str, torch.Tensor]:
+    def windows(self) -> dict[str, torch.Tensor]:
+        """The module's tensors as views of the shared ones, in the shared layout."""
         return {s.key: getattr(s.owner, s.name)[s.index] for s in self.slots}
+
+    def views(self) -> dict[str, torch.Tensor]:
+        """The module's tensors in its own shapes (a reshape, not a view, for split filters; gradients flow)."""
+        shapes = {s.key: s.shape for s in self.slots if s.shape is not None}
+        return {k: v.reshape(shapes[k]) if k in shapes else v for k, v in self.windows().items()}
 
     def __call__(self, training: bool, *args) -> torch.Tensor:
         if self.module.training != training:
@@ -134,12 +161,13 @@ class _Store(nn.Module):
             for key, tensor in module.state_dict(keep_vars=True).items():
                 name = _storage_name(block, key).removeprefix(strip)
                 offsets = _channel_offsets(block, in_chs, key, tensor.ndim)
-                extent = [o + n for o, n in zip(offsets, tensor.shape, strict=True)]
+                stored = _stored_shape(block, key, tensor.shape)
+                extent = [o + n for o, n in zip(offsets, stored, strict=True)]
                 if name in need and len(need[name]) != len(extent):
                     raise ValueError(f"shared tensor {name}: candidates disagree on its number of dimensions")
                 need[name] = [max(a, b) for a, b in zip(need.get(name, extent), extent, strict=True)]
                 kinds[name] = type(module.get_submodule(key.rpartition(".")[0]))
-                placed[tid].append((key, name, offsets, tensor.shape))
+                placed[tid].append((key, name, offsets, tensor.shape, stored))
         for name, shape in need.items():
             path, _, attr = name.rpartition(".")
             if issubclass(kinds[name], _BatchNorm):
@@ -152,11 +180,12 @@ class _Store(nn.Module):
         bound = {}
         for tid, (module, _, _) in templates.items():
             slots = []
-            for key, name, offsets, shape in placed[tid]:
+            for key, name, offsets, shape, stored in placed[tid]:
                 path, _, attr = name.rpartition(".")
                 owner = self.get_submodule(path)
-                slots.append(_Slot(key, owner, attr, _window(offsets, shape, getattr(owner, attr).shape)))
-            shared_bn = {key.rpartition(".")[0]: name.rpartition(".")[0] for key, name, _, _ in placed[tid]}
+                slots.append(_Slot(key, owner, attr, _window(offsets, stored, getattr(owner, attr).shape),
+                                   None if stored == shape else shape))
+            shared_bn = {key.rpartition(".")[0]: name.rpartition(".")[0] for key, name, *_ in placed[tid]}
             bn_pairs = [(m, self.get_submodule(shared_bn[path]))
                         for path, m in module.named_modules() if isinstance(m, _BatchNorm)]
             bound[tid] = _Bound(module, slots, bn_pairs)
@@ -286,12 +315,14 @@ class Supernet(nn.Module):
 
     # --- weights ---------------------------------------------------------------------------
 
-    def views(self, arch: Arch) -> dict[str, torch.Tensor]:
-        """The shared tensors an architecture uses, as views, under the keys of `FpnasZooNet(spec_of(arch))`."""
+    def views(self, arch: Arch, windows: bool = False) -> dict[str, torch.Tensor]:
+        """The shared tensors an architecture uses, under the keys of `FpnasZooNet(spec_of(arch))`: in the model's
+        shapes, or with `windows` as views in the shared layout (what writes go through)."""
         path = self._path(arch)
-        out = {k.removeprefix("zoo."): v for k, v in self._ends[arch[-1]["out_chs"]].views().items()}
+        get = (lambda bound: bound.windows()) if windows else (lambda bound: bound.views())  # noqa: E731
+        out = {k.removeprefix("zoo."): v for k, v in get(self._ends[arch[-1]["out_chs"]]).items()}
         for prefix, bound in zip(self.prefixes, path, strict=True):
-            out |= {f"{prefix}.{k}": v for k, v in bound.views().items()}
+            out |= {f"{prefix}.{k}": v for k, v in get(bound).items()}
         return out
 
     def export(self, arch: Arch) -> dict[str, torch.Tensor]:
@@ -301,13 +332,13 @@ class Supernet(nn.Module):
     @torch.no_grad()
     def import_(self, arch: Arch, state: dict[str, torch.Tensor]) -> None:
         """Write a zoo model's weights (a state_dict of `arch`) back into the shared tensors."""
-        views = self.views(arch)
-        missing, unexpected = views.keys() - state.keys(), state.keys() - views.keys()
+        windows = self.views(arch, windows=True)
+        missing, unexpected = windows.keys() - state.keys(), state.keys() - windows.keys()
         if missing or unexpected:
             raise KeyError(f"import_: state_dict does not match the arch (missing {sorted(missing)[:3]}, "
                            f"unexpected {sorted(unexpected)[:3]})")
-        for key, view in views.items():
-            view.copy_(state[key])
+        for key, window in windows.items():
+            window.copy_(state[key].reshape(window.shape))
 
 
 class FixedArch(nn.Module):

@@ -214,6 +214,46 @@ def test_candidates_share_weights_by_the_slicing_rules():
     assert torch.equal(b[key1][:, :m1], a[key1][:w, :m1]) and torch.equal(b[key2][:m2], a[key2][:m2, :w])
 
 
+def test_every_attention_choice_uses_the_same_depthwise_filters():
+    """Stated independently of the code: the zoo's SplitAttnDw keeps channel c's r filters at rows c * r + j, so
+    filter j of split attention with r splits is, for every channel, filter j of every other r, and filter 0 is
+    the depthwise filter of no attention and of SE. The rest of split attention stays per r."""
+    net, _ = make_supernet("fbnetv2")
+    _, candidates, _ = fbnet_case()
+    layer = candidates[2]
+    by = {(b.get("attention"), b.get("splits")): b for b in layer[1:6]}  # one width; kernel/expansion may differ
+    base = [c[1] for c in candidates]
+    weights = {}
+    for choice, block in by.items():
+        arch = list(base)
+        arch[2] = block
+        prefix = net.prefixes[2] + "."
+        weights[choice] = {k[len(prefix):]: v for k, v in net.export(arch).items() if k.startswith(prefix)}
+
+    def filters(choice):  # (channels, splits, k, k) in the zoo's layout
+        state = weights[choice]
+        if choice[0] == "split_attention":
+            return state["conv_dw.conv.weight"].unflatten(0, (-1, choice[1])).squeeze(2)
+        return state["conv_dw.weight"]
+
+    def common(a, b):  # the leading channels and splits both have, the kernel centre both have
+        c, r, k = (min(x, y) for x, y in zip(a.shape[:2] + a.shape[-1:], b.shape[:2] + b.shape[-1:], strict=True))
+        crop = lambda w: w[:c, :r, (w.shape[-1] - k) // 2:(w.shape[-1] + k) // 2,  # noqa: E731
+                           (w.shape[-1] - k) // 2:(w.shape[-1] + k) // 2]
+        return crop(a), crop(b)
+
+    choices = list(by)
+    assert len(choices) == 5 and {c[0] for c in choices} == {"none", "se", "split_attention"}
+    for i, x in enumerate(choices):
+        for y in choices[i + 1:]:
+            a, b = common(filters(x), filters(y))
+            assert a.numel() and torch.equal(a, b), (x, y)
+    # split attention's own 1x1 convs are separate per r (different init draws, not slices of one another)
+    sa1, sa2 = weights["split_attention", 1]["conv_dw.fc1.weight"], weights["split_attention", 2]["conv_dw.fc1.weight"]
+    rows, cols = min(len(sa1), len(sa2)), min(sa1.shape[1], sa2.shape[1])
+    assert not torch.equal(sa1[:rows, :cols], sa2[:rows, :cols])
+
+
 def test_the_throughput_bench_command_runs():
     """bench/README.md's command, at a toy size (speed is measured by hand, never asserted)."""
     root = Path(__file__).parents[1]
