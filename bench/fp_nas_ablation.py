@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from search.checkpointing import read_trace
+
 CONFIGS = {
     "adaptive + c2f (FP-NAS)": [],
     "fixed K + c2f": ["--samples", "{k0}"],
@@ -43,7 +45,7 @@ def run(argv: list[str], log: Path) -> float:
 
 
 def summarise(out: Path) -> dict:
-    trace = [json.loads(line) for line in (out / "trace.jsonl").read_text().splitlines()]
+    trace = read_trace(out / "trace.jsonl")
     steps = [r for r in trace if r["event"] == "step"]
     spec = json.loads((out / "spec.json").read_text())
     h0 = steps[0]["entropy"]

@@ -1,14 +1,13 @@
 """Search checkpoints and the trace log: atomic writes, and refusal to resume another run's checkpoint."""
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fpnas_zoo.atomic import atomic_write_bytes, atomic_write_text
+from fpnas_zoo.atomic import atomic_torch_save, atomic_write_text
 
 from .distributed import DistInfo
 
@@ -39,9 +38,7 @@ class Checkpointer:
     def save(self, payload: dict) -> None:
         if not self.enabled:
             return
-        buffer = io.BytesIO()
-        torch.save({"identity": self.identity, **payload}, buffer)
-        atomic_write_bytes(self.path, buffer.getvalue())
+        atomic_torch_save(self.path, {"identity": self.identity, **payload})
 
     def load(self) -> dict:
         try:

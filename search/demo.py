@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from .checkpointing import read_trace
+
 STEPS = 7
 
 
@@ -107,8 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads((fp_search / "spec.json").read_text())
     found = spec["search"]
     target, cost = found["budget_mult_adds"], found["measured"]["mult_adds"]
-    steps = [json.loads(line) for line in (fp_search / "trace.jsonl").read_text().splitlines()]
-    steps = [r for r in steps if r["event"] == "step"]
+    steps = [r for r in read_trace(fp_search / "trace.jsonl") if r["event"] == "step"]
     demo.say(3, f"fp-nas search: {spec['name']}, {cost / 1e6:.2f}M mult-adds (target {target / 1e6:.2f}M: "
                 f"{cost / target - 1:+.0%}), K {steps[0]['K']} -> {steps[-1]['K']} samples per step as the entropy "
                 f"fell {steps[0]['entropy']:.1f} -> {found['distribution']['entropy_nats']:.1f} nats, "

@@ -44,7 +44,6 @@ What the paper leaves open, and what this implementation does (and why):
 from __future__ import annotations
 
 import argparse
-import io
 import math
 from dataclasses import dataclass, replace
 from functools import cache
@@ -54,7 +53,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from fpnas_zoo.atomic import atomic_write_bytes
+from fpnas_zoo.atomic import atomic_torch_save
 
 from .data import DataSpec
 from .distributions import ArchDistribution, adaptive_k
@@ -274,16 +273,20 @@ class FpNasSearch(SearchAlgorithm):
                     "entropy_nats": round(float(d.entropy()), 4),
                     "layer_entropy_nats": [round(float(h), 4) for h in d.layer_entropy()],
                     "mode_log_prob": round(log_p, 4), "samples_drawn": self.samples_drawn,
-                    "mode": [self.label(i, c) for i, c in enumerate(mode)]}
+                    "mode": self.labels(mode)}
 
     @torch.no_grad()
     def entropy(self) -> float:
         """H(P(A | alpha)) in nats."""
         return float(self.distribution.entropy())
 
-    def label(self, layer: int, choice) -> str:
-        labels = self.space.choice_labels(layer)
-        return "_".join(labels[m][i] for m, i in enumerate(choice))
+    def labels(self, arch) -> list[str]:
+        """Short labels of an architecture's choices, one per layer ("k5_hs_se_e6_w24")."""
+        out = []
+        for layer, choice in enumerate(arch):
+            labels = self.space.choice_labels(layer)
+            out.append("_".join(labels[m][i] for m, i in enumerate(choice)))
+        return out
 
     # --- the search -------------------------------------------------------------------------------
 
@@ -308,12 +311,10 @@ class FpNasSearch(SearchAlgorithm):
         train, arch_half = self.data.train, self.data.train_arch
         train.set_epoch(derive_seed(s.seed, 1, epoch))
         arch_half.set_epoch(derive_seed(s.seed, 2, epoch))
-        steps = min(len(train), len(arch_half))
+        steps = min(len(train), len(arch_half))  # zip stops at the shorter half
         bar = tqdm(total=steps, initial=self.step, desc=f"fp-nas epoch {epoch + 1}/{s.epochs}",
                    disable=not (self.progress and self.dist.is_main))
         for step, (w_batch, a_batch) in enumerate(zip(train, arch_half, strict=False)):
-            if step >= steps:
-                break
             if step < self.step:  # resumed inside this epoch: these steps are done
                 continue
             record = self.train_step(epoch, step, w_batch, a_batch)
@@ -397,7 +398,7 @@ class FpNasSearch(SearchAlgorithm):
                          mult_adds=self.runner.cost(blocks), target=self.settings.budget,
                          entropy=round(self.entropy(), 4), parameters=self.distribution.num_parameters(),
                          samples_drawn=self.samples_drawn,
-                         mode=[self.label(i, c) for i, c in enumerate(mode)], wall_time_s=self.runner.elapsed())
+                         mode=self.labels(mode), wall_time_s=self.runner.elapsed())
         self.epoch, self.step = self.epoch + 1, 0
         self.runner.save()
         self.runner.write_plots()
@@ -417,9 +418,7 @@ class FpNasSearch(SearchAlgorithm):
     def write_weights(self) -> None:
         """OUT/weights.pth: the supernet's weights of the final architecture, loadable into its spec's model."""
         if self.dist.is_main:
-            buffer = io.BytesIO()
-            torch.save(self.supernet.export(self.best_arch()), buffer)
-            atomic_write_bytes(self.runner.out / "weights.pth", buffer.getvalue())
+            atomic_torch_save(self.runner.out / "weights.pth", self.supernet.export(self.best_arch()))
 
     def write_plots(self, trace_path, out_dir) -> None:
         from .plots import write_fp_nas_plots

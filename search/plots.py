@@ -11,12 +11,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 from .checkpointing import read_trace  # noqa: E402
 
 
-def _save(fig, path: Path) -> None:
+def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
     tmp.replace(path)
+    return path
 
 
 def write_plots(trace_path: Path, out_dir: Path, budget: float | None = None) -> list[Path]:
@@ -37,8 +38,7 @@ def write_plots(trace_path: Path, out_dir: Path, budget: float | None = None) ->
         ax.axvline(budget / 1e6, color="red", linestyle="--", label="budget")
     ax.set(xlabel="mult-adds (M)", ylabel="validation top-1 (%)", title="Every evaluated candidate")
     ax.legend(fontsize=8)
-    _save(fig, out_dir / "accuracy_vs_mult_adds.png")
-    written.append(out_dir / "accuracy_vs_mult_adds.png")
+    written.append(_save(fig, out_dir / "accuracy_vs_mult_adds.png"))
 
     fig, ax = plt.subplots(figsize=(7, 0.5 + 0.35 * max(1, len(decisions))))
     if decisions:
@@ -51,8 +51,7 @@ def write_plots(trace_path: Path, out_dir: Path, budget: float | None = None) ->
         ax.set_yticks(range(len(decisions)), [f"t={r['iteration']} (block {r['block']})" for r in decisions])
         ax.set_xticks(range(len(decisions[0]["arch"])))
     ax.set(xlabel="block position", title="Chosen block per position after each block optimisation")
-    _save(fig, out_dir / "chosen_blocks.png")
-    written.append(out_dir / "chosen_blocks.png")
+    written.append(_save(fig, out_dir / "chosen_blocks.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4))
     timed = [r for r in candidates if "wall_time_s" in r]
@@ -61,8 +60,7 @@ def write_plots(trace_path: Path, out_dir: Path, budget: float | None = None) ->
     ax.plot([r["wall_time_s"] / 60 for r in decisions], [r["accuracy"] for r in decisions], "k*-", label="chosen")
     ax.set(xlabel="wall time (min)", ylabel="validation top-1 (%)", title="Validation accuracy over the search")
     ax.legend(fontsize=8)
-    _save(fig, out_dir / "val_accuracy_over_time.png")
-    written.append(out_dir / "val_accuracy_over_time.png")
+    written.append(_save(fig, out_dir / "val_accuracy_over_time.png"))
     return written
 
 
@@ -89,8 +87,7 @@ def write_fp_nas_plots(trace_path: Path, out_dir: Path, target: float | None = N
     lines = ax.get_legend_handles_labels()
     more = twin.get_legend_handles_labels()
     ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc="upper right")
-    _save(fig, out_dir / "entropy_and_samples.png")
-    written.append(out_dir / "entropy_and_samples.png")
+    written.append(_save(fig, out_dir / "entropy_and_samples.png"))
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     xs = [xi for xi, r in zip(x, steps, strict=True) for _ in r["costs"]]
@@ -101,15 +98,13 @@ def write_fp_nas_plots(trace_path: Path, out_dir: Path, target: float | None = N
         ax.axhline(target / 1e6, color="red", linestyle="--", label="target")
     ax.set(xlabel="epoch", ylabel="mult-adds (M)", title="Cost of the sampled architectures vs the target")
     ax.legend(fontsize=8)
-    _save(fig, out_dir / "sample_costs.png")
-    written.append(out_dir / "sample_costs.png")
+    written.append(_save(fig, out_dir / "sample_costs.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([r["epoch"] + 1 for r in epochs], [r["accuracy"] for r in epochs], "o-")
     ax.set(xlabel="epoch", ylabel="validation top-1 (%)",
            title="Most likely architecture (shared weights, BN recalibrated)")
-    _save(fig, out_dir / "val_accuracy.png")
-    written.append(out_dir / "val_accuracy.png")
+    written.append(_save(fig, out_dir / "val_accuracy.png"))
 
     final = [r for r in records if r.get("event") == "distribution"]
     if final:
@@ -131,6 +126,5 @@ def write_fp_nas_plots(trace_path: Path, out_dir: Path, target: float | None = N
                             color="black" if p > 0.6 else "white")
         fig.colorbar(image, ax=ax, label="probability (marginal of each variable)")
         ax.set(title="Final distribution: probability of every choice per layer")
-        _save(fig, out_dir / "choice_probabilities.png")
-        written.append(out_dir / "choice_probabilities.png")
+        written.append(_save(fig, out_dir / "choice_probabilities.png"))
     return written

@@ -34,8 +34,13 @@ from .runner import SearchAlgorithm, SearchRunner, SearchSettings
 
 # --algo NAME -> the algorithm class; a new searcher is one entry here (its options and presets live on its class).
 ALGORITHMS: dict[str, type[SearchAlgorithm]] = {"fpnas": FpnasSearch, "fp-nas": FpNasSearch}
-# The command-line options each algorithm adds (filled by build_parser): another algorithm's option is refused.
-_OWN_OPTIONS: dict[str, dict[str, str]] = {}
+
+
+def own_options(algorithm: type[SearchAlgorithm]) -> dict[str, str]:
+    """dest -> option string of the command-line options `algorithm` adds (another algorithm's are refused)."""
+    p = argparse.ArgumentParser(add_help=False)
+    algorithm.add_arguments(p)
+    return {a.dest: a.option_strings[0] for a in p._actions}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,10 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flops-budget", type=float,
                    help="--algo fpnas: mult-adds budget b: candidates at or over it get reward -1")
     p.add_argument("--seed", type=int, help="default 0")
-    for name, cls in ALGORITHMS.items():
-        before = len(p._actions)
+    for cls in ALGORITHMS.values():
         cls.add_arguments(p)
-        _OWN_OPTIONS[name] = {a.dest: a.option_strings[0] for a in p._actions[before:]}
     p.add_argument("--batch-size", type=int,
                    help="images per training step (under torchrun, stage 1 shares each batch out over the processes)")
     p.add_argument("--limit-train", type=int, help="use only this many training images (smoke runs)")
@@ -77,9 +80,9 @@ def settings_from_args(args: argparse.Namespace) -> SearchSettings:
     algorithm = ALGORITHMS[args.algo]
     if args.preset is None:  # a real dataset asks for the real search; no dataset, the offline demo
         args.preset = "paper" if args.dataset not in (None, "digits") else "demo"
-    mine = set(_OWN_OPTIONS.get(args.algo, {}))
-    for other, options in _OWN_OPTIONS.items():
-        for dest, option in options.items():
+    mine = own_options(algorithm)
+    for other, cls in ALGORITHMS.items():
+        for dest, option in own_options(cls).items():
             if other != args.algo and dest not in mine and getattr(args, dest, None) is not None:
                 raise ValueError(f"{option} is an option of --algo {other}, not of --algo {args.algo}")
     if args.flops_budget is not None and algorithm.budget_option != "--flops-budget":

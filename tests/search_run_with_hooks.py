@@ -54,7 +54,7 @@ def run_with_dump(self: FpNasSearch) -> None:
     if os.environ.get("SEARCH_DUMP_FINAL_STATE"):
         torch.save({"distribution": self.distribution.state(),
                     "supernet": {k: v.detach().cpu() for k, v in self.supernet.state_dict().items()},
-                    "mode": [self.label(i, c) for i, c in enumerate(self.distribution.mode())],
+                    "mode": self.labels(self.distribution.mode()),
                     "samples": [[list(map(list, arch)) for arch in archs] for archs in _sample_log]},
                    self.runner.out / f"final_rank{self.dist.rank}.pt")
 

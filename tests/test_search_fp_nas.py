@@ -17,7 +17,7 @@ from search.data import load_data
 from search.distributed import DistInfo
 from search.engine import Recipe, evaluate
 from search.fbnet_space import build_space
-from search.fp_nas import PRESETS, FpNasSearch, FpNasSettings, cost_excess
+from search.fp_nas import PRESETS, FpNasSearch, FpNasSettings, _default_lambda, cost_excess
 from search.run import main
 from search.runner import SearchRunner
 
@@ -86,7 +86,6 @@ def test_trace_records_every_step_with_k_entropy_costs_and_weights(smoke_run):
     space = smoke_space()
     # Independent of the distribution code: the uniform start has H0 = sum of log(choices) over every variable.
     h0 = sum(math.log(n) for layer in space.sizes() for n in layer)
-    from search.fp_nas import _default_lambda
     assert steps[0]["entropy"] == pytest.approx(h0, abs=1e-3)
     assert steps[0]["K"] == max(2, math.ceil(_default_lambda() * h0))
     for r in steps:
