@@ -56,6 +56,13 @@ def test_smoke_search_writes_a_zoo_spec_of_ir_and_skip_blocks(smoke_run):
     assert space.arch_blocks(space.locate(spec.blocks)) == [dict(b) for b in spec.blocks]
 
 
+def test_printed_inspect_hint_opens_the_spec(smoke_run):
+    """search.run prints `inspect: python -m fpnas_zoo info OUT/spec.json`: it works on an FP-NAS spec."""
+    run = subprocess.run([sys.executable, "-m", "fpnas_zoo", "info", str(smoke_run / "spec.json")],
+                         capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert run.returncode == 0 and "(searched)" in run.stdout, run.stderr[-2000:]
+
+
 def test_exported_weights_are_the_supernets_and_score_what_the_search_measured(smoke_run):
     """weights.pth (the supernet's tensors of the final architecture, BN recalibrated) in the zoo's own model: its
     validation top-1 is the one the search recorded for the supernet running that architecture."""
