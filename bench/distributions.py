@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from search.distributions import ArchDistribution
+from search.probabilistic.distributions import ArchDistribution
 
 
 def median_ms(fn: Callable[[], object], repeats: int, device: torch.device) -> float:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from search.engine import Recipe, make_optimizer
-from search.fp_nas import PRESETS, FpNasSearch, FpNasSettings
+from search.probabilistic.algorithm import PRESETS, FpNasSearch, FpNasSettings
 from search.runner import SearchRunner
 
 FIXED = {"block": ("k3",), "act": ("relu",), "attention": ("none",), "expansion": (6,), "width": (1.0,)}

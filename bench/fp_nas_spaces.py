@@ -21,8 +21,8 @@ def measure(name: str) -> dict:
     import resource
 
     from fpnas_zoo import spec_from_dict
-    from search.fbnet_space import build_space
-    from search.flops import _METADATA, MultAddsCost
+    from search.cost import _METADATA, MultAddsCost
+    from search.probabilistic.space import build_space
     from search.supernet import Supernet
 
     space = build_space(name)

@@ -25,11 +25,11 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from fpnas_zoo import FpnasZooNet, spec_from_dict
+from search.coordinate_descent.algorithm import CandidateSampler
+from search.coordinate_descent.space import fpnas_space
+from search.cost import _METADATA
 from search.data import TensorBatches
 from search.engine import Recipe, make_optimizer
-from search.flops import _METADATA
-from search.fpnas import CandidateSampler
-from search.space import fpnas_space
 from search.supernet import Supernet
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)

@@ -27,9 +27,9 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from .checkpointing import ResumeError
+from .coordinate_descent import FpnasSearch
 from .distributed import cleanup, init_distributed
-from .fp_nas import FpNasSearch
-from .fpnas import FpnasSearch
+from .probabilistic import FpNasSearch
 from .runner import SearchAlgorithm, SearchRunner, SearchSettings
 
 # --algo NAME -> the algorithm class; a new searcher is one entry here (its options and presets live on its class).

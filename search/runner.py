@@ -27,9 +27,9 @@ from fpnas_zoo.spec import SCHEMA_VERSION, ModelSpec
 
 from . import distributed as dist_utils
 from .checkpointing import Checkpointer, Trace
+from .cost import MultAddsCost
 from .data import DataSpec, SearchData, load_data
 from .engine import rng_state, seed_everything, set_rng_state
-from .flops import MultAddsCost
 from .supernet import Supernet
 
 Arch = list[dict]  # an architecture: the zoo's spec block dicts, one per position of the space

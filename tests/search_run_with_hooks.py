@@ -16,7 +16,7 @@ import sys
 
 import torch
 
-from search.fp_nas import FpNasSearch
+from search.probabilistic.algorithm import FpNasSearch
 from search.run import main
 from search.runner import SearchRunner
 

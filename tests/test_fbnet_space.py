@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from fpnas_zoo import FpnasZooNet, count_spec, load_spec, spec_from_dict
-from search.fbnet_space import SPACES, build_space
-from search.flops import _METADATA, MultAddsCost
+from search.cost import _METADATA, MultAddsCost
+from search.probabilistic.space import SPACES, build_space
 from search.supernet import Supernet, block_key
 
 SPECS = Path(__file__).parent / "fixtures" / "specs"

@@ -6,10 +6,10 @@ import pytest
 
 from fpnas_zoo import count_spec, spec_from_dict
 from search.checkpointing import read_trace
-from search.flops import _METADATA
-from search.fpnas import PRESETS
+from search.coordinate_descent.algorithm import PRESETS
+from search.coordinate_descent.space import fpnas_space
+from search.cost import _METADATA
 from search.run import main
-from search.space import fpnas_space
 
 
 def _smoke_space():

@@ -1,4 +1,4 @@
-"""search.distributions against brute-force enumeration of every architecture of small spaces.
+"""search.probabilistic.distributions against brute-force enumeration of every architecture of small spaces.
 
 The reference values are computed here from the raw logits with plain softmax products over
 ``itertools.product`` and ``numpy.ravel_multi_index``, never through the module's own row layout.
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from search.distributions import ArchDistribution, adaptive_k
+from search.probabilistic.distributions import ArchDistribution, adaptive_k
 
 SIZES = [[3, 2], [2, 2, 3], [4]]  # 6 * 12 * 4 = 288 architectures; a single-variable layer last
 

@@ -16,8 +16,8 @@ from search.checkpointing import read_trace
 from search.data import load_data
 from search.distributed import DistInfo
 from search.engine import Recipe, evaluate
-from search.fbnet_space import build_space
-from search.fp_nas import PRESETS, FpNasSearch, FpNasSettings, _default_lambda, cost_excess
+from search.probabilistic.algorithm import PRESETS, FpNasSearch, FpNasSettings, _default_lambda, cost_excess
+from search.probabilistic.space import build_space
 from search.run import main
 from search.runner import SearchRunner
 

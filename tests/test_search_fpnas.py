@@ -11,8 +11,8 @@ import torch
 import fpnas_zoo
 from fpnas_zoo import count_spec, load_spec
 from search.checkpointing import ResumeError, read_trace
+from search.coordinate_descent.algorithm import PRESETS, FpnasSearch, FpnasSettings, merit
 from search.distributed import DistInfo
-from search.fpnas import PRESETS, FpnasSearch, FpnasSettings, merit
 from search.run import build_parser, main, settings_from_args
 from search.runner import SearchRunner
 

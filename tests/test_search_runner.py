@@ -7,10 +7,10 @@ import fpnas_zoo
 from fpnas_zoo import count_spec, load_spec
 from fpnas_zoo.spec import SEARCH_FIELDS
 from search.checkpointing import read_trace
+from search.coordinate_descent.space import fpnas_space
 from search.data import DataSpec
 from search.engine import Recipe, derive_seed, evaluate, recalibrate_bn
 from search.runner import SearchAlgorithm, SearchSettings
-from search.space import fpnas_space
 
 
 @dataclass

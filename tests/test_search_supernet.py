@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from fpnas_zoo import FpnasZooNet, count_spec, spec_from_dict
-from search.flops import _METADATA, MultAddsCost
-from search.space import fpnas_space
+from search.coordinate_descent.space import fpnas_space
+from search.cost import _METADATA, MultAddsCost
 from search.supernet import Supernet
 
 SPECS = Path(__file__).parent / "fixtures" / "specs"

@@ -6,8 +6,8 @@ import torch
 
 import fpnas_zoo
 from fpnas_zoo import save_spec, spec_from_dict
-from search.flops import _METADATA
-from search.space import fpnas_space
+from search.coordinate_descent.space import fpnas_space
+from search.cost import _METADATA
 from search.train import RECIPES, Cutout, main
 
 

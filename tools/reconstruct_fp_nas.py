@@ -1,7 +1,7 @@
 """Write the FP-NAS reconstructions (`arch_specs/fp_nas/*.json`).
 
 The FP-NAS paper does not publish its searched architectures. Each model here starts from a point of its
-search space as `search/fbnet_space.py` defines it (`fbnetv2-f++` for S1++..S4++, the wider and deeper
+search space as `search/probabilistic/space.py` defines it (`fbnetv2-f++` for S1++..S4++, the wider and deeper
 `fp-nas-l` for L0..L2) whose kernels, expansions and attention (number of splits) are redrawn per layer from the
 space's choices, as a searched network's vary, then is scaled by one width multiplier (channels kept divisible
 by 8) found by bisection so that the network's mult-adds at its input size land on the reconstruction target.
@@ -18,12 +18,12 @@ from timm.layers import make_divisible
 
 import fpnas_zoo  # noqa: F401
 from fpnas_zoo import count_spec, load_spec, save_spec, spec_from_dict
-from search.fbnet_space import F4_LAYERS, HS, L2_LAYERS, RE, build_space
+from search.probabilistic.space import F4_LAYERS, HS, L2_LAYERS, RE, build_space
 
 OUT = Path(__file__).parents[1] / "arch_specs" / "fp_nas"
 PAPER = "Yan et al., FP-NAS: Fast Probabilistic Neural Architecture Search, CVPR 2021"
 
-# The templates are points of the project's FP-NAS spaces (search/fbnet_space.py, the one definition of each):
+# The templates are points of the project's FP-NAS spaces (search/probabilistic/space.py, the one definition of each):
 # the published FBNetV2 layer list of the space (F4 for F++, L2 for L) at its published widths, kernels and
 # expansions, no attention, h-swish except ReLU in the early stages (as F4's ReLU stage; searched networks
 # use ReLU early and h-swish late).
@@ -133,7 +133,7 @@ def reconstruct(name: str) -> dict:
             "L": "FBNetV2-F widened and deepened, split attention; template FBNetV2-L2's layer list"}[kind]
     notes = (
         f"Reconstruction, not the paper's architecture (FP-NAS never published its searched networks). Built from "
-        f"a point of the {space.name} space of search/fbnet_space.py ({what}, {len(space.layers)} layers): its "
+        f"a point of the {space.name} space of search/probabilistic/space.py ({what}, {len(space.layers)} layers): its "
         f"kernels (3/5), expansions and, from the third stage on, attention (none / split attention with 1, 2 or "
         f"4 splits) redrawn per layer from the space's choices with the seed {seed!r} (see vary()), ReLU early "
         f"and h-swish late, then every width scaled by a multiplier of {alpha:.4f} (channels divisible by 8) "

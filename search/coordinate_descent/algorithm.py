@@ -22,8 +22,8 @@ import torch.nn as nn
 
 from fpnas_zoo import FpnasZooNet
 
-from .data import DataSpec
-from .engine import (
+from ..data import DataSpec
+from ..engine import (
     Recipe,
     derive_seed,
     evaluate,
@@ -33,9 +33,9 @@ from .engine import (
     recalibrate_bn,
     train_epochs,
 )
-from .runner import SearchAlgorithm, SearchRunner, SearchSettings
+from ..runner import SearchAlgorithm, SearchRunner, SearchSettings
+from ..supernet import Supernet
 from .space import Choice, FpnasSpace, fpnas_space
-from .supernet import Supernet
 
 
 @dataclass

@@ -10,7 +10,7 @@ One training step, on a batch of each half of the training data (`--algo fp-nas`
      -sum_k [(w_k - 1/K) - beta (c_k - 1/K)] grad log P(A_k | alpha), with c_k = C(A_k) / sum_j C(A_j) and
      C(A) = max(0, cost(A) / target - 1).
 The distribution is factorized per layer for the first theta epochs (`--coarse-to-fine-epochs`), then the joint
-over each layer's variables (`search.distributions`); the final architecture is its most likely one.
+over each layer's variables (`search.probabilistic.distributions`); the final architecture is its most likely one.
 
 What the paper leaves open, and what this implementation does (and why):
 * Likelihood per image or per batch: loss_k is the batch-MEAN cross-entropy, so w_k = softmax(-mean CE). A batch
@@ -55,9 +55,8 @@ from tqdm import tqdm
 
 from fpnas_zoo.atomic import atomic_torch_save
 
-from .data import DataSpec
-from .distributions import ArchDistribution, adaptive_k
-from .engine import (
+from ..data import DataSpec
+from ..engine import (
     Recipe,
     _autocast,
     _inputs,
@@ -69,8 +68,9 @@ from .engine import (
     recalibrate_bn,
     seed_everything,
 )
-from .fbnet_space import SPACES, FbnetSpace, build_space
-from .runner import SearchAlgorithm, SearchRunner, SearchSettings
+from ..runner import SearchAlgorithm, SearchRunner, SearchSettings
+from .distributions import ArchDistribution, adaptive_k
+from .space import SPACES, FbnetSpace, build_space
 
 PAPER = "Yan et al., FP-NAS: Fast Probabilistic Neural Architecture Search, CVPR 2021"
 
@@ -421,7 +421,7 @@ class FpNasSearch(SearchAlgorithm):
             atomic_torch_save(self.runner.out / "weights.pth", self.supernet.export(self.best_arch()))
 
     def write_plots(self, trace_path, out_dir) -> None:
-        from .plots import write_fp_nas_plots
+        from ..plots import write_fp_nas_plots
 
         write_fp_nas_plots(trace_path, out_dir, target=self.settings.budget)
 

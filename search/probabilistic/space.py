@@ -22,9 +22,9 @@ from timm.layers import make_divisible
 
 from fpnas_zoo.spec import spec_from_dict
 
-from .flops import _METADATA, MultAddsCost
-from .runner import searched_spec_dict
-from .supernet import block_key
+from ..cost import _METADATA, MultAddsCost
+from ..runner import searched_spec_dict
+from ..supernet import block_key
 
 SPACES = ("fbnetv2-f", "fbnetv2-f++", "fp-nas-l")
 FP_NAS_PAPER = "Yan et al., FP-NAS: Fast Probabilistic Neural Architecture Search, CVPR 2021"
@@ -358,7 +358,7 @@ def build_space(name: str, input_size: tuple[int, int, int] | None = None, num_c
         width, stride, block, act, attention, expansion = published[i]
         where = f"{model} layer {i}"
         if small and stride == 2 and first_s2:
-            stride = 1  # CIFAR-style: the first stride-2 layer keeps the resolution (as search/space.py does)
+            stride = 1  # CIFAR-style: the first stride-2 layer keeps the resolution (as search/coordinate_descent/space.py does)
         first_s2 = first_s2 and published[i][1] != 2
         blocks = tuple(b for b in overrides.get("block", BLOCKS) if stride == 1 or b != "skip")
         if not blocks:
