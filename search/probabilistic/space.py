@@ -358,7 +358,7 @@ def build_space(name: str, input_size: tuple[int, int, int] | None = None, num_c
         width, stride, block, act, attention, expansion = published[i]
         where = f"{model} layer {i}"
         if small and stride == 2 and first_s2:
-            stride = 1  # CIFAR-style: the first stride-2 layer keeps the resolution (as search/coordinate_descent/space.py does)
+            stride = 1  # CIFAR-style: the first stride-2 layer keeps the resolution (as FPNAS's space does)
         first_s2 = first_s2 and published[i][1] != 2
         blocks = tuple(b for b in overrides.get("block", BLOCKS) if stride == 1 or b != "skip")
         if not blocks:
