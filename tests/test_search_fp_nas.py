@@ -103,11 +103,11 @@ def test_trace_records_every_step_with_k_entropy_costs_and_weights(smoke_run):
     warm = [r for r in steps if r["phase"] == "warmup"]
     assert warm and search_steps and {r["epoch"] for r in warm} == set(range(SMOKE["warmup_epochs"]))
     for r in search_steps:
-        assert sum(r["importance_weights"]) == pytest.approx(1, abs=1e-4)
-        # weights are softmax(-loss): the lowest loss has the largest weight
-        assert r["importance_weights"].index(max(r["importance_weights"])) == r["alpha_losses"].index(
-            min(r["alpha_losses"]))
         excess = [max(0.0, c / SMOKE["budget"] - 1) for c in r["costs"]]
+        # alpha's accuracy coefficients: softmax(-loss / T) - 1/K, computed here from the traced losses (T: the
+        # default, 1: the batch-mean loss)
+        w = [math.exp(-(loss - min(r["alpha_losses"]))) for loss in r["alpha_losses"]]
+        assert r["accuracy_coefficients"] == pytest.approx([x / sum(w) - 1 / r["K"] for x in w], abs=2e-4)
         assert r["excess"] == pytest.approx(excess, abs=1e-5)
         assert r["cost_term"] == pytest.approx(sum(excess) / len(excess), abs=1e-5)
     # Costs: the cost model's sum equals the zoo's counter on the built network of a traced sample's arch.

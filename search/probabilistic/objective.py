@@ -1,0 +1,60 @@
+"""FP-NAS's per-sample coefficients: how the K sampled networks of a step weigh in omega's and alpha's updates.
+
+alpha ascends, by the score function, J(alpha) = E[-L(A)] / tau - beta E[log(1 + C(A))] / tau, where L is a
+network's batch-mean cross-entropy and C(A) = max(0, cost(A) / target - 1) the paper's relative excess over the
+soft target:
+
+    grad J ~ sum_{k<=K} (w_k - 1/K) grad log P(A_k)  -  (beta / tau) sum_{j<=K+M} (g_j - mean g) / (K+M) grad log P(A_j)
+
+with w = softmax_k(-L_k / tau) the importance weights of the K trained samples (for close losses
+w_k - 1/K ~ -(L_k - mean L) / (tau K), the gradient of E[-L] / tau) and g_j = log(1 + C(A_j)) over those K and M
+more architectures that are drawn and priced but never run (pricing is a memoised table lookup). Both parts are
+gradients of expectations in nats of mean cross-entropy: beta says how many nats of loss a unit of log(1 + excess)
+is worth, whatever the batch size, K or units of cost. The penalty grows with the excess and vanishes under the
+target. tau = 1 is the batch-mean likelihood, tau = 1/B the paper's batch-sum one (one-hot weights).
+
+Why (bench/fp_nas_objective.py, a controlled experiment with a known answer, kept by
+tests/test_search_fp_nas_objective.py; numbers in bench/README.md "FP-NAS objective"): the rule before, the paper's
+beta log C(alpha) beside softmax(-L) - 1/K on the same K samples, decided by cost alone (a known bad choice at equal
+cost was preferred with P 0.57 +- 0.20 after 50 alpha steps; every demo search ended at 45-49% of its target): the
+normalised costs C_k / sum C_j of the paper's gradient push as hard on a sample 0.1% over the target as on one 90%
+over, and with only K = 2-4 samples the cost term's noise drowns the accuracy signal of every variable that does not
+change the cost (Adam normalises the sum). Putting both terms on one scale did not fix it alone (0.60-0.69); pricing
+M = 64 extra samples did (0.88-0.93, and an over-target start reaches its target in 22 steps instead of 119). The
+temperature mattered little under Adam; tau = 1 and beta = 2 were the best trade (P 0.89, 22 steps, final cost 0.80 of
+the target); beta 0.5 reached the target too slowly (103 steps), tau = 1/B drowned accuracy again (0.64).
+
+omega's weights are softmax_k(-L_k / tau_omega), tau_omega = 1: a sharp temperature would train only the luckiest
+sample of each step (a rich-get-richer supernet); the cost plays no part in omega's update.
+"""
+from __future__ import annotations
+
+import torch
+
+DEFAULT_TEMPERATURE = 1.0
+DEFAULT_BETA = 2.0
+DEFAULT_OMEGA_TEMPERATURE = 1.0
+DEFAULT_COST_SAMPLES = 64
+
+
+def cost_excess(cost: float, target: float) -> float:
+    """The paper's C(A) = max(0, cost(A) / target - 1)."""
+    return max(0.0, cost / target - 1.0)
+
+
+def accuracy_coefficients(losses: torch.Tensor, temperature: float) -> torch.Tensor:
+    """[K] w_k - 1/K with w = softmax_k(-L_k / tau): the accuracy part of alpha's ascent direction."""
+    losses = losses.detach().to("cpu", torch.float64)
+    return (torch.softmax(-losses / temperature, 0) - 1.0 / len(losses)).float()
+
+
+def cost_coefficients(costs: list[float], target: float, beta: float, temperature: float) -> torch.Tensor:
+    """[M] -(beta / tau) (g_j - mean g) / M with g_j = log(1 + C(A_j)): the cost part of alpha's ascent direction,
+    grad E[-beta log(1 + C)] / tau on the scale of the accuracy part, from M samples priced without training."""
+    g = torch.log1p(torch.tensor([cost_excess(c, target) for c in costs], dtype=torch.float64))
+    return (-(beta / temperature) * (g - g.mean()) / len(costs)).float()
+
+
+def omega_weights(losses: torch.Tensor, temperature: float) -> torch.Tensor:
+    """[K] importance weights of the samples' weight gradients: softmax_k(-L_k / tau_omega)."""
+    return torch.softmax(-losses.detach().float() / temperature, 0)
