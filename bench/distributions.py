@@ -2,12 +2,15 @@
 
     python bench/distributions.py --threads 1          # L = 20 layers of sizes [3, 2, 2, 6, 10], on the CPU
     python bench/distributions.py --layers 20 --sizes 3 2 2 6 10 --device cuda
+    python bench/distributions.py --threads 1 --space fbnetv2-f++   # that space's layers, skip's networks merged
 
 Per training step the FP-NAS searcher calls `sample(1)` about K = 14 times, `log_prob` once on the K drawn
 architectures and `entropy` once (for the adaptive K), then backpropagates through the last two. Each call is timed
 alone (the median of --repeats) in both parameterisations (FD, then JD after `to_joint`), and so is one whole step's
 worth of calls (14 × sample(1) + log_prob(14) + entropy + backward). The distribution's parameters are tiny; with
 --device cuda, every `sample` copies the probabilities to the CPU (the draws use a CPU generator), one sync each.
+With --sizes every tuple is its own network (the default `uses`); --space takes a space's layers and its blocks'
+used variables (a skip uses block and width only), so JD has one logit per distinct network.
 """
 
 from __future__ import annotations
@@ -43,15 +46,24 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: torch's default)")
+    parser.add_argument("--space", help="an FP-NAS space at its default resolution instead of --layers / --sizes")
     args = parser.parse_args()
     if args.threads:
         # On a shared machine, idle intra-op threads spin-wait for busy cores: ~8 ms per call on tiny tensors.
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
-    dist = ArchDistribution([args.sizes] * args.layers).to(device)
+    if args.space:
+        from search.probabilistic.space import build_space
+
+        space = build_space(args.space)
+        dist = ArchDistribution(space.sizes(), uses=space.used_variables()).to(device)
+        shape = f"{args.space}: {len(space.layers)} layers, networks merged"
+    else:
+        dist = ArchDistribution([args.sizes] * args.layers).to(device)
+        shape = f"{args.layers} layers of sizes {args.sizes}"
     gen = torch.Generator().manual_seed(0)
-    print(f"torch {torch.__version__}, {args.layers} layers of sizes {args.sizes}, k = {args.k}, device {device}")
+    print(f"torch {torch.__version__}, {shape}, k = {args.k}, device {device}")
     print("| parameterisation | parameters | sample(1) ms | sample(k) ms | log_prob(k) ms | entropy ms | step ms |")
     print("|---|---|---|---|---|---|---|")
     for name in ("FD", "JD"):

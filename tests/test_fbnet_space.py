@@ -173,3 +173,28 @@ def test_fp_nas_reconstructions_are_widened_points_of_their_spaces():
         # one multiplier for every width, rounded to 8 channels: the order of the widths is kept, ties too
         pairs = sorted(zip((p["out_chs"] for p in point), (b["out_chs"] for b in committed.blocks), strict=True))
         assert all(a[1] <= b[1] and (a[0] < b[0] or a[1] == b[1]) for a, b in itertools.pairwise(pairs)), name
+
+
+@pytest.mark.parametrize("name, kwargs", [("fbnetv2-f++", {}), ("fp-nas-l", {}),
+                                          ("fbnetv2-f", dict(input_size=(3, 32, 32), num_classes=10, **DEMO))])
+def test_used_variables_are_exactly_what_makes_two_choices_different_networks(name, kwargs):
+    """Brute force over every choice tuple of every layer: two tuples build the same block (block_key) exactly when
+    they agree on the variables that their block choice uses (the others set to index 0 give `locate`'s tuple), so
+    the networks of a layer are as many as `candidates`. Fails on the old code: there was no `used_variables`."""
+    space = build_space(name, **kwargs)
+    uses = space.used_variables()
+    assert len(uses) == len(space.layers)
+    for i, (layer, cands) in enumerate(zip(space.layers, space.candidates(), strict=True)):
+        blocks = layer.variables[0].choices
+        assert len(uses[i]) == len(blocks)
+        for b, u in zip(blocks, uses[i], strict=True):
+            assert u == ((0, 4) if b == "skip" else (0, 1, 2, 3, 4)), (i, b)
+        networks: dict[tuple, tuple] = {}
+        for choice in itertools.product(*(range(len(v.choices)) for v in layer.variables)):
+            canonical = tuple(c if m in uses[i][choice[0]] else 0 for m, c in enumerate(choice))
+            key = block_key(space.block(i, choice))
+            assert networks.setdefault(key, canonical) == canonical, (i, choice)  # same block: same canonical
+        assert len(set(networks.values())) == len(networks) == len(cands)  # different blocks: different canonical
+        default = space.default_choices()
+        for c in networks.values():
+            assert space.locate(space.arch_blocks(default[:i] + [c] + default[i + 1 :]))[i] == c

@@ -91,8 +91,11 @@ def test_trace_records_every_step_with_k_entropy_costs_and_weights(smoke_run):
     trace = read_trace(smoke_run / "trace.jsonl")
     steps = [r for r in trace if r["event"] == "step"]
     space = smoke_space()
-    # Independent of the distribution code: the uniform start has H0 = sum of log(choices) over every variable.
-    h0 = sum(math.log(n) for layer in space.sizes() for n in layer)
+    # Independent of the distribution code: the start (zero logits) is uniform over each variable, and a skip (one
+    # block choice in layers that have it) ignores act, attention and expansion, so per layer
+    # H0 = log(#blocks) + log(#widths) + P(not skip) * log(#act * #attention * #expansion), in nats over networks.
+    h0 = sum(math.log(n[0]) + math.log(n[4]) + (1 - ("skip" in layer.variables[0].choices) / n[0])
+             * math.log(n[1] * n[2] * n[3]) for layer, n in zip(space.layers, space.sizes(), strict=True))
     assert steps[0]["entropy"] == pytest.approx(h0, abs=1e-3)
     assert steps[0]["K"] == max(2, math.ceil(_default_lambda() * h0))
     for r in steps:
@@ -124,7 +127,8 @@ def test_coarse_to_fine_switches_at_theta_without_changing_the_distribution(smok
     sizes = smoke_space().sizes()
     assert len(switch) == 1 and switch[0]["epoch"] == SMOKE["coarse_to_fine_epochs"]
     assert switch[0]["parameters_before"] == sum(sum(layer) for layer in sizes)
-    assert switch[0]["parameters_after"] == sum(math.prod(layer) for layer in sizes)
+    # one joint logit per distinct block of a layer (a skip's tuples are one network)
+    assert switch[0]["parameters_after"] == sum(len(c) for c in smoke_space().candidates())
     before = [r for r in trace if r["event"] == "step" and r["epoch"] == SMOKE["coarse_to_fine_epochs"] - 1][-1]
     after = [r for r in trace if r["event"] == "step" and r["epoch"] == SMOKE["coarse_to_fine_epochs"]][0]
     assert not before["joint"] and after["joint"]

@@ -10,8 +10,9 @@ One training step, on a batch of each half of the training data (`--algo fp-nas`
      E[-L(A)] / tau - beta E[log(1 + C(A))] / tau, C(A) = max(0, cost(A) / target - 1): the accuracy part from the
      K trained samples' importance weights softmax_k(-L_k / tau) - 1/K (`--temperature`), the cost part from those
      and `--cost-samples` more architectures drawn and priced but not run (search.probabilistic.objective).
-The distribution is factorized per layer for the first theta epochs (`--coarse-to-fine-epochs`), then the joint
-over each layer's variables (`search.probabilistic.distributions`); the final architecture is its most likely one.
+The distribution is factorized per layer for the first theta epochs (`--coarse-to-fine-epochs`), then joint over
+each layer's distinct blocks (`search.probabilistic.distributions`); the final architecture is its most likely
+network.
 
 What the paper leaves open, and what this implementation does (and why):
 * Likelihood per image or per batch, and how accuracy and cost meet: a temperature tau on the batch-mean loss
@@ -31,9 +32,12 @@ What the paper leaves open, and what this implementation does (and why):
   and `--samples` are at least 2.
 * Both passes of a sample (the pass without gradients that forms the weights, and the trained pass) draw the same
   dropout masks, so a weight comes from exactly the loss that is back-propagated.
-* Entropy in nats, over choice tuples (a `skip` choice makes several tuples one network). lambda's default is
-  14 / H0 of the default `fbnetv2-f++` space at 224 px, so the search starts at the 14 samples the paper reports
-  (its lambda = 1/4 pins lambda * H0 = 14 for its own space, whose entropy we cannot read).
+* Entropy in nats, over distinct networks: a `skip` ignores kernel, act, attention and expansion, so its tuples are
+  one network (`FbnetSpace.used_variables`), and the factorized distribution conditions those variables on the
+  block using them. lambda's default is 14 / H0, H0 the entropy at the start (zero factorized logits) of the
+  default `fbnetv2-f++` space at 224 px, 88.65 nats over networks (105.97 over tuples gave lambda 0.1321), so the
+  search starts at the 14 samples the paper reports (its lambda = 1/4 pins lambda * H0 = 14 for its own space,
+  whose entropy we cannot read). A joint start (`--no-coarse-to-fine`) is uniform over networks, H0 = 100.12 nats.
 * alpha's optimizer: Adam (FBNet's choice for architecture parameters); when the factorized distribution turns
   joint its parameters are new tensors, so Adam starts afresh there. omega: SGD with cosine decay (the engine's).
 * Warm-up: the first `--warmup-epochs` train only omega (sampled from the still-uniform distribution), as FBNet
@@ -173,7 +177,7 @@ PRESETS: dict[str, dict] = {
 
 def network_distribution(space: FbnetSpace, joint: bool) -> ArchDistribution:
     """The distribution P(A | alpha) over the networks of `space`, uniform logits."""
-    return ArchDistribution(space.sizes(), joint=joint)
+    return ArchDistribution(space.sizes(), joint=joint, uses=space.used_variables())
 
 
 class _Sampled(nn.Module):
@@ -307,15 +311,16 @@ class FpNasSearch(SearchAlgorithm):
 
     @torch.no_grad()
     def entropy(self) -> float:
-        """H(P(A | alpha)) in nats."""
+        """H(P(A | alpha)) in nats, over distinct networks."""
         return float(self.distribution.entropy())
 
     def labels(self, arch) -> list[str]:
-        """Short labels of an architecture's choices, one per layer ("k5_hs_se_e6_w24")."""
+        """Short labels of an architecture's choices, one per layer, of the variables its block uses
+        ("k5_hs_se_e6_w24", "skip_w24")."""
         out = []
-        for layer, choice in enumerate(arch):
+        for layer, (choice, uses) in enumerate(zip(arch, self.space.used_variables(), strict=True)):
             labels = self.space.choice_labels(layer)
-            out.append("_".join(labels[m][i] for m, i in enumerate(choice)))
+            out.append("_".join(labels[m][choice[m]] for m in uses[choice[0]]))
         return out
 
     # --- the search -------------------------------------------------------------------------------
@@ -447,7 +452,8 @@ class FpNasSearch(SearchAlgorithm):
 
     @torch.no_grad()
     def distribution_summary(self) -> dict:
-        """Every layer's marginal probability of every choice, with labels (the heatmap's data)."""
+        """Every layer's probability of every choice, with labels (the heatmap's data): the block's marginal, every
+        other variable's probability given that the block uses it (a skip uses only the width)."""
         layers = []
         for i in range(len(self.space.layers)):
             names, labels = self.space.variable_names(i), self.space.choice_labels(i)
@@ -470,8 +476,9 @@ class FpNasSearch(SearchAlgorithm):
 
 @cache
 def _default_lambda() -> float:
-    """14 / H0 of the default fbnetv2-f++ space (224 px), rounded down to 4 decimals: the search starts at the
-    paper's 14 samples (ceil(lambda * H0) = 14)."""
+    """14 / H0, rounded down to 4 decimals, H0 the entropy over networks of the factorized start (zero logits) of
+    the default fbnetv2-f++ space (224 px), 88.65 nats: the search starts at the paper's 14 samples
+    (ceil(lambda * H0) = 14)."""
     space = build_space("fbnetv2-f++", (3, 224, 224), 1000)
-    h0 = sum(math.log(n) for layer in space.sizes() for n in layer)
+    h0 = float(ArchDistribution(space.sizes(), uses=space.used_variables()).entropy().detach())
     return math.floor(14 / h0 * 1e4) / 1e4

@@ -131,6 +131,17 @@ class FbnetSpace:
         """Per layer, the number of choices of each variable (the distribution's shape)."""
         return [[len(v.choices) for v in layer.variables] for layer in self.layers]
 
+    def used_variables(self) -> list[list[tuple[int, ...]]]:
+        """Per layer and per choice of its block variable (variable 0), the indices of the variables that block
+        uses: a skip uses only block and width (`block` ignores the rest), k3 / k5 use every variable. Tuples that
+        differ only in ignored variables are one network (the distribution's `uses`)."""
+        out = []
+        for layer in self.layers:
+            names = [v.name for v in layer.variables]
+            skip = tuple(m for m, name in enumerate(names) if name in ("block", "width"))
+            out.append([skip if b == "skip" else tuple(range(len(names))) for b in layer.variables[0].choices])
+        return out
+
     def variable_names(self, layer: int) -> list[str]:
         return [v.name for v in self.layers[layer].variables]
 
