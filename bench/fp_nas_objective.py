@@ -136,11 +136,11 @@ def run(rule: str, beta: float, temperature: float, seed: int, steps: int, steps
     target = p["budget"]
     cost_samples = cost_samples if rule == "new" else 0
     sim = Simulation(space, target, p["alpha_lr"], seed, cost_samples)
-    good = None
+    good = {}
     for step in range(steps):
         sim.step(RULES[rule], beta, temperature)
-        if step + 1 == steps_good:
-            good = sim.p_good()
+        if step + 1 in (steps_good, 2 * steps_good):
+            good[step + 1] = sim.p_good()
     cost = sim.mode_cost()
     over = Simulation(space, target, p["alpha_lr"], seed, cost_samples)
     over.start_large()
@@ -153,8 +153,8 @@ def run(rule: str, beta: float, temperature: float, seed: int, steps: int, steps
     return {"good": good, "cost": cost, "to_target": to_target}
 
 
-CONFIGS = ([("old", 2.0, 1.0, 0)] + [("new", 2.0, tau, 0) for tau in (1.0, 0.1)]
-           + [("new", beta, tau, 64) for tau in (1.0, 0.1, 1 / 64) for beta in (0.5, 2.0)])
+CONFIGS = [("old", 2.0, 1.0, 0), ("new", 2.0, 1.0, 0), ("new", 1.0, 1.0, 64), ("new", 2.0, 1.0, 64),
+           ("new", 4.0, 1.0, 64), ("new", 2.0, 0.1, 64), ("new", 0.5, 1 / 64, 64)]
 
 
 def main() -> None:
@@ -164,12 +164,14 @@ def main() -> None:
     ap.add_argument("--steps-good", type=int, default=50, help="steps after which 'good' is read (~5 epochs)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    print("| rule | beta | tau | M | good after", args.steps_good, "steps | steps to target from over | final cost / "
-          "target |\n|---|---|---|---|---|---|---|")
+    n = args.steps_good
+    print(f"| rule | beta | tau | M | good after {n} steps | after {2 * n} | steps to target from over | final cost / "
+          "target |\n|---|---|---|---|---|---|---|---|")
     for rule, beta, tau, m in CONFIGS:
         t0 = time.perf_counter()
         rows = [run(rule, beta, tau, s, args.steps, args.steps_good, cost_samples=m) for s in args.seeds]
-        good = [r["good"] for r in rows]
+        good = [r["good"][args.steps_good] for r in rows]
+        good2 = [r["good"][2 * args.steps_good] for r in rows]
         cost = [r["cost"] for r in rows]
         reach = [r["to_target"] for r in rows]
         reached = [x for x in reach if x is not None]
@@ -177,6 +179,7 @@ def main() -> None:
         if len(reached) < len(reach):
             reach_txt += f" ({len(reach) - len(reached)} of {len(reach)} never)"
         print(f"| {rule} | {beta:g} | {tau:.3g} | {m} | {statistics.fmean(good):.2f} ± {statistics.pstdev(good):.2f} | "
+              f"{statistics.fmean(good2):.2f} ± {statistics.pstdev(good2):.2f} | "
               f"{reach_txt} | {statistics.fmean(cost):.2f} ± {statistics.pstdev(cost):.2f} |  "
               f"<!-- {time.perf_counter() - t0:.0f}s -->", flush=True)
 

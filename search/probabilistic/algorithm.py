@@ -19,7 +19,7 @@ What the paper leaves open, and what this implementation does (and why):
   (tau = 1/B is the paper's batch-sum likelihood), and the cost term as the gradient of beta E[log(1 + C)] / tau
   on the same scale, instead of the paper's beta log C(alpha), whose gradient (normalised costs) pushed as hard on a
   sample 0.1% over the target as on one 90% over and, beside a batch-mean likelihood, decided alone (every search
-  ended at 45-49% of its target). The defaults tau = 1, beta = 2, 64 priced samples come from a controlled
+  ended at 45-49% of its target). The defaults tau = 1, beta = 1, 64 priced samples come from a controlled
   experiment (bench/fp_nas_objective.py, kept by tests/test_search_fp_nas_objective.py; numbers in
   bench/README.md "FP-NAS objective").
 * Importance weights for omega need every sample's loss before any backward: a forward pass of the K samples
