@@ -176,6 +176,17 @@ def test_pad_residual_spec_builds_counts_and_round_trips(tmp_path):
     assert all("residual" not in b for b in load_spec(SPECS / "fbnetv2_f4.json").to_dict()["blocks"])
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+def test_pad_residual_scripts_and_fx_traces_to_the_same_outputs():
+    """The padding or truncation is chosen at construction, so TorchScript and fx see one static path."""
+    model = randomized_bn(FpnasZooNet(spec_from_dict(pad_spec_data()))).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+        torch.testing.assert_close(torch.jit.script(model)(x), expected, rtol=0, atol=0)
+        torch.testing.assert_close(torch.fx.symbolic_trace(model)(x), expected, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("block, index, expected", [
     ({"residual": "zero"}, 2, r"blocks\[2\]\.residual: got 'zero', expected one of 'pad' or left out"),
     ({"residual": None}, 2, r"blocks\[2\]\.residual: got None, expected one of 'pad' or left out"),

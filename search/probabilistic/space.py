@@ -91,7 +91,9 @@ BLOCKS = ("k3", "k5", "skip")
 ACTS = (RE, HS)
 ATTENTIONS = ("none", "se", "sa1", "sa2", "sa4")
 STEM_CHS, HEAD_CHS, PRE_LOGITS_CHS = 16, 1344, 1984  # [code: mobile-vision fbnetv2_f4/_l2] stem 16, ir_pool 224x6
-PAD_RESIDUAL = ("ir", "skip")  # the block types that keep a layer's identity path across a width change
+# The block types that keep a layer's identity path across a width change. A skip too: as a 1x1 conv + BN + ReLU it
+# is not an identity, and per-layer k3/skip + width mixing learns faster with the padded identity (bench/README.md).
+PAD_RESIDUAL = ("ir", "skip")
 
 
 @dataclass(frozen=True)
