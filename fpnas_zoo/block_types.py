@@ -58,14 +58,15 @@ def _build_ir(in_chs: int, args: dict, *, stride: int, dilation: int, norm_layer
     return InvertedResidual(
         in_chs, args["out_chs"], kernel_size=args["kernel_size"], stride=stride, dilation=dilation,
         expansion=args["expansion"], attention=args["attention"], splits=args["splits"],
-        spec_stride=args["stride"], act_layer=get_act_layer(args["act"]), norm_layer=norm_layer,
-        drop_path_rate=drop_path_rate,
+        spec_stride=args["stride"], residual=args.get("residual"), act_layer=get_act_layer(args["act"]),
+        norm_layer=norm_layer, drop_path_rate=drop_path_rate,
     )
 
 
 def _build_skip(in_chs: int, args: dict, *, stride: int, dilation: int, norm_layer: LayerType,
                 drop_path_rate: float) -> nn.Module:
-    return Skip(in_chs, args["out_chs"], stride=stride, spec_stride=args["stride"], norm_layer=norm_layer)
+    return Skip(in_chs, args["out_chs"], stride=stride, spec_stride=args["stride"], residual=args.get("residual"),
+                norm_layer=norm_layer)
 
 
 _BUILDERS = {

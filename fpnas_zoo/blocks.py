@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.layers import (
     DropPath,
     FrozenBatchNormAct2d,
@@ -22,6 +23,7 @@ from timm.layers import (
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 LayerType = type[nn.Module] | Callable[..., nn.Module]
+RESIDUALS = (None, "pad")  # how a stride-1 block's identity path meets a width change (see PadOrTruncate)
 
 
 def norm_act_layer_for(norm_layer: LayerType | str, act_layer: LayerType) -> Callable[..., nn.Module]:
@@ -157,6 +159,27 @@ class SplitAttnDw(nn.Module):
         return (splits * attn).sum(2)
 
 
+class PadOrTruncate(nn.Module):
+    """The identity across a width change, without parameters: x with zero channels appended up to `out_chs`
+    (widening), or its first `out_chs` channels (narrowing), as FBNetV2's supernet keeps residuals across widths.
+
+    The widths are fixed at construction, so the branch taken is static (fx, TorchScript and export see one path)."""
+
+    def __init__(self, in_chs: int, out_chs: int):
+        super().__init__()
+        self.in_chs, self.out_chs = in_chs, out_chs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.out_chs < self.in_chs:
+            return x[:, : self.out_chs]
+        if self.out_chs > self.in_chs:
+            return F.pad(x, (0, 0, 0, 0, 0, self.out_chs - self.in_chs))
+        return x
+
+    def extra_repr(self) -> str:
+        return f"{self.in_chs}, {self.out_chs}"
+
+
 class InvertedResidual(nn.Module):
     """FBNetV2's MBConv: [1x1 -> BN -> act] -> kxk depthwise -> BN -> act -> [SE] -> 1x1 -> BN, + residual.
 
@@ -164,17 +187,21 @@ class InvertedResidual(nn.Module):
     rule, stricter than timm's default 10%); the first 1x1 is left out when it equals the input width.
     `attention='split_attention'` replaces the depthwise conv by `SplitAttnDw` with `splits` filters per
     channel; `'se'` adds an SE gate (h-sigmoid, reduction relative to the mid width).
+    The residual is the identity at stride 1 when the widths match; `residual='pad'` keeps it at stride 1 when they
+    differ too, zero-padded or truncated to the output width (`PadOrTruncate`). Drop-path applies to the branch.
     """
 
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1, dilation: int = 1,
                  expansion: float = 6.0, attention: str = "none", splits: int = 1, se_ratio: float = 0.25,
-                 spec_stride: int | None = None, act_layer: LayerType = nn.ReLU,
+                 spec_stride: int | None = None, residual: str | None = None, act_layer: LayerType = nn.ReLU,
                  norm_layer: LayerType = nn.BatchNorm2d, drop_path_rate: float = 0.0):
         super().__init__()
+        if residual not in RESIDUALS:
+            raise ValueError(f"residual: expected one of {RESIDUALS}, got {residual!r}")
         spec_stride = stride if spec_stride is None else spec_stride
         norm_act = norm_act_layer_for(norm_layer, act_layer)
         mid_chs = make_divisible(in_chs * expansion, 8, round_limit=0.95)
-        self.has_skip = in_chs == out_chs and spec_stride == 1
+        self.has_skip = spec_stride == 1 and (in_chs == out_chs or residual == "pad")
         if mid_chs != in_chs:
             self.conv_pw = create_conv2d(in_chs, mid_chs, 1)
             self.bn1 = norm_act(mid_chs, inplace=True)
@@ -195,6 +222,7 @@ class InvertedResidual(nn.Module):
             self.se = nn.Identity()
         self.conv_pwl = create_conv2d(mid_chs, out_chs, 1)
         self.bn3 = norm_act(out_chs, apply_act=False)
+        self.shortcut = PadOrTruncate(in_chs, out_chs) if self.has_skip and in_chs != out_chs else nn.Identity()
         self.drop_path = DropPath(drop_path_rate) if self.has_skip and drop_path_rate > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -202,18 +230,23 @@ class InvertedResidual(nn.Module):
         out = self.se(self.bn2(self.conv_dw(out)))
         out = self.bn3(self.conv_pwl(out))
         if self.has_skip:
-            out = self.drop_path(out) + x
+            out = self.drop_path(out) + self.shortcut(x)
         return out
 
 
 class Skip(nn.Module):
-    """FBNetV2's `skip`: identity, or 1x1 conv + BN + ReLU when the width or the stride changes."""
+    """FBNetV2's `skip`: identity, or 1x1 conv + BN + ReLU when the width or the stride changes; with
+    `residual='pad'`, a width change at stride 1 stays an identity, zero-padded or truncated (`PadOrTruncate`)."""
 
     def __init__(self, in_chs: int, out_chs: int, stride: int = 1, spec_stride: int | None = None,
-                 norm_layer: LayerType = nn.BatchNorm2d):
+                 residual: str | None = None, norm_layer: LayerType = nn.BatchNorm2d):
         super().__init__()
+        if residual not in RESIDUALS:
+            raise ValueError(f"residual: expected one of {RESIDUALS}, got {residual!r}")
         spec_stride = stride if spec_stride is None else spec_stride
-        if in_chs != out_chs or spec_stride > 1:
+        if residual == "pad" and spec_stride == 1 and in_chs != out_chs:
+            self.conv, self.bn = PadOrTruncate(in_chs, out_chs), nn.Identity()  # no conv: the identity path
+        elif in_chs != out_chs or spec_stride > 1:
             self.conv = create_conv2d(in_chs, out_chs, 1, stride=stride)
             self.bn = norm_act_layer_for(norm_layer, nn.ReLU)(out_chs, inplace=True)
         else:

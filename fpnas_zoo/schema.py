@@ -40,6 +40,7 @@ class Field:
     high: float | None = None
     nullable: bool = False
     pattern: str | None = None
+    optional: bool = False  # the key may be left out (a block option added later: old specs stay as they are)
 
     def describe(self) -> str:
         if self.choices is not None:
@@ -61,7 +62,7 @@ class Field:
                 text += f" >= {self.low:g}"
             if self.pattern:
                 text += f" matching {self.pattern}"
-        return text + (" or null" if self.nullable else "")
+        return text + (" or null" if self.nullable else "") + (" or left out" if self.optional else "")
 
 
 def _is_int(v: Any) -> bool:
@@ -109,7 +110,9 @@ def check_object(obj: Any, fields: dict[str, Field], file: str, path: str) -> di
             raise SpecError(file, _join(path, key), key, f"a known key (unknown key; allowed: {allowed})")
     out = {}
     for key, f in fields.items():
-        if key not in obj:  # every key is explicit: null where it does not apply
+        if key not in obj and f.optional:
+            continue  # left out, and left out of the result: specs written before the field existed are unchanged
+        if key not in obj:  # every other key is explicit: null where it does not apply
             raise SpecError(file, _join(path, key), None, f"a required key ({f.describe()})")
         _check_value(obj[key], f, file, _join(path, key))
         out[key] = obj[key]
@@ -126,6 +129,9 @@ CHANNELS = Field("int", low=1, high=8192)
 ACT = Field("str", choices=ACTIVATIONS)
 KERNEL = Field("int", choices=(3, 5))
 STRIDE = Field("int", choices=(1, 2))
+# A stride-1 block's identity path across a width change: 'pad' zero-pads (wider) or truncates (narrower) it; left
+# out, an `ir` block has a residual only when its widths match and a `skip` becomes a 1x1 conv + BN + ReLU.
+RESIDUAL = Field("str", choices=("pad",), optional=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,9 +149,23 @@ def _check_fpnas(in_chs: int, args: dict) -> Iterable[tuple[str, str]]:
                               "split's two branches add up to out_chs")
 
 
+def canonical_block(in_chs: int, block: dict) -> dict:
+    """`block` without the options that change nothing after an input `in_chs` wide: `residual` where the widths
+    match (the identity needs no padding). Block dicts with the same canonical form build the same module."""
+    if "residual" in block and block["out_chs"] == in_chs:
+        return {k: v for k, v in block.items() if k != "residual"}
+    return block
+
+
+def _check_residual(in_chs: int, args: dict) -> Iterable[tuple[str, str]]:
+    if "residual" in args and args["stride"] != 1:
+        yield "residual", "left out at stride 2 (no identity path crosses a stride)"
+
+
 def _check_ir(in_chs: int, args: dict) -> Iterable[tuple[str, str]]:
     if args["splits"] != 1 and args["attention"] != "split_attention":
         yield "splits", "1 unless attention is 'split_attention'"
+    yield from _check_residual(in_chs, args)
 
 
 def _no_check(in_chs: int, args: dict) -> Iterable[tuple[str, str]]:
@@ -190,9 +210,10 @@ BLOCK_SCHEMAS: dict[str, BlockSchema] = {
             "attention": Field("str", choices=("none", "se", "split_attention")),
             "splits": Field("int", choices=(1, 2, 4)),
             "act": ACT,
+            "residual": RESIDUAL,
         },
         _check_ir,
     ),
-    # FBNetV2's skip: identity, or 1x1 conv + BN + ReLU when the shape changes.
-    "skip": BlockSchema({"out_chs": CHANNELS, "stride": STRIDE}),
+    # FBNetV2's skip: identity, or 1x1 conv + BN + ReLU when the shape changes (with residual 'pad', only the stride).
+    "skip": BlockSchema({"out_chs": CHANNELS, "stride": STRIDE, "residual": RESIDUAL}, _check_residual),
 }

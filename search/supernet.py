@@ -29,6 +29,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from fpnas_zoo.block_types import BLOCK_TYPES
 from fpnas_zoo.model import FpnasZooNet, stage_plan
+from fpnas_zoo.schema import canonical_block
 from fpnas_zoo.spec import ModelSpec, spec_from_dict
 
 Arch = list[dict]
@@ -237,6 +238,9 @@ class Supernet(nn.Module):
 
     `base` gives the stem, head, input size and classes (its blocks are not used); `candidates[i]` lists the
     block dicts position i may take (one for a fixed position). Candidates of a position share their stride.
+    A candidate runs after every input width the previous position gives, as its canonical form there
+    (`fpnas_zoo.schema.canonical_block`: `residual: 'pad'` is dropped where the widths match), and an arch may
+    spell a block either way.
     """
 
     def __init__(self, base: ModelSpec, candidates: list[list[dict]]):
@@ -260,9 +264,10 @@ class Supernet(nn.Module):
             with torch.device("meta"):
                 for in_chs in sorted(in_widths):
                     for block in cands:
+                        block = canonical_block(in_chs, block)
                         block_type = BLOCK_TYPES[block["type"]]
-                        if block_type.check_channels(in_chs, block):
-                            continue  # impossible after this input width; forward refuses it
+                        if block_type.check_channels(in_chs, block) or (in_chs, block_key(block)) in templates:
+                            continue  # impossible after this input width (forward refuses it), or built
                         module = block_type.build(in_chs, block, stride=block["stride"], dilation=1,
                                                   norm_layer=nn.BatchNorm2d, drop_path_rate=0.0)
                         templates[in_chs, block_key(block)] = (module, block, in_chs)
@@ -292,7 +297,7 @@ class Supernet(nn.Module):
             raise ValueError(f"arch: expected {len(self.positions)} blocks, got {len(arch)}")
         path, in_chs = [], self.base.stem["out_chs"]
         for i, block in enumerate(arch):
-            bound = self._bound[i].get((in_chs, block_key(block)))
+            bound = self._bound[i].get((in_chs, block_key(canonical_block(in_chs, block))))
             if bound is None:
                 raise ValueError(f"arch[{i}]: {block} is not a candidate of position {i} after width {in_chs}")
             path.append(bound)

@@ -117,6 +117,24 @@ def test_fbnetv2_ir_blocks_with_se_match_onnx_runtime(exported):
     assert_close(ort_run(path, x), eager(model, x))
 
 
+def test_pad_residual_widening_and_narrowing_matches_onnx_runtime(exported):
+    """`residual: 'pad'` on ir blocks widening (16 -> 24 -> 32) and narrowing (32 -> 24), and on a skip narrowing
+    (24 -> 16), at 32 px: ONNX Runtime's Pad / Slice against eager."""
+    data = json.loads((SPECS / "fbnetv2_f4.json").read_text())
+    ir = dict(data["blocks"][2])  # 24 -> 24 at stride 1
+    data.update(name="pad_residual_probe", input_size=[3, 32, 32], num_classes=10, blocks=[
+        {**ir, "out_chs": 24, "residual": "pad"},
+        {**ir, "out_chs": 32, "residual": "pad", "attention": "se"},
+        {**ir, "out_chs": 24, "residual": "pad"},
+        {"type": "skip", "out_chs": 16, "stride": 1, "residual": "pad"},
+        {**ir, "out_chs": 24, "stride": 2},
+    ])
+    spec = spec_from_dict(data)
+    model, path = exported(spec.name, spec)
+    x = torch.randn(4, *spec.input_size)
+    assert_close(ort_run(path, x), eager(model, x))
+
+
 def test_block_variants_are_covered_by_the_exported_models():
     """Split attention with 1, 2 and 4 splits, SE, and FPNAS blocks with split on stride 1 and 2 are all among the
     models the two tests above export; a spec change that dropped one would go unnoticed without this."""

@@ -1,5 +1,6 @@
 """The FP-NAS spaces as data: the published FBNetV2 networks are points, and the space's candidates, extremes and
 supernet agree with brute force and with the zoo's built models."""
+import dataclasses
 import importlib.util
 import itertools
 import json
@@ -13,7 +14,7 @@ import torch
 
 from fpnas_zoo import FpnasZooNet, count_spec, load_spec, spec_from_dict
 from search.cost import _METADATA, MultAddsCost
-from search.probabilistic.space import SPACES, build_space
+from search.probabilistic.space import F4_LAYERS, L2_LAYERS, SPACES, build_space
 from search.supernet import Supernet, block_key
 
 SPECS = Path(__file__).parent / "fixtures" / "specs"
@@ -73,19 +74,23 @@ def test_candidates_are_the_distinct_blocks_of_every_choice_combination():
     space = build_space("fbnetv2-f++", (3, 32, 32), 10, **DEMO)
     assert [layer.stride for layer in space.layers] == [1, 1, 1, 2, 1, 2, 2, 1]  # CIFAR strides: 4x4 at the end
     assert space.stem_stride == 1
+    # FBNetV2-F4 adds an identity residual at layers 0 (16 wide after the stem's 16), 2 (24 after 24) and 5 (32 after
+    # layer 4's 32), not at 1 (16 -> 24, at stride 1 here) or 18 (184 -> 224): those three keep it across widths
+    assert [layer.residual for layer in space.layers] == [True, False, True, False, True, False, False, False]
     for i, (layer, cands) in enumerate(zip(space.layers, space.candidates(), strict=True)):
         v = {x.name: x.choices for x in layer.variables}
+        pad = {"residual": "pad"} if layer.residual else {}
         expected = set()
         for block, act, att, e, w in itertools.product(v["block"], v["act"], v["attention"], v["expansion"],
                                                       v["width"]):
             if block == "skip":
-                expected.add(block_key({"type": "skip", "out_chs": w, "stride": layer.stride}))
+                expected.add(block_key({"type": "skip", "out_chs": w, "stride": layer.stride, **pad}))
             else:
                 sa = att.startswith("sa")
                 expected.add(block_key({"type": "ir", "out_chs": w, "kernel_size": int(block[1]),
                                         "stride": layer.stride, "expansion": e,
                                         "attention": "split_attention" if sa else att,
-                                        "splits": int(att[2]) if sa else 1, "act": act}))
+                                        "splits": int(att[2]) if sa else 1, "act": act, **pad}))
         keys = [block_key(b) for b in cands]
         assert len(keys) == len(set(keys)) and set(keys) == expected, f"layer {i}"
         # the demo keeps something to learn in every variable, and a joint distribution of at most ~100 per layer
@@ -109,6 +114,74 @@ def test_smallest_and_largest_blocks_are_the_brute_force_extremes(space_name, ch
     assert len(costs) > 100
     assert cost.cost(space.smallest_blocks()) == min(costs)
     assert cost.cost(space.largest_blocks()) == max(costs)
+
+
+@pytest.mark.parametrize("width_mult, divisor", [(0.25, 2), (0.3, 2), (0.5, 4), (0.75, 4), (1.0, 8), (1.5, 8)])
+def test_width_choices_are_the_published_width_times_width_mult_times_the_multiplier(width_mult, divisor):
+    """Every width is a multiple of d = 8 from width_mult 1 up, else of the largest power of two not above
+    8 x width_mult, and within 1.5 d of published x width_mult x m (rounding, then choices kept d apart where rounding
+    made two equal); the m = 1 choice is exact where published x width_mult is a multiple of d (8 x width_mult a
+    power of two), and the stem rounds as layer 0's m = 1 choice (both are 16 wide in F4 and L2)."""
+    for name, published, multipliers in (("fbnetv2-f", F4_LAYERS, (0.75, 1.0, 1.25)),
+                                         ("fp-nas-l", L2_LAYERS, (1.0, 1.25, 1.5))):
+        for ms in (multipliers, (0.75, 1.0)):
+            space = build_space(name, width_mult=width_mult, choices={"width": ms})
+            for i, (layer, row) in enumerate(zip(space.layers, published, strict=True)):
+                widths = layer.variables[-1].choices
+                assert all(b - a >= divisor for a, b in itertools.pairwise(widths)), (name, i, widths)
+                for m, w in zip(ms, widths, strict=True):
+                    assert w % divisor == 0 and abs(w - row[0] * width_mult * m) <= 1.5 * divisor, (name, i, m, w)
+                    if m == 1 and 8 * width_mult in (2, 4, 8):
+                        assert w == row[0] * width_mult
+            assert space.stem_chs == space.layers[0].variables[-1].choices[ms.index(1.0)]
+    if width_mult == 0.25:  # the demo's x0.75 / x1: a 2x step only where x0.75 of 4 channels cannot be 3
+        demo = build_space("fbnetv2-f", (3, 32, 32), 10, **DEMO)
+        assert [layer.variables[-1].choices for layer in demo.layers] == [
+            (2, 4), (4, 6), (4, 6), (6, 8), (6, 8), (12, 16), (34, 46), (42, 56)]
+
+
+def test_residual_layers_keep_the_identity_path_across_width_changes():
+    """At the demo's identity-residual layers (0, 2, 4), a width other than the drawn input width gets
+    `residual: 'pad'`, an ir's and a skip's alike; nowhere else, and not where the widths match. The supernet runs
+    such points as the zoo builds them (widening and narrowing, ir and skip), in eval and train mode."""
+    space = build_space("fbnetv2-f", (3, 32, 32), 10, **DEMO)
+
+    def point(rows):  # per layer (block, width index); the other variables at their first choice
+        return [tuple(v.choices.index(block) if v.name == "block" else w if v.name == "width" else 0
+                      for v in layer.variables) for layer, (block, w) in zip(space.layers, rows, strict=True)]
+
+    # widths (stem 4) 2 / 6 / 4 / 6 / 8 ...: ir narrowing 4 -> 2, skip narrowing 6 -> 4, ir widening 6 -> 8
+    narrow = point([("k3", 0), ("k3", 1), ("skip", 0), ("k5", 0), ("k3", 1), ("k3", 1), ("k3", 0), ("skip", 1)])
+    # widths 4 / 4 / 6 / 8 / 6 ...: layer 0 as wide as the stem (no field), skip widening 4 -> 6, ir narrowing 8 -> 6
+    widen = point([("k3", 1), ("k5", 0), ("skip", 1), ("k3", 1), ("k5", 0), ("k3", 0), ("k3", 1), ("skip", 0)])
+    cases = {(): ([], []), ("ir",): ([0, 4], [4]), ("ir", "skip"): ([0, 2, 4], [2, 4])}
+    for pad_residual, expected in cases.items():
+        probe = dataclasses.replace(space, pad_residual=pad_residual)
+        for choices, where in zip((narrow, widen), expected, strict=True):
+            blocks = probe.arch_blocks(choices)
+            assert [i for i, b in enumerate(blocks) if b.get("residual") == "pad"] == where, pad_residual
+            assert all(set(b) <= {"type", "out_chs", "kernel_size", "stride", "expansion", "attention", "splits",
+                                  "act", "residual"} for b in blocks)
+            assert probe.locate(blocks) == choices
+    torch.manual_seed(0)
+    supernet = Supernet(spec_of(space, space.default_blocks()), space.candidates())
+    with torch.no_grad():  # non-trivial BN, so a wrong slice or a wrong identity shows
+        for name, tensor in supernet.state_dict().items():
+            if name.endswith(("running_mean", "bias")):
+                tensor.uniform_(-0.2, 0.2)
+            elif name.endswith(("running_var", ".weight")) and tensor.ndim == 1:
+                tensor.uniform_(0.5, 1.5)
+    x = torch.randn(4, 3, 32, 32)
+    for choices in (narrow, widen):
+        blocks = space.arch_blocks(choices)
+        model = FpnasZooNet(supernet.spec_of(blocks))
+        model.load_state_dict(supernet.export(blocks))
+        with torch.no_grad():
+            torch.testing.assert_close(supernet.eval()(x, blocks), model.eval()(x), rtol=1e-4, atol=1e-5)
+            torch.manual_seed(1)  # the same head dropout mask
+            got = supernet.train()(x, blocks)
+            torch.manual_seed(1)
+            torch.testing.assert_close(got, model.train()(x), rtol=1e-4, atol=1e-5)
 
 
 def test_supernet_over_a_reduced_space_computes_the_zoo_model_of_a_point():

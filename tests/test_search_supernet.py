@@ -1,8 +1,9 @@
 """The weight-sharing supernet against the zoo's own built models, and the cost model against the zoo's counter.
 
-Two spaces: the FPNAS space (split, shortcut, expansion, kernel) and a small FBNetV2-style `ir`/`skip` space built
+Three spaces: the FPNAS space (split, shortcut, expansion, kernel), a small FBNetV2-style `ir`/`skip` space built
 from the FBNetV2-F4 spec, with per-layer width (so a layer's width changes the next layer's input), expansion,
-kernel, activation, SE or split attention with 1/2/4 splits, and skip.
+kernel, activation, SE or split attention with 1/2/4 splits, and skip, and that space's layers with the residual
+kept across width changes (`residual: 'pad'`).
 """
 import json
 import os
@@ -55,7 +56,31 @@ def fbnet_case():
     return base, candidates, archs
 
 
-CASES = {"fpnas": fpnas_case, "fbnetv2": fbnet_case}
+def fbnet_pad_case():
+    """The F4 layers with `residual: 'pad'` on every stride-1 candidate, ir and skip, at the layer's width or 8 wider:
+    identity paths that widen, narrow, or need no padding (equal widths, where the supernet runs the block as the
+    zoo builds it without the field)."""
+    base, layers = fbnet_case()[0], fbnet_case()[0].blocks
+    rng = random.Random(4)
+    candidates = []
+    for layer in layers:
+        pad = {"residual": "pad"} if layer["stride"] == 1 else {}
+        cands = []
+        for width in (layer["out_chs"], layer["out_chs"] + 8):
+            cands.append({"type": "skip", "out_chs": width, "stride": layer["stride"], **pad})
+            for attention, splits in (("none", 1), ("se", 1), ("split_attention", 2)):
+                cands.append({**layer, "out_chs": width, "kernel_size": rng.choice((3, 5)),
+                              "expansion": rng.choice((1, 2.5, 4)), "attention": attention, "splits": splits,
+                              "act": rng.choice(("relu", "hard_swish")), **pad})
+        candidates.append(cands)
+    # widths 24 / 24 / 32 / 24 / 40 / 32: ir blocks widening (16 -> 24, 24 -> 32) and narrowing (32 -> 24, 40 -> 32)
+    archs = [[c[5] if i % 2 == 0 else c[2] for i, c in enumerate(candidates)]]
+    archs.append([c[4] if i % 2 == 0 else c[0] for i, c in enumerate(candidates)])  # skips, the same widths
+    archs += [[rng.choice(c) for c in candidates] for _ in range(2)]
+    return base, candidates, archs
+
+
+CASES = {"fpnas": fpnas_case, "fbnetv2": fbnet_case, "fbnetv2_pad": fbnet_pad_case}
 
 
 def make_supernet(case: str, seed: int = 0) -> tuple[Supernet, list[list[dict]]]:

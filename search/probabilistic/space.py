@@ -6,6 +6,17 @@ per variable (factorised) or per layer (joint). A point of the space is one choi
 `arch_blocks` turns it into the zoo's own `ir` / `skip` block dicts, which the supernet, the cost model and the
 zoo's builder take, and `locate` goes back.
 
+Residuals across width changes: at a stride-1 layer where the published network has an identity residual (the
+layer is as wide as the space's previous layer, or the stem), a drawn width that differs from the drawn input width
+would switch the zoo block's identity path off (an `ir` adds it only when the widths match; a `skip` becomes a 1x1
+conv). Drawn per layer, that switches identity paths on and off from step to step and the shared weights barely
+learn (bench/README.md). There, `arch_blocks` gives the block the zoo's `residual: 'pad'` (the input zero-padded or
+truncated to the block's width, FBNetV2's supernet rule) exactly where the widths differ: so the field appears only
+where it changes the computation, and the published networks, whose widths match there, stay points with identical
+block dicts. Layers where the published network changes width (a stage's first layer, and at small inputs the layer
+whose stride 2 became 1) keep the zoo's default: the published network has no residual there, and giving one to
+such layers of the full-size spaces would take the published networks out of them.
+
 FBNetV2's own search space (its Table 1) is not readable here, so every number below says where it comes from:
 [paper] FP-NAS or FBNetV2 text, [code: mobile-vision ...] the published FBNetV2 model definitions, [inferred] our
 rule. The rules are chosen so that the published networks are points: FBNetV2-F4 of `fbnetv2-f` and FBNetV2-L2 of
@@ -20,6 +31,7 @@ from dataclasses import asdict, dataclass
 
 from timm.layers import make_divisible
 
+from fpnas_zoo.schema import canonical_block
 from fpnas_zoo.spec import spec_from_dict
 
 from ..cost import _METADATA, MultAddsCost
@@ -79,6 +91,9 @@ BLOCKS = ("k3", "k5", "skip")
 ACTS = (RE, HS)
 ATTENTIONS = ("none", "se", "sa1", "sa2", "sa4")
 STEM_CHS, HEAD_CHS, PRE_LOGITS_CHS = 16, 1344, 1984  # [code: mobile-vision fbnetv2_f4/_l2] stem 16, ir_pool 224x6
+# The block types that keep a layer's identity path across a width change. A skip too: as a 1x1 conv + BN + ReLU it
+# is not an identity, and per-layer k3/skip + width mixing learns faster with the padded identity (bench/README.md).
+PAD_RESIDUAL = ("ir", "skip")
 
 
 @dataclass(frozen=True)
@@ -92,10 +107,14 @@ class Variable:
 
 @dataclass(frozen=True)
 class Layer:
-    """One searched layer: its stride (shared by every choice, as the supernet needs) and its variables."""
+    """One searched layer: its stride (shared by every choice, as the supernet needs) and its variables.
+
+    `residual`: the published network adds an identity residual here (stride 1, the previous layer's width), so a
+    width change keeps it (`residual: 'pad'`, see the module docstring)."""
 
     stride: int
     variables: tuple[Variable, ...]
+    residual: bool = False
 
 
 def _attention_fields(label: str) -> tuple[str, int]:
@@ -113,7 +132,9 @@ def _attention_label(block: dict) -> str:
 class FbnetSpace:
     """The layers of an FP-NAS space and the fixed stem and head around them (satisfies `search.runner.SearchSpace`).
 
-    A point is one choice index per variable of every layer (`sizes()` gives how many each has).
+    A point is one choice index per variable of every layer (`sizes()` gives how many each has). `pad_residual`
+    names the block types that get `residual: 'pad'` at a `residual` layer whose input width differs from theirs
+    (empty: the zoo's default blocks everywhere, as before the option existed).
     """
 
     name: str
@@ -124,6 +145,7 @@ class FbnetSpace:
     pre_logits_chs: int = PRE_LOGITS_CHS
     input_size: tuple[int, int, int] = (3, 224, 224)
     num_classes: int = 1000
+    pad_residual: tuple[str, ...] = PAD_RESIDUAL
 
     # --- the shape of the space --------------------------------------------------------------
 
@@ -161,7 +183,8 @@ class FbnetSpace:
     # --- points -> zoo block dicts ------------------------------------------------------------
 
     def block(self, layer: int, choice: Sequence[int]) -> dict:
-        """The zoo block dict of one layer for choice indices (one per variable, in `variable_names` order)."""
+        """The zoo block dict of one layer for choice indices (one per variable, in `variable_names` order), as it is
+        when its input has its width (`arch_blocks` adds `residual` where the input width differs)."""
         variables = self.layers[layer].variables
         if len(choice) != len(variables):
             raise ValueError(f"layer {layer}: expected {len(variables)} choice indices ({', '.join(VARIABLES)}), "
@@ -177,11 +200,27 @@ class FbnetSpace:
         return {"type": "ir", "out_chs": value["width"], "kernel_size": int(value["block"][1:]), "stride": stride,
                 "expansion": value["expansion"], "attention": attention, "splits": splits, "act": value["act"]}
 
+    def with_residual(self, layer: int, block: dict) -> dict:
+        """`block` (a dict of `block`) with `residual: 'pad'` when the layer keeps its identity path across width
+        changes: the form that holds after any input width (the supernet's candidate)."""
+        if self.layers[layer].residual and block["type"] in self.pad_residual:
+            return {**block, "residual": "pad"}
+        return block
+
+    def placed(self, layer: int, block: dict, in_chs: int) -> dict:
+        """`block` (a dict of `block`) as layer `layer` runs it after an input `in_chs` wide, canonical: `residual`
+        only where the widths differ, so only where it changes the computation."""
+        return canonical_block(in_chs, self.with_residual(layer, block))
+
     def arch_blocks(self, choices: Sequence[Sequence[int]]) -> list[dict]:
         """The zoo block dicts of a point (one tuple of choice indices per layer)."""
         if len(choices) != len(self.layers):
             raise ValueError(f"choices: expected {len(self.layers)} layers of {self.name}, got {len(choices)}")
-        return [self.block(i, c) for i, c in enumerate(choices)]
+        blocks, in_chs = [], self.stem_chs
+        for i, c in enumerate(choices):
+            blocks.append(self.placed(i, self.block(i, c), in_chs))
+            in_chs = blocks[-1]["out_chs"]
+        return blocks
 
     def locate(self, blocks: Sequence[dict]) -> list[tuple[int, ...]]:
         """The choice indices of a network given as block dicts (the inverse of `arch_blocks`).
@@ -192,7 +231,7 @@ class FbnetSpace:
         if len(blocks) != len(self.layers):
             raise ValueError(f"blocks: expected {len(self.layers)} blocks (one per layer of {self.name}), "
                              f"got {len(blocks)}")
-        out = []
+        out, in_chs = [], self.stem_chs
         for i, (layer, b) in enumerate(zip(self.layers, blocks, strict=True)):
             if b.get("type") == "skip":
                 value = {"block": "skip", "width": b["out_chs"]}
@@ -210,14 +249,21 @@ class FbnetSpace:
                 else:
                     raise ValueError(f"blocks[{i}]: {v.name} {value[v.name]!r} is not a choice of layer {i} of "
                                      f"{self.name} (choices: {', '.join(map(str, v.choices))})")
-            if block_key(self.block(i, index)) != block_key(b):
-                raise ValueError(f"blocks[{i}]: {b} is not a point of layer {i} of {self.name} "
-                                 f"(nearest: {self.block(i, index)})")
+            nearest = self.placed(i, self.block(i, index), in_chs)
+            if block_key(nearest) != block_key(b):
+                raise ValueError(f"blocks[{i}]: {b} is not a point of layer {i} of {self.name} after width {in_chs} "
+                                 f"(nearest: {nearest})")
             out.append(tuple(index))
+            in_chs = b["out_chs"]
         return out
 
     def candidates(self) -> list[list[dict]]:
-        """Per layer, the distinct block dicts its choices give (a skip ignores kernel, act, attention, expansion)."""
+        """Per layer, the distinct block dicts its choices give (a skip ignores kernel, act, attention, expansion), in
+        the form that holds after any input width (`with_residual`; the supernet runs each in its canonical form)."""
+        return [[self.with_residual(i, b) for b in own] for i, own in enumerate(self._own_candidates())]
+
+    def _own_candidates(self) -> list[list[dict]]:
+        """Per layer, the distinct block dicts of its choices, as `block` gives them (no `residual`)."""
         out = []
         for i, layer in enumerate(self.layers):
             seen: dict[tuple, dict] = {}
@@ -247,17 +293,19 @@ class FbnetSpace:
 
     def _extreme_blocks(self, largest: bool) -> list[dict]:
         """Exact min / max of mult-adds by dynamic programming over layers, the state being the width a layer ends
-        at: a block's mult-adds depend only on its input width and its own dict, the head's on the last width."""
+        at: a block's mult-adds depend only on its input width and its own dict, the head's on the last width
+        (`residual: 'pad'` adds none, but the blocks are placed as `arch_blocks` places them)."""
         cost = MultAddsCost(spec_from_dict(self.spec_dict(self.default_blocks(), "probe", (0.5,) * 3, (0.5,) * 3,
                                                           dict(_METADATA))))
         better = (lambda a, b: a > b) if largest else (lambda a, b: a < b)
         res = -(-self.input_size[1] // self.stem_stride)
         states: dict[int, tuple[float, list[dict]]] = {self.stem_chs: (0.0, [])}  # width -> (cost so far, blocks)
-        for i, cands in enumerate(self.candidates()):
+        for i, cands in enumerate(self._own_candidates()):
             cands = _dominant(cands, largest)
             nxt: dict[int, tuple[float, list[dict]]] = {}
             for in_chs, (so_far, path) in states.items():
-                for block in cands:
+                for own in cands:
+                    block = self.placed(i, own, in_chs)
                     total = so_far + cost.measure_block(in_chs, res, block)
                     w = block["out_chs"]
                     if w not in nxt or better(total, nxt[w][0]):
@@ -309,36 +357,53 @@ def _dominant(cands: list[dict], largest: bool) -> list[dict]:
     return [b for b in cands if b["type"] == "skip"] + list(extreme.values())
 
 
-def _widths(published: int, multipliers: Sequence[float], width_mult: float) -> tuple[int, ...]:
-    """Width choices of a layer: make_divisible(published x width_mult x m, 8) for each multiplier m, moved apart
-    by at least 8 where rounding makes two equal (so every choice is a distinct width); m = 1 keeps its value
-    unless a narrow layer's set has to move up off the minimum of 8."""
+def width_divisor(width_mult: float) -> int:
+    """The multiple every width of a space rounds to: 8 (mobile-vision's) at width_mult 1 and above, and below it
+    the largest power of two not above 8 x width_mult, at least 1. The published widths are multiples of 8, so a
+    rounding step stays the same fraction of a layer's width at any width_mult, and the published widths times
+    width_mult are kept exactly when 8 x width_mult is a power of two. (A fixed 8 made the demo's x0.75 / x1
+    choices at width_mult 0.25 8 / 16 channels, a 2x step, in most layers.)"""
+    divisor = 8
+    while divisor > 1 and divisor > 8 * width_mult:
+        divisor //= 2
+    return divisor
+
+
+def _widths(published: int, multipliers: Sequence[float], width_mult: float, d: int) -> tuple[int, ...]:
+    """Width choices of a layer: make_divisible(published x width_mult x m, d) for each multiplier m, moved apart by
+    d where rounding makes two equal (so every choice is a distinct width); m = 1 keeps its value unless a narrow
+    layer's set has to move up off the minimum of d. With d = `width_divisor(width_mult)` each choice is within 1.5 d
+    of published x width_mult x m (tests/test_fbnet_space.py checks it for the spaces and multipliers)."""
     ms = sorted(multipliers)
-    values = [make_divisible(published * width_mult * m, 8) for m in ms]
+    values = [make_divisible(published * width_mult * m, d) for m in ms]
     anchor = min(range(len(ms)), key=lambda j: abs(ms[j] - 1.0))
     for j in range(anchor - 1, -1, -1):
-        values[j] = min(values[j], values[j + 1] - 8)
+        values[j] = min(values[j], values[j + 1] - d)
     for j in range(anchor + 1, len(ms)):
-        values[j] = max(values[j], values[j - 1] + 8)
-    if values[0] < 8:  # a narrow layer with m < 1: the whole set moves up rather than lose a choice
-        values = [v + 8 - values[0] for v in values]
+        values[j] = max(values[j], values[j - 1] + d)
+    if values[0] < d:  # a narrow layer with m < 1: the whole set moves up rather than lose a choice
+        values = [v + d - values[0] for v in values]
     return tuple(values)
 
 
 def build_space(name: str, input_size: tuple[int, int, int] | None = None, num_classes: int = 1000, *,
                 width_mult: float = 1.0, layers: Sequence[int] | None = None,
-                choices: dict[str, tuple] | None = None) -> FbnetSpace:
+                choices: dict[str, tuple] | None = None, divisor: int | None = None) -> FbnetSpace:
     """One of the FP-NAS spaces (`SPACES`), optionally reduced.
 
     Per layer the variables are block (k3, k5, and skip at stride-1 layers), act (relu, hard_swish), attention
     (none/se in fbnetv2-f; none/sa1/sa2/sa4 in fbnetv2-f++; none/se/sa1/sa2/sa4 in fp-nas-l), expansion (2, 4, 6
     and the published network's value at that layer, 1 where it has a skip) and width (the published width times
-    each multiplier: 0.75/1/1.25 in the F spaces, 1/1.25/1.5 in fp-nas-l, multiples of 8).
+    width_mult times each multiplier: 0.75/1/1.25 in the F spaces, 1/1.25/1.5 in fp-nas-l, rounded to multiples of
+    `width_divisor(width_mult)`: 8 at width_mult 1). Layers where the published network has an identity residual
+    keep it across width changes (`Layer.residual`, `FbnetSpace.pad_residual`, the module docstring).
 
     `input_size` None takes the space's default (224 px; 256 for fp-nas-l); inputs of 64 px or less get CIFAR
     strides (stem and first stride-2 layer at stride 1). `width_mult` scales every width, the stem and the head;
     `layers` keeps those layer indices (every stride-2 layer must stay); `choices` replaces a variable's values in
-    every layer, e.g. `{"expansion": (3, 6), "width": (0.75, 1.0)}` (multipliers for width, values for the others).
+    every layer, e.g. `{"expansion": (3, 6), "width": (0.75, 1.0)}` (multipliers for width, values for the others);
+    `divisor` replaces `width_divisor(width_mult)` as the multiple widths round to (8 gives the spaces as they were
+    before the divisor scaled with width_mult, for comparisons).
 
     A CPU demo on 32-px digits in well under 10 minutes: `build_space("fbnetv2-f++", (3, 32, 32), 10,
     width_mult=0.25, layers=(0, 1, 2, 4, 5, 8, 15, 18), choices={"expansion": (3, 6), "width": (0.75, 1.0)})`:
@@ -361,16 +426,21 @@ def build_space(name: str, input_size: tuple[int, int, int] | None = None, num_c
     overrides = _check_overrides(choices or {})
     small = input_size[1] <= 64
 
-    def scale(c: int) -> int:
-        return make_divisible(c * width_mult, 8)
+    divisor = width_divisor(width_mult) if divisor is None else divisor
+    if not (isinstance(divisor, int) and divisor >= 1):
+        raise ValueError(f"divisor: expected a positive integer, got {divisor}")
 
-    out_layers, first_s2 = [], True
+    def scale(c: int) -> int:  # the stem and head, rounded as the layers' widths (the stem is layer 0's input)
+        return make_divisible(c * width_mult, divisor)
+
+    out_layers, first_s2, in_width = [], True, STEM_CHS
     for i in sorted(keep):
         width, stride, block, act, attention, expansion = published[i]
         where = f"{model} layer {i}"
         if small and stride == 2 and first_s2:
             stride = 1  # CIFAR-style: the first stride-2 layer keeps the resolution (as FPNAS's space does)
         first_s2 = first_s2 and published[i][1] != 2
+        residual, in_width = stride == 1 and width == in_width, width  # the published network's identity residual
         blocks = tuple(b for b in overrides.get("block", BLOCKS) if stride == 1 or b != "skip")
         if not blocks:
             raise ValueError(f"choices['block']: layer {i} of {name} has stride 2 and needs k3 or k5, not only skip")
@@ -388,12 +458,12 @@ def build_space(name: str, input_size: tuple[int, int, int] | None = None, num_c
             Variable("expansion", exp_values, "[override] choices" if "expansion" in overrides else
                      f"[inferred] grid {EXPANSION_GRID} plus [code: mobile-vision {where}] "
                      + (f"e{expansion:g}" if expansion is not None else "1 (it has a skip here)")),
-            Variable("width", _widths(width, mults, width_mult),
-                     f"[inferred] make_divisible({width} x {width_mult:g} x m, 8), m in {tuple(mults)}"
+            Variable("width", _widths(width, mults, width_mult, divisor),
+                     f"[inferred] make_divisible({width} x {width_mult:g} x m, {divisor}), m in {tuple(mults)}"
                      f"{' [override]' if 'width' in overrides else ''}, published width {width} "
                      f"[code: mobile-vision {where}]"),
         )
-        out_layers.append(Layer(stride, variables))
+        out_layers.append(Layer(stride, variables, residual))
     return FbnetSpace(name=name, layers=tuple(out_layers), stem_chs=scale(STEM_CHS), stem_stride=1 if small else 2,
                       head_chs=scale(HEAD_CHS), pre_logits_chs=scale(PRE_LOGITS_CHS), input_size=input_size,
                       num_classes=num_classes)
