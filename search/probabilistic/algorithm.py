@@ -159,18 +159,18 @@ PRESETS: dict[str, dict] = {
     "paper": dict(dataset="imagefolder", space="fbnetv2-f++", epochs=90, warmup_epochs=10, coarse_to_fine_epochs=30,
                   batch_size=1024, lr=0.4, weight_decay=4e-5, alpha_lr=0.01, budget=238e6,
                   calib_images=2000, trace_every=10, checkpoint_every=500),
-    # CPU, embedded digits, about a minute: a reduced FBNetV2-F space (8 layers at quarter width, searched at 16x16:
-    # kernel 3/5/skip, ReLU/h-swish, SE on/off, expansion 3/6; widths fixed) with a target below the space's middle,
-    # so the cost term has work to do. Widths are left out: mixed per layer they train the shared weights far more
-    # slowly (bench/README.md) than a CPU demo's minutes allow. (--space fbnetv2-f++ works too: 67 s here.)
+    # CPU, embedded digits, minutes: a reduced FBNetV2-F space (8 layers at quarter width, searched at 16x16: kernel
+    # 3/5/skip, ReLU/h-swish, SE on/off, expansion 3/6, width x0.75/x1/x1.25 per layer) with a target below the
+    # space's middle, so the cost term has work to do. Per-layer widths train because stride-1 layers keep their
+    # residual across a width change (`residual: "pad"`, bench/README.md). (--space fbnetv2-f++ works too.)
     "demo": dict(dataset="digits", space="fbnetv2-f", width_mult=0.25, stem_stride=2,
-                 layers=(0, 1, 2, 4, 5, 8, 15, 18), choices={"expansion": (3, 6), "width": (1.0,)}, epochs=30,
+                 layers=(0, 1, 2, 4, 5, 8, 15, 18), choices={"expansion": (3, 6)}, epochs=30,
                  warmup_epochs=5, coarse_to_fine_epochs=15, batch_size=64, lr=0.1, weight_decay=5e-4, alpha_lr=0.1,
                  budget=0.6e6, calib_images=256),
     # Seconds: for tests.
     "smoke": dict(dataset="digits", space="fbnetv2-f++", width_mult=0.25, stem_stride=2, layers=(0, 1, 4, 8, 15),
                   choices={"expansion": (2, 4), "width": (0.75, 1.0)}, epochs=3, warmup_epochs=1,
-                  coarse_to_fine_epochs=2, batch_size=32, lr=0.1, alpha_lr=0.05, budget=1.5e6,
+                  coarse_to_fine_epochs=2, batch_size=32, lr=0.1, alpha_lr=0.05, budget=0.6e6,
                   calib_images=64, limit_train=256, limit_val=64),
 }
 
