@@ -52,7 +52,7 @@ def main() -> int:
     print("|---|---|---|")
     for label, space, varied, per_layer in ROWS:
         choices = {**FIXED, **varied}
-        settings = FpNasSettings(**{**PRESETS["demo"], "space": space, "choices": choices, "budget": 1e12})
+        settings = FpNasSettings(**{**PRESETS["demo"], "space": space, "choices": choices, "target": 1e12})
         runner = SearchRunner(FpNasSearch, settings, f"{args.out}/{len(label)}", progress=False)
         space_, supernet, data = runner.space, runner.supernet, runner.data
         sizes = space_.sizes()

@@ -68,7 +68,7 @@ from ..engine import (
     recalibrate_bn,
     seed_everything,
 )
-from ..runner import SearchAlgorithm, SearchRunner, SearchSettings
+from ..runner import TARGET, SearchAlgorithm, SearchRunner, SearchSettings
 from .distributions import ArchDistribution, adaptive_k
 from .space import SPACES, FbnetSpace, build_space
 
@@ -79,6 +79,9 @@ PAPER = "Yan et al., FP-NAS: Fast Probabilistic Neural Architecture Search, CVPR
 class FpNasSettings(SearchSettings):
     """Everything that defines an FP-NAS search (a checkpoint from other settings is refused)."""
 
+    renamed = {"budget": "target"}  # checkpoints written before the soft target had its own name
+
+    target: float | None = None  # mult-adds target of the cost term (--flops-target); not a hard budget
     space: str = "fbnetv2-f++"
     image_size: int | None = None  # imagefolder only; default: the space's resolution
     width_mult: float = 1.0
@@ -100,7 +103,7 @@ class FpNasSettings(SearchSettings):
     alpha_lr: float = 0.01
     alpha_weight_decay: float = 0.0
     trace_every: int = 1  # trace a step record every this many steps
-    checkpoint_every: int = 0  # also checkpoint every this many steps (0: at the end of each epoch only)
+    checkpoint_every: int = 0  # also checkpoint every this many steps of the search (0: at each epoch's end only)
 
     def check(self) -> None:
         """Settings the algorithm cannot run with are refused with the option that sets them."""
@@ -121,7 +124,7 @@ class FpNasSettings(SearchSettings):
             raise ValueError(f"--samples must be at least 2 (importance weights compare samples), got {self.samples}")
         if self.beta < 0:
             raise ValueError(f"--beta must be >= 0, got {self.beta}")
-        if self.budget is None:
+        if self.target is None:
             raise ValueError("--flops-target is required: FP-NAS's cost term C(A) = max(0, cost/target - 1) needs it")
         super().check()
 
@@ -131,7 +134,7 @@ PRESETS: dict[str, dict] = {
     # epochs, warm-up, theta, beta and the learning rates are not in the paper: FBNet's search schedule (90 epochs,
     # 10 warm-up epochs of weights only, Adam 0.01 for alpha, SGD with cosine decay for omega), theta = one third.
     "paper": dict(dataset="imagefolder", space="fbnetv2-f++", epochs=90, warmup_epochs=10, coarse_to_fine_epochs=30,
-                  batch_size=1024, lr=0.4, weight_decay=4e-5, alpha_lr=0.01, beta=1.0, budget=238e6,
+                  batch_size=1024, lr=0.4, weight_decay=4e-5, alpha_lr=0.01, beta=1.0, target=238e6,
                   calib_images=2000, trace_every=10, checkpoint_every=500),
     # CPU, embedded digits, about a minute: a reduced FBNetV2-F space (8 layers at quarter width, searched at 16x16:
     # kernel 3/5/skip, ReLU/h-swish, SE on/off, expansion 3/6; widths fixed) with a target below the space's middle,
@@ -140,11 +143,11 @@ PRESETS: dict[str, dict] = {
     "demo": dict(dataset="digits", space="fbnetv2-f", width_mult=0.25, stem_stride=2,
                  layers=(0, 1, 2, 4, 5, 8, 15, 18), choices={"expansion": (3, 6), "width": (1.0,)}, epochs=30,
                  warmup_epochs=5, coarse_to_fine_epochs=15, batch_size=64, lr=0.1, weight_decay=5e-4, alpha_lr=0.1,
-                 beta=2.0, budget=0.6e6, calib_images=256),
+                 beta=2.0, target=0.6e6, calib_images=256),
     # Seconds: for tests.
     "smoke": dict(dataset="digits", space="fbnetv2-f++", width_mult=0.25, stem_stride=2, layers=(0, 1, 4, 8, 15),
                   choices={"expansion": (2, 4), "width": (0.75, 1.0)}, epochs=3, warmup_epochs=1,
-                  coarse_to_fine_epochs=2, batch_size=32, lr=0.1, alpha_lr=0.05, beta=2.0, budget=1.5e6,
+                  coarse_to_fine_epochs=2, batch_size=32, lr=0.1, alpha_lr=0.05, beta=2.0, target=1.5e6,
                   calib_images=64, limit_train=256, limit_val=64),
 }
 
@@ -174,13 +177,16 @@ class FpNasSearch(SearchAlgorithm):
     settings_class = FpNasSettings
     presets = PRESETS
     split_train = True
-    budget_option = "--flops-target"
+    cost_limit = TARGET
+    compile_refusal = ("--algo fp-nas trains only its weight-sharing supernet, and each architecture it samples is "
+                       "a new graph to torch.compile (dynamo stops compiling after 8 and runs eager); see "
+                       "bench/README.md")
 
     @classmethod
     def add_arguments(cls, p: argparse.ArgumentParser) -> None:
         g = p.add_argument_group("--algo fp-nas")
         g.add_argument("--space", help=f"search space: {', '.join(SPACES)} (default fbnetv2-f++)")
-        g.add_argument("--flops-target", type=float, dest="budget",
+        g.add_argument("--flops-target", type=float, dest="target",
                        help="mult-adds target TAR of the cost term C(A) = max(0, cost/TAR - 1)")
         g.add_argument("--epochs", type=int, help="search epochs")
         g.add_argument("--warmup-epochs", type=int, help="first epochs train only the weights")
@@ -196,8 +202,8 @@ class FpNasSearch(SearchAlgorithm):
         g.add_argument("--beta", type=float, help="weight of the cost term")
         g.add_argument("--alpha-lr", type=float, help="Adam learning rate of the architecture parameters")
         g.add_argument("--image-size", type=int, help="imagefolder resolution (default: the space's)")
-        g.add_argument("--checkpoint-every", type=int, help="also checkpoint every this many steps (default: each "
-                       "epoch's end)")
+        g.add_argument("--checkpoint-every", type=int, help="also checkpoint every this many steps, counted over the "
+                       "whole search (default: each epoch's end only)")
 
     @classmethod
     def make_space(cls, settings: FpNasSettings, data: DataSpec) -> FbnetSpace:
@@ -260,7 +266,7 @@ class FpNasSearch(SearchAlgorithm):
         c2f = f"factorized for {s.coarse_to_fine_epochs} epochs, then joint" if s.coarse_to_fine else "joint"
         return (f"Found by python -m search.run --algo fp-nas on {s.dataset} (seed {s.seed}) in the {s.space} space "
                 f"({len(self.space.layers)} layers): {s.epochs} epochs, {k}, {c2f} distribution, beta {s.beta}, "
-                f"target {s.budget:.4g} mult-adds; the most likely architecture of the final distribution "
+                f"target {s.target:.4g} mult-adds; the most likely architecture of the final distribution "
                 f"({self.samples_drawn} architectures sampled). {PAPER}.")
 
     def extra_metadata(self) -> dict:
@@ -312,6 +318,7 @@ class FpNasSearch(SearchAlgorithm):
         train.set_epoch(derive_seed(s.seed, 1, epoch))
         arch_half.set_epoch(derive_seed(s.seed, 2, epoch))
         steps = min(len(train), len(arch_half))  # zip stops at the shorter half
+        before = epoch * steps  # --checkpoint-every counts the search's steps, not this epoch's
         bar = tqdm(total=steps, initial=self.step, desc=f"fp-nas epoch {epoch + 1}/{s.epochs}",
                    disable=not (self.progress and self.dist.is_main))
         for step, (w_batch, a_batch) in enumerate(zip(train, arch_half, strict=False)):
@@ -323,7 +330,7 @@ class FpNasSearch(SearchAlgorithm):
             bar.set_postfix(K=record["K"], H=f"{record['entropy']:.1f}", loss=f"{record['loss']:.3f}")
             if step % s.trace_every == 0:
                 self.trace.write(**record, wall_time_s=round(self.runner.elapsed(), 2))
-            if s.checkpoint_every and self.step % s.checkpoint_every == 0 and self.step < steps:
+            if s.checkpoint_every and (before + self.step) % s.checkpoint_every == 0 and self.step < steps:
                 self.runner.save()
         bar.close()
 
@@ -365,7 +372,7 @@ class FpNasSearch(SearchAlgorithm):
         images, labels = a_batch
         a_losses = self.losses(_inputs(images, self.recipe), labels, blocks)
         a_weights = torch.softmax(-a_losses, 0).cpu()
-        excess = torch.tensor([cost_excess(c, s.budget) for c in costs], dtype=a_weights.dtype)
+        excess = torch.tensor([cost_excess(c, s.target) for c in costs], dtype=a_weights.dtype)
         cost_share = excess / excess.sum() - 1 / k if excess.sum() > 0 else torch.zeros_like(excess)
         coefficient = (a_weights - 1 / k) - s.beta * cost_share
         self.alpha_optimizer.zero_grad(set_to_none=True)
@@ -395,7 +402,7 @@ class FpNasSearch(SearchAlgorithm):
         metrics = evaluate(model, self.data.val, self.recipe, self.dist)
         self.mode_top1 = metrics["top1"]
         self.trace.write(event="epoch", epoch=self.epoch, accuracy=metrics["top1"], loss=metrics["loss"],
-                         mult_adds=self.runner.cost(blocks), target=self.settings.budget,
+                         mult_adds=self.runner.cost(blocks), target=self.settings.target,
                          entropy=round(self.entropy(), 4), parameters=self.distribution.num_parameters(),
                          samples_drawn=self.samples_drawn,
                          mode=self.labels(mode), wall_time_s=self.runner.elapsed())
@@ -423,7 +430,7 @@ class FpNasSearch(SearchAlgorithm):
     def write_plots(self, trace_path, out_dir) -> None:
         from ..plots import write_fp_nas_plots
 
-        write_fp_nas_plots(trace_path, out_dir, target=self.settings.budget)
+        write_fp_nas_plots(trace_path, out_dir, target=self.settings.target)
 
 
 @cache
