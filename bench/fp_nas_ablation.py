@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from fpnas_zoo import load_spec
 from search.checkpointing import read_trace
 
 CONFIGS = {
@@ -47,7 +48,7 @@ def run(argv: list[str], log: Path) -> float:
 def summarise(out: Path) -> dict:
     trace = read_trace(out / "trace.jsonl")
     steps = [r for r in trace if r["event"] == "step"]
-    spec = json.loads((out / "spec.json").read_text())
+    spec = load_spec(out / "spec.json").to_dict()  # a spec of an earlier version reads under today's names
     h0 = steps[0]["entropy"]
     half = next((i for i, r in enumerate(steps) if r["entropy"] <= h0 / 2), None)
     epochs = [r for r in trace if r["event"] == "epoch"]
@@ -58,7 +59,7 @@ def summarise(out: Path) -> dict:
         "steps_to_half_entropy": None if half is None else half + 1,
         "seconds_to_half_entropy": None if half is None else steps[half]["wall_time_s"],
         "final_entropy": spec["search"]["distribution"]["entropy_nats"], "h0": h0,
-        "mult_adds": spec["search"]["measured"]["mult_adds"], "target": spec["search"]["budget_mult_adds"],
+        "mult_adds": spec["search"]["measured"]["mult_adds"], "target": spec["search"]["target_mult_adds"],
     }
 
 

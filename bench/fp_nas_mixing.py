@@ -101,7 +101,7 @@ def probe_algorithm(row: Row) -> type[FpNasSearch]:
 def train(row: Row, seed: int, epochs: int, out: str) -> list[float]:
     """The training loss of every step."""
     choices = {**FIXED, **row.varied}
-    settings = FpNasSettings(**{**PRESETS["demo"], "space": row.space, "choices": choices, "budget": 1e12,
+    settings = FpNasSettings(**{**PRESETS["demo"], "space": row.space, "choices": choices, "target": 1e12,
                                 "seed": seed})
     runner = SearchRunner(probe_algorithm(row), settings, out, progress=False)
     space, supernet, data = runner.space, runner.supernet, runner.data

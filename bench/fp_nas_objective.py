@@ -133,7 +133,7 @@ class Simulation:
 def run(rule: str, beta: float, temperature: float, seed: int, steps: int, steps_good: int,
         preset: str = "demo", cost_samples: int = 64) -> dict:
     space, p = demo_space(preset)
-    target = p["budget"]
+    target = p["target"]
     cost_samples = cost_samples if rule == "new" else 0
     sim = Simulation(space, target, p["alpha_lr"], seed, cost_samples)
     good = {}

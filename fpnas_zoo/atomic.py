@@ -1,6 +1,7 @@
 """Atomic file writes: a temp file in the target folder, then a rename, so readers never see half a file."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -23,14 +24,38 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def cpu_tensors(obj: Any) -> Any:
+    """`obj` with every tensor inside its dicts, lists and tuples moved to the CPU; the rest as it is.
+
+    `torch.load` puts a tensor back on the device it was saved from, so a file of CUDA tensors does not load on a
+    machine without CUDA unless every reader passes `map_location`. Dicts are copied with their attributes (a
+    `state_dict`'s `_metadata` stays)."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        out = copy.copy(obj)
+        for key, value in obj.items():
+            out[key] = cpu_tensors(value)
+        return out
+    if isinstance(obj, list):
+        return [cpu_tensors(v) for v in obj]
+    if isinstance(obj, tuple):
+        values = [cpu_tensors(v) for v in obj]
+        return type(obj)(*values) if hasattr(obj, "_fields") else type(obj)(values)  # namedtuples take fields
+    return obj
+
+
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
-    """`torch.save(obj, path)`, atomically (serialised in memory first, so a failure leaves no file)."""
+    """`torch.save(obj, path)` of CPU tensors (`cpu_tensors`), atomically (serialised in memory first, so a failure
+    leaves no file). Every tensor file of the zoo and the searchers is written here, so every one loads on a CPU."""
     import io
 
     import torch
 
     buffer = io.BytesIO()
-    torch.save(obj, buffer)
+    torch.save(cpu_tensors(obj), buffer)
     atomic_write_bytes(path, buffer.getvalue())
 
 

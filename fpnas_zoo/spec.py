@@ -97,7 +97,11 @@ SEARCH_FIELDS = {
     "settings": Field("object"),
     "seed": Field("int"),
     "dataset": Field("str"),
+    # The mult-adds the search aimed under, named as its algorithm names it; a spec holds one of the two. FPNAS: the
+    # hard budget (reward -1 at or over it); FP-NAS: the soft target of its cost term (specs written before it had
+    # its own name call it budget_mult_adds, and read as target_mult_adds).
     "budget_mult_adds": Field("number", low=0.0, nullable=True),
+    "target_mult_adds": Field("number", low=0.0, nullable=True),
     "measured": Field("object"),
     "val_top1": Field("number", low=0.0, high=100.0, nullable=True),
     "wall_time_s": Field("number", low=0.0),
@@ -214,18 +218,27 @@ def spec_from_dict(data: Any, file: str = "<dict>") -> ModelSpec:
         source=check_object(top["source"], SOURCE_FIELDS, file, "source"),
         paper=check_object(top["paper"], PAPER_FIELDS, file, "paper"),
         target=None if top["target"] is None else check_object(top["target"], TARGET_FIELDS, file, "target"),
-        search=None if top["search"] is None else check_object(_with_default_distribution(top["search"]), SEARCH_FIELDS,
-                                                               file, "search"),
+        search=None if top["search"] is None else _check_search(top["search"], file),
         weights=checked_weights,
         path=None if file == "<dict>" else file,
     )
 
 
-def _with_default_distribution(search: object) -> object:
-    """`search.distribution` may be left out (it is null then); anything else is checked as written."""
-    if isinstance(search, dict) and "distribution" not in search:
-        return {**search, "distribution": None}
-    return search
+LIMIT_KEYS = ("budget_mult_adds", "target_mult_adds")
+
+
+def _check_search(search: object, file: str) -> dict:
+    """The search metadata, checked: `distribution` may be left out (it is null then), and an FP-NAS spec of an
+    earlier version has its target under `budget_mult_adds` (read as `target_mult_adds`); the rest as written."""
+    if not isinstance(search, dict):
+        return check_object(search, SEARCH_FIELDS, file, "search")  # the error names what was expected
+    if "distribution" not in search:
+        search = {**search, "distribution": None}
+    if search.get("algorithm") == "fp_nas" and "budget_mult_adds" in search and "target_mult_adds" not in search:
+        search = {("target_mult_adds" if key == "budget_mult_adds" else key): v for key, v in search.items()}
+    held = "target_mult_adds" if "target_mult_adds" in search else "budget_mult_adds"
+    fields = {key: f for key, f in SEARCH_FIELDS.items() if key not in LIMIT_KEYS or key == held}
+    return check_object(search, fields, file, "search")
 
 
 def load_spec(path: str | os.PathLike) -> ModelSpec:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,13 @@ def _differences(saved: Any, current: Any, path: str = "") -> list[str]:
 
 
 class Checkpointer:
-    """One checkpoint file holding `identity` (what the run is) and a payload (where it is)."""
+    """One checkpoint file holding `identity` (what the run is) and a payload (where it is). `upgrade` brings the
+    identity of a checkpoint written by an earlier version to today's names before the two are compared."""
 
-    def __init__(self, path: Path, identity: dict, enabled: bool = True):
+    def __init__(self, path: Path, identity: dict, enabled: bool = True,
+                 upgrade: Callable[[dict], dict] | None = None):
         self.path, self.identity, self.enabled = Path(path), identity, enabled
+        self.upgrade = upgrade or (lambda identity: identity)
 
     def exists(self) -> bool:
         return self.path.is_file()
@@ -45,7 +49,7 @@ class Checkpointer:
             payload = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
             raise ResumeError(f"{self.path}: not a readable search checkpoint ({e.__class__.__name__}: {e})") from None
-        differences = _differences(payload.get("identity"), self.identity)
+        differences = _differences(self.upgrade(payload.get("identity")), self.identity)
         if differences:
             raise ResumeError(f"{self.path} belongs to another search; refusing to resume:\n  "
                               + "\n  ".join(differences))

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from fpnas_zoo import load_spec
+
 from .checkpointing import read_trace
 
 STEPS = 7
@@ -106,11 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     fp_search = out / "search-fp-nas"
     demo.run(3, "search_fp_nas", ["-m", "search.run", "--algo", "fp-nas", "--preset", args.preset, "--out",
                                   str(fp_search), "--no-progress"])
-    spec = json.loads((fp_search / "spec.json").read_text())
-    found = spec["search"]
-    target, cost = found["budget_mult_adds"], found["measured"]["mult_adds"]
+    spec = load_spec(fp_search / "spec.json")  # a spec of an earlier version reads under today's names
+    found = spec.search
+    target, cost = found["target_mult_adds"], found["measured"]["mult_adds"]
     steps = [r for r in read_trace(fp_search / "trace.jsonl") if r["event"] == "step"]
-    demo.say(3, f"fp-nas search: {spec['name']}, {cost / 1e6:.2f}M mult-adds (target {target / 1e6:.2f}M: "
+    demo.say(3, f"fp-nas search: {spec.name}, {cost / 1e6:.2f}M mult-adds (target {target / 1e6:.2f}M: "
                 f"{cost / target - 1:+.0%}), K {steps[0]['K']} -> {steps[-1]['K']} samples per step as the entropy "
                 f"fell {steps[0]['entropy']:.1f} -> {found['distribution']['entropy_nats']:.1f} nats, "
                 f"{found['distribution']['samples_drawn']} architectures sampled, supernet val top-1 "

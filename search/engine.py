@@ -91,7 +91,9 @@ def make_scheduler(
 def prepare_model(model: nn.Module, recipe: Recipe, dist: DistInfo, find_unused_parameters: bool = False) -> nn.Module:
     """Move to the device, optionally channels_last, DDP-wrap under torchrun, optionally compile.
 
-    `find_unused_parameters` is for supernets, whose steps each use only some of the weights."""
+    `find_unused_parameters` is for supernets, whose steps each use only some of the weights. Compile only a network
+    that stays one graph: a supernet running another architecture per step recompiles for each, and dynamo stops
+    after 8 and silently runs eager (the searchers refuse or skip it: `SearchAlgorithm.compile_refusal`)."""
     model = model.to(dist.device)
     if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -112,17 +114,6 @@ def unwrap(model: nn.Module) -> nn.Module:
             model = model._orig_mod
         else:
             return model
-
-
-def _without_ddp(model: nn.Module) -> nn.Module:
-    """The model to run inference with: DDP's forward broadcasts rank 0's buffers on every call, a
-    collective that is pointless once weights are in sync and deadlocks when ranks hold unequal numbers
-    of batches. A compiled DDP model therefore runs uncompiled here."""
-    if isinstance(model, DDP):
-        return model.module
-    if isinstance(getattr(model, "_orig_mod", None), DDP):
-        return unwrap(model)
-    return model
 
 
 def _autocast(recipe: Recipe, device: torch.device):
@@ -208,9 +199,13 @@ def evaluate(
 ) -> dict:
     """Loss / top-1 / top-5 (in %) over the batches of every rank of `dist`; identical on each of them.
 
-    Ranks may hold different numbers of batches: the only collective is the final all-reduce.
+    Ranks may hold different numbers of batches: the only collective is the final all-reduce. The plain module runs
+    (`unwrap`): DDP's forward broadcasts rank 0's buffers on every call, a collective that is pointless once weights
+    are in sync and deadlocks when ranks hold unequal numbers of batches; and a compiled network would compile two
+    more graphs here (no_grad is another graph, the last smaller batch a third) for a pass that is a small part of
+    a run's time (bench/README.md).
     """
-    model = _without_ddp(model)
+    model = unwrap(model)
     model.eval()
     device = dist.device
     sums = torch.zeros(4, device=device, dtype=torch.float64)  # loss, top1, top5, images

@@ -69,7 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers (imagefolder)")
     p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
     p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--compile", action="store_true", help="torch.compile the trained networks")
+    p.add_argument("--compile", action="store_true",
+                   help="--algo fpnas: torch.compile each stage-2 candidate (stage 1's supernet runs eager); refused "
+                        "by --algo fp-nas, whose every step is new graphs. On a 2-core CPU a compile takes about a "
+                        "minute per network and training is no faster (bench/README.md)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     return p
@@ -85,16 +88,16 @@ def settings_from_args(args: argparse.Namespace) -> SearchSettings:
         for dest, option in own_options(cls).items():
             if other != args.algo and dest not in mine and getattr(args, dest, None) is not None:
                 raise ValueError(f"{option} is an option of --algo {other}, not of --algo {args.algo}")
-    if args.flops_budget is not None and algorithm.budget_option != "--flops-budget":
+    if args.flops_budget is not None and algorithm.cost_limit.option != "--flops-budget":
         raise ValueError(f"--flops-budget is an option of --algo fpnas; --algo {args.algo} takes "
-                         f"{algorithm.budget_option}")
+                         f"{algorithm.cost_limit.option}")
     if args.preset not in algorithm.presets:
         raise ValueError(f"--preset {args.preset}: --algo {args.algo} has the presets {sorted(algorithm.presets)}")
     settings = algorithm.settings_class(**algorithm.presets[args.preset])
     overrides = {f.name: getattr(args, f.name) for f in fields(settings)
                  if getattr(args, f.name, None) is not None}
     if args.flops_budget is not None:
-        overrides["budget"] = args.flops_budget
+        overrides[algorithm.cost_limit.field] = args.flops_budget
     return replace(settings, **overrides)
 
 

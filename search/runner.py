@@ -7,6 +7,7 @@ out)` builds what the algorithm works with and runs it:
   runner.space                     the algorithm's search space (`SearchSpace`: block dicts in, zoo spec out)
   runner.supernet                  one weight-sharing `Supernet` over the space's candidates
   runner.cost / runner.reward      mult-adds of an architecture (a list of block dicts), reward under the budget
+  runner.limit()                   the mult-adds the search aims under (`SearchAlgorithm.cost_limit` names it)
   runner.trace / runner.save()     trace.jsonl and the checkpoint (the algorithm decides when)
   runner.dist / runner.elapsed()   the processes (`DistInfo`), wall time across resumes
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -35,13 +37,30 @@ from .supernet import Supernet
 Arch = list[dict]  # an architecture: the zoo's spec block dicts, one per position of the space
 
 
+@dataclass(frozen=True)
+class CostLimit:
+    """The mult-adds a search aims under, as its algorithm names it."""
+
+    field: str  # the settings field that holds it
+    option: str  # the command-line option that sets it
+    metadata_key: str  # its key in the spec's search metadata
+    hard: bool  # the runner's reward applies it: -1 at or over it (else the algorithm uses it its own way)
+
+
+# FPNAS's hard budget (Cui et al.: reward -1 at or over it) and FP-NAS's soft target (Yan et al.: a cost term).
+BUDGET = CostLimit("budget", "--flops-budget", "budget_mult_adds", hard=True)
+TARGET = CostLimit("target", "--flops-target", "target_mult_adds", hard=False)
+
+
 @dataclass
 class SearchSettings:
     """Settings every searcher has; an algorithm's settings extend them (a checkpoint from others is refused)."""
 
+    # Settings renamed since checkpoints were first written (old name -> new): an old checkpoint still resumes.
+    renamed: ClassVar[dict[str, str]] = {}
+
     dataset: str = "cifar10"
     batch_size: int = 128
-    budget: float | None = None  # mult-adds; over it the reward is -1
     seed: int = 0
     calib_images: int = 2000
     val_size: int | float | None = None
@@ -100,7 +119,9 @@ class SearchAlgorithm:
     settings_class: ClassVar[type[SearchSettings]] = SearchSettings
     presets: ClassVar[dict[str, dict]] = {}
     split_train: ClassVar[bool] = False  # the data's training split in two halves (`SearchData.train_arch`)
-    budget_option: ClassVar[str] = "--flops-budget"  # the option that sets `settings.budget`, for messages
+    cost_limit: ClassVar[CostLimit] = BUDGET  # its mult-adds limit: the settings field, option and spec key
+    # Why `--compile` is refused (None: the algorithm compiles what it trains alone, see `search.engine.Recipe`).
+    compile_refusal: ClassVar[str | None] = None
 
     def __init__(self, runner: SearchRunner):
         self.runner = runner
@@ -143,7 +164,19 @@ class SearchAlgorithm:
         """PNG plots of the trace (rank 0 only calls it)."""
         from .plots import write_plots
 
-        write_plots(trace_path, out_dir, budget=self.runner.settings.budget)
+        write_plots(trace_path, out_dir, budget=self.runner.limit() if self.cost_limit.hard else None)
+
+
+def _renamed_settings(renamed: dict[str, str]) -> Callable[[dict], dict]:
+    """A checkpoint identity with its settings under today's names (`SearchSettings.renamed`)."""
+
+    def upgrade(identity: dict) -> dict:
+        settings = identity.get("settings") if isinstance(identity, dict) else None
+        if not renamed or not isinstance(settings, dict):
+            return identity
+        return {**identity, "settings": {renamed.get(k, k): v for k, v in settings.items()}}
+
+    return upgrade
 
 
 class SearchRunner:
@@ -153,9 +186,11 @@ class SearchRunner:
     def __init__(self, algorithm_class: type[SearchAlgorithm], settings: SearchSettings, out: Path,
                  data_dir: str | None = None, device: str | None = None, workers: int = 2, progress: bool = True,
                  recipe_overrides: dict | None = None):
+        self.recipe_overrides = recipe_overrides or {}
+        if self.recipe_overrides.get("compile") and algorithm_class.compile_refusal:
+            raise ValueError(f"--compile: {algorithm_class.compile_refusal}")
         settings.check()
         self.algorithm_class, self.settings, self.out, self.progress = algorithm_class, settings, Path(out), progress
-        self.recipe_overrides = recipe_overrides or {}
         self.dist = dist_utils.init_distributed(device)
 
         world = self.dist.world_size
@@ -186,7 +221,8 @@ class SearchRunner:
         self.supernet = Supernet(base, self.space.candidates()).to(self.dist.device)
         self.wall_time_s, self._started = 0.0, time.perf_counter()
         identity = {"algorithm": algorithm_class.name, "space": self.space.describe(), "settings": asdict(settings)}
-        self.checkpointer = Checkpointer(self.out / "checkpoint.pt", identity, enabled=self.dist.is_main)
+        self.checkpointer = Checkpointer(self.out / "checkpoint.pt", identity, enabled=self.dist.is_main,
+                                         upgrade=_renamed_settings(type(settings).renamed))
         self.trace = Trace(self.out / "trace.jsonl", enabled=self.dist.is_main)
         self.algorithm = algorithm_class(self)
 
@@ -200,10 +236,14 @@ class SearchRunner:
     def cost(self, blocks: Arch) -> int:
         return self.cost_model.cost(blocks)
 
+    def limit(self) -> float | None:
+        """The mult-adds the search aims under (FPNAS's budget, FP-NAS's target); None without one."""
+        return getattr(self.settings, self.algorithm_class.cost_limit.field, None)
+
     def reward(self, blocks: Arch, accuracy: float) -> tuple[int, float]:
-        """(mult-adds, reward): the accuracy, or -1 at or over the budget (the paper's rule)."""
+        """(mult-adds, reward): the accuracy, or -1 at or over a hard budget (FPNAS's rule)."""
         cost = self.cost(blocks)
-        budget = self.settings.budget
+        budget = self.limit() if self.algorithm_class.cost_limit.hard else None
         return cost, (accuracy if budget is None or cost < budget else -1.0)
 
     def cost_range(self) -> tuple[int, int]:
@@ -219,12 +259,13 @@ class SearchRunner:
         return self.cost(low), self.cost(high)
 
     def check_budget(self) -> None:
-        """A budget no network of the space meets, or that every network meets, is refused before any training."""
-        budget = self.settings.budget
+        """A budget or target no network of the space meets, or that every network meets, is refused before any
+        training."""
+        budget = self.limit()
         if budget is None:
             return
         low, high = self.cost_range()
-        option = self.algorithm_class.budget_option
+        option = self.algorithm_class.cost_limit.option
         if budget <= low:
             raise ValueError(f"{option} {budget:.4g} is at or below the smallest network of the space "
                              f"({low:,} mult-adds): no network of the space meets it")
@@ -273,8 +314,8 @@ class SearchRunner:
     def spec_of(self, blocks: Arch, metadata: dict | None = None, name: str | None = None) -> ModelSpec:
         s, algorithm = self.settings, self.algorithm_class.name
         meta = metadata or {"algorithm": algorithm, "settings": {}, "seed": s.seed, "dataset": s.dataset,
-                            "budget_mult_adds": s.budget, "measured": {}, "val_top1": None, "wall_time_s": 0.0,
-                            "gpu_hours": 0.0}
+                            self.algorithm_class.cost_limit.metadata_key: self.limit(), "measured": {},
+                            "val_top1": None, "wall_time_s": 0.0, "gpu_hours": 0.0}
         name = name or f"{algorithm}_{s.dataset}_seed{s.seed}"
         return spec_from_dict(self.space.spec_dict(blocks, name, self.data.spec.mean, self.data.spec.std, meta))
 
@@ -296,7 +337,7 @@ class SearchRunner:
             "settings": json.loads(json.dumps(asdict(self.settings))),
             "seed": self.settings.seed,
             "dataset": self.settings.dataset,
-            "budget_mult_adds": self.settings.budget,
+            self.algorithm_class.cost_limit.metadata_key: self.limit(),
             "measured": counts.as_dict(),
             "val_top1": self.algorithm.best_accuracy(),
             "wall_time_s": round(self.wall_time_s, 2),

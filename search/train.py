@@ -89,10 +89,11 @@ class Cutout:
 def train(spec_ref: str, dataset: str, out: Path, recipe_name: str = "fpnas-cifar", data_dir: str | None = None,
           epochs: int | None = None, batch_size: int | None = None, cutout: bool = False, seed: int = 0,
           resume: bool = False, device: str | None = None, workers: int = 2, limit_train: int | None = None,
-          limit_val: int | None = None, progress: bool = True, val_size: int | float | None = None) -> dict:
+          limit_val: int | None = None, progress: bool = True, val_size: int | float | None = None,
+          compile: bool = False) -> dict:
     spec = resolve_spec(spec_ref)
     plan = RECIPES[recipe_name]
-    recipe = replace(plan.recipe, epochs=epochs or plan.recipe.epochs)
+    recipe = replace(plan.recipe, epochs=epochs or plan.recipe.epochs, compile=compile)
     dist = dist_utils.init_distributed(device)
     # One process per machine downloads the dataset; the others read it once it is there.
     data = dist.local_main_first(lambda: load_data(
@@ -156,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit-val", type=int)
     p.add_argument("--val-size", type=float, help="held-out part of the training set: a fraction (0.1) or a count "
                    "(5000); 0 trains on all of it and reports no validation accuracy. Default: the dataset's")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network for training (one graph; "
+                   "evaluation runs eager). On a 2-core CPU the compile takes about a minute and training is no "
+                   "faster (bench/README.md)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -167,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = train(args.spec, args.dataset, out, args.recipe, args.data_dir, args.epochs, args.batch_size,
                        args.cutout, args.seed, args.resume, args.device, args.workers, args.limit_train,
-                       args.limit_val, progress=not args.no_progress, val_size=_val_size(args.val_size))
+                       args.limit_val, progress=not args.no_progress, val_size=_val_size(args.val_size),
+                       compile=args.compile)
     except (SpecError, ResumeError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,4 +1,7 @@
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,3 +42,25 @@ def official():
     fixture = official_fixture()
     x = torch.randn(fixture["x_shape"], generator=torch.Generator().manual_seed(fixture["x_seed"]))
     return official_state_dict(fixture), x, fixture["y"]
+
+
+def _loads_on_cpu(*paths: Path) -> None:
+    """Each file loads with torch.load(weights_only=True), no map_location, in a process that sees no CUDA device,
+    and every tensor in it is on the CPU."""
+    code = ("import sys, torch\n"
+            "def tensors(o):\n"
+            "    if isinstance(o, torch.Tensor): yield o\n"
+            "    elif isinstance(o, dict): yield from (t for v in o.values() for t in tensors(v))\n"
+            "    elif isinstance(o, (list, tuple)): yield from (t for v in o for t in tensors(v))\n"
+            "for path in sys.argv[1:]:\n"
+            "    found = list(tensors(torch.load(path, weights_only=True)))\n"
+            "    assert found and all(t.device.type == 'cpu' for t in found), path\n")
+    run = subprocess.run([sys.executable, "-c", code, *map(str, paths)], capture_output=True, text=True,
+                         env=dict(os.environ, CUDA_VISIBLE_DEVICES=""), timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+
+
+@pytest.fixture()
+def assert_loads_on_cpu():
+    """Checks that files written by a run load on a machine without CUDA (see `_loads_on_cpu`)."""
+    return _loads_on_cpu

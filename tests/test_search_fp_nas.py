@@ -1,7 +1,9 @@
 """The FP-NAS searcher end to end on the embedded digits (smoke preset): spec, weights, trace, plots, adaptive
 sampling, coarse-to-fine, the cost term, resume, bad input and 2 processes (torchrun, gloo)."""
+import json
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -46,7 +48,7 @@ def test_smoke_search_writes_a_zoo_spec_of_ir_and_skip_blocks(smoke_run):
     assert spec.provenance == "searched" and spec.search["algorithm"] == "fp_nas"
     assert spec.search["measured"] == count_spec(spec).as_dict()
     assert {b["type"] for b in spec.blocks} <= {"ir", "skip"}
-    assert spec.search["settings"]["space"] == "fbnetv2-f++" and spec.search["budget_mult_adds"] == SMOKE["budget"]
+    assert spec.search["settings"]["space"] == "fbnetv2-f++"
     summary = spec.search["distribution"]
     assert summary["parameterisation"] == "joint" and len(summary["mode"]) == len(SMOKE["layers"])
     model = fpnas_zoo.create_model_from_spec(smoke_run / "spec.json").eval()  # the zoo builds it, no extra code
@@ -106,7 +108,7 @@ def test_trace_records_every_step_with_k_entropy_costs_and_weights(smoke_run):
     warm = [r for r in steps if r["phase"] == "warmup"]
     assert warm and search_steps and {r["epoch"] for r in warm} == set(range(SMOKE["warmup_epochs"]))
     for r in search_steps:
-        excess = [max(0.0, c / SMOKE["budget"] - 1) for c in r["costs"]]
+        excess = [max(0.0, c / SMOKE["target"] - 1) for c in r["costs"]]
         # alpha's accuracy coefficients: softmax(-loss / T) - 1/K, computed here from the traced losses (T: the
         # default, 1: the batch-mean loss)
         w = [math.exp(-(loss - min(r["alpha_losses"]))) for loss in r["alpha_losses"]]
@@ -162,7 +164,7 @@ def test_the_cost_term_pushes_the_distribution_under_a_tight_target(tmp_path):
     results = {}
     for beta in (0.0, 50.0):
         settings = FpNasSettings(**{**SMOKE, "epochs": 3, "warmup_epochs": 0, "beta": beta, "alpha_lr": 0.2,
-                                    "budget": low * 1.05})
+                                    "target": low * 1.05})
         runner = SearchRunner(FpNasSearch, settings, tmp_path / f"beta{beta}", progress=False)
         runner.run()
         results[beta] = expected_cost(runner)
@@ -192,6 +194,69 @@ def test_resume_after_an_interruption_ends_on_the_same_spec(smoke_run, tmp_path,
     assert _strip(read_trace(tmp_path / "trace.jsonl")) == _strip(read_trace(smoke_run / "trace.jsonl"))
 
 
+def test_checkpoint_every_counts_the_searchs_steps_and_a_resume_keeps_counting(smoke_run, tmp_path, monkeypatch):
+    """--checkpoint-every 3 with 4 steps per epoch checkpoints at the search's steps 3, 6 and 9 (epoch 0 step 3,
+    epoch 1 step 2, epoch 2 step 1), not at step 3 of each epoch (the paper preset's 500 would never fire at ~55
+    steps per epoch). A search interrupted at step 6 (alpha has started) resumes there, goes on counting from the
+    checkpoint and ends on the uninterrupted run's spec and trace."""
+    settings = FpNasSettings(**{**SMOKE, "checkpoint_every": 3})
+    original, saved = SearchRunner.save, []
+
+    def record(self, *args, crash=True, **kwargs):
+        original(self, *args, **kwargs)
+        a = self.algorithm
+        steps = min(len(a.data.train), len(a.data.train_arch))
+        assert steps == 4  # what makes 3 cross the epochs' ends
+        if a.step:  # a checkpoint inside an epoch (the epoch's end has step 0 of the next)
+            saved.append(a.epoch * steps + a.step)
+            if crash and a.epoch == SMOKE["warmup_epochs"]:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(SearchRunner, "save", record)
+    with pytest.raises(KeyboardInterrupt):
+        SearchRunner(FpNasSearch, settings, tmp_path, progress=False).run()
+    assert saved == [3, 6]
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["state"]
+    assert (state["epoch"], state["step"]) == (1, 2)
+    monkeypatch.setattr(SearchRunner, "save", lambda self, *a, **k: record(self, *a, crash=False, **k))
+    SearchRunner(FpNasSearch, settings, tmp_path, progress=False).run(resume=True)
+    assert saved == [3, 6, 9]
+    resumed, uninterrupted = load_spec(tmp_path / "spec.json"), load_spec(smoke_run / "spec.json")
+    assert resumed.blocks == uninterrupted.blocks
+    assert resumed.search["distribution"] == uninterrupted.search["distribution"]
+    assert _strip(read_trace(tmp_path / "trace.jsonl")) == _strip(read_trace(smoke_run / "trace.jsonl"))
+
+
+def test_the_soft_target_is_called_target_in_the_spec(smoke_run):
+    """FP-NAS's target is not FPNAS's hard budget: the spec records `target_mult_adds`, and no budget."""
+    written = json.loads((smoke_run / "spec.json").read_text())["search"]
+    assert written["target_mult_adds"] == SMOKE["target"] and "budget_mult_adds" not in written
+    assert "target" in written["settings"] and "budget" not in written["settings"]
+
+
+def test_a_spec_and_a_checkpoint_that_call_the_target_budget_still_read(smoke_run, tmp_path):
+    """Specs and checkpoints written before the rename call the target `budget`: the spec loads with it as
+    `target_mult_adds`, and the checkpoint resumes (the finished search writes its spec again)."""
+    old = json.loads((smoke_run / "spec.json").read_text())
+    old["search"] = {("budget_mult_adds" if k == "target_mult_adds" else k): v for k, v in old["search"].items()}
+    (tmp_path / "old_spec.json").write_text(json.dumps(old))
+    assert load_spec(tmp_path / "old_spec.json").search["target_mult_adds"] == SMOKE["target"]
+
+    out = tmp_path / "out"
+    shutil.copytree(smoke_run, out)
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
+    settings = checkpoint["identity"]["settings"]
+    checkpoint["identity"]["settings"] = {("budget" if k == "target" else k): v for k, v in settings.items()}
+    torch.save(checkpoint, out / "checkpoint.pt")
+    assert main(["--algo", "fp-nas", "--preset", "smoke", "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert load_spec(out / "spec.json").blocks == load_spec(smoke_run / "spec.json").blocks
+
+
+def test_written_tensors_load_on_a_machine_without_cuda(smoke_run, assert_loads_on_cpu):
+    """weights.pth and checkpoint.pt hold CPU tensors: they load without map_location where CUDA is hidden."""
+    assert_loads_on_cpu(smoke_run / "weights.pth", smoke_run / "checkpoint.pt")
+
+
 @pytest.mark.parametrize("args, option", [
     (["--space", "fbnetv2-x"], "--space"),
     (["--flops-target", "1e3"], "--flops-target"),
@@ -202,6 +267,7 @@ def test_resume_after_an_interruption_ends_on_the_same_spec(smoke_run, tmp_path,
     (["--samples", "1"], "--samples"),
     (["--flops-budget", "1e6"], "--flops-budget"),
     (["--blocks", "4"], "--blocks"),
+    (["--compile"], "--compile"),  # every sampled architecture is a new graph: refused, not silently eager
 ])
 def test_bad_input_is_one_line_naming_the_option_and_writes_nothing(args, option, tmp_path, capsys):
     out = tmp_path / "out"

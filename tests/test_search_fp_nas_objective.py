@@ -37,7 +37,7 @@ def test_accuracy_steers_and_an_over_target_search_reaches_its_target(seed):
     bench = _bench()
     torch.set_num_threads(1)
     space, preset = bench.demo_space()
-    target = preset["budget"]
+    target = preset["target"]
     sim = bench.Simulation(space, target, preset["alpha_lr"], seed, DEFAULT_COST_SAMPLES)
     for _ in range(50):
         sim.step(bench.new_rule, DEFAULT_BETA, DEFAULT_TEMPERATURE)

@@ -44,6 +44,25 @@ def test_smoke_search_writes_a_zoo_spec_trace_and_plots(smoke_run):
     assert (smoke_run / "checkpoint.pt").is_file()
 
 
+def test_written_checkpoint_loads_on_a_machine_without_cuda(smoke_run, assert_loads_on_cpu):
+    assert_loads_on_cpu(smoke_run / "checkpoint.pt")
+
+
+def test_compile_compiles_each_stage2_network_and_leaves_the_supernet_eager(tmp_path, monkeypatch):
+    """--compile: stage 1 runs another candidate every step, each a new graph (dynamo stops compiling after 8 and
+    runs eager), so its supernet stays eager; each stage-2 network, trained alone, is compiled after a dynamo reset,
+    so the 9th candidate of a search is compiled as the first was. torch.compile itself is stubbed here: a real
+    compile takes minutes on a CPU (bench/README.md); test_search_train checks a compiled network trains right."""
+    events = []
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: events.append(type(model).__name__) or model)
+    monkeypatch.setattr(torch.compiler, "reset", lambda: events.append("reset"))
+    settings = FpnasSettings(**{**PRESETS["smoke"], "block_optimisations": 1})
+    runner = SearchRunner(FpnasSearch, settings, tmp_path, progress=False, recipe_overrides={"compile": True})
+    assert not runner.algorithm.recipe1.compile and runner.algorithm.recipe2.compile
+    runner.run()
+    assert events == ["reset", "FpnasZooNet"] * settings.candidates_kept
+
+
 def test_searched_spec_opens_in_the_zoo_cli(smoke_run):
     run = subprocess.run([sys.executable, "-m", "fpnas_zoo", "info", str(smoke_run / "spec.json")],
                          capture_output=True, text=True)

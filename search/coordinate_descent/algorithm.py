@@ -42,6 +42,7 @@ from .space import Choice, FpnasSpace, fpnas_space
 class FpnasSettings(SearchSettings):
     """Everything that defines an FPNAS search (a checkpoint from other settings is refused)."""
 
+    budget: float | None = None  # mult-adds (--flops-budget); at or over it the reward is -1
     num_blocks: int = 16  # the paper's N: block positions searched
     stage1_epochs: int = 4  # P: supernet epochs (shared weights) per block optimisation
     stage2_epochs: int = 4  # Q: epochs of each kept candidate, trained alone
@@ -165,8 +166,10 @@ class FpnasSearch(SearchAlgorithm):
         self.settings, self.supernet, self.progress = settings, runner.supernet, runner.progress
         self.data, self.full_data, self.trace = runner.data, runner.full_data, runner.trace
         overrides = runner.recipe_overrides
+        # --compile compiles stage 2's networks only: stage 1 runs another candidate at its position every step, and
+        # each is a new graph to torch.compile (it stops after 8 and runs eager): bench/README.md.
         self.recipe1 = Recipe(lr=settings.lr_stage1, weight_decay=settings.weight_decay, schedule="fixed",
-                              epochs=settings.stage1_epochs, **overrides)
+                              epochs=settings.stage1_epochs, **{**overrides, "compile": False})
         self.recipe2 = Recipe(lr=settings.lr_stage2, weight_decay=settings.weight_decay, schedule="cosine",
                               epochs=settings.stage2_epochs, eta_min=settings.eta_min, **overrides)
         # Stage 1's network, DDP-wrapped once for the whole search; each block optimisation sets its arch, position
@@ -278,6 +281,10 @@ class FpnasSearch(SearchAlgorithm):
         model = FpnasZooNet(spec).to(self.dist.device)
         model.load_state_dict(self.supernet.export(self.space.arch_blocks(arch)))
         alone = self.dist.alone()
+        if self.recipe2.compile:
+            # A new network is a new graph for the one `forward` all candidates share: dynamo would stop compiling
+            # after 8 of them and run the rest eager. The last candidate's graphs are not needed again.
+            torch.compiler.reset()
         prepared = prepare_model(model, self.recipe2, alone)
         optimizer = make_optimizer(model, self.recipe2)
         scheduler = make_scheduler(optimizer, self.recipe2, len(self.full_data.train))

@@ -76,7 +76,7 @@ from ..engine import (
     recalibrate_bn,
     seed_everything,
 )
-from ..runner import SearchAlgorithm, SearchRunner, SearchSettings
+from ..runner import TARGET, SearchAlgorithm, SearchRunner, SearchSettings
 from .distributions import ArchDistribution, adaptive_k
 from .objective import (
     DEFAULT_BETA,
@@ -97,6 +97,9 @@ PAPER = "Yan et al., FP-NAS: Fast Probabilistic Neural Architecture Search, CVPR
 class FpNasSettings(SearchSettings):
     """Everything that defines an FP-NAS search (a checkpoint from other settings is refused)."""
 
+    renamed = {"budget": "target"}  # checkpoints written before the soft target had its own name
+
+    target: float | None = None  # mult-adds target of the cost term (--flops-target); not a hard budget
     space: str = "fbnetv2-f++"
     image_size: int | None = None  # imagefolder only; default: the space's resolution
     width_mult: float = 1.0
@@ -121,7 +124,7 @@ class FpNasSettings(SearchSettings):
     alpha_lr: float = 0.01
     alpha_weight_decay: float = 0.0
     trace_every: int = 1  # trace a step record every this many steps
-    checkpoint_every: int = 0  # also checkpoint every this many steps (0: at the end of each epoch only)
+    checkpoint_every: int = 0  # also checkpoint every this many steps of the search (0: at each epoch's end only)
 
     def check(self) -> None:
         """Settings the algorithm cannot run with are refused with the option that sets them."""
@@ -147,7 +150,7 @@ class FpNasSettings(SearchSettings):
                 raise ValueError(f"{option} must be > 0, got {value}")
         if self.cost_samples < 0:
             raise ValueError(f"--cost-samples must be >= 0, got {self.cost_samples}")
-        if self.budget is None:
+        if self.target is None:
             raise ValueError("--flops-target is required: FP-NAS's cost term C(A) = max(0, cost/target - 1) needs it")
         super().check()
 
@@ -157,7 +160,7 @@ PRESETS: dict[str, dict] = {
     # epochs, warm-up, theta and the learning rates are not in the paper: FBNet's search schedule (90 epochs,
     # 10 warm-up epochs of weights only, Adam 0.01 for alpha, SGD with cosine decay for omega), theta = one third.
     "paper": dict(dataset="imagefolder", space="fbnetv2-f++", epochs=90, warmup_epochs=10, coarse_to_fine_epochs=30,
-                  batch_size=1024, lr=0.4, weight_decay=4e-5, alpha_lr=0.01, budget=238e6,
+                  batch_size=1024, lr=0.4, weight_decay=4e-5, alpha_lr=0.01, target=238e6,
                   calib_images=2000, trace_every=10, checkpoint_every=500),
     # CPU, embedded digits, minutes: a reduced FBNetV2-F space (8 layers at quarter width, searched at 16x16: kernel
     # 3/5/skip, ReLU/h-swish, SE on/off, expansion 3/6, width x0.75/x1/x1.25 per layer) with a target below the
@@ -166,11 +169,11 @@ PRESETS: dict[str, dict] = {
     "demo": dict(dataset="digits", space="fbnetv2-f", width_mult=0.25, stem_stride=2,
                  layers=(0, 1, 2, 4, 5, 8, 15, 18), choices={"expansion": (3, 6)}, epochs=30,
                  warmup_epochs=5, coarse_to_fine_epochs=15, batch_size=64, lr=0.1, weight_decay=5e-4, alpha_lr=0.1,
-                 budget=0.6e6, calib_images=256),
+                 target=0.6e6, calib_images=256),
     # Seconds: for tests.
     "smoke": dict(dataset="digits", space="fbnetv2-f++", width_mult=0.25, stem_stride=2, layers=(0, 1, 4, 8, 15),
                   choices={"expansion": (2, 4), "width": (0.75, 1.0)}, epochs=3, warmup_epochs=1,
-                  coarse_to_fine_epochs=2, batch_size=32, lr=0.1, alpha_lr=0.05, budget=0.6e6,
+                  coarse_to_fine_epochs=2, batch_size=32, lr=0.1, alpha_lr=0.05, target=0.6e6,
                   calib_images=64, limit_train=256, limit_val=64),
 }
 
@@ -200,13 +203,16 @@ class FpNasSearch(SearchAlgorithm):
     settings_class = FpNasSettings
     presets = PRESETS
     split_train = True
-    budget_option = "--flops-target"
+    cost_limit = TARGET
+    compile_refusal = ("--algo fp-nas trains only its weight-sharing supernet, and each architecture it samples is "
+                       "a new graph to torch.compile (dynamo stops compiling after 8 and runs eager); see "
+                       "bench/README.md")
 
     @classmethod
     def add_arguments(cls, p: argparse.ArgumentParser) -> None:
         g = p.add_argument_group("--algo fp-nas")
         g.add_argument("--space", help=f"search space: {', '.join(SPACES)} (default fbnetv2-f++)")
-        g.add_argument("--flops-target", type=float, dest="budget",
+        g.add_argument("--flops-target", type=float, dest="target",
                        help="mult-adds target TAR of the cost term C(A) = max(0, cost/TAR - 1)")
         g.add_argument("--epochs", type=int, help="search epochs")
         g.add_argument("--warmup-epochs", type=int, help="first epochs train only the weights")
@@ -230,8 +236,8 @@ class FpNasSearch(SearchAlgorithm):
                        f"(default {DEFAULT_OMEGA_TEMPERATURE:g})")
         g.add_argument("--alpha-lr", type=float, help="Adam learning rate of the architecture parameters")
         g.add_argument("--image-size", type=int, help="imagefolder resolution (default: the space's)")
-        g.add_argument("--checkpoint-every", type=int, help="also checkpoint every this many steps (default: each "
-                       "epoch's end)")
+        g.add_argument("--checkpoint-every", type=int, help="also checkpoint every this many steps, counted over the "
+                       "whole search (default: each epoch's end only)")
 
     @classmethod
     def make_space(cls, settings: FpNasSettings, data: DataSpec) -> FbnetSpace:
@@ -294,7 +300,7 @@ class FpNasSearch(SearchAlgorithm):
         c2f = f"factorized for {s.coarse_to_fine_epochs} epochs, then joint" if s.coarse_to_fine else "joint"
         return (f"Found by python -m search.run --algo fp-nas on {s.dataset} (seed {s.seed}) in the {s.space} space "
                 f"({len(self.space.layers)} layers): {s.epochs} epochs, {k}, {c2f} distribution, beta {s.beta}, "
-                f"target {s.budget:.4g} mult-adds; the most likely architecture of the final distribution "
+                f"target {s.target:.4g} mult-adds; the most likely architecture of the final distribution "
                 f"({self.samples_drawn} architectures sampled). {PAPER}.")
 
     def extra_metadata(self) -> dict:
@@ -347,6 +353,7 @@ class FpNasSearch(SearchAlgorithm):
         train.set_epoch(derive_seed(s.seed, 1, epoch))
         arch_half.set_epoch(derive_seed(s.seed, 2, epoch))
         steps = min(len(train), len(arch_half))  # zip stops at the shorter half
+        before = epoch * steps  # --checkpoint-every counts the search's steps, not this epoch's
         bar = tqdm(total=steps, initial=self.step, desc=f"fp-nas epoch {epoch + 1}/{s.epochs}",
                    disable=not (self.progress and self.dist.is_main))
         for step, (w_batch, a_batch) in enumerate(zip(train, arch_half, strict=False)):
@@ -358,7 +365,7 @@ class FpNasSearch(SearchAlgorithm):
             bar.set_postfix(K=record["K"], H=f"{record['entropy']:.1f}", loss=f"{record['loss']:.3f}")
             if step % s.trace_every == 0:
                 self.trace.write(**record, wall_time_s=round(self.runner.elapsed(), 2))
-            if s.checkpoint_every and self.step % s.checkpoint_every == 0 and self.step < steps:
+            if s.checkpoint_every and (before + self.step) % s.checkpoint_every == 0 and self.step < steps:
                 self.runner.save()
         bar.close()
 
@@ -408,14 +415,14 @@ class FpNasSearch(SearchAlgorithm):
         a_losses = self.losses(_inputs(images, self.recipe), labels, blocks, masks).cpu()
         accuracy = accuracy_coefficients(a_losses, s.temperature)
         all_costs = costs + [self.runner.cost(self.space.arch_blocks(a)) for a in priced]
-        cost = cost_coefficients(all_costs, s.budget, s.beta, s.temperature)
+        cost = cost_coefficients(all_costs, s.target, s.beta, s.temperature)
         coefficient = cost.clone()
         coefficient[:k] += accuracy
         self.alpha_optimizer.zero_grad(set_to_none=True)
         log_p = self.distribution.log_prob(drawn)
         (-(coefficient * log_p).sum()).backward()
         self.alpha_optimizer.step()
-        excess = [cost_excess(c, s.budget) for c in costs]
+        excess = [cost_excess(c, s.target) for c in costs]
         return record | {"phase": "search", "alpha_losses": [round(x, 5) for x in a_losses.tolist()],
                          "accuracy_coefficients": [round(x, 6) for x in accuracy.tolist()],
                          "cost_coefficients": [round(x, 6) for x in cost[:k].tolist()],
@@ -442,7 +449,7 @@ class FpNasSearch(SearchAlgorithm):
         metrics = evaluate(model, self.data.val, self.recipe, self.dist)
         self.mode_top1 = metrics["top1"]
         self.trace.write(event="epoch", epoch=self.epoch, accuracy=metrics["top1"], loss=metrics["loss"],
-                         mult_adds=self.runner.cost(blocks), target=self.settings.budget,
+                         mult_adds=self.runner.cost(blocks), target=self.settings.target,
                          entropy=round(self.entropy(), 4), parameters=self.distribution.num_parameters(),
                          samples_drawn=self.samples_drawn,
                          mode=self.labels(mode), wall_time_s=self.runner.elapsed())
@@ -471,7 +478,7 @@ class FpNasSearch(SearchAlgorithm):
     def write_plots(self, trace_path, out_dir) -> None:
         from ..plots import write_fp_nas_plots
 
-        write_fp_nas_plots(trace_path, out_dir, target=self.settings.budget)
+        write_fp_nas_plots(trace_path, out_dir, target=self.settings.target)
 
 
 @cache

@@ -1,0 +1,39 @@
+"""Tensor files are written with CPU tensors only, so a file written on a GPU machine loads on any machine."""
+from collections import namedtuple
+
+import pytest
+import torch
+
+from fpnas_zoo import atomic
+from fpnas_zoo.atomic import atomic_torch_save, cpu_tensors
+
+Pair = namedtuple("Pair", "first second")
+
+
+def test_cpu_tensors_keeps_the_structure_and_every_value():
+    state = torch.nn.BatchNorm2d(3).state_dict()  # an OrderedDict with `_metadata` (BN's version)
+    obj = {"state": state, "list": [torch.arange(3), 4, "x"], "tuple": (torch.ones(1), None),
+           "pair": Pair(torch.zeros(2), 1.5), "nested": {0: {"momentum_buffer": torch.full((2,), 7.0)}}}
+    out = cpu_tensors(obj)
+    assert type(out["state"]) is type(state) and list(out["state"]) == list(state)
+    assert out["state"]._metadata == state._metadata
+    assert out["list"][1:] == [4, "x"] and torch.equal(out["list"][0], torch.arange(3))
+    assert isinstance(out["tuple"], tuple) and out["tuple"][1] is None
+    assert isinstance(out["pair"], Pair) and out["pair"].second == 1.5
+    assert torch.equal(out["nested"][0]["momentum_buffer"], torch.full((2,), 7.0))
+
+
+def test_atomic_torch_save_writes_what_cpu_tensors_gives(tmp_path, monkeypatch):
+    """Every tensor file of the zoo and the searchers goes through `atomic_torch_save`, which converts first."""
+    monkeypatch.setattr(atomic, "cpu_tensors", lambda obj: {"converted": obj})
+    atomic_torch_save(tmp_path / "f.pt", {"w": torch.ones(2)})
+    assert torch.equal(torch.load(tmp_path / "f.pt", weights_only=True)["converted"]["w"], torch.ones(2))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_tensors_are_written_as_cpu_tensors(tmp_path, assert_loads_on_cpu):
+    obj = {"weight": torch.ones(3, device="cuda"),
+           "optimizer": {"state": {0: {"momentum_buffer": torch.zeros(2, device="cuda")}}}}
+    assert cpu_tensors(obj)["weight"].device.type == "cpu"
+    atomic_torch_save(tmp_path / "f.pt", obj)
+    assert_loads_on_cpu(tmp_path / "f.pt")
