@@ -7,6 +7,11 @@ requested device: ``train`` (shuffled, augmented, ``drop_last``), ``val`` (in or
 The search never touches a dataset's official test split: like the FPNAS paper (45,000 / 5,000 on CIFAR-10) it
 carves a validation split out of the training set with a seeded permutation.
 
+``cluttered-digits`` is a harder task made offline from the same digits (see :func:`make_cluttered_digits`): each
+24x24 image holds one digit at a random position and scale among fragments of other digits and noise. Its train,
+validation and test images come from disjoint source digits, so it has fixed splits (``val_size`` does not apply)
+and a ``test`` split that no search looks at.
+
 Two back ends:
 
 * In-memory datasets (``cifar10``, ``cifar100``, ``digits``) are held whole as one tensor on ``device``; each epoch's
@@ -44,7 +49,8 @@ __all__ = [
     "load_data",
 ]
 
-DATASETS = ("cifar10", "cifar100", "imagefolder", "digits")
+DATASETS = ("cifar10", "cifar100", "imagefolder", "digits", "cluttered-digits")
+OFFLINE_DATASETS = ("digits", "cluttered-digits")  # made from data a package ships: no download, no --data-dir
 
 CIFAR_MEAN = {"cifar10": (0.4914, 0.4822, 0.4465), "cifar100": (0.5071, 0.4865, 0.4409)}
 CIFAR_STD = {"cifar10": (0.2470, 0.2435, 0.2616), "cifar100": (0.2673, 0.2564, 0.2762)}
@@ -60,6 +66,10 @@ CIFAR_CLASSES: dict[str, type[tv_datasets.CIFAR10]] = {
 # tests/test_search_data.py recomputes them.
 DIGITS_MEAN = (0.3053, 0.3053, 0.3053)
 DIGITS_STD = (0.3236, 0.3236, 0.3236)
+
+# The same for cluttered-digits (all three splits); tests/test_search_data.py recomputes them.
+CLUTTERED_MEAN = (0.1966, 0.1966, 0.1966)
+CLUTTERED_STD = (0.2836, 0.2836, 0.2836)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -103,6 +113,8 @@ class SearchData:
     # With `split_train`: the second half of the training split (FP-NAS trains its architecture parameters on it,
     # the weights on `train`, the first half); otherwise None.
     train_arch: Batches | None = None
+    # A held-out test split that searches never look at (cluttered-digits); None for the others.
+    test: Batches | None = None
 
 
 def _generator(*parts: int) -> torch.Generator:
@@ -360,6 +372,88 @@ def _load_digits() -> tuple[torch.Tensor, torch.Tensor]:
     return x.expand(-1, 3, -1, -1).contiguous(), torch.tensor(digits.target, dtype=torch.long)
 
 
+# cluttered-digits: how many of scikit-learn's 1797 digits each split draws from (disjoint source images), how many
+# 24x24 images each split holds, and the fixed seed they are made from (the data never depends on a run's --seed).
+CLUTTERED_SOURCES = {"train": 1197, "val": 300, "test": 300}
+CLUTTERED_IMAGES = {"train": 5000, "val": 2000, "test": 3000}
+CLUTTERED_SEED = 0xD161
+CLUTTERED_CANVAS = 24
+CLUTTERED_SCALES = (12, 18)  # the digit's side in pixels, uniform over [low, high]
+CLUTTERED_FRAGMENTS = 3  # pieces of other digits of the same split per image
+CLUTTERED_FRAGMENT_SIDE = (4, 7)  # a fragment's side in pixels, uniform over [low, high]
+CLUTTERED_NOISE = 0.1  # standard deviation of the Gaussian pixel noise on [0, 1] intensities
+
+
+def cluttered_sources(seed: int = CLUTTERED_SEED) -> dict[str, torch.Tensor]:
+    """Indices into scikit-learn's digits of each split's source images: one seeded permutation cut three ways."""
+    perm = torch.randperm(sum(CLUTTERED_SOURCES.values()), generator=torch.Generator().manual_seed(seed))
+    out, start = {}, 0
+    for split, n in CLUTTERED_SOURCES.items():
+        out[split] = perm[start:start + n]
+        start += n
+    return out
+
+
+def make_cluttered_digits(split: str, count: int | None = None,
+                          seed: int = CLUTTERED_SEED) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``cluttered-digits`` images of one split: ``(images uint8 (N, 1, 24, 24), labels, sources (N, 1 + F))``.
+
+    Each image: one digit of the split's source pool, scaled to a random side in ``CLUTTERED_SCALES`` and placed at a
+    random position on a black 24x24 canvas; ``CLUTTERED_FRAGMENTS`` random square pieces of other digits of the same
+    pool (scaled the same way) placed at random positions (pixel-wise maximum, so they may cover the digit); Gaussian
+    noise; clipped to [0, 1] and stored as uint8. The label is the placed digit's. ``sources`` lists the digits used
+    (the placed one first), so a test can check that no split borrows from another's pool. Deterministic in
+    ``(split, count, seed)``; about a second for all three splits.
+    """
+    from sklearn.datasets import load_digits
+
+    if split not in CLUTTERED_SOURCES:
+        raise ValueError(f"cluttered-digits has the splits {', '.join(CLUTTERED_SOURCES)}; got {split!r}")
+    digits = load_digits()
+    pool = cluttered_sources(seed)[split]
+    base = torch.tensor(digits.images, dtype=torch.float32)[pool, None].div_(16.0)
+    labels_all = torch.tensor(digits.target, dtype=torch.long)[pool]
+    low, high = CLUTTERED_SCALES
+    resized = {side: F.interpolate(base, size=(side, side), mode="bilinear", align_corners=False).clamp_(0, 1)
+               for side in range(low, high + 1)}
+    n = CLUTTERED_IMAGES[split] if count is None else count
+    g = torch.Generator().manual_seed(derive_seed(seed, list(CLUTTERED_SOURCES).index(split)))
+    size = CLUTTERED_CANVAS
+    canvas = torch.zeros(n, 1, size, size)
+    picks = torch.randint(len(pool), (n, 1 + CLUTTERED_FRAGMENTS), generator=g)
+    sides = torch.randint(low, high + 1, (n, 1 + CLUTTERED_FRAGMENTS), generator=g)
+    f_low, f_high = CLUTTERED_FRAGMENT_SIDE
+    frag_sides = torch.randint(f_low, f_high + 1, (n, CLUTTERED_FRAGMENTS), generator=g)
+    u = torch.rand(n, 1 + CLUTTERED_FRAGMENTS, 4, generator=g)  # uniform draws for crop and placement offsets
+    # Every scaled digit on an (high x high) tile, zero beyond its side: tiles[side - low, digit].
+    tiles = torch.zeros(high - low + 1, len(pool), high, high)
+    for side, image in resized.items():
+        tiles[side - low, :, :side, :side] = image[:, 0]
+    ar = torch.arange(high)
+    rows, cols = ar.view(1, -1, 1), ar.view(1, 1, -1)
+    flat = canvas.view(n, -1)
+    for j in range(1 + CLUTTERED_FRAGMENTS):  # each paste is one vectorised gather and scatter over all images
+        side = sides[:, j]
+        tile = tiles[side - low, picks[:, j]]  # (n, high, high)
+        if j:  # a fragment: a square piece of the scaled digit, moved to the tile's corner
+            piece = frag_sides[:, j - 1]
+            cy = (u[:, j, 0] * (side - piece + 1)).long().view(-1, 1, 1)
+            cx = (u[:, j, 1] * (side - piece + 1)).long().view(-1, 1, 1)
+            src_r, src_c = (cy + rows).clamp(max=high - 1), (cx + cols).clamp(max=high - 1)
+            tile = tile[torch.arange(n).view(-1, 1, 1), src_r, src_c]
+            side = piece
+        h = side.view(-1, 1, 1)
+        tile = tile * ((rows < h) & (cols < h))
+        y = (u[:, j, 2] * (size - side + 1)).long().view(-1, 1, 1)
+        x = (u[:, j, 3] * (size - side + 1)).long().view(-1, 1, 1)
+        index = ((y + rows).clamp(max=size - 1) * size + (x + cols).clamp(max=size - 1)).view(n, -1)
+        # Pixels outside the pasted square carry 0 and land inside the canvas: a maximum with 0 changes nothing.
+        flat.scatter_reduce_(1, index, tile.reshape(n, -1), reduce="amax")
+    canvas.add_(torch.randn(canvas.shape, generator=g), alpha=CLUTTERED_NOISE).clamp_(0, 1)
+    images = canvas.mul_(255).round_().to(torch.uint8)
+    return images, labels_all[picks[:, 0]], pool[picks]
+
+
 def _imagefolder_root(data_dir: str | None) -> Path:
     if data_dir is None:
         raise ValueError("imagefolder needs data_dir (--data-dir): a directory with one sub-folder per class")
@@ -408,7 +502,12 @@ def load_data(
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, world_size); got rank={rank}, world_size={world_size}")
     device = torch.device(device)
-    val_size = DEFAULT_VAL_SIZE[dataset] if val_size is None else val_size
+    if dataset == "cluttered-digits":
+        if val_size not in (None, 0):
+            raise ValueError(f"val_size (--val-size): cluttered-digits has fixed train/val/test splits made from "
+                             f"disjoint source digits; got {val_size}, expected none (or 0: no validation)")
+    else:
+        val_size = DEFAULT_VAL_SIZE[dataset] if val_size is None else val_size
 
     if dataset == "imagefolder":
         return _load_imagefolder(
@@ -427,8 +526,13 @@ def load_data(
             split_train=split_train,
         )
 
-    if image_size not in (None, 32):
-        raise ValueError(f"{dataset} is 32x32; image_size must be None or 32, got {image_size}")
+    native = CLUTTERED_CANVAS if dataset == "cluttered-digits" else 32
+    if image_size not in (None, native):
+        raise ValueError(f"{dataset} is {native}x{native}; image_size must be None or {native}, got {image_size}")
+    if dataset == "cluttered-digits":
+        return _load_cluttered(batch_size=batch_size, device=device, seed=seed, val_size=val_size,
+                               calib_images=calib_images, limit_train=limit_train, limit_val=limit_val, rank=rank,
+                               world_size=world_size, split_train=split_train)
     if dataset == "digits":
         images, labels = _load_digits()
         spec = DataSpec("digits", 10, (3, 32, 32), DIGITS_MEAN, DIGITS_STD)
@@ -463,6 +567,36 @@ def load_data(
 
     return SearchData(spec, batches(train_idx, True), batches(val_idx, False), batches(calib_idx, False, False),
                       None if arch_idx is None else batches(arch_idx, True))
+
+
+def _load_cluttered(*, batch_size: int, device: torch.device, seed: int, val_size: int | float | None,
+                    calib_images: int, limit_train: int | None, limit_val: int | None, rank: int, world_size: int,
+                    split_train: bool) -> SearchData:
+    """cluttered-digits: fixed splits from disjoint source digits; `seed` orders and augments, never changes them."""
+    spec = DataSpec("cluttered-digits", 10, (3, CLUTTERED_CANVAS, CLUTTERED_CANVAS), CLUTTERED_MEAN, CLUTTERED_STD)
+    train_x, train_y, _ = make_cluttered_digits("train")
+    # Kept in a seeded random order, so limit_train and split_train take random subsets.
+    train_idx = _limit(torch.randperm(len(train_y), generator=_generator(seed, _SALT_SPLIT)), limit_train,
+                       "limit_train")
+    train_idx, arch_idx = _halves(train_idx, split_train, "cluttered-digits")
+    calib_idx = train_idx[_calib_positions(train_idx.numel(), calib_images, seed)]
+
+    def batches(x: torch.Tensor, y: torch.Tensor, train: bool, shard: bool = True) -> TensorBatches:
+        return TensorBatches(x.expand(-1, 3, -1, -1).contiguous().to(device), y.to(device), batch_size=batch_size,
+                             mean=spec.mean, std=spec.std, train=train, flip=False, seed=seed, rank=rank,
+                             world_size=world_size, shard=shard)
+
+    if val_size == 0:  # train on the training split only and report nothing held out (search.train --val-size 0)
+        val = batches(train_x[:0], train_y[:0], False)
+    else:
+        val_x, val_y, _ = make_cluttered_digits("val")
+        val_idx = _limit(torch.arange(len(val_y)), limit_val, "limit_val")
+        val = batches(val_x[val_idx], val_y[val_idx], False)
+    test_x, test_y, _ = make_cluttered_digits("test")
+    return SearchData(spec, batches(train_x[train_idx], train_y[train_idx], True), val,
+                      batches(train_x[calib_idx], train_y[calib_idx], False, False),
+                      None if arch_idx is None else batches(train_x[arch_idx], train_y[arch_idx], True),
+                      test=batches(test_x, test_y, False))
 
 
 def _load_imagefolder(

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .checkpointing import ResumeError
 from .coordinate_descent import FpnasSearch
+from .data import DATASETS, OFFLINE_DATASETS
 from .distributed import cleanup, init_distributed
 from .probabilistic import FpNasSearch
 from .runner import SearchAlgorithm, SearchRunner, SearchSettings
@@ -53,12 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="paper: the paper's settings; demo: CPU minutes on embedded data; smoke: seconds. Default: "
                         "paper when --dataset names a real dataset (cifar10, cifar100, imagefolder), else demo")
     p.add_argument("--out", required=True, help="output folder (spec.json, trace.jsonl, plots/, checkpoint.pt)")
-    p.add_argument("--dataset", choices=("cifar10", "cifar100", "imagefolder", "digits"),
-                   help="default: the preset's (digits is scikit-learn's embedded 8x8 digits, offline)")
+    p.add_argument("--dataset", choices=DATASETS,
+                   help="default: the preset's (digits: scikit-learn's embedded 8x8 digits; cluttered-digits: a "
+                        "harder task made from them, with a test split no search sees; both offline)")
     p.add_argument("--data-dir", help="where the dataset lives (downloaded there when online, for CIFAR)")
     p.add_argument("--flops-budget", type=float,
                    help="--algo fpnas: mult-adds budget b: candidates at or over it get reward -1")
     p.add_argument("--seed", type=int, help="default 0")
+    p.add_argument("--stem-stride", type=int, choices=(1, 2),
+                   help="the stem's stride, over the space's (2 searches a 32-px task at half resolution)")
     for cls in ALGORITHMS.values():
         cls.add_arguments(p)
     p.add_argument("--batch-size", type=int,
@@ -82,7 +86,7 @@ def settings_from_args(args: argparse.Namespace) -> SearchSettings:
     """The preset of `--algo`, with every option given on the command line over it."""
     algorithm = ALGORITHMS[args.algo]
     if args.preset is None:  # a real dataset asks for the real search; no dataset, the offline demo
-        args.preset = "paper" if args.dataset not in (None, "digits") else "demo"
+        args.preset = "paper" if args.dataset not in (None, *OFFLINE_DATASETS) else "demo"
     mine = own_options(algorithm)
     for other, cls in ALGORITHMS.items():
         for dest, option in own_options(cls).items():

@@ -316,7 +316,7 @@ class SearchRunner:
         meta = metadata or {"algorithm": algorithm, "settings": {}, "seed": s.seed, "dataset": s.dataset,
                             self.algorithm_class.cost_limit.metadata_key: self.limit(), "measured": {},
                             "val_top1": None, "wall_time_s": 0.0, "gpu_hours": 0.0}
-        name = name or f"{algorithm}_{s.dataset}_seed{s.seed}"
+        name = name or f"{algorithm}_{s.dataset}_seed{s.seed}".replace("-", "_")  # a spec name is [a-z][a-z0-9_]*
         return spec_from_dict(self.space.spec_dict(blocks, name, self.data.spec.mean, self.data.spec.std, meta))
 
     def run(self, resume: bool = False) -> ModelSpec:

@@ -51,6 +51,7 @@ class FpnasSettings(SearchSettings):
     expansions: tuple[float, ...] = (3, 4, 6, 8)
     kernels: tuple[int, ...] = (3, 5)
     width_mult: float = 1.0
+    stem_stride: int | None = None  # override the space's (small CPU studies: 32-px inputs searched at 16x16)
     lr_stage1: float = 0.05  # fixed
     lr_stage2: float = 0.05  # cosine to eta_min over the stage-2 epochs
     eta_min: float = 1e-5
@@ -158,7 +159,7 @@ class FpnasSearch(SearchAlgorithm):
     @classmethod
     def make_space(cls, settings: FpnasSettings, data: DataSpec) -> FpnasSpace:
         return fpnas_space(settings.num_blocks, tuple(data.input_size), data.num_classes, settings.width_mult,
-                           tuple(settings.expansions), tuple(settings.kernels))
+                           tuple(settings.expansions), tuple(settings.kernels), stem_stride=settings.stem_stride)
 
     def __init__(self, runner: SearchRunner):
         super().__init__(runner)

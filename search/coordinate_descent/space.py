@@ -113,12 +113,15 @@ class FpnasSpace:
 
 def fpnas_space(num_blocks: int = 16, input_size: tuple[int, int, int] = (3, 224, 224), num_classes: int = 1000,
                 width_mult: float = 1.0, expansions: tuple[float, ...] = (3, 4, 6, 8),
-                kernels: tuple[int, ...] = (3, 5)) -> FpnasSpace:
+                kernels: tuple[int, ...] = (3, 5), stem_stride: int | None = None) -> FpnasSpace:
     """The official FPNASNet skeleton with `num_blocks` positions (16 = all of it).
 
     Fewer blocks keep the stride-2 positions and the last one, then as many others as fit, evenly spread.
     32-px inputs get CIFAR strides: stem and the first searched block at stride 1 (MobileNetV2-for-CIFAR).
+    `stem_stride` overrides the stem's (small CPU studies: 2 searches a 32-px task at 16x16).
     """
+    if stem_stride is not None and stem_stride not in (1, 2):
+        raise ValueError(f"--stem-stride must be 1 or 2, got {stem_stride}")
     if not 4 <= num_blocks <= 16:
         raise ValueError(f"num_blocks must be in [4, 16] (the FPNASNet skeleton has 16 positions), got {num_blocks}")
     keep = {i for i, s in enumerate(OFFICIAL_STRIDES) if s == 2} | {15}
@@ -140,6 +143,6 @@ def fpnas_space(num_blocks: int = 16, input_size: tuple[int, int, int] = (3, 224
     return FpnasSpace(
         widths=tuple(scale(OFFICIAL_WIDTHS[i]) for i in positions), strides=tuple(strides),
         expansions=tuple(expansions), kernels=tuple(kernels), stem_chs=make_divisible(34 * width_mult, 2),
-        stem_stride=1 if small else 2, ds_chs=scale(24), head_chs=scale(1280), input_size=tuple(input_size),
+        stem_stride=stem_stride or (1 if small else 2), ds_chs=scale(24), head_chs=scale(1280), input_size=tuple(input_size),
         num_classes=num_classes,
     )
