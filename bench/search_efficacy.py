@@ -70,12 +70,12 @@ STUDY = {
     "fpnas": ["--algo", "fpnas", "--preset", "demo", "--dataset", DATASET, "--width-mult", "0.5", "--stem-stride",
               "2", "--flops-budget", "1.2e6", "--limit-train", "5000"],
     "fp-nas": ["--algo", "fp-nas", "--preset", "demo", "--dataset", DATASET, "--flops-target", "0.8e6", "--epochs",
-               "12", "--warmup-epochs", "2", "--coarse-to-fine-epochs", "6"],
+               "10", "--warmup-epochs", "2", "--coarse-to-fine-epochs", "5"],
 }
 FULL = dict(archs=30, train_seeds=(0, 1), search_seeds=(0, 1, 2), epochs=None, rs_epochs=1, limit_train=None,
             limit_val=None)
 # --smoke: the plumbing only (numbers meaningless): few networks, one epoch on a few hundred images, tiny searches.
-SMOKE = dict(archs=3, train_seeds=(0, 1), search_seeds=(0,), epochs=1, rs_epochs=1, limit_train=256, limit_val=128)
+SMOKE = dict(archs=2, train_seeds=(0, 1), search_seeds=(0,), epochs=1, rs_epochs=1, limit_train=256, limit_val=128)
 SMOKE_SEARCH = {
     "fpnas": ["--block-optimisations", "1", "--limit-train", "128", "--limit-val", "64"],
     "fp-nas": ["--epochs", "2", "--warmup-epochs", "1", "--coarse-to-fine-epochs", "1", "--limit-train", "128",
@@ -84,6 +84,12 @@ SMOKE_SEARCH = {
 
 
 # ----------------------------------------------------------------------------- spaces
+
+
+def study_limit(algo: str) -> float:
+    """The mult-adds limit of the search command of `algo` (FPNAS's budget, FP-NAS's target)."""
+    argv = STUDY[algo]
+    return float(next(argv[i + 1] for i, a in enumerate(argv) if a in ("--flops-budget", "--flops-target")))
 
 
 def search_argv(algo: str, smoke: bool) -> list[str]:
@@ -444,6 +450,8 @@ def plot(tables: dict, rows: list[dict], path: Path) -> None:
                                                             and x["space"] == algo) else None, zorder=3)
                 ax.annotate(str(r["seed"]), (r["mult_adds"] / 1e6, r["test_top1"]), fontsize=7,
                             xytext=(4, 4), textcoords="offset points")
+        ax.axvline(study_limit(algo) / 1e6, color="0.3", ls="--", lw=1,
+                   label="FPNAS budget" if algo == "fpnas" else "FP-NAS target")
         ax.set_title(f"{algo} space on {DATASET} (numbers: search seed)")
         ax.set_xlabel("mult-adds (M)")
         ax.set_ylabel("standalone test top-1 (%)")

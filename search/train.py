@@ -51,7 +51,7 @@ RECIPES = {
     "fpnas-cifar": TrainRecipe(Recipe(lr=0.02, momentum=0.9, weight_decay=5e-4, schedule="cosine_restarts", t0=10,
                                       t_mult=2, eta_min=1e-4, epochs=310), batch_size=192),
     # cluttered-digits (bench/search_efficacy.py's ground truth): small networks, a few CPU seconds to minutes each.
-    "cluttered-digits": TrainRecipe(Recipe(lr=0.1, weight_decay=5e-4, schedule="cosine", epochs=3, eta_min=1e-4,
+    "cluttered-digits": TrainRecipe(Recipe(lr=0.05, weight_decay=5e-4, schedule="cosine", epochs=3, eta_min=1e-4,
                                            channels_last=True), batch_size=64),
     # A few CPU minutes on the embedded digits: checks the whole path, not the paper.
     "demo": TrainRecipe(Recipe(lr=0.05, weight_decay=5e-4, schedule="cosine", epochs=3, eta_min=1e-4), batch_size=64),
