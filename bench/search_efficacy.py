@@ -390,7 +390,22 @@ def report(tables: dict, searches: list[dict], baselines: list[dict], results: P
         rows.append({"space": r["algo"], "method": method, "seed": r["seed"], "test_top1": r["test_top1"],
                      "mult_adds": r["mult_adds"], "percentile": pct, "regret": regret, "peers": peers,
                      "seconds": r.get("wall_time_s", r.get("used_s"))})
-    summary = {"tasks": {a: task_quality(t) for a, t in tables.items()}, "rows": rows,
+    wins = {}
+    for r in rows:  # per searcher (and tag) and seed: does it beat each baseline of the same seed?
+        if r["method"].endswith(("search", "(before)")) and "random" not in r["method"]:
+            for base in ("random search", "random search with weight sharing"):
+                other = [b for b in rows if b["space"] == r["space"] and b["method"] == base and b["seed"] == r["seed"]]
+                if other:
+                    w = wins.setdefault(f"{r['method']} vs {base}", [0, 0])
+                    w[0] += r["test_top1"] > other[0]["test_top1"]
+                    w[1] += 1
+    limits = {}
+    for a, t in tables.items():
+        under = [gt_test(n) for n in t["networks"] if n["mult_adds"] <= study_limit(a)]
+        limits[a] = {"limit": study_limit(a), "networks": len(under), "best": max(under, default=None),
+                     "median": statistics.median(under) if under else None}
+    summary = {"tasks": {a: task_quality(t) for a, t in tables.items()}, "rows": rows, "wins": wins,
+               "under_limit": limits,
                "ranking": {a: {k: [b[k] for b in baselines if b["algo"] == a and "kendall_tau" in b]
                                for k in ("kendall_tau", "spearman_rho")} for a in tables}}
     atomic_write_json(results / "results.json", summary)
@@ -422,6 +437,14 @@ def markdown(summary: dict) -> str:
         lines.append(f"| {space} | {method} | {len(rs)} | {_ms([r['test_top1'] for r in rs])} | "
                      f"{_ms([r['mult_adds'] / 1e6 for r in rs], 2)} | {_ms([r['percentile'] for r in rs], 0)} | "
                      f"{_ms([r['regret'] for r in rs])} | {_ms([r['seconds'] or 0 for r in rs], 0)} |")
+    lines += ["", "| space | limit (M mult-adds) | ground-truth networks within it | their best | median |",
+              "|---|---|---|---|---|"]
+    for a, u in summary["under_limit"].items():
+        if u["networks"]:
+            lines.append(f"| {a} | {u['limit'] / 1e6:.2f} | {u['networks']} | {u['best']:.1f} | {u['median']:.1f} |")
+    lines += ["", "| comparison (same seed) | searcher better in |", "|---|---|"]
+    for k, (w, n) in summary["wins"].items():
+        lines.append(f"| {k} | {w} of {n} seeds |")
     lines += ["", "| space | Kendall τ (uniform supernet vs standalone) | Spearman ρ |", "|---|---|---|"]
     for a, k in summary["ranking"].items():
         lines.append(f"| {a} | {_ms(k['kendall_tau'], 2)} | {_ms(k['spearman_rho'], 2)} |")
@@ -445,7 +468,7 @@ def plot(tables: dict, rows: list[dict], path: Path) -> None:
         methods = sorted({r["method"] for r in rows if r["space"] == algo})
         for m, method in enumerate(methods):
             for r in (r for r in rows if r["space"] == algo and r["method"] == method):
-                ax.scatter(r["mult_adds"] / 1e6, r["test_top1"], marker=markers[m % len(markers)], s=90,
+                ax.scatter(r["mult_adds"] / 1e6, r["test_top1"], marker=markers[m % len(markers)], s=90, color=f"C{m}",
                            label=method if r["seed"] == min(x["seed"] for x in rows if x["method"] == method
                                                             and x["space"] == algo) else None, zorder=3)
                 ax.annotate(str(r["seed"]), (r["mult_adds"] / 1e6, r["test_top1"]), fontsize=7,
@@ -474,17 +497,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", default=str(ROOT / "bench" / "search_efficacy"), help="tables and the plot")
     p.add_argument("--stages", default="gt,search,baselines,report")
     p.add_argument("--algos", default="fpnas,fp-nas")
+    p.add_argument("--epochs", type=int, help="epochs of every network trained alone (ground truth, found networks); "
+                   "default: the cluttered-digits recipe's 3. Use a new --work and --results with it")
     p.add_argument("--jobs", type=int, default=1, help="ground-truth trainings at a time (one thread each if > 1)")
     p.add_argument("--tag", default="after", help="files the searches under this name (stage search)")
     p.add_argument("--code", help="run the searches with the code of this checkout (stage search)")
     args = p.parse_args(argv)
-    cfg = SMOKE if args.smoke else FULL
+    cfg = dict(SMOKE if args.smoke else FULL)
+    if args.epochs is not None:
+        cfg["epochs"] = args.epochs
     work, results = Path(args.work), Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     stages, algos = args.stages.split(","), args.algos.split(",")
     unknown = [a for a in algos if a not in STUDY]
     if unknown:
         print(f"error: --algos: {unknown} not in {sorted(STUDY)}", file=sys.stderr)
+        return 2
+    missing = [str(results / f"ground_truth_{a}.json") for a in algos
+               if "gt" not in stages and not (results / f"ground_truth_{a}.json").exists()]
+    if missing:
+        print(f"error: --stages without gt needs the ground truth: {', '.join(missing)} not found (run stage gt "
+              "first, or give the --results that holds it)", file=sys.stderr)
         return 2
     tables = {a: ground_truth(a, cfg, work, results, args.jobs, args.smoke) if "gt" in stages else
               json.loads((results / f"ground_truth_{a}.json").read_text()) for a in algos}
