@@ -1,7 +1,7 @@
 """Do the searchers find better networks than chance? Ground truth, random-search baselines and supernet ranking.
 
     python bench/search_efficacy.py                    # the whole study (resumable: run it again to continue)
-    python bench/search_efficacy.py --smoke --work /tmp/se --results /tmp/se/results   # plumbing, about 2 minutes
+    python bench/search_efficacy.py --smoke --work /tmp/se --results /tmp/se/results   # plumbing, about 3 minutes
     python bench/search_efficacy.py --stages search --tag before --code ../before --algos fp-nas
 
 On `cluttered-digits` (search/data.py: a digit at a random place and scale among fragments of other digits and
