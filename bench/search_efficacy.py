@@ -161,10 +161,6 @@ def run_jobs(jobs: list[tuple], workers: int, desc: str, on_done) -> None:
     bar.close()
 
 
-def mean(xs):
-    return sum(xs) / len(xs)
-
-
 # ----------------------------------------------------------------------------- stage 1: ground truth
 
 
@@ -174,10 +170,7 @@ def ground_truth(algo: str, cfg: dict, work: Path, results: Path, jobs: int, smo
     runner = make_runner(algo, smoke, 0, work / "spaces" / algo)
     if table is None:  # draw the architectures once; the table is the record of what to train
         rng = random.Random(f"ground-truth-{algo}")
-        archs = [("smallest", runner.space.smallest_blocks() if hasattr(runner.space, "smallest_blocks") else None),
-                 ("largest", runner.space.largest_blocks() if hasattr(runner.space, "largest_blocks") else None)]
-        if archs[0][1] is None:  # FPNAS: each position's cheapest / dearest candidate (the runner's cost range)
-            archs = [("smallest", _extreme(runner, False)), ("largest", _extreme(runner, True))]
+        archs = list(zip(("smallest", "largest"), runner.extreme_blocks(), strict=True))
         archs += [(f"random{i:02d}", sample_arch(runner, rng)) for i in range(cfg["archs"])]
         networks = []
         for name, blocks in archs:
@@ -210,18 +203,8 @@ def ground_truth(algo: str, cfg: dict, work: Path, results: Path, jobs: int, smo
     return table
 
 
-def _extreme(runner: SearchRunner, largest: bool) -> list[dict]:
-    start = runner.space.default_blocks()
-    out = list(start)
-    for p, choices in enumerate(runner.space.candidates()):
-        costs = [runner.cost(start[:p] + [c] + start[p + 1:]) for c in choices]
-        pick = max(costs) if largest else min(costs)
-        out[p] = choices[costs.index(pick)]
-    return out
-
-
 def gt_test(net: dict) -> float:
-    return mean([r["test_top1"] for r in net["runs"].values()])
+    return statistics.mean([r["test_top1"] for r in net["runs"].values()])
 
 
 # ----------------------------------------------------------------------------- stage 2: searches
@@ -253,7 +236,7 @@ def run_search(algo: str, seed: int, cfg: dict, work: Path, tag: str, code: Path
     result = {"algo": algo, "seed": seed, "tag": tag, "wall_time_s": spec.search["wall_time_s"],
               "mult_adds": count_spec(spec).mult_adds, "blocks": [dict(b) for b in spec.blocks],
               "search_val_top1": spec.search.get("val_top1"), "runs": runs,
-              "test_top1": mean([r["test_top1"] for r in runs.values()])}
+              "test_top1": statistics.mean([r["test_top1"] for r in runs.values()])}
     atomic_write_json(result_path, result)
     return result
 
@@ -372,12 +355,12 @@ def task_quality(table: dict) -> dict:
     """The issue's bar for the task: over ground-truth networks of comparable cost (three equal-count cost bins),
     best minus median standalone test top-1, against the seed-to-seed standard deviation of one network."""
     nets = sorted(table["networks"], key=lambda n: n["mult_adds"])
-    seed_sd = mean([statistics.stdev([r["test_top1"] for r in n["runs"].values()]) for n in nets
+    seed_sd = statistics.mean([statistics.stdev([r["test_top1"] for r in n["runs"].values()]) for n in nets
                     if len(n["runs"]) > 1])
     bins = [nets[len(nets) * b // 3: len(nets) * (b + 1) // 3] for b in range(3)]
     spreads = [max(map(gt_test, b)) - statistics.median(map(gt_test, b)) for b in bins if b]
-    return {"seed_sd": seed_sd, "bin_spreads": spreads, "mean_spread": mean(spreads),
-            "ratio": mean(spreads) / seed_sd if seed_sd > 0 else float("inf"),
+    return {"seed_sd": seed_sd, "bin_spreads": spreads, "mean_spread": statistics.mean(spreads),
+            "ratio": statistics.mean(spreads) / seed_sd if seed_sd > 0 else float("inf"),
             "test_range": [min(map(gt_test, nets)), max(map(gt_test, nets))]}
 
 
@@ -419,7 +402,7 @@ def _ms(xs: list[float], digits: int = 1) -> str:
     if not xs:
         return "n/a"
     sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
-    return f"{mean(xs):.{digits}f} ± {sd:.{digits}f}"
+    return f"{statistics.mean(xs):.{digits}f} ± {sd:.{digits}f}"
 
 
 def markdown(summary: dict) -> str:

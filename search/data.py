@@ -67,7 +67,7 @@ CIFAR_CLASSES: dict[str, type[tv_datasets.CIFAR10]] = {
 DIGITS_MEAN = (0.3053, 0.3053, 0.3053)
 DIGITS_STD = (0.3236, 0.3236, 0.3236)
 
-# The same for cluttered-digits (all three splits); tests/test_search_data.py recomputes them.
+# The same for cluttered-digits (all three splits); tests/test_cluttered_digits.py recomputes them.
 CLUTTERED_MEAN = (0.1966, 0.1966, 0.1966)
 CLUTTERED_STD = (0.2836, 0.2836, 0.2836)
 

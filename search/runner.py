@@ -246,16 +246,21 @@ class SearchRunner:
         budget = self.limit() if self.algorithm_class.cost_limit.hard else None
         return cost, (accuracy if budget is None or cost < budget else -1.0)
 
-    def cost_range(self) -> tuple[int, int]:
-        """Mult-adds of the smallest and the largest network of the space: the space's own extremes when it knows
-        them, else each position varied from the start on its own."""
+    def extreme_blocks(self) -> tuple[Arch, Arch]:
+        """The smallest and the largest network of the space: the space's own extremes when it knows them, else each
+        position varied from the start on its own."""
         if hasattr(self.space, "smallest_blocks"):
-            return self.cost(self.space.smallest_blocks()), self.cost(self.space.largest_blocks())
+            return self.space.smallest_blocks(), self.space.largest_blocks()
         start = self.space.default_blocks()
         low, high = list(start), list(start)
         for p, choices in enumerate(self.space.candidates()):
             costs = [self.cost(start[:p] + [c] + start[p + 1:]) for c in choices]
             low[p], high[p] = choices[costs.index(min(costs))], choices[costs.index(max(costs))]
+        return low, high
+
+    def cost_range(self) -> tuple[int, int]:
+        """Mult-adds of the smallest and the largest network of the space (`extreme_blocks`)."""
+        low, high = self.extreme_blocks()
         return self.cost(low), self.cost(high)
 
     def check_budget(self) -> None:

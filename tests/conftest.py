@@ -10,6 +10,18 @@ import torch
 import fpnas_zoo  # noqa: F401  (registers the zoo with timm)
 
 FIXTURES = Path(__file__).parent / "fixtures"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(relative: str):
+    """A script of the repository that is not a package module (bench/*.py, tools/*.py), imported by path."""
+    import importlib.util
+
+    path = ROOT / relative
+    module_spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
 
 
 def official_fixture() -> dict:

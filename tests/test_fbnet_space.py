@@ -1,7 +1,6 @@
 """The FP-NAS spaces as data: the published FBNetV2 networks are points, and the space's candidates, extremes and
 supernet agree with brute force and with the zoo's built models."""
 import dataclasses
-import importlib.util
 import itertools
 import json
 import math
@@ -16,6 +15,8 @@ from fpnas_zoo import FpnasZooNet, count_spec, load_spec, spec_from_dict
 from search.cost import _METADATA, MultAddsCost
 from search.probabilistic.space import F4_LAYERS, L2_LAYERS, SPACES, build_space
 from search.supernet import Supernet, block_key
+
+from conftest import load_script
 
 SPECS = Path(__file__).parent / "fixtures" / "specs"
 # The reduction build_space's docstring recommends for a CPU demo on 32-px digits.
@@ -232,10 +233,7 @@ def test_bad_space_arguments_name_the_option():
 def test_fp_nas_reconstructions_are_widened_points_of_their_spaces():
     """Each committed FP-NAS reconstruction is its tool's varied template (a point of fbnetv2-f++ / fp-nas-l, by
     `locate`) with only the widths scaled."""
-    path = Path(__file__).parents[1] / "tools" / "reconstruct_fp_nas.py"
-    module_spec = importlib.util.spec_from_file_location("reconstruct_fp_nas", path)
-    tool = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(tool)
+    tool = load_script("tools/reconstruct_fp_nas.py")
     for name, (kind, *_) in tool.MODELS.items():
         committed = load_spec(Path(__file__).parents[1] / "arch_specs" / "fp_nas" / f"{name}.json")
         seed = re.search(r"with the seed '([^']+)'", committed.source["notes"]).group(1)

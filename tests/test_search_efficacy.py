@@ -1,7 +1,6 @@
 """bench/search_efficacy.py: the study's plumbing (--smoke) end to end, and its measures on hand-made tables."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import statistics
 import subprocess
@@ -10,14 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("search_efficacy", ROOT / "bench" / "search_efficacy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/search_efficacy.py")
 
 
 def _net(name, cost, tests):

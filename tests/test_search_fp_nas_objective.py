@@ -2,9 +2,7 @@
 experiment of bench/fp_nas_objective.py, kept at the chosen defaults), and the coefficients' formulas."""
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,14 +15,11 @@ from search.probabilistic.objective import (
     cost_coefficients,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_script
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("fp_nas_objective", ROOT / "bench" / "fp_nas_objective.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/fp_nas_objective.py")
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

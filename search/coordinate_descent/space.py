@@ -143,6 +143,6 @@ def fpnas_space(num_blocks: int = 16, input_size: tuple[int, int, int] = (3, 224
     return FpnasSpace(
         widths=tuple(scale(OFFICIAL_WIDTHS[i]) for i in positions), strides=tuple(strides),
         expansions=tuple(expansions), kernels=tuple(kernels), stem_chs=make_divisible(34 * width_mult, 2),
-        stem_stride=stem_stride or (1 if small else 2), ds_chs=scale(24), head_chs=scale(1280), input_size=tuple(input_size),
-        num_classes=num_classes,
+        stem_stride=stem_stride or (1 if small else 2), ds_chs=scale(24), head_chs=scale(1280),
+        input_size=tuple(input_size), num_classes=num_classes,
     )
