@@ -20,8 +20,9 @@ from .schema import BLOCK_SCHEMAS, BlockSchema, Field
 class BlockType:
     """How one `type` of spec block is validated and built.
 
-    `build(in_chs, args, stride=, dilation=, norm_layer=, drop_path_rate=)` gets the validated JSON fields
-    in `args`; `stride` may be lower than `args['stride']` when an output stride is imposed by dilation.
+    `build(in_chs, args, stride=, dilation=, norm_layer=, drop_path_rate=[, device=, dtype=])` gets the validated
+    JSON fields in `args`; `stride` may be lower than `args['stride']` when an output stride is imposed by dilation;
+    `device` / `dtype` are timm's factory arguments, where the module's parameters are created.
     """
 
     schema: BlockSchema
@@ -37,36 +38,37 @@ class BlockType:
 
 
 def _build_ds(in_chs: int, args: dict, *, stride: int, dilation: int, norm_layer: LayerType,
-              drop_path_rate: float) -> nn.Module:
+              drop_path_rate: float, device=None, dtype=None) -> nn.Module:
     return DepthwiseSeparable(
         in_chs, args["out_chs"], args["kernel_size"], stride=stride, dilation=dilation,
-        act_layer=get_act_layer(args["act"]), norm_layer=norm_layer,
+        act_layer=get_act_layer(args["act"]), norm_layer=norm_layer, device=device, dtype=dtype,
     )
 
 
 def _build_fpnas(in_chs: int, args: dict, *, stride: int, dilation: int, norm_layer: LayerType,
-                 drop_path_rate: float) -> nn.Module:
+                 drop_path_rate: float, device=None, dtype=None) -> nn.Module:
     return FpnasBlock(
         in_chs, args["out_chs"], kernel_size=args["kernel_size"], stride=stride, spec_stride=args["stride"],
         dilation=dilation, expansion=args["expansion"], shortcut=args["shortcut"], split=args["split"],
         act_layer=get_act_layer(args["act"]), norm_layer=norm_layer, drop_path_rate=drop_path_rate,
+        device=device, dtype=dtype,
     )
 
 
 def _build_ir(in_chs: int, args: dict, *, stride: int, dilation: int, norm_layer: LayerType,
-              drop_path_rate: float) -> nn.Module:
+              drop_path_rate: float, device=None, dtype=None) -> nn.Module:
     return InvertedResidual(
         in_chs, args["out_chs"], kernel_size=args["kernel_size"], stride=stride, dilation=dilation,
         expansion=args["expansion"], attention=args["attention"], splits=args["splits"],
         spec_stride=args["stride"], residual=args.get("residual"), act_layer=get_act_layer(args["act"]),
-        norm_layer=norm_layer, drop_path_rate=drop_path_rate,
+        norm_layer=norm_layer, drop_path_rate=drop_path_rate, device=device, dtype=dtype,
     )
 
 
 def _build_skip(in_chs: int, args: dict, *, stride: int, dilation: int, norm_layer: LayerType,
-                drop_path_rate: float) -> nn.Module:
+                drop_path_rate: float, device=None, dtype=None) -> nn.Module:
     return Skip(in_chs, args["out_chs"], stride=stride, spec_stride=args["stride"], residual=args.get("residual"),
-                norm_layer=norm_layer)
+                norm_layer=norm_layer, device=device, dtype=dtype)
 
 
 _BUILDERS = {

@@ -2,7 +2,8 @@
 
 The modules know nothing of the spec schema: `block_types.py` joins each JSON block type (declared in
 `schema.py`) to the module that builds it. Blocks take uniform keyword arguments (`stride`, `dilation`,
-`act_layer`, `norm_layer`, `drop_path_rate`) as timm's do.
+`act_layer`, `norm_layer`, `drop_path_rate`) as timm's do, and timm's factory `device` / `dtype`, with which every
+parameter and buffer is created (not created on the CPU, then moved).
 """
 from __future__ import annotations
 
@@ -38,13 +39,15 @@ class DepthwiseSeparable(nn.Module):
     """dw kxk conv -> BN -> act -> pw 1x1 conv -> BN (no activation, no residual)."""
 
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1, dilation: int = 1,
-                 act_layer: LayerType = nn.ReLU, norm_layer: LayerType = nn.BatchNorm2d):
+                 act_layer: LayerType = nn.ReLU, norm_layer: LayerType = nn.BatchNorm2d, device=None, dtype=None):
         super().__init__()
+        dd = {"device": device, "dtype": dtype}
         norm_act = norm_act_layer_for(norm_layer, act_layer)
-        self.conv_dw = create_conv2d(in_chs, in_chs, kernel_size, stride=stride, dilation=dilation, depthwise=True)
-        self.bn1 = norm_act(in_chs, inplace=True)
-        self.conv_pw = create_conv2d(in_chs, out_chs, 1)
-        self.bn2 = norm_act(out_chs, apply_act=False)
+        self.conv_dw = create_conv2d(in_chs, in_chs, kernel_size, stride=stride, dilation=dilation, depthwise=True,
+                                     **dd)
+        self.bn1 = norm_act(in_chs, inplace=True, **dd)
+        self.conv_pw = create_conv2d(in_chs, out_chs, 1, **dd)
+        self.bn2 = norm_act(out_chs, apply_act=False, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn2(self.conv_pw(self.bn1(self.conv_dw(x))))
@@ -78,8 +81,11 @@ class FpnasBlock(nn.Module):
         act_layer: LayerType = nn.ReLU,
         norm_layer: LayerType = nn.BatchNorm2d,
         drop_path_rate: float = 0.0,
+        device=None,
+        dtype=None,
     ):
         super().__init__()
+        dd = {"device": device, "dtype": dtype}
         spec_stride = stride if spec_stride is None else spec_stride
         norm_act_layer = norm_act_layer_for(norm_layer, act_layer)
         self.split_chs = in_chs // 2 if split else 0
@@ -88,25 +94,26 @@ class FpnasBlock(nn.Module):
         if split and spec_stride > 1:
             self.split_branch = DepthwiseSeparable(
                 self.split_chs, self.split_chs, 3, stride=stride, dilation=dilation, act_layer=act_layer,
-                norm_layer=norm_layer,
+                norm_layer=norm_layer, **dd,
             )
         else:
             self.split_branch = nn.Identity()
 
         mid_chs = int(round(branch_in * expansion))
-        self.conv_pw = create_conv2d(branch_in, mid_chs, 1)
-        self.bn1 = norm_act_layer(mid_chs, inplace=True)
-        self.conv_dw = create_conv2d(mid_chs, mid_chs, kernel_size, stride=stride, dilation=dilation, depthwise=True)
-        self.bn2 = norm_act_layer(mid_chs, inplace=True)
-        self.conv_pwl = create_conv2d(mid_chs, branch_out, 1)
-        self.bn3 = norm_act_layer(branch_out, apply_act=False)
+        self.conv_pw = create_conv2d(branch_in, mid_chs, 1, **dd)
+        self.bn1 = norm_act_layer(mid_chs, inplace=True, **dd)
+        self.conv_dw = create_conv2d(mid_chs, mid_chs, kernel_size, stride=stride, dilation=dilation, depthwise=True,
+                                     **dd)
+        self.bn2 = norm_act_layer(mid_chs, inplace=True, **dd)
+        self.conv_pwl = create_conv2d(mid_chs, branch_out, 1, **dd)
+        self.bn3 = norm_act_layer(branch_out, apply_act=False, **dd)
 
         self.has_shortcut = shortcut
         if shortcut and (spec_stride > 1 or branch_in != branch_out):
-            conv = create_conv2d(branch_in, branch_out, 1, stride=stride)
+            conv = create_conv2d(branch_in, branch_out, 1, stride=stride, **dd)
             self.shortcut = nn.Sequential()
             self.shortcut.add_module("conv", conv)
-            self.shortcut.add_module("bn", norm_act_layer(branch_out, apply_act=False))
+            self.shortcut.add_module("bn", norm_act_layer(branch_out, apply_act=False, **dd))
         else:
             self.shortcut = nn.Identity()
         self.drop_path = DropPath(drop_path_rate) if shortcut and drop_path_rate > 0 else nn.Identity()
@@ -140,15 +147,17 @@ class SplitAttnDw(nn.Module):
     """
 
     def __init__(self, chs: int, kernel_size: int = 3, stride: int = 1, dilation: int = 1, radix: int = 2,
-                 rd_ratio: float = 0.25, act_layer: LayerType = nn.ReLU, norm_layer: LayerType = nn.BatchNorm2d):
+                 rd_ratio: float = 0.25, act_layer: LayerType = nn.ReLU, norm_layer: LayerType = nn.BatchNorm2d,
+                 device=None, dtype=None):
         super().__init__()
+        dd = {"device": device, "dtype": dtype}
         self.radix = radix
         rd_chs = make_divisible(chs * rd_ratio, 8, round_limit=0.0)
-        self.conv = create_conv2d(chs, chs * radix, kernel_size, stride=stride, dilation=dilation, groups=chs)
-        self.bn0 = norm_act_layer_for(norm_layer, act_layer)(chs * radix, inplace=True)
-        self.fc1 = nn.Conv2d(chs, rd_chs, 1)
-        self.bn1 = norm_act_layer_for(norm_layer, nn.ReLU)(rd_chs, inplace=True)
-        self.fc2 = nn.Conv2d(rd_chs, chs * radix, 1)
+        self.conv = create_conv2d(chs, chs * radix, kernel_size, stride=stride, dilation=dilation, groups=chs, **dd)
+        self.bn0 = norm_act_layer_for(norm_layer, act_layer)(chs * radix, inplace=True, **dd)
+        self.fc1 = nn.Conv2d(chs, rd_chs, 1, **dd)
+        self.bn1 = norm_act_layer_for(norm_layer, nn.ReLU)(rd_chs, inplace=True, **dd)
+        self.fc2 = nn.Conv2d(rd_chs, chs * radix, 1, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # grouped conv with groups=chs puts a channel's r filters next to each other: (B, C, r, H, W)
@@ -194,34 +203,35 @@ class InvertedResidual(nn.Module):
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1, dilation: int = 1,
                  expansion: float = 6.0, attention: str = "none", splits: int = 1, se_ratio: float = 0.25,
                  spec_stride: int | None = None, residual: str | None = None, act_layer: LayerType = nn.ReLU,
-                 norm_layer: LayerType = nn.BatchNorm2d, drop_path_rate: float = 0.0):
+                 norm_layer: LayerType = nn.BatchNorm2d, drop_path_rate: float = 0.0, device=None, dtype=None):
         super().__init__()
         if residual not in RESIDUALS:
             raise ValueError(f"residual: expected one of {RESIDUALS}, got {residual!r}")
+        dd = {"device": device, "dtype": dtype}
         spec_stride = stride if spec_stride is None else spec_stride
         norm_act = norm_act_layer_for(norm_layer, act_layer)
         mid_chs = make_divisible(in_chs * expansion, 8, round_limit=0.95)
         self.has_skip = spec_stride == 1 and (in_chs == out_chs or residual == "pad")
         if mid_chs != in_chs:
-            self.conv_pw = create_conv2d(in_chs, mid_chs, 1)
-            self.bn1 = norm_act(mid_chs, inplace=True)
+            self.conv_pw = create_conv2d(in_chs, mid_chs, 1, **dd)
+            self.bn1 = norm_act(mid_chs, inplace=True, **dd)
         else:
             self.conv_pw, self.bn1 = nn.Identity(), nn.Identity()
         if attention == "split_attention":
             self.conv_dw = SplitAttnDw(mid_chs, kernel_size, stride, dilation, radix=splits, rd_ratio=se_ratio,
-                                       act_layer=act_layer, norm_layer=norm_layer)
+                                       act_layer=act_layer, norm_layer=norm_layer, **dd)
             self.bn2 = nn.Identity()
         else:
             self.conv_dw = create_conv2d(mid_chs, mid_chs, kernel_size, stride=stride, dilation=dilation,
-                                         depthwise=True)
-            self.bn2 = norm_act(mid_chs, inplace=True)
+                                         depthwise=True, **dd)
+            self.bn2 = norm_act(mid_chs, inplace=True, **dd)
         if attention == "se":  # as mobile-vision: the block's own activation inside, widths rounded like mid
             rd_chs = make_divisible(int(mid_chs * se_ratio), 8, round_limit=0.95)
-            self.se = SEModule(mid_chs, rd_channels=rd_chs, act_layer=act_layer, gate_layer="hard_sigmoid")
+            self.se = SEModule(mid_chs, rd_channels=rd_chs, act_layer=act_layer, gate_layer="hard_sigmoid", **dd)
         else:
             self.se = nn.Identity()
-        self.conv_pwl = create_conv2d(mid_chs, out_chs, 1)
-        self.bn3 = norm_act(out_chs, apply_act=False)
+        self.conv_pwl = create_conv2d(mid_chs, out_chs, 1, **dd)
+        self.bn3 = norm_act(out_chs, apply_act=False, **dd)
         self.shortcut = PadOrTruncate(in_chs, out_chs) if self.has_skip and in_chs != out_chs else nn.Identity()
         self.drop_path = DropPath(drop_path_rate) if self.has_skip and drop_path_rate > 0 else nn.Identity()
 
@@ -239,7 +249,7 @@ class Skip(nn.Module):
     `residual='pad'`, a width change at stride 1 stays an identity, zero-padded or truncated (`PadOrTruncate`)."""
 
     def __init__(self, in_chs: int, out_chs: int, stride: int = 1, spec_stride: int | None = None,
-                 residual: str | None = None, norm_layer: LayerType = nn.BatchNorm2d):
+                 residual: str | None = None, norm_layer: LayerType = nn.BatchNorm2d, device=None, dtype=None):
         super().__init__()
         if residual not in RESIDUALS:
             raise ValueError(f"residual: expected one of {RESIDUALS}, got {residual!r}")
@@ -247,8 +257,8 @@ class Skip(nn.Module):
         if residual == "pad" and spec_stride == 1 and in_chs != out_chs:
             self.conv, self.bn = PadOrTruncate(in_chs, out_chs), nn.Identity()  # no conv: the identity path
         elif in_chs != out_chs or spec_stride > 1:
-            self.conv = create_conv2d(in_chs, out_chs, 1, stride=stride)
-            self.bn = norm_act_layer_for(norm_layer, nn.ReLU)(out_chs, inplace=True)
+            self.conv = create_conv2d(in_chs, out_chs, 1, stride=stride, device=device, dtype=dtype)
+            self.bn = norm_act_layer_for(norm_layer, nn.ReLU)(out_chs, inplace=True, device=device, dtype=dtype)
         else:
             self.conv, self.bn = nn.Identity(), nn.Identity()
 

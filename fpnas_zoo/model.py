@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import SelectAdaptivePool2d, create_conv2d, get_act_layer
+from timm.layers import SelectAdaptivePool2d, create_conv2d, get_act_layer, get_device_dtype
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 
@@ -39,7 +39,11 @@ def num_feature_levels(spec: ModelSpec) -> int:
 
 
 class FpnasZooNet(nn.Module):
-    """A network built from a spec, with timm's model interface."""
+    """A network built from a spec, with timm's model interface.
+
+    `device` / `dtype` are timm's factory arguments (`timm.create_model(name, device="meta", dtype=torch.bfloat16)`):
+    every parameter and buffer is created there, down to each block, as timm's own models do.
+    """
 
     def __init__(
         self,
@@ -51,8 +55,11 @@ class FpnasZooNet(nn.Module):
         drop_path_rate: float = 0.0,
         output_stride: int = 32,
         norm_layer: str | Callable[..., nn.Module] | None = None,
+        device=None,
+        dtype=None,
     ):
         super().__init__()
+        dd = {"device": device, "dtype": dtype}
         if output_stride not in (8, 16, 32):
             raise ValueError(f"{spec.name}: output_stride must be 8, 16 or 32, got {output_stride}")
         self.spec = spec
@@ -63,8 +70,8 @@ class FpnasZooNet(nn.Module):
         norm_layer = norm_layer or nn.BatchNorm2d
 
         stem = spec.stem
-        self.conv_stem = create_conv2d(in_chans, stem["out_chs"], stem["kernel_size"], stride=stem["stride"])
-        self.bn1 = norm_act_layer_for(norm_layer, get_act_layer(stem["act"]))(stem["out_chs"], inplace=True)
+        self.conv_stem = create_conv2d(in_chans, stem["out_chs"], stem["kernel_size"], stride=stem["stride"], **dd)
+        self.bn1 = norm_act_layer_for(norm_layer, get_act_layer(stem["act"]))(stem["out_chs"], inplace=True, **dd)
 
         current_stride, dilation = stem["stride"], 1
         self.feature_info = []
@@ -86,7 +93,7 @@ class FpnasZooNet(nn.Module):
                         current_stride *= stride
                 layers.append(block_type.build(
                     in_chs, args, stride=stride, dilation=dilation, norm_layer=norm_layer,
-                    drop_path_rate=drop_path_rate * i / num_blocks if block_type.has_residual else 0.0,
+                    drop_path_rate=drop_path_rate * i / num_blocks if block_type.has_residual else 0.0, **dd,
                 ))
                 dilation, in_chs = next_dilation, args["out_chs"]
             stages.append(nn.Sequential(*layers))
@@ -99,23 +106,25 @@ class FpnasZooNet(nn.Module):
         head = spec.head
         head_act = get_act_layer(head["act"])
         self.num_features = head["out_chs"]
-        self.conv_head = create_conv2d(in_chs, head["out_chs"], 1)
-        self.bn2 = norm_act_layer_for(norm_layer, head_act)(head["out_chs"], inplace=True)
+        self.conv_head = create_conv2d(in_chs, head["out_chs"], 1, **dd)
+        self.bn2 = norm_act_layer_for(norm_layer, head_act)(head["out_chs"], inplace=True, **dd)
         # After pooling: an optional 1x1 conv + act (FBNetV2's head), flatten, dropout, classifier.
         self.global_pool = SelectAdaptivePool2d(pool_type=head["pool"] if global_pool is None else global_pool)
         if head["pre_logits_chs"]:
             self.head_hidden_size = head["pre_logits_chs"]
-            self.conv_pre_logits = nn.Conv2d(self.num_features, self.head_hidden_size, 1, bias=False)
+            self.conv_pre_logits = nn.Conv2d(self.num_features, self.head_hidden_size, 1, bias=False, **dd)
             self.act_pre_logits = head_act(inplace=True)
         else:
             self.head_hidden_size = self.num_features
             self.conv_pre_logits, self.act_pre_logits = nn.Identity(), nn.Identity()
         self.flatten = nn.Flatten(1) if self.global_pool.pool_type else nn.Identity()
-        self.classifier = self._make_classifier(self.num_classes)
+        self.classifier = self._make_classifier(self.num_classes, **dd)
         self._init_weights()
 
-    def _make_classifier(self, num_classes: int) -> nn.Module:
-        return nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
+    def _make_classifier(self, num_classes: int, device=None, dtype=None) -> nn.Module:
+        if num_classes <= 0:
+            return nn.Identity()
+        return nn.Linear(self.head_hidden_size, num_classes, device=device, dtype=dtype)
 
     def _init_weights(self) -> None:
         # As the official FPNASNet: He-normal convs (fan-out), BN 1/0, classifier N(0, 0.01).
@@ -156,7 +165,7 @@ class FpnasZooNet(nn.Module):
         if global_pool is not None:
             self.global_pool = SelectAdaptivePool2d(pool_type=global_pool)
             self.flatten = nn.Flatten(1) if global_pool else nn.Identity()
-        self.classifier = self._make_classifier(num_classes)
+        self.classifier = self._make_classifier(num_classes, **get_device_dtype(self))  # where the model is
 
     def forward_intermediates(
         self,

@@ -6,7 +6,10 @@ registered as members of the `fpnas_zoo` module, so `timm.list_models(module='fp
 Any other spec (a search result, a custom network) goes through the one generic entry point `fpnas_zoo_spec`, which
 takes the spec itself as a model argument: an export's config.json names it as `architecture` with the spec in
 `model_args`, timm's own mechanism, so `timm.create_model('local-dir:DIR' | 'hf-hub:ORG/REPO', pretrained=True)`
-rebuilds exactly the exported network after `import fpnas_zoo`.
+rebuilds exactly the exported network after `import fpnas_zoo`. Like every name in `timm.list_models()`, it also
+builds by name alone: `timm.create_model('fpnas_zoo_spec')` is the FPNAS network (`GENERIC_DEFAULT_SPEC`) with
+random weights, under a cfg of its own (tag `untrained`, no weights: the generic entry point's weights are those of
+the export it loads).
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from .spec import ModelSpec, SpecError, bundled_specs, load_spec, spec_from_dict
 
 REGISTRY_MODULE = "fpnas_zoo"
 GENERIC_ENTRYPOINT = "fpnas_zoo_spec"  # timm name of the entry point that builds the spec given as a model argument
+GENERIC_DEFAULT_SPEC = "fpnasnet"  # what the generic entry point builds without a spec (untrained)
 HUB_ORG_ENV = "FPNAS_ZOO_HUB_ORG"  # point every model's weights at <org>/<model>.<tag> on the Hugging Face Hub
 _REGISTERED: dict[str, ModelSpec] = {}
 
@@ -216,19 +220,41 @@ def register_spec(spec: ModelSpec) -> None:
 
 
 def fpnas_zoo_spec(pretrained: bool = False, spec: dict | str | None = None, **kwargs) -> nn.Module:
-    """Any spec, given as its JSON dict (or a spec file path): what an export's config.json names as architecture."""
+    """Any spec, given as its JSON dict (or a spec file path): what an export's config.json names as architecture.
+
+    Without a spec, the FPNAS network (`GENERIC_DEFAULT_SPEC`) under this entry point's own cfg: random weights, as
+    `timm.create_model('fpnas_zoo_spec')` gives any timm user; its published weights are `fpnasnet`'s."""
     if spec is None:
-        raise ValueError(f"{GENERIC_ENTRYPOINT} needs the spec: timm.create_model('{GENERIC_ENTRYPOINT}', "
-                         "spec=<spec dict or spec.json path>), or a `local-dir:`/`hf-hub:` export that carries it")
+        kwargs["pretrained_cfg"] = own = resolve_pretrained_cfg(GENERIC_ENTRYPOINT, kwargs.get("pretrained_cfg"))
+        cfg = resolve_pretrained_cfg(GENERIC_ENTRYPOINT, own, kwargs.get("pretrained_cfg_overlay"))  # as loaded
+        if pretrained and not (cfg.file or cfg.url or cfg.hf_hub_id or isinstance(cfg.state_dict, dict)):
+            raise PretrainedWeightsError(
+                f"{GENERIC_ENTRYPOINT} without a spec is an untrained {GENERIC_DEFAULT_SPEC}; for its weights use "
+                f"timm.create_model('{GENERIC_DEFAULT_SPEC}', pretrained=True), for an exported network "
+                "timm.create_model('local-dir:DIR' or 'hf-hub:ORG/REPO', pretrained=True)")
+        return create_model_from_spec(_REGISTERED[GENERIC_DEFAULT_SPEC], pretrained=pretrained, **kwargs)
     resolved = spec_from_dict(spec, file="model_args.spec") if isinstance(spec, dict) else load_spec(spec)
     return create_model_from_spec(resolved, pretrained=pretrained, **kwargs)
 
 
+def generic_cfgs(default: ModelSpec) -> dict:
+    """The generic entry point's cfg: the default spec's input and preprocessing, no weights of its own."""
+    cfg = dict(next(iter(pretrained_cfgs(default).values())), license="apache-2.0", notes=(
+        f"without a spec: {GENERIC_DEFAULT_SPEC} with random weights ({provenance_note(default)}); with a spec or "
+        "from an export (`local-dir:` / `hf-hub:`): that network and its weights",))
+    for weight_source in ("url", "hf_hub_id", "file"):
+        cfg.pop(weight_source, None)
+    return generate_default_cfgs({f"{GENERIC_ENTRYPOINT}.untrained": cfg})
+
+
 def register_bundled_specs() -> None:
-    # Registered from this module (timm module name 'registry'): `list_models(module='fpnas_zoo')` stays the zoo.
-    register_model(fpnas_zoo_spec)
     for spec in bundled_specs().values():
         register_spec(spec)
+    # Registered from this module (timm module name 'registry'): `list_models(module='fpnas_zoo')` stays the zoo.
+    # Its cfg first, where timm looks for it (this module's `default_cfgs`), so it builds by name like any model.
+    global default_cfgs
+    default_cfgs = generic_cfgs(_REGISTERED[GENERIC_DEFAULT_SPEC])
+    register_model(fpnas_zoo_spec)
 
 
 def registered_specs() -> dict[str, ModelSpec]:

@@ -162,5 +162,20 @@ def test_the_generic_entry_point_builds_a_spec_dict_or_file():
     by_dict = timm.create_model("fpnas_zoo_spec", spec=spec.to_dict())
     by_path = timm.create_model("fpnas_zoo_spec", spec=str(spec.path))
     assert by_dict.spec == by_path.spec == spec
-    with pytest.raises(ValueError, match="fpnas_zoo_spec needs the spec"):
-        timm.create_model("fpnas_zoo_spec")
+
+
+def test_the_generic_entry_point_by_name_alone_is_an_untrained_fpnasnet_of_its_own_cfg():
+    torch.manual_seed(0)
+    generic = timm.create_model("fpnas_zoo_spec").eval()
+    torch.manual_seed(0)
+    fpnasnet = timm.create_model("fpnasnet").eval()  # the same network, the same random weights
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(generic(x), fpnasnet(x))
+    cfg = generic.pretrained_cfg
+    assert (cfg["architecture"], cfg["tag"]) == ("fpnas_zoo_spec", "untrained")
+    assert not any(cfg.get(k) for k in ("url", "hf_hub_id", "file"))  # no weights listed twice in timm's registry
+    assert timm.list_models("fpnas_zoo_spec", pretrained=True) == []
+    assert cfg["input_size"] == fpnasnet.pretrained_cfg["input_size"] and cfg["mean"] == fpnasnet.pretrained_cfg["mean"]
+    with pytest.raises(PretrainedWeightsError, match=r"untrained fpnasnet.*\('fpnasnet', pretrained=True\)"):
+        timm.create_model("fpnas_zoo_spec", pretrained=True)

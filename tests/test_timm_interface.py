@@ -1,32 +1,53 @@
-"""Every zoo model implements timm's model interface (checks modelled on timm's own model tests)."""
+"""Every zoo model implements timm's model interface (checks modelled on timm's own model tests, tests/test_models.py
+of timm: forward, backward, default cfgs, forward_features, forward_intermediates, features_only, fx, torchscript),
+over every name `import fpnas_zoo` adds to timm's registry."""
 import re
+import subprocess
+import sys
 
 import pytest
 import timm
 import torch
 import torch.nn as nn
+from conftest import FIXTURES
 from timm.layers import FrozenBatchNormAct2d
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_leaves
 from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 import fpnas_zoo
 
-MODELS = sorted(fpnas_zoo.registered_specs())
-IMAGENET = [m for m in MODELS if fpnas_zoo.registered_specs()[m].input_size[1] >= 224]
+SPECS = sorted(fpnas_zoo.registered_specs())
+# every name the zoo adds to timm.list_models(): the bundled specs and the generic entry point (fpnas_zoo_spec)
+MODELS = sorted(m for m in timm.list_models()
+                if timm.models.model_entrypoint(m).__module__.partition(".")[0] == "fpnas_zoo")
+IMAGENET = [m for m in MODELS if timm.get_pretrained_cfg(m).input_size[1] >= 224]
 
 
 def small_input(name: str, target: int = 128, batch: int = 2) -> torch.Tensor:
-    size = min(fpnas_zoo.registered_specs()[name].input_size[1], target)
+    size = min(timm.get_pretrained_cfg(name).input_size[1], target)  # timm's tests: the cfg's size, capped
     return torch.randn(batch, 3, size, size)
 
 
+def test_models_are_every_name_the_import_adds_to_timm():
+    script = ("import timm; before = set(timm.list_models()); import fpnas_zoo; "
+              "print(' '.join(sorted(set(timm.list_models()) - before)))")
+    added = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    assert added == MODELS and "fpnas_zoo_spec" in MODELS and set(SPECS) < set(MODELS)
+
+
 def test_import_registers_every_bundled_spec_with_timm():
-    assert MODELS and set(MODELS) == set(timm.list_models(module="fpnas_zoo"))
+    assert SPECS and set(SPECS) == set(timm.list_models(module="fpnas_zoo"))
+    # timm's tests look a model's input size up by name (list_models(name_matches_cfg=True)): every name has a cfg
+    assert set(timm.list_models("fp*", name_matches_cfg=True)) >= set(MODELS)
     for name in MODELS:
         cfg = timm.get_pretrained_cfg(name).to_dict()
         for key in ("input_size", "pool_size", "crop_pct", "interpolation", "mean", "std", "first_conv",
                     "classifier", "license", "paper_ids", "num_classes"):
             assert cfg.get(key) not in (None, ""), f"{name}: cfg lacks {key}"
+    for name in SPECS:
+        cfg = timm.get_pretrained_cfg(name).to_dict()
         spec = fpnas_zoo.registered_specs()[name]
         assert cfg.get("origin_url") == spec.source["repository"]
         assert cfg["notes"][0].startswith(f"{spec.provenance} architecture")
@@ -199,6 +220,64 @@ def test_meta_device_construction_and_in_chans(name):
     gray = timm.create_model(name, in_chans=1).eval()
     assert gray.conv_stem.in_channels == 1 and gray.in_chans == 1
     assert gray(small_input(name, 64)[:, :1]).shape[1] == gray.num_classes
+
+
+REFERENCE = "mobilenetv2_100"  # timm's own model of the same family: what timm's factory arguments do to a model
+FBNETV2_SE = str(FIXTURES / "specs" / "fbnetv2_f4.json")  # ir blocks with an SE gate, which no bundled spec has
+
+
+class _CpuFloatElements(TorchFunctionMode):
+    """Counts the elements of the floating-point tensors that torch functions return on the CPU."""
+
+    def __init__(self):
+        super().__init__()
+        self.elements = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.elements += sum(t.numel() for t in tree_leaves(out)
+                             if isinstance(t, torch.Tensor) and t.device.type == "cpu" and t.is_floating_point())
+        return out
+
+
+def _kinds(tensors) -> set:
+    return {(t.device.type, t.dtype) for t in tensors}
+
+
+def _create(name: str, **kwargs) -> nn.Module:
+    if name == FBNETV2_SE:  # a spec file, through the generic entry point
+        return timm.create_model("fpnas_zoo_spec", spec=name, **kwargs)
+    return timm.create_model(name, **kwargs)
+
+
+@pytest.mark.parametrize("name", [REFERENCE, *MODELS, FBNETV2_SE])
+def test_device_and_dtype_factory_arguments_create_every_parameter_there(name):
+    dd = dict(device="meta", dtype=torch.bfloat16)
+    reference = timm.create_model(REFERENCE, **dd)
+    with _CpuFloatElements() as cpu:
+        model = _create(name, **dd)
+    assert _kinds(model.parameters()) == _kinds(reference.parameters()) == {("meta", torch.bfloat16)}
+    assert _kinds(model.buffers()) == _kinds(reference.buffers())  # BN statistics in bf16, counters int64
+    # created there, not created on the CPU and then moved (which would put all of the model's weights there once)
+    assert cpu.elements < 0.01 * sum(p.numel() for p in model.parameters())
+    model.reset_classifier(7)  # a new head goes where the model is, as timm's own models do
+    assert _kinds(model.get_classifier().parameters()) == {("meta", torch.bfloat16)}
+    assert _kinds(_create(name, features_only=True, **dd).parameters()) == {("meta", torch.bfloat16)}
+
+
+@pytest.mark.parametrize("name", [REFERENCE, *MODELS, FBNETV2_SE])
+def test_a_meta_model_materialises_to_the_cpu_model_and_bfloat16_runs(name):
+    torch.manual_seed(0)
+    eager = _create(name).eval()
+    x = torch.randn(2, 3, 64, 64)
+    deferred = _create(name, device="meta")  # timm's deferred init: build on meta, allocate, load
+    deferred.to_empty(device="cpu").load_state_dict(eager.state_dict())
+    half = _create(name, dtype=torch.bfloat16).eval()
+    assert _kinds(half.parameters()) == {("cpu", torch.bfloat16)}
+    with torch.no_grad():
+        assert torch.equal(deferred.eval()(x), eager(x))
+        out = half(x.bfloat16())
+    assert out.dtype == torch.bfloat16 and out.shape == (2, eager.num_classes) and torch.isfinite(out).all()
 
 
 @pytest.mark.parametrize("name", MODELS)
