@@ -105,6 +105,60 @@ def test_resume_refuses_a_checkpoint_of_another_run(smoke_run, tmp_path, capsys)
         SearchRunner(FpnasSearch, other, tmp_path, progress=False).run(resume=True)
 
 
+def _copy_run(run: Path, to: Path, edit=None) -> None:
+    """`run`'s checkpoint and trace in `to`, the checkpoint's payload passed through `edit` first."""
+    payload = torch.load(run / "checkpoint.pt", weights_only=True)
+    torch.save(edit(payload) if edit else payload, to / "checkpoint.pt")
+    (to / "trace.jsonl").write_bytes((run / "trace.jsonl").read_bytes())
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_resume_refuses_a_checkpoint_of_another_number_of_processes_in_one_line(smoke_run, tmp_path, capsys):
+    """BatchNorm statistics and each rank's random state are per process: one process cannot continue a search of 2
+    as it would have gone on (a checkpoint of 2 processes: 2 RNG states, its identity says 2)."""
+    def of_two_processes(payload):
+        payload["identity"]["world_size"] = 2
+        payload["rng"] = payload["rng"] * 2
+        return payload
+
+    _copy_run(smoke_run, tmp_path, of_two_processes)
+    assert main(["--preset", "smoke", "--out", str(tmp_path), "--resume", "--no-progress"]) == 2
+    err = _one_line_error(capsys)
+    assert "written by 2 processes and this run has 1: resume it with torchrun --nproc_per_node 2" in err
+    assert not (tmp_path / "spec.json").exists()
+
+
+def test_resume_refuses_a_checkpoint_of_another_supernet_layout_in_one_line(smoke_run, tmp_path, capsys):
+    """A checkpoint of another supernet layout (`search.supernet.LAYOUT_VERSION`), recorded, or written before
+    layouts were recorded and told by its tensors (one under another name), is refused in one line instead of a dump
+    of missing keys; an unrecorded one whose tensors are today's resumes."""
+    def recorded_layout_1(payload):
+        payload["identity"]["supernet_layout"] = 1
+        return payload
+
+    def unrecorded(payload, rename=False):
+        payload["identity"] = {k: v for k, v in payload["identity"].items()
+                               if k not in ("supernet_layout", "world_size")}
+        if rename:
+            payload["supernet"]["positions.0.renamed"] = payload["supernet"].pop("positions.0.conv_dw.weight")
+        return payload
+
+    for edit, layout in ((recorded_layout_1, "layout 1"),
+                         (lambda p: unrecorded(p, rename=True), "layout from before layouts were numbered")):
+        _copy_run(smoke_run, tmp_path, edit)
+        assert main(["--preset", "smoke", "--out", str(tmp_path), "--resume", "--no-progress"]) == 2
+        err = _one_line_error(capsys)
+        assert f"holds a supernet of {layout}, written by another version" in err and "uses layout 2" in err
+    _copy_run(smoke_run, tmp_path, unrecorded)
+    assert main(["--preset", "smoke", "--out", str(tmp_path), "--resume", "--no-progress"]) == 0
+    assert load_spec(tmp_path / "spec.json").blocks == load_spec(smoke_run / "spec.json").blocks
+
+
 def test_paper_symbols_are_aliases_of_the_named_options():
     def parse(*argv: str) -> FpnasSettings:
         return settings_from_args(build_parser().parse_args(["--out", "x", *argv]))
