@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -333,7 +334,10 @@ class SearchRunner:
         return spec_from_dict(self.space.spec_dict(blocks, name, self.data.spec.mean, self.data.spec.std, meta))
 
     def run(self, resume: bool = False) -> ModelSpec:
-        if not (resume and self.resume()):  # a fresh search: what an earlier run left in trace.jsonl is not part of it
+        resumed = resume and self.resume()
+        if resumed and self.dist.is_main:
+            logging.getLogger(__name__).info("resumed from %s", self.checkpointer.path)
+        if not resumed:  # a fresh search: what an earlier run left in trace.jsonl is not part of it
             self.trace.truncate(0)
         self._started = time.perf_counter() - self.wall_time_s
         self.algorithm.run()

@@ -121,6 +121,8 @@ def train(spec_ref: str, dataset: str, out: Path, recipe_name: str = "fpnas-cifa
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
         history, start_epoch = payload["history"], payload["epoch"]
+        if dist.is_main:
+            print(f"resumed from {checkpointer.path} after epoch {start_epoch}", file=sys.stderr)
     epochs = train_epochs(net, train_batches, optimizer, scheduler, recipe, dist, start=start_epoch,
                           stop=recipe.epochs, seed=seed, desc=spec.name, progress=progress)
     for epoch, metrics in epochs:

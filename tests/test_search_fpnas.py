@@ -1,8 +1,10 @@
 """The FPNAS searcher end to end on the embedded digits data (smoke preset): spec, trace, plots, resume, DDP."""
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -189,19 +191,22 @@ def test_a_batch_that_does_not_share_out_over_the_processes_is_refused(tmp_path,
 ROOT = Path(__file__).parents[1]
 
 
-def _torchrun(out: Path, *args: str, hooks: dict | None = None) -> subprocess.CompletedProcess:
-    """The smoke search over 2 CPU processes, one block optimisation; a timeout turns a hang into a failure."""
+def _torchrun_command(out: Path, *args: str, hooks: dict | None = None, launcher: tuple = ()) -> tuple[list, dict]:
+    """The smoke search over 2 CPU processes, one block optimisation: (command, environment)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     program = [str(ROOT / "tests" / "search_run_with_hooks.py")] if hooks else ["-m", "search.run"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), **(hooks or {}))
-    return subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", str(port), *program, "--preset", "smoke", "--device", "cpu", "--block-optimisations", "1",
-         "--out", str(out), "--no-progress", *args],
-        capture_output=True, text=True, env=env, timeout=240, cwd=ROOT,
-    )
+    return ([sys.executable, "-m", "torch.distributed.run", *launcher, "--nproc_per_node", "2", "--master_addr",
+             "127.0.0.1", "--master_port", str(port), *program, "--preset", "smoke", "--device", "cpu",
+             "--block-optimisations", "1", "--out", str(out), "--no-progress", *args], env)
+
+
+def _torchrun(out: Path, *args: str, hooks: dict | None = None) -> subprocess.CompletedProcess:
+    """The smoke search over 2 CPU processes (`_torchrun_command`); a timeout turns a hang into a failure."""
+    command, env = _torchrun_command(out, *args, hooks=hooks)
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=240, cwd=ROOT)
 
 
 def _two_process_run(kept: int, out: Path) -> tuple[int, Path]:
@@ -265,6 +270,48 @@ def test_two_process_search_killed_in_stage2_resumes_to_the_uninterrupted_spec(t
     assert state["phase"] == "stage2" and len(state["stage2_results"]) == 2  # killed between the 2 rounds
     resumed = _torchrun(tmp_path, "--candidates-kept", "3", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert load_spec(tmp_path / "spec.json").blocks == load_spec(uninterrupted / "spec.json").blocks
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("wall_time_s", "images_per_s")} for r in rows]  # noqa: E731
+    assert strip(read_trace(tmp_path / "trace.jsonl")) == strip(read_trace(uninterrupted / "trace.jsonl"))
+
+
+def _worker_pids(agent: int) -> dict[int, int]:
+    """rank -> pid of the workers torchrun's agent process `agent` runs now."""
+    pids = {}
+    for pid in Path(f"/proc/{agent}/task/{agent}/children").read_text().split():
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except FileNotFoundError:  # gone meanwhile
+            continue
+        pids.update({int(v[len(b"RANK="):]): int(pid) for v in environ if v.startswith(b"RANK=")})
+    return pids
+
+
+@pytest.mark.skipif(not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(),
+                    reason="finds torchrun's workers through /proc (Linux)")
+def test_torchrun_max_restarts_continues_a_search_after_a_rank_is_killed(two_process_e1, tmp_path):
+    """`torchrun --max-restarts 1 ... --resume`, as README.md gives it: the first attempt finds no checkpoint and
+    starts afresh; rank 0 (the one that writes) is killed with SIGKILL once the first checkpoint exists; torchrun
+    restarts both ranks, which meet again (before the fix they could read the killed group's addresses from
+    torchrun's store and fail in init_process_group, depending on which rank got there first:
+    tests/test_torchrun_restart.py sets that order), resume from the checkpoint and end on the uninterrupted run's
+    spec and trace."""
+    _, uninterrupted = two_process_e1
+    command, env = _torchrun_command(tmp_path, "--E", "1", "--resume", launcher=("--max-restarts", "1"))
+    agent = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 180
+        while not (tmp_path / "checkpoint.pt").exists():
+            assert agent.poll() is None and time.monotonic() < deadline, "no checkpoint written"
+            time.sleep(0.05)
+        os.kill(_worker_pids(agent.pid)[0], signal.SIGKILL)
+        _, err = agent.communicate(timeout=240)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.communicate()
+    assert agent.returncode == 0, err[-3000:]
+    assert "exitcode: -9" in err and err.count("resumed from") == 1, err[-3000:]  # killed, restarted, resumed once
     assert load_spec(tmp_path / "spec.json").blocks == load_spec(uninterrupted / "spec.json").blocks
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("wall_time_s", "images_per_s")} for r in rows]  # noqa: E731
     assert strip(read_trace(tmp_path / "trace.jsonl")) == strip(read_trace(uninterrupted / "trace.jsonl"))
