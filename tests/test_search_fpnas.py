@@ -242,8 +242,11 @@ def test_two_process_stage2_scores_each_candidate_as_one_process_training_it_alo
     candidates, epochs = _stage2(trace)
     assert len(candidates) == kept and len(epochs) == kept * PRESETS["smoke"]["stage2_epochs"]  # every rank's records
 
-    # One process, the same supernet weights (the checkpoint written as stage 2 began), each candidate alone.
-    (tmp_path / "checkpoint.pt").write_bytes((out / "stage2_start.pt").read_bytes())
+    # One process, the same supernet weights (the checkpoint written as stage 2 began), each candidate alone. The
+    # checkpoint is relabelled as one process's: a resume refuses another number of processes.
+    checkpoint = torch.load(out / "stage2_start.pt", weights_only=True)
+    checkpoint["identity"]["world_size"] = 1
+    torch.save(checkpoint, tmp_path / "checkpoint.pt")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the torchrun ranks (OMP_NUM_THREADS=1): the same float summation order
     try:
