@@ -17,6 +17,23 @@ class ResumeError(ValueError):
     """A checkpoint cannot be resumed by this run (another algorithm, space, dataset or seed)."""
 
 
+def _refusal(path: Path, saved: dict, current: dict) -> str | None:
+    """One line for what no resume can cross: a supernet of another layout (`search.supernet.LAYOUT_VERSION`),
+    another number of processes (BatchNorm statistics and each rank's random state are per process)."""
+    if "supernet_layout" in current and saved.get("supernet_layout") != current["supernet_layout"]:
+        layout = saved.get("supernet_layout") or "from before layouts were numbered"
+        return (f"{path} holds a supernet of layout {layout}, written by another version of search; this version "
+                f"uses layout {current['supernet_layout']} and cannot resume it: start again in another --out")
+    if "world_size" in current and saved.get("world_size") != current["world_size"]:
+        if saved.get("world_size") is None:
+            return (f"{path} does not record how many processes wrote it (an older version of search): it cannot be "
+                    "resumed; start again in another --out")
+        count = f"{saved['world_size']} process" + ("es" if saved["world_size"] != 1 else "")
+        return (f"{path} was written by {count} and this run has {current['world_size']}: resume it with torchrun "
+                f"--nproc_per_node {saved['world_size']} (another number of processes trains differently)")
+    return None
+
+
 def _differences(saved: Any, current: Any, path: str = "") -> list[str]:
     if isinstance(saved, dict) and isinstance(current, dict):
         out = []
@@ -29,12 +46,13 @@ def _differences(saved: Any, current: Any, path: str = "") -> list[str]:
 
 class Checkpointer:
     """One checkpoint file holding `identity` (what the run is) and a payload (where it is). `upgrade` brings the
-    identity of a checkpoint written by an earlier version to today's names before the two are compared."""
+    identity of a checkpoint written by an earlier version (and the rest of its payload) to today's names before the
+    two are compared."""
 
     def __init__(self, path: Path, identity: dict, enabled: bool = True,
-                 upgrade: Callable[[dict], dict] | None = None):
+                 upgrade: Callable[[dict, dict], dict] | None = None):
         self.path, self.identity, self.enabled = Path(path), identity, enabled
-        self.upgrade = upgrade or (lambda identity: identity)
+        self.upgrade = upgrade or (lambda identity, payload: identity)
 
     def exists(self) -> bool:
         return self.path.is_file()
@@ -49,7 +67,11 @@ class Checkpointer:
             payload = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
             raise ResumeError(f"{self.path}: not a readable search checkpoint ({e.__class__.__name__}: {e})") from None
-        differences = _differences(self.upgrade(payload.get("identity")), self.identity)
+        saved = self.upgrade(payload.get("identity"), payload)
+        refusal = _refusal(self.path, saved, self.identity) if isinstance(saved, dict) else None
+        if refusal:
+            raise ResumeError(refusal)
+        differences = _differences(saved, self.identity)
         if differences:
             raise ResumeError(f"{self.path} belongs to another search; refusing to resume:\n  "
                               + "\n  ".join(differences))

@@ -68,6 +68,15 @@ class DistInfo:
         tdist.all_gather_object(out, obj)
         return out
 
+    def share_batch(self, batch_size: int) -> int:
+        """This rank's part of a step's `batch_size` images: each step takes the images one process would, shared
+        out over the ranks (`search.data` strides each epoch's order over them), so `--batch-size` means the same
+        under torchrun as in one process. A batch the ranks cannot share equally is refused."""
+        if batch_size % self.world_size:
+            raise ValueError(f"--batch-size {batch_size} must be a multiple of the {self.world_size} processes: each "
+                             "training step shares its batch out over them")
+        return batch_size // self.world_size
+
     def barrier(self) -> None:
         if self._active():
             tdist.barrier()
@@ -118,9 +127,22 @@ def init_distributed(device: str | None = None) -> DistInfo:
         # Pin the device before NCCL init so collectives never land on cuda:0 by accident.
         torch.cuda.set_device(local_rank)
     if not _initialised():
-        tdist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        _init_process_group("nccl" if use_cuda else "gloo")
     dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     return DistInfo(rank=tdist.get_rank(), world_size=tdist.get_world_size(), local_rank=local_rank, device=dev)
+
+
+def _init_process_group(backend: str) -> None:
+    """`init_process_group` from torchrun's environment, in a store namespace of this attempt of the job.
+
+    torchrun's agent serves the store the ranks meet in and keeps it across `--max-restarts` restarts, and the
+    ranks of a restarted group would read what the killed group left there (the address of a dead peer: gloo's
+    connectFullMesh is refused, or a rank waits for ever). `TORCHELASTIC_RESTART_COUNT`, the same for every rank
+    of an attempt, keeps each attempt to keys of its own."""
+    store, rank, world_size = next(tdist.rendezvous("env://"))
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    tdist.init_process_group(backend=backend, store=tdist.PrefixStore(f"attempt{attempt}", store), rank=rank,
+                             world_size=world_size)
 
 
 def _default_device() -> str:

@@ -15,6 +15,7 @@ Two algorithms of two papers with similar names:
         --data-dir ~/imagenet100 --flops-target 238e6 --out runs/s4
     torchrun --nproc_per_node 8 -m search.run --algo fpnas ...                  # many GPUs, same command
     python -m search.run ... --resume                                            # continue an interrupted search
+    torchrun --max-restarts 3 --nproc_per_node 8 -m search.run ... --resume     # restarted and resumed on a crash
 
 `--out` receives spec.json (provenance 'searched'), trace.jsonl, plots/*.png and checkpoint.pt.
 """
@@ -77,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--algo fpnas: torch.compile each stage-2 candidate (stage 1's supernet runs eager); refused "
                         "by --algo fp-nas, whose every step is new graphs. On a 2-core CPU a compile takes about a "
                         "minute per network and training is no faster (bench/README.md)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it is there, else start "
+                   "afresh (so `torchrun --max-restarts N` continues a search after a crash)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     return p
 

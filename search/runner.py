@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -32,7 +33,7 @@ from .checkpointing import Checkpointer, Trace
 from .cost import MultAddsCost
 from .data import DataSpec, SearchData, load_data
 from .engine import rng_state, seed_everything, set_rng_state
-from .supernet import Supernet
+from .supernet import LAYOUT_VERSION, Supernet
 
 Arch = list[dict]  # an architecture: the zoo's spec block dicts, one per position of the space
 
@@ -167,14 +168,24 @@ class SearchAlgorithm:
         write_plots(trace_path, out_dir, budget=self.runner.limit() if self.cost_limit.hard else None)
 
 
-def _renamed_settings(renamed: dict[str, str]) -> Callable[[dict], dict]:
-    """A checkpoint identity with its settings under today's names (`SearchSettings.renamed`)."""
+def _upgraded_identity(renamed: dict[str, str], supernet: Supernet) -> Callable[[dict, dict], dict]:
+    """A checkpoint identity with its settings under today's names (`SearchSettings.renamed`), and, for one written
+    before checkpoints recorded them, its number of processes (one RNG state per rank) and its supernet layout (this
+    version's when its tensors have this supernet's names and shapes)."""
 
-    def upgrade(identity: dict) -> dict:
-        settings = identity.get("settings") if isinstance(identity, dict) else None
-        if not renamed or not isinstance(settings, dict):
+    def upgrade(identity: dict, payload: dict) -> dict:
+        if not isinstance(identity, dict):
             return identity
-        return {**identity, "settings": {renamed.get(k, k): v for k, v in settings.items()}}
+        settings = identity.get("settings")
+        if renamed and isinstance(settings, dict):
+            identity = {**identity, "settings": {renamed.get(k, k): v for k, v in settings.items()}}
+        if "supernet_layout" not in identity:
+            saved = payload.get("supernet") or {}
+            same = {k: tuple(v.shape) for k, v in saved.items()} == {
+                k: tuple(v.shape) for k, v in supernet.state_dict().items()}
+            identity = {**identity, "supernet_layout": LAYOUT_VERSION if same else None,
+                        "world_size": len(payload.get("rng") or [])}
+        return identity
 
     return upgrade
 
@@ -194,9 +205,7 @@ class SearchRunner:
         self.dist = dist_utils.init_distributed(device)
 
         world = self.dist.world_size
-        if settings.batch_size % world:
-            raise ValueError(f"--batch-size {settings.batch_size} must be a multiple of the {world} processes: the "
-                             "supernet's training shares each batch out over them")
+        self.dist.share_batch(settings.batch_size)  # refused unless the ranks share it equally
 
         def load(rank: int, world_size: int) -> SearchData:
             return load_data(
@@ -220,9 +229,10 @@ class SearchRunner:
         seed_everything(settings.seed)
         self.supernet = Supernet(base, self.space.candidates()).to(self.dist.device)
         self.wall_time_s, self._started = 0.0, time.perf_counter()
-        identity = {"algorithm": algorithm_class.name, "space": self.space.describe(), "settings": asdict(settings)}
+        identity = {"algorithm": algorithm_class.name, "space": self.space.describe(), "settings": asdict(settings),
+                    "supernet_layout": LAYOUT_VERSION, "world_size": world}
         self.checkpointer = Checkpointer(self.out / "checkpoint.pt", identity, enabled=self.dist.is_main,
-                                         upgrade=_renamed_settings(type(settings).renamed))
+                                         upgrade=_upgraded_identity(type(settings).renamed, self.supernet))
         self.trace = Trace(self.out / "trace.jsonl", enabled=self.dist.is_main)
         self.algorithm = algorithm_class(self)
 
@@ -304,8 +314,7 @@ class SearchRunner:
             return False
         self.algorithm.load_state_dict(payload["state"])
         self.supernet.load_state_dict(payload["supernet"])
-        states = payload["rng"]  # one per rank of the interrupted run
-        set_rng_state(states[self.dist.rank] if self.dist.rank < len(states) else states[0])
+        set_rng_state(payload["rng"][self.dist.rank])  # one per rank of the interrupted run (of as many ranks)
         self.wall_time_s = payload["wall_time_s"]
         self.trace.truncate(payload["trace_lines"])
         return True
@@ -325,7 +334,10 @@ class SearchRunner:
         return spec_from_dict(self.space.spec_dict(blocks, name, self.data.spec.mean, self.data.spec.std, meta))
 
     def run(self, resume: bool = False) -> ModelSpec:
-        if not (resume and self.resume()):  # a fresh search: what an earlier run left in trace.jsonl is not part of it
+        resumed = resume and self.resume()
+        if resumed and self.dist.is_main:
+            logging.getLogger(__name__).info("resumed from %s", self.checkpointer.path)
+        if not resumed:  # a fresh search: what an earlier run left in trace.jsonl is not part of it
             self.trace.truncate(0)
         self._started = time.perf_counter() - self.wall_time_s
         self.algorithm.run()

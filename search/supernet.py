@@ -34,6 +34,11 @@ from fpnas_zoo.spec import ModelSpec, spec_from_dict
 
 Arch = list[dict]
 
+# The layout of the supernet's tensors (their names, shapes and which candidate uses which part). A search checkpoint
+# records it and one of another layout is refused: bump it whenever a change here moves what a saved tensor means.
+# 2: one depthwise filter tensor shared by every attention choice (1 kept separate filters per split count).
+LAYOUT_VERSION = 2
+
 
 def block_key(block: dict) -> tuple:
     """A hashable form of a spec block dict (key order and 3 vs 3.0 do not matter)."""

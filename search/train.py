@@ -2,6 +2,7 @@
 
     python -m search.train --spec runs/c10/spec.json --dataset cifar10 --data-dir ~/data --recipe fpnas-cifar \\
         --out runs/c10-train [--cutout] [--epochs N] [--resume]
+    torchrun --max-restarts 3 --nproc_per_node 8 -m search.train ... --resume    # restarted and resumed on a crash
 
 `--out` receives checkpoint.pt (`{"state_dict", "spec", "epoch", ...}`, the zoo's layout, which `hub.export`
 and `timm.create_model(..., pretrained_cfg_overlay=dict(file=...))` read) and metrics.json.
@@ -98,9 +99,11 @@ def train(spec_ref: str, dataset: str, out: Path, recipe_name: str = "fpnas-cifa
     plan = RECIPES[recipe_name]
     recipe = replace(plan.recipe, epochs=epochs or plan.recipe.epochs, compile=compile)
     dist = dist_utils.init_distributed(device)
+    batch_size = batch_size or plan.batch_size  # images per step, shared out over the processes under torchrun
+    per_rank = dist.share_batch(batch_size)
     # One process per machine downloads the dataset; the others read it once it is there.
     data = dist.local_main_first(lambda: load_data(
-        dataset, data_dir, batch_size=batch_size or plan.batch_size, device=dist.device, seed=seed, workers=workers,
+        dataset, data_dir, batch_size=per_rank, device=dist.device, seed=seed, workers=workers,
         limit_train=limit_train, limit_val=limit_val, rank=dist.rank, world_size=dist.world_size, val_size=val_size))
     train_batches = Cutout(data.train, seed=seed) if cutout or plan.cutout else data.train
     seed_everything(seed)
@@ -109,7 +112,7 @@ def train(spec_ref: str, dataset: str, out: Path, recipe_name: str = "fpnas-cifa
     optimizer = make_optimizer(model, recipe)
     scheduler = make_scheduler(optimizer, recipe, len(train_batches))
     identity = {"spec": spec.to_dict(), "dataset": dataset, "recipe": asdict(recipe), "seed": seed, "cutout": cutout,
-                "val_size": val_size}
+                "val_size": val_size, "batch_size": batch_size, "world_size": dist.world_size}
     checkpointer = Checkpointer(out / "checkpoint.pt", identity, enabled=dist.is_main)
     history, start_epoch, started = [], 0, time.perf_counter()
     payload = checkpointer.load_on_every_rank(dist) if resume else None
@@ -118,6 +121,8 @@ def train(spec_ref: str, dataset: str, out: Path, recipe_name: str = "fpnas-cifa
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
         history, start_epoch = payload["history"], payload["epoch"]
+        if dist.is_main:
+            print(f"resumed from {checkpointer.path} after epoch {start_epoch}", file=sys.stderr)
     epochs = train_epochs(net, train_batches, optimizer, scheduler, recipe, dist, start=start_epoch,
                           stop=recipe.epochs, seed=seed, desc=spec.name, progress=progress)
     for epoch, metrics in epochs:
@@ -154,10 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipe", default="fpnas-cifar", choices=sorted(RECIPES))
     p.add_argument("--out", required=True)
     p.add_argument("--epochs", type=int, help="default: the recipe's")
-    p.add_argument("--batch-size", type=int, help="default: the recipe's")
+    p.add_argument("--batch-size", type=int, help="images per training step; under torchrun shared out over the "
+                   "processes (a multiple of their number). Default: the recipe's")
     p.add_argument("--cutout", action="store_true", help="16x16 cutout (the paper's 2x CIFAR model)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it is there, else start "
+                   "afresh (so `torchrun --max-restarts N` continues a run after a crash)")
     p.add_argument("--device")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--limit-train", type=int)

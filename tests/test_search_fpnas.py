@@ -1,8 +1,10 @@
 """The FPNAS searcher end to end on the embedded digits data (smoke preset): spec, trace, plots, resume, DDP."""
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -105,6 +107,60 @@ def test_resume_refuses_a_checkpoint_of_another_run(smoke_run, tmp_path, capsys)
         SearchRunner(FpnasSearch, other, tmp_path, progress=False).run(resume=True)
 
 
+def _copy_run(run: Path, to: Path, edit=None) -> None:
+    """`run`'s checkpoint and trace in `to`, the checkpoint's payload passed through `edit` first."""
+    payload = torch.load(run / "checkpoint.pt", weights_only=True)
+    torch.save(edit(payload) if edit else payload, to / "checkpoint.pt")
+    (to / "trace.jsonl").write_bytes((run / "trace.jsonl").read_bytes())
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_resume_refuses_a_checkpoint_of_another_number_of_processes_in_one_line(smoke_run, tmp_path, capsys):
+    """BatchNorm statistics and each rank's random state are per process: one process cannot continue a search of 2
+    as it would have gone on (a checkpoint of 2 processes: 2 RNG states, its identity says 2)."""
+    def of_two_processes(payload):
+        payload["identity"]["world_size"] = 2
+        payload["rng"] = payload["rng"] * 2
+        return payload
+
+    _copy_run(smoke_run, tmp_path, of_two_processes)
+    assert main(["--preset", "smoke", "--out", str(tmp_path), "--resume", "--no-progress"]) == 2
+    err = _one_line_error(capsys)
+    assert "written by 2 processes and this run has 1: resume it with torchrun --nproc_per_node 2" in err
+    assert not (tmp_path / "spec.json").exists()
+
+
+def test_resume_refuses_a_checkpoint_of_another_supernet_layout_in_one_line(smoke_run, tmp_path, capsys):
+    """A checkpoint of another supernet layout (`search.supernet.LAYOUT_VERSION`), recorded, or written before
+    layouts were recorded and told by its tensors (one under another name), is refused in one line instead of a dump
+    of missing keys; an unrecorded one whose tensors are today's resumes."""
+    def recorded_layout_1(payload):
+        payload["identity"]["supernet_layout"] = 1
+        return payload
+
+    def unrecorded(payload, rename=False):
+        payload["identity"] = {k: v for k, v in payload["identity"].items()
+                               if k not in ("supernet_layout", "world_size")}
+        if rename:
+            payload["supernet"]["positions.0.renamed"] = payload["supernet"].pop("positions.0.conv_dw.weight")
+        return payload
+
+    for edit, layout in ((recorded_layout_1, "layout 1"),
+                         (lambda p: unrecorded(p, rename=True), "layout from before layouts were numbered")):
+        _copy_run(smoke_run, tmp_path, edit)
+        assert main(["--preset", "smoke", "--out", str(tmp_path), "--resume", "--no-progress"]) == 2
+        err = _one_line_error(capsys)
+        assert f"holds a supernet of {layout}, written by another version" in err and "uses layout 2" in err
+    _copy_run(smoke_run, tmp_path, unrecorded)
+    assert main(["--preset", "smoke", "--out", str(tmp_path), "--resume", "--no-progress"]) == 0
+    assert load_spec(tmp_path / "spec.json").blocks == load_spec(smoke_run / "spec.json").blocks
+
+
 def test_paper_symbols_are_aliases_of_the_named_options():
     def parse(*argv: str) -> FpnasSettings:
         return settings_from_args(build_parser().parse_args(["--out", "x", *argv]))
@@ -135,19 +191,22 @@ def test_a_batch_that_does_not_share_out_over_the_processes_is_refused(tmp_path,
 ROOT = Path(__file__).parents[1]
 
 
-def _torchrun(out: Path, *args: str, hooks: dict | None = None) -> subprocess.CompletedProcess:
-    """The smoke search over 2 CPU processes, one block optimisation; a timeout turns a hang into a failure."""
+def _torchrun_command(out: Path, *args: str, hooks: dict | None = None, launcher: tuple = ()) -> tuple[list, dict]:
+    """The smoke search over 2 CPU processes, one block optimisation: (command, environment)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     program = [str(ROOT / "tests" / "search_run_with_hooks.py")] if hooks else ["-m", "search.run"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), **(hooks or {}))
-    return subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", str(port), *program, "--preset", "smoke", "--device", "cpu", "--block-optimisations", "1",
-         "--out", str(out), "--no-progress", *args],
-        capture_output=True, text=True, env=env, timeout=240, cwd=ROOT,
-    )
+    return ([sys.executable, "-m", "torch.distributed.run", *launcher, "--nproc_per_node", "2", "--master_addr",
+             "127.0.0.1", "--master_port", str(port), *program, "--preset", "smoke", "--device", "cpu",
+             "--block-optimisations", "1", "--out", str(out), "--no-progress", *args], env)
+
+
+def _torchrun(out: Path, *args: str, hooks: dict | None = None) -> subprocess.CompletedProcess:
+    """The smoke search over 2 CPU processes (`_torchrun_command`); a timeout turns a hang into a failure."""
+    command, env = _torchrun_command(out, *args, hooks=hooks)
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=240, cwd=ROOT)
 
 
 def _two_process_run(kept: int, out: Path) -> tuple[int, Path]:
@@ -183,8 +242,11 @@ def test_two_process_stage2_scores_each_candidate_as_one_process_training_it_alo
     candidates, epochs = _stage2(trace)
     assert len(candidates) == kept and len(epochs) == kept * PRESETS["smoke"]["stage2_epochs"]  # every rank's records
 
-    # One process, the same supernet weights (the checkpoint written as stage 2 began), each candidate alone.
-    (tmp_path / "checkpoint.pt").write_bytes((out / "stage2_start.pt").read_bytes())
+    # One process, the same supernet weights (the checkpoint written as stage 2 began), each candidate alone. The
+    # checkpoint is relabelled as one process's: a resume refuses another number of processes.
+    checkpoint = torch.load(out / "stage2_start.pt", weights_only=True)
+    checkpoint["identity"]["world_size"] = 1
+    torch.save(checkpoint, tmp_path / "checkpoint.pt")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the torchrun ranks (OMP_NUM_THREADS=1): the same float summation order
     try:
@@ -211,6 +273,48 @@ def test_two_process_search_killed_in_stage2_resumes_to_the_uninterrupted_spec(t
     assert state["phase"] == "stage2" and len(state["stage2_results"]) == 2  # killed between the 2 rounds
     resumed = _torchrun(tmp_path, "--candidates-kept", "3", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert load_spec(tmp_path / "spec.json").blocks == load_spec(uninterrupted / "spec.json").blocks
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("wall_time_s", "images_per_s")} for r in rows]  # noqa: E731
+    assert strip(read_trace(tmp_path / "trace.jsonl")) == strip(read_trace(uninterrupted / "trace.jsonl"))
+
+
+def _worker_pids(agent: int) -> dict[int, int]:
+    """rank -> pid of the workers torchrun's agent process `agent` runs now."""
+    pids = {}
+    for pid in Path(f"/proc/{agent}/task/{agent}/children").read_text().split():
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except FileNotFoundError:  # gone meanwhile
+            continue
+        pids.update({int(v[len(b"RANK="):]): int(pid) for v in environ if v.startswith(b"RANK=")})
+    return pids
+
+
+@pytest.mark.skipif(not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(),
+                    reason="finds torchrun's workers through /proc (Linux)")
+def test_torchrun_max_restarts_continues_a_search_after_a_rank_is_killed(two_process_e1, tmp_path):
+    """`torchrun --max-restarts 1 ... --resume`, as README.md gives it: the first attempt finds no checkpoint and
+    starts afresh; rank 0 (the one that writes) is killed with SIGKILL once the first checkpoint exists; torchrun
+    restarts both ranks, which meet again (before the fix they could read the killed group's addresses from
+    torchrun's store and fail in init_process_group, depending on which rank got there first:
+    tests/test_torchrun_restart.py sets that order), resume from the checkpoint and end on the uninterrupted run's
+    spec and trace."""
+    _, uninterrupted = two_process_e1
+    command, env = _torchrun_command(tmp_path, "--E", "1", "--resume", launcher=("--max-restarts", "1"))
+    agent = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 180
+        while not (tmp_path / "checkpoint.pt").exists():
+            assert agent.poll() is None and time.monotonic() < deadline, "no checkpoint written"
+            time.sleep(0.05)
+        os.kill(_worker_pids(agent.pid)[0], signal.SIGKILL)
+        _, err = agent.communicate(timeout=240)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.communicate()
+    assert agent.returncode == 0, err[-3000:]
+    assert "exitcode: -9" in err and err.count("resumed from") == 1, err[-3000:]  # killed, restarted, resumed once
     assert load_spec(tmp_path / "spec.json").blocks == load_spec(uninterrupted / "spec.json").blocks
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("wall_time_s", "images_per_s")} for r in rows]  # noqa: E731
     assert strip(read_trace(tmp_path / "trace.jsonl")) == strip(read_trace(uninterrupted / "trace.jsonl"))
