@@ -3,8 +3,10 @@
     python -m search.train --spec runs/c10/spec.json --dataset cifar10 --data-dir ~/data --recipe fpnas-cifar \\
         --out runs/c10-train [--cutout] [--epochs N] [--resume]
 
-`--out` receives checkpoint.pt (`{"state_dict", "spec", "epoch", ...}`, the zoo's layout, which `hub.export`
-and `timm.create_model(..., pretrained_cfg_overlay=dict(file=...))` read) and metrics.json.
+`--out` receives checkpoint.pt (`{"identity": {"spec", "dataset", "recipe", "seed", ...}, "state_dict", "epoch",
+"num_classes", ...}`: the weights in the zoo's layout, which `timm.create_model(...,
+pretrained_cfg_overlay=dict(file=...))` reads, and what they were trained from, which `hub.export` reads) and
+metrics.json.
 """
 from __future__ import annotations
 

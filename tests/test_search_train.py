@@ -108,3 +108,23 @@ def test_train_without_a_validation_split_reports_none(tmp_path, tiny_spec, caps
     assert "no validation split" in capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["val_top1"] is None and "val_top1" not in metrics["history"][0]
+
+
+def test_help_names_the_checkpoint_keys_where_they_are(tmp_path, tiny_spec):
+    """`search.train --help` describes checkpoint.pt's layout; every key it names is in the file, at the level it
+    says (the spec under `identity`)."""
+    import re
+
+    import search.train
+
+    out = tmp_path / "run"
+    assert main(["--spec", str(tiny_spec), "--dataset", "digits", "--recipe", "demo", "--epochs", "1",
+                 "--limit-train", "64", "--limit-val", "32", "--out", str(out), "--no-progress"]) == 0
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
+    layout = re.search(r"checkpoint\.pt \(`(\{.*?\})`", search.train.__doc__, re.S)[1]
+    nested = dict(re.findall(r'"(\w+)": \{([^}]*)\}', layout))
+    top = re.findall(r'"(\w+)"', re.sub(r"\{[^{}]*\}", "", layout[1:-1]))
+    assert nested and set(top) >= set(nested)
+    assert set(top) <= set(checkpoint), set(top) - set(checkpoint)
+    for key, inner in nested.items():
+        assert set(re.findall(r'"(\w+)"', inner)) <= set(checkpoint[key]), key
