@@ -107,7 +107,7 @@ def settings_from_args(args: argparse.Namespace) -> SearchSettings:
     return replace(settings, **overrides)
 
 
-def limit_stated_at(args: argparse.Namespace, settings: SearchSettings) -> int | None:
+def limit_stated_at(args: argparse.Namespace) -> int | None:
     """The image side the cost limit is stated for when it is the preset's (its own dataset's resolution), so the
     runner can move it to the data's; None when the command line sets it or the preset has none."""
     algorithm = ALGORITHMS[args.algo]
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                               workers=args.workers, progress=not args.no_progress,
                               recipe_overrides=dict(amp=not args.no_amp, channels_last=args.channels_last,
                                                     compile=args.compile),
-                              limit_stated_at=limit_stated_at(args, settings))
+                              limit_stated_at=limit_stated_at(args))
         spec = search.run(resume=args.resume)
     except (ResumeError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

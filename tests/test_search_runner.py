@@ -133,12 +133,12 @@ def test_a_preset_works_on_every_dataset_it_accepts(tmp_path, monkeypatch, argv)
     assert not (tmp_path / "out").exists()
 
 
-def test_a_preset_keeps_its_own_limit_on_its_own_dataset(tmp_path, monkeypatch):
+def test_a_preset_keeps_its_own_limit_on_its_own_dataset(tmp_path):
     """The demo's budget stays the 8M its README states when the dataset is the preset's (or its resolution)."""
     from search import run
 
     args = run.build_parser().parse_args(["--preset", "demo", "--dataset", "cifar10", "--out", str(tmp_path)])
-    assert run.limit_stated_at(args, run.settings_from_args(args)) == 32  # cifar10 is 32 px: the runner keeps 8M
+    assert run.limit_stated_at(args) == 32  # cifar10 is 32 px: the runner keeps 8M
     args = run.build_parser().parse_args(["--preset", "demo", "--dataset", "cluttered-digits", "--flops-budget",
                                           "3e6", "--out", str(tmp_path)])
-    assert run.limit_stated_at(args, run.settings_from_args(args)) is None  # a limit given is taken as given
+    assert run.limit_stated_at(args) is None  # a limit given is taken as given
