@@ -154,8 +154,13 @@ def load_command_model(args: argparse.Namespace) -> torch.nn.Module | None:
     """The model `validate` and `export` run (--model, --pretrained, --checkpoint), or None after one error line."""
     from .validate import build_eval_model
 
+    if args.num_classes is not None and (args.checkpoint is None or args.num_classes < 1):
+        _error(f"--num-classes {args.num_classes}: the number of outputs of --checkpoint's classifier (a positive "
+               "count, with --checkpoint)")
+        return None
     try:
-        return build_eval_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint)
+        return build_eval_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint,
+                                num_classes=args.num_classes)
     except (SpecError, CheckpointError, FileNotFoundError) as e:
         _error(e)
     except Exception as e:  # noqa: BLE001 - unreadable file, weights that do not fit or cannot be had: one line
@@ -178,11 +183,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
                           device=args.device)
     except (ValueError, OSError) as e:  # e.g. more class folders than the model has classes
         return _error(e)
-    result = {"model": args.model, "weights": args.checkpoint or ("pretrained" if args.pretrained else "random"),
+    carried = args.pretrained or args.model.startswith(("local-dir:", "hf-hub:"))  # an export holds its weights
+    result = {"model": args.model, "weights": args.checkpoint or ("pretrained" if carried else "random"),
               "data_dir": str(args.data_dir), **result}
     out = Path(args.out or f"validate-{Path(args.model.split(':', 1)[-1]).stem}.json")
     atomic_write_json(out, result)
-    print(f"{args.model}: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
+    weights = (" with RANDOM weights (no --pretrained or --checkpoint): a score of chance, not of the model"
+               if result["weights"] == "random" else "")
+    print(f"{args.model}{weights}: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
           f"on {result['images']} images ({result['classes']} classes) -> {out}")
     return 0
 
@@ -223,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     weights = p.add_mutually_exclusive_group()
     weights.add_argument("--pretrained", action="store_true", help="the weights in the model's registry cfg")
     weights.add_argument("--checkpoint", help="a checkpoint file (zoo or official layout, any wrapping)")
+    p.add_argument("--num-classes", type=int, help="outputs of --checkpoint's classifier, when not the spec's")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
@@ -233,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     weights = p.add_mutually_exclusive_group()
     weights.add_argument("--pretrained", action="store_true", help="the weights in the model's registry cfg")
     weights.add_argument("--checkpoint", help="a checkpoint file (zoo or official layout, any wrapping)")
+    p.add_argument("--num-classes", type=int, help="outputs of --checkpoint's classifier, when not the spec's "
+                   "(e.g. a zoo model trained by search.train on a 10-class dataset)")
     p.add_argument("--format", choices=("onnx", "exported-program"), default="onnx",
                    help="onnx (torch.onnx.export, checked with ONNX Runtime) or exported-program (torch.export, .pt2)")
     p.add_argument("--out", required=True, help="the file to write (atomically, only once the check passed)")

@@ -13,6 +13,7 @@ the export it loads).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import pickle
@@ -109,6 +110,16 @@ def pretrained_cfgs(spec: ModelSpec) -> dict[str, dict[str, Any]]:
     return cfgs
 
 
+def current_cfg(spec: ModelSpec, tag: str | None = None):
+    """The spec's pretrained cfg of `tag` (None: its default), from `pretrained_cfgs` as the environment is now. A
+    tag the spec does not list stays a tag, for timm to resolve (and warn about) as it does."""
+    cfgs = generate_default_cfgs(pretrained_cfgs(spec))[spec.name]
+    tag = cfgs.tags[0] if tag is None else tag
+    if tag not in cfgs.cfgs:
+        return tag
+    return dataclasses.replace(cfgs.cfgs[tag], architecture=spec.name, tag=tag)  # as timm's register_model does
+
+
 def check_pretrained_available(spec: ModelSpec, cfg) -> None:
     """Fail in seconds, with what to do, where timm would fail late or after a minute of retries."""
     how = (f"Train one (`python -m search.train --spec {spec.name} ...`) and push it (`python -m hub.push`), set "
@@ -173,10 +184,11 @@ def create_model_from_spec(spec: ModelSpec | str | os.PathLike, pretrained: bool
     if not isinstance(spec, ModelSpec):
         spec = load_spec(spec)
     feature_cfg = dict(flatten_sequential=True, out_indices=tuple(range(num_feature_levels(spec))))
-    if kwargs.get("pretrained_cfg") is None and _REGISTERED.get(spec.name) != spec:
-        # An unregistered spec (e.g. a search result), or one that only shares a registered model's name, gets a
-        # complete cfg of its own: never the preprocessing or the weights of another network.
-        kwargs["pretrained_cfg"] = next(iter(generate_default_cfgs(pretrained_cfgs(spec)).values())).default
+    if kwargs.get("pretrained_cfg") is None or isinstance(kwargs["pretrained_cfg"], str):
+        # The cfg is made now, not taken from what import registered, so FPNAS_ZOO_HUB_ORG set after `import
+        # fpnas_zoo` counts. An unregistered spec (e.g. a search result), or one that only shares a registered
+        # model's name, gets a complete cfg of its own: never the preprocessing or the weights of another network.
+        kwargs["pretrained_cfg"] = current_cfg(spec, kwargs.get("pretrained_cfg"))
     if pretrained and not isinstance((kwargs.get("pretrained_cfg_overlay") or {}).get("state_dict"), dict):
         cfg = resolve_pretrained_cfg(spec.name, kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay"))
         check_pretrained_available(spec, cfg)

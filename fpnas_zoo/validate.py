@@ -18,10 +18,11 @@ from tqdm import tqdm
 from .registry import create_model_from_spec, resolve_spec
 
 
-def build_eval_model(model: str, pretrained: bool = False, checkpoint: str | None = None) -> torch.nn.Module:
+def build_eval_model(model: str, pretrained: bool = False, checkpoint: str | None = None,
+                     num_classes: int | None = None) -> torch.nn.Module:
     """A registered name, a spec path, or an export (`local-dir:DIR`, `hf-hub:ORG/REPO`, always with its weights);
     weights from its registry cfg, or from a checkpoint file (any accepted layout, through the zoo's checkpoint
-    filter)."""
+    filter) whose classifier has `num_classes` outputs (default: the spec's)."""
     if model.startswith(("local-dir:", "hf-hub:")):
         if checkpoint is not None:
             raise ValueError(f"--checkpoint: {model} carries its own weights; pass one or the other")
@@ -32,6 +33,8 @@ def build_eval_model(model: str, pretrained: bool = False, checkpoint: str | Non
         if not Path(checkpoint).is_file():
             raise FileNotFoundError(f"--checkpoint {checkpoint}: no such file")
         kwargs["pretrained_cfg_overlay"] = dict(file=str(checkpoint))
+        if num_classes is not None:  # the weights' head: timm keeps a classifier whose size its cfg states
+            kwargs["num_classes"] = kwargs["pretrained_cfg_overlay"]["num_classes"] = num_classes
         pretrained = True
     if model == spec.name:
         return timm.create_model(model, pretrained=pretrained, **kwargs)

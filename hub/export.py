@@ -25,10 +25,10 @@ from timm.models import save_for_hf
 from fpnas_zoo import CheckpointError, checkpoint_filter_fn, count_model, create_model_from_spec, resolve_spec
 from fpnas_zoo.checkpoint import load_checkpoint_file, unwrap_state_dict
 from fpnas_zoo.export import ExportError, export_onnx
-from fpnas_zoo.registry import GENERIC_ENTRYPOINT, default_tag
+from fpnas_zoo.registry import GENERIC_ENTRYPOINT
 from fpnas_zoo.spec import ModelSpec, SpecError, spec_from_dict
 
-from .card import model_card
+from .card import DATASETS, model_card
 
 
 class HubError(ValueError):
@@ -104,6 +104,26 @@ def load_model(model: str | None, checkpoint: str | Path, num_classes: int | Non
     return net.eval(), spec
 
 
+def trained_on(path: str | Path, trust_pickle: bool = False) -> str | None:
+    """The dataset a `search.train` checkpoint records having trained on (None for any other checkpoint)."""
+    raw = read_checkpoint_file(path, trust_pickle)
+    identity = raw.get("identity") if isinstance(raw, dict) else None
+    dataset = identity.get("dataset") if isinstance(identity, dict) else None
+    return dataset if isinstance(dataset, str) else None
+
+
+def dataset_and_tag(dataset: str | None, num_classes: int) -> tuple[str, str]:
+    """The model card's dataset and the default weights tag, both named for the data the weights were trained on
+    (weights trained on digits are tagged `digits`, not `cifar10`). Without a dataset (a raw state_dict) both are
+    guessed from the number of classes as the registry names weights (1000 ImageNet, 10 / 100 CIFAR, else custom);
+    an ImageFolder is taken for ImageNet at 1000 classes, else custom."""
+    if dataset is None:
+        dataset = DATASETS.get(num_classes, "custom")
+    elif dataset == "imagefolder":
+        dataset = "imagenet-1k" if num_classes == 1000 else "custom"
+    return dataset, {"imagenet-1k": "in1k"}.get(dataset, dataset)
+
+
 def read_metrics(path: str | Path | None) -> dict | None:
     """top-1 / top-5 from `search.train`'s metrics.json or `fpnas_zoo validate`'s result JSON."""
     if path is None:
@@ -135,7 +155,9 @@ def export(model: str | None, checkpoint: str | Path, out: str | Path, tag: str 
         raise HubError(f"{out} already exists; choose another --out or pass --overwrite")
     net, spec = load_model(model, checkpoint, num_classes, trust_pickle)
     scores = read_metrics(metrics)
-    tag = tag or default_tag(spec)
+    dataset, default_tag = dataset_and_tag(dataset or (scores or {}).get("dataset") or
+                                           trained_on(checkpoint, trust_pickle), net.num_classes)
+    tag = tag or default_tag
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
@@ -172,10 +194,12 @@ def main(argv: list[str] | None = None) -> int:
                    "checkpoint records)")
     p.add_argument("--checkpoint", required=True, help="search.train checkpoint, raw/EMA state_dict or safetensors")
     p.add_argument("--out", required=True, help="the folder to create")
-    p.add_argument("--tag", help="weights tag (default: in1k / cifar10 / cifar100 by the number of classes)")
+    p.add_argument("--tag", help="weights tag (default: the dataset trained on, which a search.train checkpoint, its "
+                   "metrics or --dataset names; else in1k / cifar10 / cifar100 by the number of classes)")
     p.add_argument("--metrics", help="metrics.json of search.train or a validate result: goes into the model card")
     p.add_argument("--num-classes", type=int, help="the checkpoint's head size, when not the spec's")
-    p.add_argument("--dataset", help="dataset id for the model card (default: from the number of classes)")
+    p.add_argument("--dataset", help="dataset id for the model card and the default tag (default: the one a "
+                   "search.train checkpoint or --metrics records, else from the number of classes)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.add_argument("--trust-pickle", action="store_true",
                    help="read a checkpoint that pickles Python objects (runs its code: only for a source you trust)")

@@ -2,6 +2,7 @@
 
     python -m hub.push --model fpnasnet_a --checkpoint runs/a/checkpoint.pt --repo-id my-org/fpnasnet_a.in1k \\
         [--private] [--dry-run] [--tag in1k] [--metrics metrics.json]
+    python -m hub.push --checkpoint runs/c10-train/checkpoint.pt --repo-id my-org/c10   # search.train: its spec
 
 The token comes from the usual places (HF_TOKEN, `hf auth login`); it is never printed or written anywhere.
 `--dry-run` exports to a temporary folder and lists what would be uploaded, touching no network.
@@ -17,14 +18,16 @@ from pathlib import Path
 from .export import HubError, export
 
 
-def push(model: str, checkpoint: str, repo_id: str, private: bool = False, dry_run: bool = False,
-         tag: str | None = None, metrics: str | None = None, num_classes: int | None = None) -> list[tuple[str, int]]:
-    """Export and upload; returns the (file, bytes) pairs uploaded (or that would be, with dry_run)."""
+def push(model: str | None, checkpoint: str, repo_id: str, private: bool = False, dry_run: bool = False,
+         tag: str | None = None, metrics: str | None = None, num_classes: int | None = None,
+         dataset: str | None = None) -> list[tuple[str, int]]:
+    """Export (as `hub.export`: `model` None takes the spec a search.train checkpoint records) and upload; returns
+    the (file, bytes) pairs uploaded (or that would be, with dry_run)."""
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise HubError(f"--repo-id {repo_id!r}: expected 'organisation/name', e.g. my-org/fpnasnet_a.in1k")
     with tempfile.TemporaryDirectory() as tmp:
         folder = export(model, checkpoint, Path(tmp) / repo_id.split("/")[1], tag=tag, metrics=metrics,
-                        num_classes=num_classes, repo_id=repo_id)
+                        num_classes=num_classes, dataset=dataset, repo_id=repo_id)
         files = sorted((f.name, f.stat().st_size) for f in folder.iterdir())
         if dry_run:
             return files
@@ -59,18 +62,20 @@ def _upload(folder: Path, repo_id: str, private: bool, architecture: str) -> Non
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m hub.push", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="registered zoo model, or a spec file")
+    p.add_argument("--model", help="registered zoo model, or a spec file (default: the spec a search.train "
+                   "checkpoint records)")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--repo-id", required=True, help="organisation/name on the Hub, e.g. my-org/fpnasnet_a.in1k")
     p.add_argument("--private", action="store_true")
     p.add_argument("--dry-run", action="store_true", help="list the files and sizes; no network")
-    p.add_argument("--tag")
-    p.add_argument("--metrics")
-    p.add_argument("--num-classes", type=int)
+    p.add_argument("--tag", help="weights tag (default: as hub.export's, the dataset trained on)")
+    p.add_argument("--metrics", help="metrics.json of search.train or a validate result: goes into the model card")
+    p.add_argument("--num-classes", type=int, help="the checkpoint's head size, when not the spec's")
+    p.add_argument("--dataset", help="dataset id for the model card and the default tag (as hub.export's)")
     args = p.parse_args(argv)
     try:
         files = push(args.model, args.checkpoint, args.repo_id, args.private, args.dry_run, args.tag, args.metrics,
-                     args.num_classes)
+                     args.num_classes, args.dataset)
     except HubError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

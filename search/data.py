@@ -74,6 +74,16 @@ CLUTTERED_STD = (0.2836, 0.2836, 0.2836)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+IMAGEFOLDER_SIZE = 224  # an ImageFolder's default resolution (ImageNet's)
+
+
+def input_resolution(dataset: str, image_size: int | None = None) -> int:
+    """The side in pixels of the images `load_data` gives for `dataset` (`image_size`: imagefolder's, if given)."""
+    if dataset == "imagefolder":
+        return IMAGEFOLDER_SIZE if image_size is None else image_size
+    return CLUTTERED_CANVAS if dataset == "cluttered-digits" else 32
+
+
 CROP_PADDING = 4  # the standard CIFAR augmentation: 4-pixel zero padding, random 32x32 crop
 DEFAULT_VAL_SIZE: dict[str, int | float] = {"cifar10": 5000, "cifar100": 5000, "imagefolder": 0.1, "digits": 0.1}
 
@@ -517,7 +527,7 @@ def load_data(
             seed=seed,
             val_size=val_size,
             calib_images=calib_images,
-            image_size=224 if image_size is None else image_size,
+            image_size=input_resolution(dataset, image_size),
             workers=workers,
             limit_train=limit_train,
             limit_val=limit_val,
@@ -526,7 +536,7 @@ def load_data(
             split_train=split_train,
         )
 
-    native = CLUTTERED_CANVAS if dataset == "cluttered-digits" else 32
+    native = input_resolution(dataset)
     if image_size not in (None, native):
         raise ValueError(f"{dataset} is {native}x{native}; image_size must be None or {native}, got {image_size}")
     if dataset == "cluttered-digits":

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .checkpointing import ResumeError
 from .coordinate_descent import FpnasSearch
-from .data import DATASETS, OFFLINE_DATASETS
+from .data import DATASETS, OFFLINE_DATASETS, input_resolution
 from .distributed import cleanup, init_distributed
 from .probabilistic import FpNasSearch
 from .runner import SearchAlgorithm, SearchRunner, SearchSettings
@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     presets = sorted({name for cls in ALGORITHMS.values() for name in cls.presets})
     p.add_argument("--preset", choices=presets,
                    help="paper: the paper's settings; demo: CPU minutes on embedded data; smoke: seconds. Default: "
-                        "paper when --dataset names a real dataset (cifar10, cifar100, imagefolder), else demo")
+                        "paper when --dataset names a real dataset (cifar10, cifar100, imagefolder), else demo. A "
+                        "preset's mult-adds limit is stated for its own dataset's resolution: on another it is moved "
+                        "to the same point of the space's cost range there")
     p.add_argument("--out", required=True, help="output folder (spec.json, trace.jsonl, plots/, checkpoint.pt)")
     p.add_argument("--dataset", choices=DATASETS,
                    help="default: the preset's (digits: scikit-learn's embedded 8x8 digits; cluttered-digits: a "
@@ -107,6 +109,17 @@ def settings_from_args(args: argparse.Namespace) -> SearchSettings:
     return replace(settings, **overrides)
 
 
+def limit_stated_at(args: argparse.Namespace) -> int | None:
+    """The image side the cost limit is stated for when it is the preset's (its own dataset's resolution), so the
+    runner can move it to the data's; None when the command line sets it or the preset has none."""
+    algorithm = ALGORITHMS[args.algo]
+    preset = algorithm.presets[args.preset]
+    given = getattr(args, algorithm.cost_limit.field, None) is not None or args.flops_budget is not None
+    if given or preset.get(algorithm.cost_limit.field) is None:
+        return None
+    return input_resolution(preset["dataset"], preset.get("image_size"))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -126,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         search = SearchRunner(ALGORITHMS[args.algo], settings, out, data_dir=args.data_dir, device=args.device,
                               workers=args.workers, progress=not args.no_progress,
                               recipe_overrides=dict(amp=not args.no_amp, channels_last=args.channels_last,
-                                                    compile=args.compile))
+                                                    compile=args.compile),
+                              limit_stated_at=limit_stated_at(args))
         spec = search.run(resume=args.resume)
     except (ResumeError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

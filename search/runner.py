@@ -17,11 +17,12 @@ cut to what the checkpoint had seen, so a resumed search ends where an uninterru
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -196,7 +197,7 @@ class SearchRunner:
 
     def __init__(self, algorithm_class: type[SearchAlgorithm], settings: SearchSettings, out: Path,
                  data_dir: str | None = None, device: str | None = None, workers: int = 2, progress: bool = True,
-                 recipe_overrides: dict | None = None):
+                 recipe_overrides: dict | None = None, limit_stated_at: int | None = None):
         self.recipe_overrides = recipe_overrides or {}
         if self.recipe_overrides.get("compile") and algorithm_class.compile_refusal:
             raise ValueError(f"--compile: {algorithm_class.compile_refusal}")
@@ -225,6 +226,9 @@ class SearchRunner:
         self.space = algorithm_class.make_space(settings, self.data.spec)
         base = self.spec_of(self.space.default_blocks())  # stem and head of every candidate
         self.cost_model = MultAddsCost(base)
+        if limit_stated_at not in (None, self.data.spec.input_size[1]):  # a preset's limit, on another resolution
+            self.settings = settings = replace(settings, **{algorithm_class.cost_limit.field:
+                                                            self.limit_at_resolution(limit_stated_at)})
         self.check_budget()
         seed_everything(settings.seed)
         self.supernet = Supernet(base, self.space.candidates()).to(self.dist.device)
@@ -269,9 +273,32 @@ class SearchRunner:
         return low, high
 
     def cost_range(self) -> tuple[int, int]:
-        """Mult-adds of the smallest and the largest network of the space (`extreme_blocks`)."""
-        low, high = self.extreme_blocks()
-        return self.cost(low), self.cost(high)
+        """Mult-adds of the smallest and the largest network of the space (`extreme_blocks`), worked out once."""
+        if getattr(self, "_cost_range", None) is None:
+            low, high = self.extreme_blocks()
+            self._cost_range = self.cost(low), self.cost(high)
+        return self._cost_range
+
+    def limit_at_resolution(self, resolution: int) -> float:
+        """The cost limit, stated for `resolution`-px images (a preset's, for its own dataset), moved to the same
+        relative point of the space's mult-adds range at the data's resolution: mult-adds do not scale with the
+        pixels alone (strides, the classifier), so a preset's number means nothing at another resolution."""
+        stated = copy.copy(self)  # the same settings and space at the stated resolution
+        stated._cost_range = None
+        channels, _, _ = self.data.spec.input_size
+        stated.data = replace(self.data, spec=replace(self.data.spec, input_size=(channels, resolution, resolution)))
+        stated.space = self.algorithm_class.make_space(self.settings, stated.data.spec)
+        stated.cost_model = MultAddsCost(stated.spec_of(stated.space.default_blocks()))
+        (low_s, high_s), (low, high) = stated.cost_range(), self.cost_range()
+        limit = float(round(low + (self.limit() - low_s) / (high_s - low_s) * (high - low)))
+        if self.dist.is_main:
+            logging.getLogger(__name__).info(
+                "%s %.4g is stated for %d-px images, %.0f%% of the way from the space's smallest to its largest "
+                "network there (%.4g..%.4g mult-adds); at %d px the same point is %.4g (of %.4g..%.4g)",
+                self.algorithm_class.cost_limit.option, self.limit(), resolution,
+                100 * (self.limit() - low_s) / (high_s - low_s), low_s, high_s, self.data.spec.input_size[1], limit,
+                low, high)
+        return limit
 
     def check_budget(self) -> None:
         """A budget or target no network of the space meets, or that every network meets, is refused before any

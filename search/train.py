@@ -4,8 +4,10 @@
         --out runs/c10-train [--cutout] [--epochs N] [--resume]
     torchrun --max-restarts 3 --nproc_per_node 8 -m search.train ... --resume    # restarted and resumed on a crash
 
-`--out` receives checkpoint.pt (`{"state_dict", "spec", "epoch", ...}`, the zoo's layout, which `hub.export`
-and `timm.create_model(..., pretrained_cfg_overlay=dict(file=...))` read) and metrics.json.
+`--out` receives checkpoint.pt (`{"identity": {"spec", "dataset", "recipe", "seed", ...}, "state_dict", "epoch",
+"num_classes", ...}`: the weights in the zoo's layout, which `timm.create_model(...,
+pretrained_cfg_overlay=dict(file=...))` reads, and what they were trained from, which `hub.export` reads) and
+metrics.json.
 """
 from __future__ import annotations
 

@@ -365,3 +365,22 @@ def test_readme_deploy_snippet_preprocesses_like_timm(exported, tmp_path, monkey
     expected = create_transform(**resolve_data_config(model=model), is_training=False)(Image.open("cat.jpg"))
     assert np.abs(scope["x"].transpose(2, 0, 1) - expected.numpy()).max() < 1e-5
     assert_close(torch.from_numpy(scope["logits"]), eager(model, expected[None]))
+
+
+def test_cli_exports_a_checkpoint_whose_head_was_adapted_with_num_classes(tmp_path, capsys):
+    """A zoo model trained with another head (search.train gives fpnasnet_cifar 7 outputs on a 7-class dataset):
+    `--num-classes` builds that head and exports the checkpoint's own classifier, not a fresh one."""
+    model = randomize(timm.create_model("fpnasnet_cifar", num_classes=7), seed=2)
+    checkpoint = tmp_path / "checkpoint.pt"
+    torch.save({"state_dict": model.state_dict(), "num_classes": 7}, checkpoint)
+    pt2 = tmp_path / "m.pt2"
+    assert main(["export", "--model", "fpnasnet_cifar", "--checkpoint", str(checkpoint), "--num-classes", "7",
+                 "--format", "exported-program", "--out", str(pt2)]) == 0
+    x = torch.randn(2, 3, 32, 32)
+    assert_close(torch.export.load(str(pt2)).module()(x), eager(model, x), atol=1e-5)
+    assert read_program_metadata(pt2)["num_classes"] == 7
+    capsys.readouterr()
+    assert main(["export", "--model", "fpnasnet_cifar", "--num-classes", "7", "--format", "exported-program",
+                 "--out", str(tmp_path / "n.pt2")]) == 2  # a head size says nothing without the weights it sizes
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--num-classes 7" in err and not (tmp_path / "n.pt2").exists()

@@ -173,3 +173,40 @@ def test_convert_official_checkpoint(official, tmp_path):
         assert (model(x) - y).abs().max().item() <= 1e-5
     with pytest.raises(HubError, match="not an official FPNASNet checkpoint"):
         convert_official_fpnasnet(tmp_path / "fpnasnet.in1k" / "model.safetensors", tmp_path / "again")
+
+
+def search_train_checkpoint(path, model, dataset):
+    """What search.train writes: the trained spec and dataset under `identity`, the class count beside them."""
+    spec = fpnas_zoo.registered_specs()[MODEL].to_dict()
+    torch.save({"identity": {"spec": spec, "dataset": dataset, "seed": 0}, "state_dict": model.state_dict(),
+                "epoch": 3, "num_classes": model.num_classes}, path)
+    return path
+
+
+def test_export_and_push_take_spec_classes_and_tag_from_a_search_train_checkpoint(trained, tmp_path, capsys):
+    """Weights trained on digits are tagged `digits` (not `cifar10`, the guess from 10 classes) in config.json and
+    the card, and `hub.push` needs no --model for a checkpoint that records its spec, as `hub.export`."""
+    checkpoint = search_train_checkpoint(tmp_path / "checkpoint.pt", trained[0], "digits")
+    out = tmp_path / "export"
+    assert export_main(["--checkpoint", str(checkpoint), "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["pretrained_cfg"]["tag"] == "digits"
+    card = (out / "README.md").read_text()
+    assert yaml.safe_load(card.split("---\n")[1])["datasets"] == ["digits"] and "**weights tag:** `digits`" in card
+    capsys.readouterr()
+    assert push_main(["--checkpoint", str(checkpoint), "--repo-id", "my-org/searched.digits", "--dry-run"]) == 0
+    assert "config.json" in capsys.readouterr().out
+    raw = tmp_path / "raw.pt"  # no dataset recorded: the tag is guessed from the 10 classes, as before
+    torch.save(trained[0].state_dict(), raw)
+    export(MODEL, raw, tmp_path / "raw")
+    assert json.loads((tmp_path / "raw" / "config.json").read_text())["pretrained_cfg"]["tag"] == "cifar10"
+
+
+def test_hub_org_set_after_import_points_pretrained_weights_there(monkeypatch):
+    """FPNAS_ZOO_HUB_ORG is read when a model is created, not when fpnas_zoo was imported (this module imported
+    it long before), and unsetting it takes the spec's own weights back."""
+    monkeypatch.setenv("FPNAS_ZOO_HUB_ORG", "late-org")
+    assert timm.create_model("fpnasnet_a").pretrained_cfg["hf_hub_id"] == "late-org/fpnasnet_a.in1k"
+    assert timm.create_model("fpnasnet.in1k").pretrained_cfg["hf_hub_id"] == "late-org/fpnasnet.in1k"
+    monkeypatch.delenv("FPNAS_ZOO_HUB_ORG")
+    cfg = timm.create_model("fpnasnet.in1k").pretrained_cfg
+    assert cfg.get("hf_hub_id") is None and cfg["url"].endswith("FPNASNet%4073.34.pt") and cfg["tag"] == "in1k"

@@ -26,3 +26,18 @@ def test_specs_are_found_through_importlib_resources():
 
     files = {p.name for p in bundled_spec_files()}
     assert "fpnasnet.json" in files
+
+
+def test_each_paper_has_one_year_in_the_package_metadata_readme_and_model_cards():
+    """FPNAS appeared at ICCV 2019 (arXiv 2018), FP-NAS at CVPR 2021: the package description, the README and the
+    model cards' BibTeX give each paper the year of its venue, the same everywhere."""
+    import re
+
+    from hub.card import CITATIONS
+
+    (description,) = re.findall(r'^description = "(.*)"$', (ROOT / "pyproject.toml").read_text(), re.M)
+    readme = (ROOT / "README.md").read_text()
+    for family, author, venue in (("FPNAS", "Cui", "ICCV"), ("FP-NAS", "Yan", "CVPR")):
+        (in_readme,) = set(re.findall(rf"\*\*{family}\*\* — {author} et al\., .*?, {venue} (\d{{4}})", readme))
+        assert re.search(rf"{family} \({author} et al\. (\d{{4}})\)", description)[1] == in_readme, family
+        assert re.search(r"year\s*=\s*\{(\d{4})\}", CITATIONS[family])[1] == in_readme, family

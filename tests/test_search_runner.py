@@ -1,6 +1,7 @@
 """The search runner is algorithm-agnostic: a toy random search, defined here, runs through it and the CLI."""
 from dataclasses import dataclass, replace
 
+import pytest
 import torch
 
 import fpnas_zoo
@@ -8,7 +9,7 @@ from fpnas_zoo import count_spec, load_spec
 from fpnas_zoo.spec import SEARCH_FIELDS
 from search.checkpointing import read_trace
 from search.coordinate_descent.space import fpnas_space
-from search.data import DataSpec
+from search.data import DataSpec, SearchData, input_resolution
 from search.engine import Recipe, derive_seed, evaluate, recalibrate_bn
 from search.runner import SearchAlgorithm, SearchSettings
 
@@ -86,3 +87,58 @@ def test_a_second_algorithm_runs_through_the_runner_and_the_cli(tmp_path, monkey
     assert spec.search["val_top1"] == best["accuracy"]
     assert count_spec(spec).mult_adds == best["mult_adds"]  # the spec is the architecture the trace scored best
     assert (tmp_path / "plots" / "accuracy_vs_mult_adds.png").read_bytes()[:4] == b"\x89PNG"
+
+
+class _BudgetChecked(Exception):
+    """Raised where the runner builds the supernet: every check of the settings has passed by then."""
+
+
+class _SupernetReached(Exception):
+    """Raised where the runner builds the supernet: every check of the settings has passed by then."""
+
+
+@pytest.mark.parametrize("argv", [
+    # 24 px: the preset's 8M (stated for 32 px) is above every network of the space there.
+    ["--algo", "fpnas", "--preset", "demo", "--dataset", "cluttered-digits"],
+    # The issue's command (0.6M is below the smallest network at 224 px), at 64 px to keep the test fast: 0.6M is
+    # below the smallest network there too.
+    ["--algo", "fp-nas", "--preset", "smoke", "--dataset", "imagefolder", "--image-size", "64"],
+])
+def test_a_preset_works_on_every_dataset_it_accepts(tmp_path, monkeypatch, argv):
+    """A preset's mult-adds limit is stated for its own dataset's resolution; on a dataset of another resolution
+    the runner moves it to the same point of that space's cost range instead of refusing the preset's own number.
+    The data is not loaded (only its shape matters to the limit): the run stops where the supernet would be built,
+    after every check of the settings has passed."""
+    from search import run, runner
+
+    def shape_only(dataset, data_dir=None, *, image_size=None, **_):
+        side = input_resolution(dataset, image_size)
+        return SearchData(DataSpec(dataset, 10, (3, side, side), (0.5,) * 3, (0.5,) * 3), None, None, None)
+
+    def supernet(*_):
+        raise _SupernetReached
+
+    checked = []
+    check_budget = runner.SearchRunner.check_budget
+    monkeypatch.setattr(runner, "load_data", shape_only)
+    monkeypatch.setattr(runner.SearchRunner, "check_budget", lambda self: check_budget(self) or checked.append(self))
+    monkeypatch.setattr(runner, "Supernet", supernet)
+    with pytest.raises(_SupernetReached):  # not refused: the runner went on to build the supernet
+        run.main([*argv, "--out", str(tmp_path / "out")])
+    search = checked[0]
+    low, high = search.cost_range()
+    algorithm = run.ALGORITHMS[argv[1]]
+    preset_limit = algorithm.presets[argv[3]][algorithm.cost_limit.field]
+    assert low < search.limit() <= high and search.limit() != preset_limit
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_preset_keeps_its_own_limit_on_its_own_dataset(tmp_path):
+    """The demo's budget stays the 8M its README states when the dataset is the preset's (or its resolution)."""
+    from search import run
+
+    args = run.build_parser().parse_args(["--preset", "demo", "--dataset", "cifar10", "--out", str(tmp_path)])
+    assert run.limit_stated_at(args) == 32  # cifar10 is 32 px: the runner keeps 8M
+    args = run.build_parser().parse_args(["--preset", "demo", "--dataset", "cluttered-digits", "--flops-budget",
+                                          "3e6", "--out", str(tmp_path)])
+    assert run.limit_stated_at(args) is None  # a limit given is taken as given

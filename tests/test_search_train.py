@@ -158,3 +158,23 @@ def test_two_processes_train_as_one_with_the_same_global_batch(tmp_path, tiny_sp
     assert [h["train_images"] for h in two["history"]] == [h["train_images"] for h in one["history"]]
     assert abs(two["history"][-1]["train_loss"] - one["history"][-1]["train_loss"]) < 0.15
     assert abs(two["val_top1"] - one["val_top1"]) < 15
+
+
+def test_help_names_the_checkpoint_keys_where_they_are(tmp_path, tiny_spec):
+    """`search.train --help` describes checkpoint.pt's layout; every key it names is in the file, at the level it
+    says (the spec under `identity`)."""
+    import re
+
+    import search.train
+
+    out = tmp_path / "run"
+    assert main(["--spec", str(tiny_spec), "--dataset", "digits", "--recipe", "demo", "--epochs", "1",
+                 "--limit-train", "64", "--limit-val", "32", "--out", str(out), "--no-progress"]) == 0
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
+    layout = re.search(r"checkpoint\.pt \(`(\{.*?\})`", search.train.__doc__, re.S)[1]
+    nested = dict(re.findall(r'"(\w+)": \{([^}]*)\}', layout))
+    top = re.findall(r'"(\w+)"', re.sub(r"\{[^{}]*\}", "", layout[1:-1]))
+    assert nested and set(top) >= set(nested)
+    assert set(top) <= set(checkpoint), set(top) - set(checkpoint)
+    for key, inner in nested.items():
+        assert set(re.findall(r'"(\w+)"', inner)) <= set(checkpoint[key]), key

@@ -57,3 +57,18 @@ def test_validate_rejects_missing_inputs(tmp_path, image_folder, capsys):
                  "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "r.json")]) == 2
     assert "missing.pt: no such file" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_validate_with_random_weights_says_so(tmp_path, image_folder, capsys):
+    """Neither --pretrained nor --checkpoint: the model has random weights, and the score line says it plainly."""
+    out = tmp_path / "r.json"
+    assert main(["validate", "--model", "fpnasnet_cifar", "--data-dir", str(image_folder), "--workers", "0",
+                 "--out", str(out)]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "RANDOM weights" in line and "not of the model" in line
+    assert json.loads(out.read_text())["weights"] == "random"
+    ckpt = tmp_path / "rigged.pt"
+    rigged_checkpoint(ckpt, "fpnasnet_cifar")
+    assert main(["validate", "--model", "fpnasnet_cifar", "--data-dir", str(image_folder), "--workers", "0",
+                 "--checkpoint", str(ckpt), "--out", str(out)]) == 0
+    assert "RANDOM" not in capsys.readouterr().out

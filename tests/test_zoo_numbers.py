@@ -67,3 +67,39 @@ def test_fp_nas_reconstructions_are_diverse_searched_like_networks():
     assert 224 <= input_sizes["fp_nas_l0"] <= 256 <= input_sizes["fp_nas_l1"] <= 288 <= input_sizes["fp_nas_l2"]
     blocks = [json.dumps(SPECS[n].blocks) for n in FP_NAS_FAMILY]
     assert len(set(blocks)) == len(blocks)
+
+
+README_COLUMNS = {  # a README model table's header cell -> the counts it shows, "a (b)" or "a"
+    "params (no BN)": ("params", "params_without_bn"),
+    "weights only": ("params_weights_only",),
+    "MACs (conv)": ("mult_adds", "mult_adds_conv"),
+}
+
+
+def test_readme_model_tables_state_the_counts_their_headers_name():
+    """Both model tables of the README show, in every count column, what `count_spec` measures in the convention its
+    header names (the parentheses as `python -m fpnas_zoo list` uses them), at the precision printed."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    checked = set()
+    for table in re.findall(r"^(\| model \|.*\n\|[-|]+\n(?:\|.*\n)+)", text, re.M):
+        header, _, *rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()]
+        assert {"params (no BN)", "MACs (conv)"} <= set(header), header
+        for row in rows:
+            name = row[0].strip("`")
+            counts = count_spec(SPECS[name]).as_dict()
+            for column, keys in README_COLUMNS.items():
+                if column not in header:
+                    continue
+                shown = re.findall(r"[\d,.]+", row[header.index(column)])
+                assert len(shown) == len(keys), (name, column)
+                for value, key in zip(shown, keys, strict=True):
+                    if key.startswith("mult_adds"):  # millions, at the decimals printed
+                        decimals = len(value.split(".")[1]) if "." in value else 0
+                        assert value == f"{counts[key] / 1e6:.{decimals}f}", (name, column, key)
+                    else:
+                        assert int(value.replace(",", "")) == counts[key], (name, column, key)
+            checked.add(name)
+    assert checked == set(FPNAS_FAMILY) | set(FP_NAS_FAMILY)
