@@ -14,7 +14,6 @@ import argparse
 import json
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import safetensors.torch
@@ -23,6 +22,7 @@ import torch.nn as nn
 from timm.models import save_for_hf
 
 from fpnas_zoo import CheckpointError, checkpoint_filter_fn, count_model, create_model_from_spec, resolve_spec
+from fpnas_zoo.atomic import make_temp_dir
 from fpnas_zoo.checkpoint import load_checkpoint_file, unwrap_state_dict
 from fpnas_zoo.export import ExportError, export_onnx
 from fpnas_zoo.registry import GENERIC_ENTRYPOINT, default_tag
@@ -136,8 +136,7 @@ def export(model: str | None, checkpoint: str | Path, out: str | Path, tag: str 
     net, spec = load_model(model, checkpoint, num_classes, trust_pickle)
     scores = read_metrics(metrics)
     tag = tag or default_tag(spec)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = make_temp_dir(out)
     try:
         save_for_hf(net, tmp, safe_serialization=True,
                     model_config={"pretrained_cfg": {"architecture": GENERIC_ENTRYPOINT, "tag": tag}},
@@ -150,8 +149,6 @@ def export(model: str | None, checkpoint: str | Path, out: str | Path, tag: str 
         card = model_card(spec, count_model(net, spec.input_size), repo_id or f"{spec.name}.{tag}", tag,
                           net.num_classes, scores, dataset, onnx=onnx)
         (tmp / "README.md").write_text(card, encoding="utf-8")
-        for path in (tmp, *tmp.iterdir()):  # mkdtemp makes 0700; an export is meant to be shared
-            path.chmod(0o755 if path.is_dir() else 0o644)
         if out.exists():  # --overwrite: swap, so a failure leaves the old folder in place
             old = out.with_name(f".{out.name}.old")
             out.rename(old)
