@@ -146,7 +146,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _error(message: object) -> int:
     """One `error:` line (whitespace folded, so a multi-line exception stays one line) and exit status 2."""
-    print(f"error: {' '.join(str(message).split())[:600]}", file=sys.stderr)
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
     return 2
 
 
@@ -160,7 +160,7 @@ def load_command_model(args: argparse.Namespace) -> torch.nn.Module | None:
         _error(e)
     except Exception as e:  # noqa: BLE001 - unreadable file, weights that do not fit or cannot be had: one line
         source = f"--checkpoint {args.checkpoint}" if args.checkpoint else "--pretrained"
-        _error(f"{source}: cannot load weights into {args.model} ({str(e)[:300] or e.__class__.__name__})")
+        _error(f"{source}: cannot load weights into {args.model} ({str(e) or e.__class__.__name__})")
     return None
 
 

@@ -30,6 +30,18 @@ def make_temp_dir(path: str | os.PathLike) -> Path:
             continue
 
 
+def new_file_mode(folder: str | os.PathLike) -> int:
+    """The mode `open()` gives a new file in `folder` (0666 less the umask), read off a probe file: for files that
+    a writer outside the project (safetensors' `save_file`) leaves private. (Reading the umask itself means
+    setting it, which races with other threads.)"""
+    fd, probe = _open_temp(Path(folder) / "mode-probe")
+    try:
+        return stat.S_IMODE(os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
+        probe.unlink()
+
+
 def _open_temp(path: Path) -> tuple[int, Path]:
     """A new temp file beside `path`, opened for writing, with the mode `open(path, "wb")` would give it: the mode
     of the file it replaces, else 0666 less the umask (`tempfile.mkstemp`'s 0600 would make every result private)."""

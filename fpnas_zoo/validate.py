@@ -15,7 +15,8 @@ from timm.data import create_transform, resolve_data_config
 from torchvision.datasets import ImageFolder
 from tqdm import tqdm
 
-from .registry import create_model_from_spec, resolve_spec
+from .checkpoint import CheckpointError, load_checkpoint_file, not_a_checkpoint
+from .registry import checkpoint_mismatch, create_model_from_spec, resolve_spec
 
 
 def build_eval_model(model: str, pretrained: bool = False, checkpoint: str | None = None) -> torch.nn.Module:
@@ -31,11 +32,20 @@ def build_eval_model(model: str, pretrained: bool = False, checkpoint: str | Non
     if checkpoint is not None:
         if not Path(checkpoint).is_file():
             raise FileNotFoundError(f"--checkpoint {checkpoint}: no such file")
+        if message := not_a_checkpoint(checkpoint, label=f"--checkpoint {checkpoint}"):
+            raise CheckpointError(message)
         kwargs["pretrained_cfg_overlay"] = dict(file=str(checkpoint))
         pretrained = True
-    if model == spec.name:
-        return timm.create_model(model, pretrained=pretrained, **kwargs)
-    return create_model_from_spec(spec, pretrained=pretrained, **kwargs)
+    try:
+        if model == spec.name:
+            return timm.create_model(model, pretrained=pretrained, **kwargs)
+        return create_model_from_spec(spec, pretrained=pretrained, **kwargs)
+    except RuntimeError as e:  # weights that do not fit: say which network they are, not which keys they lack
+        if checkpoint is None or "Error(s) in loading state_dict" not in str(e):
+            raise
+        if mismatch := checkpoint_mismatch(load_checkpoint_file(checkpoint), spec, f"--checkpoint {checkpoint}"):
+            raise CheckpointError(mismatch) from None
+        raise
 
 
 @torch.no_grad()

@@ -22,11 +22,11 @@ import torch.nn as nn
 from timm.models import save_for_hf
 
 from fpnas_zoo import CheckpointError, checkpoint_filter_fn, count_model, create_model_from_spec, resolve_spec
-from fpnas_zoo.atomic import make_temp_dir
-from fpnas_zoo.checkpoint import load_checkpoint_file, unwrap_state_dict
+from fpnas_zoo.atomic import make_temp_dir, new_file_mode
+from fpnas_zoo.checkpoint import checkpoint_spec, load_checkpoint_file, unwrap_state_dict
 from fpnas_zoo.export import ExportError, export_onnx
-from fpnas_zoo.registry import GENERIC_ENTRYPOINT, default_tag
-from fpnas_zoo.spec import ModelSpec, SpecError, spec_from_dict
+from fpnas_zoo.registry import GENERIC_ENTRYPOINT, checkpoint_mismatch, default_tag
+from fpnas_zoo.spec import ModelSpec, SpecError
 
 from .card import model_card
 
@@ -49,13 +49,6 @@ def read_checkpoint_file(path: str | Path, trust_pickle: bool = False) -> dict:
     except Exception as e:  # noqa: BLE001 - corrupt, truncated or not a checkpoint at all: one clear line
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise HubError(f"{path}: not a readable checkpoint ({e.__class__.__name__}: {first[:200]})") from None
-
-
-def checkpoint_spec(checkpoint: dict) -> ModelSpec | None:
-    """The spec a `search.train` checkpoint was trained from (it records it), else None."""
-    identity = checkpoint.get("identity") if isinstance(checkpoint, dict) else None
-    spec = identity.get("spec") if isinstance(identity, dict) else None
-    return spec_from_dict(spec, file="checkpoint identity.spec") if isinstance(spec, dict) else None
 
 
 def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
@@ -85,6 +78,9 @@ def load_model(model: str | None, checkpoint: str | Path, num_classes: int | Non
         state_dict = unwrap_state_dict(raw)
     except CheckpointError as e:
         raise HubError(f"{checkpoint}: {e}") from None
+    if mismatch := checkpoint_mismatch(raw, spec, str(checkpoint)):  # another network: say which, not its keys
+        raise HubError(mismatch + (" or leave out --model (hub.export reads the spec it records)"
+                                   if checkpoint_spec(raw) is not None else ""))
     if num_classes is None:  # search.train records the dataset's class count
         num_classes = raw.get("num_classes", spec.num_classes) if isinstance(raw, dict) else spec.num_classes
     net = create_model_from_spec(spec, num_classes=num_classes)
@@ -149,6 +145,9 @@ def export(model: str | None, checkpoint: str | Path, out: str | Path, tag: str 
         card = model_card(spec, count_model(net, spec.input_size), repo_id or f"{spec.name}.{tag}", tag,
                           net.num_classes, scores, dataset, onnx=onnx)
         (tmp / "README.md").write_text(card, encoding="utf-8")
+        mode = new_file_mode(out.parent)  # safetensors writes its file 0600; shared as open() would
+        for path in tmp.iterdir():
+            path.chmod(mode)
         if out.exists():  # --overwrite: swap, so a failure leaves the old folder in place
             old = out.with_name(f".{out.name}.old")
             out.rename(old)
