@@ -12,6 +12,7 @@ import torch
 from . import registered_specs, resolve_spec
 from .checkpoint import CheckpointError
 from .counting import Counts, count_params, count_spec, flop_counts, paper_deviation, target_deviation
+from .device import resolve_device
 from .model import FpnasZooNet, stage_plan
 from .spec import ModelSpec, SpecError
 
@@ -170,6 +171,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     if not Path(args.data_dir).is_dir():
         return _error(f"--data-dir {args.data_dir}: not a directory (expected an ImageFolder tree)")
+    try:  # before the model is built: a device this machine has
+        resolve_device(args.device)
+    except ValueError as e:
+        return _error(e)
     model = load_command_model(args)
     if model is None:
         return 2

@@ -10,6 +10,16 @@ from pathlib import Path
 from typing import Any
 
 
+def check_out_folder(path: str | os.PathLike, option: str = "--out") -> None:
+    """ValueError naming `option` when `path` cannot be the folder a command writes into: it, or the nearest of its
+    parents that exists, is a file."""
+    path = Path(path)
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        where = "is a file" if existing == path else f"is inside {existing}, which is a file"
+        raise ValueError(f"{option} {path}: {where}; expected a folder (new or existing) to write into")
+
+
 def _temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
 

@@ -16,6 +16,7 @@ from torchvision.datasets import ImageFolder
 from tqdm import tqdm
 
 from .checkpoint import CheckpointError, load_checkpoint_file, not_a_checkpoint
+from .device import resolve_device
 from .registry import checkpoint_mismatch, create_model_from_spec, resolve_spec
 
 
@@ -58,14 +59,14 @@ def validate(
     progress: bool = True,
 ) -> dict:
     """Evaluate `model` on an ImageFolder tree; returns counts, top-1 and top-5 in percent."""
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     data_config = resolve_data_config(model=model)
     dataset = ImageFolder(data_dir, transform=create_transform(**data_config, is_training=False))
     num_classes = model.num_classes
     if len(dataset.classes) > num_classes:
         raise ValueError(f"{data_dir}: {len(dataset.classes)} class folders, but the model has {num_classes} classes")
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=device == "cuda",
+        dataset, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=device.type == "cuda",
     )
     model = model.to(device).eval()
     correct1 = correct5 = seen = 0

@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as tdist
 
+from fpnas_zoo.device import resolve_device
+
 R = TypeVar("R")
 
 
@@ -97,23 +99,19 @@ def _initialised() -> bool:
     return tdist.is_available() and tdist.is_initialized()
 
 
-def _wants_cuda(device: str | None) -> bool:
-    if device is None:
-        return torch.cuda.is_available()
-    return torch.device(device).type == "cuda"
-
-
 def init_distributed(device: str | None = None) -> DistInfo:
     """Join the torchrun job if there is one (NCCL on GPU, gloo on CPU), else describe a single process.
 
-    Safe to call more than once: an existing process group is reused rather than re-created.
+    Safe to call more than once: an existing process group is reused rather than re-created. A `device` this
+    machine does not have (`cuda` without a GPU, `tpu`) is a ValueError naming --device.
     """
+    resolved = resolve_device(device)  # a device this machine has, or ValueError naming --device
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1 and not _initialised():
-        return DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device(device or _default_device()))
+        return DistInfo(rank=0, world_size=1, local_rank=0, device=resolved)
 
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = _wants_cuda(device)
+    use_cuda = resolved.type == "cuda"
     if use_cuda:
         # Pin the device before NCCL init so collectives never land on cuda:0 by accident.
         torch.cuda.set_device(local_rank)
@@ -121,10 +119,6 @@ def init_distributed(device: str | None = None) -> DistInfo:
         tdist.init_process_group(backend="nccl" if use_cuda else "gloo")
     dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     return DistInfo(rank=tdist.get_rank(), world_size=tdist.get_world_size(), local_rank=local_rank, device=dev)
-
-
-def _default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def cleanup() -> None:
