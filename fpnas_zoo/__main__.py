@@ -12,6 +12,7 @@ import torch
 from . import registered_specs, resolve_spec
 from .checkpoint import CheckpointError
 from .counting import Counts, count_params, count_spec, flop_counts, paper_deviation, target_deviation
+from .device import resolve_device
 from .model import FpnasZooNet, stage_plan
 from .spec import ModelSpec, SpecError
 
@@ -146,7 +147,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _error(message: object) -> int:
     """One `error:` line (whitespace folded, so a multi-line exception stays one line) and exit status 2."""
-    print(f"error: {' '.join(str(message).split())[:600]}", file=sys.stderr)
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
     return 2
 
 
@@ -165,7 +166,7 @@ def load_command_model(args: argparse.Namespace) -> torch.nn.Module | None:
         _error(e)
     except Exception as e:  # noqa: BLE001 - unreadable file, weights that do not fit or cannot be had: one line
         source = f"--checkpoint {args.checkpoint}" if args.checkpoint else "--pretrained"
-        _error(f"{source}: cannot load weights into {args.model} ({str(e)[:300] or e.__class__.__name__})")
+        _error(f"{source}: cannot load weights into {args.model} ({str(e) or e.__class__.__name__})")
     return None
 
 
@@ -175,6 +176,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     if not Path(args.data_dir).is_dir():
         return _error(f"--data-dir {args.data_dir}: not a directory (expected an ImageFolder tree)")
+    try:  # before the model is built: a device this machine has
+        resolve_device(args.device)
+    except ValueError as e:
+        return _error(e)
     model = load_command_model(args)
     if model is None:
         return 2

@@ -4,15 +4,78 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tempfile
+import secrets
+import stat
 from pathlib import Path
 from typing import Any
+
+
+def check_out_folder(path: str | os.PathLike, option: str = "--out") -> None:
+    """ValueError naming `option` when `path` cannot be the folder a command writes into: it, or the nearest of its
+    parents that exists, is a file."""
+    path = Path(path)
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        where = "is a file" if existing == path else f"is inside {existing}, which is a file"
+        raise ValueError(f"{option} {path}: {where}; expected a folder (new or existing) to write into")
+
+
+def _temp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+
+
+def make_temp_dir(path: str | os.PathLike) -> Path:
+    """A new, empty folder beside `path` (same parent, a hidden temp name) to fill and then rename onto `path`.
+
+    Made with `os.mkdir`, so it has the mode the user's umask gives, as any folder a command makes;
+    `tempfile.mkdtemp` would make it 0700 and the renamed result readable by its owner only."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        tmp = _temp_name(path)
+        try:
+            tmp.mkdir()
+            return tmp
+        except FileExistsError:  # another writer's temp name: draw again
+            continue
+
+
+def new_file_mode(folder: str | os.PathLike) -> int:
+    """The mode `open()` gives a new file in `folder` (0666 less the umask), read off a probe file: for files that
+    a writer outside the project (safetensors' `save_file`) leaves private. (Reading the umask itself means
+    setting it, which races with other threads.)"""
+    fd, probe = _open_temp(Path(folder) / "mode-probe")
+    try:
+        return stat.S_IMODE(os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
+        probe.unlink()
+
+
+def _open_temp(path: Path) -> tuple[int, Path]:
+    """A new temp file beside `path`, opened for writing, with the mode `open(path, "wb")` would give it: the mode
+    of the file it replaces, else 0666 less the umask (`tempfile.mkstemp`'s 0600 would make every result private)."""
+    while True:
+        tmp = _temp_name(path)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        except FileExistsError:  # another writer's temp name: draw again
+            continue
+        try:
+            os.chmod(fd if os.chmod in os.supports_fd else tmp, stat.S_IMODE(os.stat(path).st_mode))
+        except FileNotFoundError:  # a new file: the umask's mode, which os.open applied
+            pass
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        return fd, tmp
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _open_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

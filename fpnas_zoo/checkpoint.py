@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import pickle
 import re
 from typing import Any
 
 import torch
 import torch.nn as nn
+
+from .spec import ModelSpec, spec_from_dict
 
 WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")
 PREFIXES = ("module.", "_orig_mod.")
@@ -35,9 +36,51 @@ class CheckpointError(ValueError):
     """A checkpoint does not fit the model it is loaded into."""
 
 
+def checkpoint_format(path: str | os.PathLike) -> str | None:
+    """What a file's first bytes say it is: 'zip' (torch.save), 'pickle' (torch.save's legacy format), 'tar'
+    (torch.save's oldest), 'safetensors', or None: no checkpoint format at all (an image, a text, an empty file)."""
+    with open(path, "rb") as f:
+        head = f.read(264)
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):  # pickle protocol 2-5
+        return "pickle"
+    if head[257:262] == b"ustar":
+        return "tar"
+    if len(head) > 9 and int.from_bytes(head[:8], "little") > 0 and head[8:9] == b"{":  # JSON header length
+        return "safetensors"
+    return None
+
+
+def not_a_checkpoint(path: str | os.PathLike, label: str | None = None) -> str | None:
+    """One line when the file at `path` is no checkpoint at all (named `label`, e.g. the option that gave it),
+    else None."""
+    if checkpoint_format(path) is not None:
+        return None
+    with open(path, "rb") as f:
+        head = f.read(8)
+    what = f"it starts with the bytes {head!r}" if head else "it is empty"
+    return (f"{label or path}: not a checkpoint: expected a file written by torch.save (or a .safetensors file), "
+            f"but {what}")
+
+
+def read_failure(path: str | os.PathLike, error: BaseException, model: str | None = None) -> str:
+    """The one line for a checkpoint file that `torch.load` (or timm's loader around it) could not read: no
+    checkpoint at all, a pickle that `weights_only=True` refuses (and how to convert it deliberately), or a
+    damaged one."""
+    if os.path.isfile(path) and (message := not_a_checkpoint(path)):
+        return message
+    cause = error.__cause__ or error
+    if "Unsupported global" in f"{error} {cause}":
+        return pickle_refusal(path, error, model)
+    text = str(cause).strip()
+    detail = text.split("WeightsUnpickler error:")[-1].strip().splitlines()[0] if text else ""
+    return f"{path}: not a readable checkpoint ({cause.__class__.__name__}{': ' + detail if detail else ''})"
+
+
 def pickle_refusal(path: str | os.PathLike, error: BaseException, model: str | None = None) -> str:
     """What a file that `torch.load(weights_only=True)` refuses holds, and how to convert it deliberately."""
-    text = str(error)
+    text = f"{error} {error.__cause__ or ''}"
     listed = re.search(r"Unsupported globals: (.*?)\.(?:\s|$)", text)  # timm lists every one it found
     names = listed.group(1).split(", ") if listed else re.findall(r"Unsupported global: GLOBAL ([\w.]+)", text)
     names = [n for n in names if n != "argparse.Namespace"] or names  # allowed by timm and by us
@@ -56,10 +99,15 @@ def load_checkpoint_file(path: str | os.PathLike, trust_pickle: bool = False) ->
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):  # as timm: training args are plain data
             return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
-    except pickle.UnpicklingError as e:
-        if "Unsupported global" not in str(e):  # not a refusal: a corrupt or foreign file
-            raise
-        raise CheckpointError(pickle_refusal(path, e)) from None
+    except Exception as e:  # noqa: BLE001 - no checkpoint, refused, damaged: one line that says which
+        raise CheckpointError(read_failure(path, e)) from None
+
+
+def checkpoint_spec(checkpoint: Any) -> ModelSpec | None:
+    """The spec a `search.train` checkpoint was trained from (it records it under `identity`), else None."""
+    identity = checkpoint.get("identity") if isinstance(checkpoint, dict) else None
+    spec = identity.get("spec") if isinstance(identity, dict) else None
+    return spec_from_dict(spec, file="checkpoint identity.spec") if isinstance(spec, dict) else None
 
 
 def unwrap_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:

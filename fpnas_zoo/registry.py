@@ -22,11 +22,12 @@ import sys
 from typing import Any
 from urllib.parse import urlparse
 
+import torch
 import torch.nn as nn
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._builder import resolve_pretrained_cfg
 
-from .checkpoint import checkpoint_filter_fn, pickle_refusal
+from .checkpoint import CheckpointError, checkpoint_filter_fn, checkpoint_spec, not_a_checkpoint, read_failure
 from .model import FpnasZooNet, num_feature_levels
 from .spec import ModelSpec, SpecError, bundled_specs, load_spec, spec_from_dict
 
@@ -128,6 +129,8 @@ def check_pretrained_available(spec: ModelSpec, cfg) -> None:
     if cfg.file:
         if not os.path.exists(cfg.file):  # a file, or a `local-dir:` folder
             raise PretrainedWeightsError(f"{spec.name}: weights file {cfg.file} does not exist")
+        if os.path.isfile(cfg.file) and (message := not_a_checkpoint(cfg.file)):
+            raise CheckpointError(message)
         return
     if cfg.hf_hub_id:
         from huggingface_hub import constants, try_to_load_from_cache
@@ -206,7 +209,49 @@ def create_model_from_spec(spec: ModelSpec | str | os.PathLike, pretrained: bool
         if not re.search(r"Unsupported global|weights_only=True blocked", str(e)):
             raise
         cfg = resolve_pretrained_cfg(spec.name, kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay"))
-        raise PretrainedWeightsError(f"{spec.name}: {pickle_refusal(cfg.file or cfg.url, e, spec.name)}") from None
+        raise PretrainedWeightsError(f"{spec.name}: {read_failure(cfg.file or cfg.url, e, spec.name)}") from None
+
+
+def _body_shapes(state_dict: dict) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor but the classifier's (a head adapted to another class count is no other
+    architecture)."""
+    return {k: tuple(v.shape) for k, v in state_dict.items() if not k.startswith("classifier.")}
+
+
+def _meta_model(spec: ModelSpec) -> nn.Module:
+    with torch.device("meta"):  # shapes only: no memory, no init
+        return FpnasZooNet(spec)
+
+
+def checkpoint_mismatch(checkpoint: Any, spec: ModelSpec, source: str) -> str | None:
+    """None when `checkpoint` (as read from its file: any wrapping, the zoo's or the official layout) holds the
+    network of `spec`, its classifier aside; else one line naming the network it holds (the spec a `search.train`
+    checkpoint records, or the registered model whose tensors it has) and the one asked for with --model."""
+    model = _meta_model(spec)
+    try:
+        state_dict = checkpoint_filter_fn(checkpoint, model)
+    except CheckpointError as e:
+        return f"{source}: {e}"
+    body, wanted = _body_shapes(state_dict), _body_shapes(model.state_dict())
+    if body == wanted:
+        return None
+    head = state_dict.get("classifier.weight")
+    head = f" (with a {head.shape[0]}-class head)" if head is not None and head.ndim == 2 else ""
+    recorded = checkpoint_spec(checkpoint)
+    if recorded is not None and recorded != spec:
+        held, hint = f"the network of the spec it records ({recorded.name})", (
+            f"pass --model {recorded.name}" if _REGISTERED.get(recorded.name) == recorded
+            else "pass --model with that spec's file (e.g. the search run's spec.json)")
+    else:
+        name = next((n for n, s in _REGISTERED.items() if _body_shapes(_meta_model(s).state_dict()) == body), None)
+        if name is not None:
+            held, hint = f"{name}'s network", f"pass --model {name}"
+        else:
+            key = next(k for k in sorted(body.keys() | wanted.keys()) if body.get(k) != wanted.get(k))
+            held = "a network that is none of the registered zoo models"
+            hint = (f"pass --model with the spec it was trained from (first difference: {key} is "
+                    f"{body.get(key, 'absent')} in the checkpoint, {wanted.get(key, 'absent')} in {spec.name})")
+    return f"{source}: holds {held}{head}, not the {spec.name} network that --model asks for; {hint}"
 
 
 def _entrypoint(spec: ModelSpec):

@@ -15,7 +15,9 @@ from timm.data import create_transform, resolve_data_config
 from torchvision.datasets import ImageFolder
 from tqdm import tqdm
 
-from .registry import create_model_from_spec, resolve_spec
+from .checkpoint import CheckpointError, load_checkpoint_file, not_a_checkpoint
+from .device import resolve_device
+from .registry import checkpoint_mismatch, create_model_from_spec, resolve_spec
 
 
 def build_eval_model(model: str, pretrained: bool = False, checkpoint: str | None = None,
@@ -32,13 +34,22 @@ def build_eval_model(model: str, pretrained: bool = False, checkpoint: str | Non
     if checkpoint is not None:
         if not Path(checkpoint).is_file():
             raise FileNotFoundError(f"--checkpoint {checkpoint}: no such file")
+        if message := not_a_checkpoint(checkpoint, label=f"--checkpoint {checkpoint}"):
+            raise CheckpointError(message)
         kwargs["pretrained_cfg_overlay"] = dict(file=str(checkpoint))
         if num_classes is not None:  # the weights' head: timm keeps a classifier whose size its cfg states
             kwargs["num_classes"] = kwargs["pretrained_cfg_overlay"]["num_classes"] = num_classes
         pretrained = True
-    if model == spec.name:
-        return timm.create_model(model, pretrained=pretrained, **kwargs)
-    return create_model_from_spec(spec, pretrained=pretrained, **kwargs)
+    try:
+        if model == spec.name:
+            return timm.create_model(model, pretrained=pretrained, **kwargs)
+        return create_model_from_spec(spec, pretrained=pretrained, **kwargs)
+    except RuntimeError as e:  # weights that do not fit: say which network they are, not which keys they lack
+        if checkpoint is None or "Error(s) in loading state_dict" not in str(e):
+            raise
+        if mismatch := checkpoint_mismatch(load_checkpoint_file(checkpoint), spec, f"--checkpoint {checkpoint}"):
+            raise CheckpointError(mismatch) from None
+        raise
 
 
 @torch.no_grad()
@@ -51,14 +62,14 @@ def validate(
     progress: bool = True,
 ) -> dict:
     """Evaluate `model` on an ImageFolder tree; returns counts, top-1 and top-5 in percent."""
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     data_config = resolve_data_config(model=model)
     dataset = ImageFolder(data_dir, transform=create_transform(**data_config, is_training=False))
     num_classes = model.num_classes
     if len(dataset.classes) > num_classes:
         raise ValueError(f"{data_dir}: {len(dataset.classes)} class folders, but the model has {num_classes} classes")
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=device == "cuda",
+        dataset, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=device.type == "cuda",
     )
     model = model.to(device).eval()
     correct1 = correct5 = seen = 0

@@ -14,7 +14,6 @@ import argparse
 import json
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import safetensors.torch
@@ -23,10 +22,11 @@ import torch.nn as nn
 from timm.models import save_for_hf
 
 from fpnas_zoo import CheckpointError, checkpoint_filter_fn, count_model, create_model_from_spec, resolve_spec
-from fpnas_zoo.checkpoint import load_checkpoint_file, unwrap_state_dict
+from fpnas_zoo.atomic import make_temp_dir, new_file_mode
+from fpnas_zoo.checkpoint import checkpoint_spec, load_checkpoint_file, unwrap_state_dict
 from fpnas_zoo.export import ExportError, export_onnx
-from fpnas_zoo.registry import GENERIC_ENTRYPOINT
-from fpnas_zoo.spec import ModelSpec, SpecError, spec_from_dict
+from fpnas_zoo.registry import GENERIC_ENTRYPOINT, checkpoint_mismatch
+from fpnas_zoo.spec import ModelSpec, SpecError
 
 from .card import DATASETS, model_card
 
@@ -49,13 +49,6 @@ def read_checkpoint_file(path: str | Path, trust_pickle: bool = False) -> dict:
     except Exception as e:  # noqa: BLE001 - corrupt, truncated or not a checkpoint at all: one clear line
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise HubError(f"{path}: not a readable checkpoint ({e.__class__.__name__}: {first[:200]})") from None
-
-
-def checkpoint_spec(checkpoint: dict) -> ModelSpec | None:
-    """The spec a `search.train` checkpoint was trained from (it records it), else None."""
-    identity = checkpoint.get("identity") if isinstance(checkpoint, dict) else None
-    spec = identity.get("spec") if isinstance(identity, dict) else None
-    return spec_from_dict(spec, file="checkpoint identity.spec") if isinstance(spec, dict) else None
 
 
 def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
@@ -85,6 +78,9 @@ def load_model(model: str | None, checkpoint: str | Path, num_classes: int | Non
         state_dict = unwrap_state_dict(raw)
     except CheckpointError as e:
         raise HubError(f"{checkpoint}: {e}") from None
+    if mismatch := checkpoint_mismatch(raw, spec, str(checkpoint)):  # another network: say which, not its keys
+        raise HubError(mismatch + (" or leave out --model (hub.export reads the spec it records)"
+                                   if checkpoint_spec(raw) is not None else ""))
     if num_classes is None:  # search.train records the dataset's class count
         num_classes = raw.get("num_classes", spec.num_classes) if isinstance(raw, dict) else spec.num_classes
     net = create_model_from_spec(spec, num_classes=num_classes)
@@ -155,11 +151,10 @@ def export(model: str | None, checkpoint: str | Path, out: str | Path, tag: str 
         raise HubError(f"{out} already exists; choose another --out or pass --overwrite")
     net, spec = load_model(model, checkpoint, num_classes, trust_pickle)
     scores = read_metrics(metrics)
-    dataset, default_tag = dataset_and_tag(dataset or (scores or {}).get("dataset") or
+    dataset, dataset_tag = dataset_and_tag(dataset or (scores or {}).get("dataset") or
                                            trained_on(checkpoint, trust_pickle), net.num_classes)
-    tag = tag or default_tag
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tag = tag or dataset_tag
+    tmp = make_temp_dir(out)
     try:
         save_for_hf(net, tmp, safe_serialization=True,
                     model_config={"pretrained_cfg": {"architecture": GENERIC_ENTRYPOINT, "tag": tag}},
@@ -172,8 +167,9 @@ def export(model: str | None, checkpoint: str | Path, out: str | Path, tag: str 
         card = model_card(spec, count_model(net, spec.input_size), repo_id or f"{spec.name}.{tag}", tag,
                           net.num_classes, scores, dataset, onnx=onnx)
         (tmp / "README.md").write_text(card, encoding="utf-8")
-        for path in (tmp, *tmp.iterdir()):  # mkdtemp makes 0700; an export is meant to be shared
-            path.chmod(0o755 if path.is_dir() else 0o644)
+        mode = new_file_mode(out.parent)  # safetensors writes its file 0600; shared as open() would
+        for path in tmp.iterdir():
+            path.chmod(mode)
         if out.exists():  # --overwrite: swap, so a failure leaves the old folder in place
             old = out.with_name(f".{out.name}.old")
             out.rename(old)

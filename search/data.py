@@ -464,6 +464,9 @@ def make_cluttered_digits(split: str, count: int | None = None,
     return images, labels_all[picks[:, 0]], pool[picks]
 
 
+MIN_CLASSES = 2  # classes an imagefolder dataset must hold: a search or a training tells classes apart
+
+
 def _imagefolder_root(data_dir: str | None) -> Path:
     if data_dir is None:
         raise ValueError("imagefolder needs data_dir (--data-dir): a directory with one sub-folder per class")
@@ -474,8 +477,9 @@ def _imagefolder_root(data_dir: str | None) -> Path:
     if (root / "train").is_dir():
         root = root / "train"
     classes = [d for d in os.scandir(root) if d.is_dir() and not d.name.startswith(".")]
-    if len(classes) < 2:
-        raise ValueError(f"imagefolder: data_dir {root} must hold at least 2 class folders, found {len(classes)}")
+    if len(classes) < MIN_CLASSES:
+        raise ValueError(f"imagefolder: data_dir {root} must hold at least {MIN_CLASSES} class folders, found "
+                         f"{len(classes)}")
     return root
 
 

@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as tdist
 
+from fpnas_zoo.device import resolve_device
+
 R = TypeVar("R")
 
 
@@ -106,23 +108,19 @@ def _initialised() -> bool:
     return tdist.is_available() and tdist.is_initialized()
 
 
-def _wants_cuda(device: str | None) -> bool:
-    if device is None:
-        return torch.cuda.is_available()
-    return torch.device(device).type == "cuda"
-
-
 def init_distributed(device: str | None = None) -> DistInfo:
     """Join the torchrun job if there is one (NCCL on GPU, gloo on CPU), else describe a single process.
 
-    Safe to call more than once: an existing process group is reused rather than re-created.
+    Safe to call more than once: an existing process group is reused rather than re-created. A `device` this
+    machine does not have (`cuda` without a GPU, `tpu`) is a ValueError naming --device.
     """
+    resolved = resolve_device(device)  # a device this machine has, or ValueError naming --device
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1 and not _initialised():
-        return DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device(device or _default_device()))
+        return DistInfo(rank=0, world_size=1, local_rank=0, device=resolved)
 
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = _wants_cuda(device)
+    use_cuda = resolved.type == "cuda"
     if use_cuda:
         # Pin the device before NCCL init so collectives never land on cuda:0 by accident.
         torch.cuda.set_device(local_rank)
@@ -143,10 +141,6 @@ def _init_process_group(backend: str) -> None:
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     tdist.init_process_group(backend=backend, store=tdist.PrefixStore(f"attempt{attempt}", store), rank=rank,
                              world_size=world_size)
-
-
-def _default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def cleanup() -> None:

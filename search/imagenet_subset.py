@@ -24,13 +24,14 @@ import os
 import shlex
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm import tqdm
 
+from fpnas_zoo.atomic import make_temp_dir
+from search.data import MIN_CLASSES  # what the printed search command takes
 from search.engine import derive_seed
 
 _SALT_CLASSES, _SALT_IMAGES = 0xC1A55, 0x1A6E5  # keep the class draw and the per-class image draws independent
@@ -72,9 +73,9 @@ def _read_class_list(path: str, available: list[str]) -> list[str]:
     for w in wnids:
         if w not in known:
             raise SubsetError(f"--class-list {path}: unknown wnid {w!r} (no folder train/{w} in --imagenet)")
-    if not wnids or len(set(wnids)) != len(wnids):
-        raise SubsetError(f"--class-list {path}: expected distinct wnids, one per line; found {len(wnids)} "
-                          f"of which {len(set(wnids))} distinct")
+    if len(wnids) < MIN_CLASSES or len(set(wnids)) != len(wnids):
+        raise SubsetError(f"--class-list {path}: expected at least {MIN_CLASSES} distinct wnids (a search tells "
+                          f"classes apart), one per line; found {len(wnids)} of which {len(set(wnids))} distinct")
     return sorted(wnids)
 
 
@@ -114,8 +115,9 @@ def make_subset(
         wnids = _read_class_list(class_list, available)
     else:
         classes = 100 if classes is None else classes  # FP-NAS's ImageNet-100
-        if not 1 <= classes <= len(available):
-            raise SubsetError(f"--classes {classes}: expected 1 to {len(available)} (class folders in {source}/train)")
+        if not MIN_CLASSES <= classes <= len(available):
+            raise SubsetError(f"--classes {classes}: expected {MIN_CLASSES} to {len(available)} (a search tells at "
+                              f"least {MIN_CLASSES} classes apart; {len(available)} class folders in {source}/train)")
         wnids = _draw(available, classes, seed, _SALT_CLASSES)
     # The flat ILSVRC val folder (no class folders) has no labels an ImageFolder could read: train/ only then.
     splits = ["train"] + (["val"] if (source / "val").is_dir() and _class_dirs(source / "val") else [])
@@ -131,9 +133,8 @@ def make_subset(
                 names = _draw(names, images_per_class, seed, _SALT_IMAGES, name_seed)
             files[split, wnid] = names
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
     # Built beside OUT and renamed at the end, so an interrupted or failed run leaves no half-made subset.
-    tmp = Path(tempfile.mkdtemp(prefix=f"{dest.name}.tmp-", dir=dest.parent))
+    tmp = make_temp_dir(dest)
     try:
         try:
             desc = "copying" if copy else "linking"

@@ -27,6 +27,9 @@ import sys
 from dataclasses import fields, replace
 from pathlib import Path
 
+from fpnas_zoo.atomic import check_out_folder
+from fpnas_zoo.device import resolve_device
+
 from .checkpointing import ResumeError
 from .coordinate_descent import FpnasSearch
 from .data import DATASETS, OFFLINE_DATASETS, input_resolution
@@ -125,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
         settings = settings_from_args(args)
+        resolve_device(args.device)  # before any work: a device this machine has
+        check_out_folder(args.out)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

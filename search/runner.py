@@ -73,6 +73,8 @@ class SearchSettings:
         """Counts the search cannot run with are refused with the option that sets them."""
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.seed < 0:
+            raise ValueError(f"--seed must be at least 0, got {self.seed}")
 
 
 def searched_spec_dict(*, name: str, input_size: tuple[int, int, int], num_classes: int, mean: Any, std: Any,

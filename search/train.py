@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from fpnas_zoo import create_model_from_spec, resolve_spec
-from fpnas_zoo.atomic import atomic_write_json
+from fpnas_zoo.atomic import atomic_write_json, check_out_folder
+from fpnas_zoo.device import resolve_device
 from fpnas_zoo.spec import SpecError
 
 from . import distributed as dist_utils
@@ -97,6 +98,9 @@ def train(spec_ref: str, dataset: str, out: Path, recipe_name: str = "fpnas-cifa
           resume: bool = False, device: str | None = None, workers: int = 2, limit_train: int | None = None,
           limit_val: int | None = None, progress: bool = True, val_size: int | float | None = None,
           compile: bool = False) -> dict:
+    for option, value in (("--epochs", epochs), ("--batch-size", batch_size)):  # 0 is no "use the recipe's"
+        if value is not None and value < 1:
+            raise ValueError(f"{option} must be at least 1, got {value}")
     spec = resolve_spec(spec_ref)
     plan = RECIPES[recipe_name]
     recipe = replace(plan.recipe, epochs=epochs or plan.recipe.epochs, compile=compile)
@@ -178,6 +182,12 @@ def main(argv: list[str] | None = None) -> int:
                    "faster (bench/README.md)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    try:  # before any work: a device this machine has, a folder to write into
+        resolve_device(args.device)
+        check_out_folder(args.out)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     # Under torchrun only rank 0 writes OUT (no filesystem shared between ranks is assumed): it answers for all.
     dist = dist_utils.init_distributed(args.device)

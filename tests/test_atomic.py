@@ -1,4 +1,6 @@
 """Tensor files are written with CPU tensors only, so a file written on a GPU machine loads on any machine."""
+import os
+import stat
 from collections import namedtuple
 
 import pytest
@@ -37,3 +39,37 @@ def test_cuda_tensors_are_written_as_cpu_tensors(tmp_path, assert_loads_on_cpu):
     assert cpu_tensors(obj)["weight"].device.type == "cpu"
     atomic_torch_save(tmp_path / "f.pt", obj)
     assert_loads_on_cpu(tmp_path / "f.pt")
+
+
+@pytest.fixture
+def umask():
+    """Run under a given umask, restoring the process's own afterwards."""
+    saved = os.umask(0o022)
+    os.umask(saved)
+    yield os.umask
+    os.umask(saved)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o002])
+def test_written_files_and_folders_get_the_umask_mode_as_open_and_mkdir_give(tmp_path, umask, mask):
+    umask(mask)
+    with open(tmp_path / "by_open", "wb"):  # the reference: what a plain open() and mkdir give
+        pass
+    (tmp_path / "by_mkdir").mkdir()
+    atomic.atomic_write_json(tmp_path / "a.json", {"x": 1})
+    atomic_torch_save(tmp_path / "a.pt", {"w": torch.ones(1)})
+    folder = atomic.make_temp_dir(tmp_path / "subset")
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+    assert mode(tmp_path / "a.json") == mode(tmp_path / "a.pt") == mode(tmp_path / "by_open") == 0o666 & ~mask
+    assert mode(folder) == mode(tmp_path / "by_mkdir") == 0o777 & ~mask
+    assert folder.parent == tmp_path and not any(folder.iterdir())
+
+
+def test_rewriting_a_file_keeps_its_mode_as_open_does(tmp_path, umask):
+    umask(0o022)
+    path = tmp_path / "spec.json"
+    atomic.atomic_write_text(path, "old")
+    path.chmod(0o640)
+    atomic.atomic_write_text(path, "new")
+    assert path.read_text() == "new" and stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["spec.json"]  # no temp file left behind

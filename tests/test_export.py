@@ -1,5 +1,7 @@
 """Deployment export: ONNX Runtime and torch.export programs against PyTorch eager, metadata, CLI and hub --onnx."""
+import fractions
 import json
+import os
 import re
 import subprocess
 import sys
@@ -12,6 +14,7 @@ import pytest
 import timm
 import torch
 import torch.nn as nn
+from PIL import Image
 
 import fpnas_zoo
 from fpnas_zoo import create_model_from_spec, load_spec, save_spec, spec_from_dict
@@ -235,10 +238,23 @@ def test_readme_export_commands_for_registered_models(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case", ["unknown_model", "bad_spec", "missing_checkpoint", "checkpoint_of_another_model",
-                                  "not_a_checkpoint", "out_is_a_directory"])
+                                  "not_a_checkpoint", "image", "empty", "pickled_code", "out_is_a_directory"])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, case):
     out = tmp_path / "out.onnx"
     argv = ["export", "--model", "fpnasnet_cifar", "--out", str(out)]
+    expected = {  # what the line says, whole: a file that is no pickle is not called one, and nothing is cut
+        "checkpoint_of_another_model": "holds fpnasnet_c's network (with a 1000-class head), not the fpnasnet_cifar "
+                                       "network that --model asks for; pass --model fpnasnet_c",
+        "not_a_checkpoint": "junk.pt: not a checkpoint: expected a file written by torch.save (or a .safetensors "
+                            "file), but it starts with the bytes b'not a ch'",
+        "image": "cat.jpg: not a checkpoint: expected a file written by torch.save (or a .safetensors file), but it "
+                 "starts with the bytes b'\\xff\\xd8\\xff",
+        "empty": "empty.pt: not a checkpoint: expected a file written by torch.save (or a .safetensors file), but it "
+                 "is empty",
+        "pickled_code": "holds pickled Python objects (fractions.Fraction), not only tensors; weights_only=True "
+                        "refuses to unpickle it because unpickling can run code. If you trust its source, convert it "
+                        "once, deliberately: `python -m hub.export --model fpnasnet_cifar --checkpoint",
+    }.get(case, "")
     if case == "unknown_model":
         argv[2] = "no_such_model"
     elif case == "bad_spec":
@@ -254,12 +270,52 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, ca
     elif case == "not_a_checkpoint":
         (tmp_path / "junk.pt").write_text("not a checkpoint")
         argv += ["--checkpoint", str(tmp_path / "junk.pt")]
+    elif case == "image":
+        Image.new("RGB", (8, 8)).save(tmp_path / "cat.jpg")
+        argv += ["--checkpoint", str(tmp_path / "cat.jpg")]
+    elif case == "empty":
+        (tmp_path / "empty.pt").write_bytes(b"")
+        argv += ["--checkpoint", str(tmp_path / "empty.pt")]
+    elif case == "pickled_code":
+        torch.save({"state_dict": {}, "args": fractions.Fraction(1, 3)}, tmp_path / "p.pt")
+        argv += ["--checkpoint", str(tmp_path / "p.pt")]
     elif case == "out_is_a_directory":
         out.mkdir()
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
+    assert expected in err, err
+    if case in ("not_a_checkpoint", "image", "empty"):
+        assert "pickle" not in err and "trust" not in err
+    if case == "pickled_code":
+        assert err.strip().endswith("then load DIR with `local-dir:DIR`)")  # whole, not cut at 300 characters
     assert not (out.is_file() or any(p.suffix == ".tmp" for p in tmp_path.iterdir()))
+
+
+def test_timm_loading_a_file_that_is_no_checkpoint_says_so(tmp_path):
+    """Through timm (pretrained_cfg_overlay), as through the CLI: no advice to unpickle a file that is no pickle."""
+    Image.new("RGB", (8, 8)).save(tmp_path / "cat.jpg")
+    with pytest.raises(fpnas_zoo.CheckpointError, match=r"cat.jpg: not a checkpoint: .* starts with the bytes"):
+        timm.create_model("fpnasnet_cifar", pretrained=True,
+                          pretrained_cfg_overlay=dict(file=str(tmp_path / "cat.jpg")))
+    (tmp_path / "damaged.pt").write_bytes(b"\x80\x04not a checkpoint at all")  # starts like a pickle, is none
+    with pytest.raises(RuntimeError, match=r"damaged.pt: not a readable checkpoint \(UnpicklingError: ") as info:
+        timm.create_model("fpnasnet_cifar", pretrained=True,
+                          pretrained_cfg_overlay=dict(file=str(tmp_path / "damaged.pt")))
+    assert "trust" not in str(info.value)
+
+
+def test_offline_pretrained_message_is_whole(tmp_path):
+    """The advice of an unavailable --pretrained reaches the user whole (it was cut at 300 characters)."""
+    env = {**os.environ, "FPNAS_ZOO_HUB_ORG": "my-org", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    run = subprocess.run([sys.executable, "-m", "fpnas_zoo", "export", "--model", "fpnasnet_c", "--pretrained",
+                          "--out", str(tmp_path / "c.onnx")], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert "nothing cached for Hub repo my-org/fpnasnet_c.in1k" in run.stderr
+    assert run.stderr.strip().endswith("and push it (`python -m hub.push`), set FPNAS_ZOO_HUB_ORG to an organisation "
+                                       "that has pushed it, or load a local file with "
+                                       "`pretrained_cfg_overlay=dict(file='path/to/weights')`.)")
+    assert list(tmp_path.iterdir()) in ([], [tmp_path / "hf"])
 
 
 @torch.library.custom_op("fpnas_zoo_test::wiggle", mutates_args=())

@@ -142,9 +142,10 @@ def test_push_without_token_fails_in_one_line(trained, tmp_path, capsys):
 def test_bad_inputs_fail_clearly_and_leave_nothing(trained, tmp_path, case, capsys):
     path = trained[1]
     model = MODEL
-    if case == "head_mismatch":
-        model = "fpnasnet"  # 1000 classes; the checkpoint's head has 10 (and a CIFAR stem)
-        expected = "the classifier has 10 outputs but fpnasnet is exported with num_classes=1000"
+    if case == "head_mismatch":  # the spec's network with a head adapted to 5 classes (the spec has 10)
+        path = tmp_path / "five.pt"
+        torch.save(timm.create_model(MODEL, num_classes=5).state_dict(), path)
+        expected = f"the classifier has 5 outputs but {MODEL} is exported with num_classes=10; pass --num-classes 5"
     elif case == "unknown_model":
         model, expected = "resnet9000", "a registered zoo model"
     elif case == "corrupt":
@@ -161,6 +162,43 @@ def test_bad_inputs_fail_clearly_and_leave_nothing(trained, tmp_path, case, caps
     assert export_main(["--model", model, "--checkpoint", str(path), "--out", str(out)]) == 2
     assert expected in capsys.readouterr().err
     assert not out.exists() and not (out.parent.exists() and any(out.parent.iterdir()))
+
+
+def test_export_folder_and_files_get_the_umask_mode(trained, tmp_path):
+    """As open() and mkdir give them (safetensors writes its file 0600; a fixed 0644 ignores a 027 umask)."""
+    saved = os.umask(0o027)
+    try:
+        export(MODEL, trained[1], tmp_path / "out", tag="cifar10")
+    finally:
+        os.umask(saved)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "out", *(tmp_path / "out").iterdir())}
+    assert modes == {"out": 0o750, "README.md": 0o640, "config.json": 0o640, "model.safetensors": 0o640}
+
+
+@pytest.mark.parametrize("case", ["registered", "recorded_registered", "recorded_searched", "unknown"])
+def test_checkpoint_of_another_architecture_is_named(trained, tmp_path, case, capsys):
+    """Not the missing keys, nor `--num-classes 10` for a head that is not the only difference: which network the
+    checkpoint holds and which --model asked for."""
+    state_dict = trained[0].state_dict()  # fpnasnet_cifar's network, 10 classes
+    spec = fpnas_zoo.registered_specs()[MODEL].to_dict()
+    if case in ("recorded_searched", "unknown"):
+        spec["name"], spec["blocks"][3]["kernel_size"] = "my_search", 5  # a network no registered model has
+        state_dict = fpnas_zoo.create_model_from_spec(fpnas_zoo.spec_from_dict(spec)).state_dict()
+    checkpoint = {"state_dict": state_dict, "epoch": 1}
+    if case.startswith("recorded"):  # what search.train writes
+        checkpoint["identity"] = {"spec": spec}
+    torch.save(checkpoint, tmp_path / "c.pt")
+    out = tmp_path / "out"
+    assert export_main(["--model", "fpnasnet_c", "--checkpoint", str(tmp_path / "c.pt"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing" not in err[0].lower() and "--num-classes" not in err[0], err
+    assert "not the fpnasnet_c network that --model asks for" in err[0] and "10-class head" in err[0]
+    assert {"registered": f"holds {MODEL}'s network", "recorded_registered": f"spec it records ({MODEL})",
+            "recorded_searched": "spec it records (my_search)", "unknown": "none of the registered zoo models",
+            }[case] in err[0]
+    if case.startswith("recorded"):
+        assert "leave out --model" in err[0]
+    assert not out.exists()
 
 
 def test_convert_official_checkpoint(official, tmp_path):

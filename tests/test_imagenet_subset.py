@@ -7,6 +7,7 @@ import json
 import os
 import random
 import shlex
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -172,6 +173,8 @@ def test_train_only_source(val, tmp_path):
         ("no_dir", "--imagenet"),
         ("no_train", "--imagenet"),
         ("zero", "--classes"),
+        ("one", "--classes"),  # the printed search command needs at least 2 classes
+        ("one_wnid", "--class-list"),
         ("too_many", "--classes"),
         ("empty_class", "--imagenet"),
         ("unknown_wnid", "--class-list"),
@@ -190,6 +193,11 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, option, imagen
         (source / "val" / WNIDS[0]).mkdir(parents=True)
     elif case == "zero":
         extra = ["--classes", "0"]
+    elif case == "one":
+        extra = ["--classes", "1"]
+    elif case == "one_wnid":
+        (tmp_path / "list.txt").write_text(f"{WNIDS[0]}  # only one\n")
+        extra = ["--class-list", str(tmp_path / "list.txt")]
     elif case == "too_many":
         extra = ["--classes", str(len(WNIDS) + 1)]
     elif case == "empty_class":
@@ -214,6 +222,8 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, option, imagen
     assert len(err) == 1 and err[0].startswith(f"error: {option} "), err
     if case == "unknown_wnid":
         assert "n99999999" in err[0] and "list.txt" in err[0]
+    if case in ("one", "one_wnid"):
+        assert "at least 2" in err[0]
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
@@ -231,3 +241,18 @@ def test_failure_while_linking_leaves_nothing(imagenet, tmp_path, monkeypatch, c
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --out ") and "--copy" in err[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_subset_folders_and_files_get_the_umask_mode(imagenet, tmp_path):
+    """OUT is shared like any folder a command makes (it was built in a 0700 temp folder and kept that mode)."""
+    saved = os.umask(0o022)
+    try:
+        (tmp_path / "by_mkdir").mkdir()
+        out = tmp_path / "in3"
+        assert main(["--imagenet", str(imagenet), "--classes", "3", "--out", str(out), "--no-progress"]) == 0
+    finally:
+        os.umask(saved)
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+    folders = [out, out / "train", *(out / "train").iterdir()]
+    assert {mode(f) for f in folders} == {mode(tmp_path / "by_mkdir")} == {0o755}
+    assert mode(out / "classes.txt") == mode(out / "subset.json") == 0o644

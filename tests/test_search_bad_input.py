@@ -1,15 +1,24 @@
 """`python -m search.run` refuses budgets that mean nothing before any training; a fresh run starts a fresh
 trace."""
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from fpnas_zoo import count_spec, spec_from_dict
+from fpnas_zoo.__main__ import main as cli_main
 from search.checkpointing import read_trace
 from search.coordinate_descent.algorithm import PRESETS
 from search.coordinate_descent.space import fpnas_space
 from search.cost import _METADATA
 from search.run import main
+from search.train import main as train_main
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _smoke_space():
@@ -53,3 +62,78 @@ def test_fresh_run_into_a_folder_with_an_old_trace_starts_a_new_trace(tmp_path):
     assert main(["--preset", "smoke", "--T", "1", "--out", str(out), "--no-progress"]) == 0
     events = [r["event"] for r in read_trace(out / "trace.jsonl")]
     assert "from_an_old_run" not in events and events.count("decision") == 1
+
+
+def _image_folder(root: Path) -> Path:
+    """An ImageFolder tree validate reads: 2 classes of one image each."""
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(root / name / "0.png")
+    return root
+
+
+def _one_error_line(err: str, option: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {option} ") and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("cli", ["search.run", "search.train", "fpnas_zoo validate"])
+def test_device_cuda_without_a_gpu_is_one_line(tmp_path, cli):
+    """As a user runs it on a machine without a GPU (CUDA_VISIBLE_DEVICES= hides any there is)."""
+    data = _image_folder(tmp_path / "val")
+    argv = {"search.run": ["-m", "search.run", "--preset", "smoke", "--out", str(tmp_path / "out"), "--no-progress"],
+            "search.train": ["-m", "search.train", "--spec", "fpnasnet_cifar", "--dataset", "digits", "--recipe",
+                             "demo", "--out", str(tmp_path / "out"), "--no-progress"],
+            "fpnas_zoo validate": ["-m", "fpnas_zoo", "validate", "--model", "fpnasnet_cifar", "--data-dir",
+                                   str(data), "--out", str(tmp_path / "out")]}[cli]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}
+    run = subprocess.run([sys.executable, *argv, "--device", "cuda"], capture_output=True, text=True, cwd=ROOT,
+                         env=env)
+    line = _one_error_line(run.stderr, "--device cuda:")
+    assert run.returncode == 2 and "no cuda device" in line and "--device cpu" in line
+    assert list(tmp_path.iterdir()) == [data]
+
+
+@pytest.mark.parametrize("case, option", [("tpu", "--device"), ("out_is_a_file", "--out"), ("seed", "--seed"),
+                                          ("width_negative", "--width-mult"), ("width_zero", "--width-mult")])
+def test_search_run_bad_values_are_one_line_and_write_nothing(tmp_path, capsys, case, option):
+    out = tmp_path / "out"
+    extra = {"tpu": ["--device", "tpu"], "seed": ["--seed", "-1"], "width_negative": ["--width-mult", "-1"],
+             "width_zero": ["--width-mult", "0"]}.get(case, [])
+    if case == "out_is_a_file":
+        out.write_text("mine")
+    before = sorted(tmp_path.rglob("*"))
+    assert main(["--preset", "smoke", "--out", str(out), "--no-progress", *extra]) == 2
+    line = _one_error_line(capsys.readouterr().err, option)
+    assert {"tpu": "not a device name torch knows", "out_is_a_file": "is a file; expected a folder",
+            "seed": "must be at least 0, got -1", "width_negative": "must be > 0", "width_zero": "must be > 0",
+            }[case] in line
+    assert sorted(tmp_path.rglob("*")) == before and (case != "out_is_a_file" or out.read_text() == "mine")
+
+
+@pytest.mark.parametrize("case, option", [("epochs", "--epochs"), ("batch_size", "--batch-size"),
+                                          ("tpu", "--device"), ("out_is_a_file", "--out")])
+def test_search_train_bad_values_are_one_line_and_write_nothing(tmp_path, capsys, case, option):
+    """0 epochs or images per step is refused, not read as 'the recipe's' (3 epochs of 64)."""
+    out = tmp_path / "out"
+    extra = {"epochs": ["--epochs", "0"], "batch_size": ["--batch-size", "0"], "tpu": ["--device", "tpu"]}.get(case, [])
+    if case == "out_is_a_file":
+        out.write_text("mine")
+    before = sorted(tmp_path.rglob("*"))
+    argv = ["--spec", "fpnasnet_cifar", "--dataset", "digits", "--recipe", "demo", "--out", str(out), "--no-progress",
+            "--limit-train", "32", "--limit-val", "16"]  # seconds, should a bad value train
+    assert train_main([*argv, *extra]) == 2
+    line = _one_error_line(capsys.readouterr().err, option)
+    assert {"epochs": "--epochs must be at least 1, got 0", "batch_size": "--batch-size must be at least 1, got 0",
+            "tpu": "not a device name torch knows", "out_is_a_file": "is a file; expected a folder"}[case] in line
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_validate_device_not_known_is_one_line(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    data = _image_folder(tmp_path / "val")
+    assert cli_main(["validate", "--model", "fpnasnet_cifar", "--data-dir", str(data), "--device", "tpu",
+                     "--out", str(out)]) == 2
+    assert "not a device name torch knows" in _one_error_line(capsys.readouterr().err, "--device tpu:")
+    assert not out.exists()

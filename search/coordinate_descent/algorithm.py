@@ -65,6 +65,8 @@ class FpnasSettings(SearchSettings):
         for name, option in options.items():
             if getattr(self, name) < 1:
                 raise ValueError(f"{option} must be at least 1, got {getattr(self, name)}")
+        if not self.width_mult > 0:
+            raise ValueError(f"--width-mult must be > 0 (it scales every width of the space), got {self.width_mult}")
         super().check()
 
 

@@ -130,6 +130,8 @@ class FpNasSettings(SearchSettings):
         """Settings the algorithm cannot run with are refused with the option that sets them."""
         if self.space not in SPACES:
             raise ValueError(f"--space {self.space}: expected one of {', '.join(SPACES)}")
+        if not self.width_mult > 0:
+            raise ValueError(f"--width-mult must be > 0 (it scales every width of the space), got {self.width_mult}")
         if self.epochs < 1:
             raise ValueError(f"--epochs must be at least 1, got {self.epochs}")
         if not 0 <= self.warmup_epochs < self.epochs:
