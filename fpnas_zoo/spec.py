@@ -106,6 +106,9 @@ SEARCH_FIELDS = {
     "val_top1": Field("number", low=0.0, high=100.0, nullable=True),
     "wall_time_s": Field("number", low=0.0),
     "gpu_hours": Field("number", low=0.0),
+    # torch's intra-op threads per process (`--threads`): on the CPU the float summation order, hence the numbers,
+    # can depend on it. Left out of specs written before it was recorded.
+    "cpu_threads": Field("int", low=1, optional=True),
     # FP-NAS: a summary of the final architecture distribution (entropy, parameterisation, most likely choices);
     # null for FPNAS. Optional in files (specs written before it existed load as null).
     "distribution": Field("object", nullable=True),

@@ -10,9 +10,11 @@ Data arrives as "Batches": iterables of (images, labels) already on the device, 
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -296,6 +298,33 @@ def recalibrate_bn(model: nn.Module, batches: Any, dist: DistInfo, max_batches: 
     for bn in bns:
         dist.all_reduce_mean(bn.running_mean)
         dist.all_reduce_mean(bn.running_var)
+
+
+# --------------------------------------------------------------------------- CPU threads
+
+
+@contextmanager
+def cpu_threads(threads: int | None, *, small_workload: bool) -> Iterator[int]:
+    """torch's intra-op thread count for one command (`--threads`), restored when it ends; yields the count used.
+
+    Without `--threads` (and without OMP_NUM_THREADS, which torchrun sets to 1 per rank), a small workload (the
+    embedded datasets, 8x8 and 24x24 images) runs on one thread and anything else on torch's default. Each op of
+    a small network is too short to gain from a second thread, and every parallel region waits for all its threads:
+    when another busy process holds one of the cores, the thread waiting for it stalls each op for a scheduler
+    time slice, which made the demo search up to 30x slower on a 2-core machine (bench/README.md, "A shared CPU").
+    One thread also fixes the float summation order, so a small run gives the same numbers on any core count.
+    """
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {threads}")
+    previous = torch.get_num_threads()
+    if threads is None and small_workload and "OMP_NUM_THREADS" not in os.environ:
+        threads = 1
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
 
 
 # --------------------------------------------------------------------------- seeding and exact resume

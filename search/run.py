@@ -34,6 +34,7 @@ from .checkpointing import ResumeError
 from .coordinate_descent import FpnasSearch
 from .data import DATASETS, OFFLINE_DATASETS, input_resolution
 from .distributed import cleanup, init_distributed
+from .engine import cpu_threads
 from .probabilistic import FpNasSearch
 from .runner import SearchAlgorithm, SearchRunner, SearchSettings
 
@@ -77,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-val", type=int, help="use only this many validation images")
     p.add_argument("--device", help="default: cuda (LOCAL_RANK under torchrun) when available, else cpu")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers (imagefolder)")
+    p.add_argument("--threads", type=int, help="CPU threads of torch's ops. Default: 1 for the embedded datasets "
+                   "(small ops gain nothing from more, and lose up to 30x on a core another process is using), "
+                   "else torch's (OMP_NUM_THREADS, which torchrun sets to 1 per process)")
     p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true",
@@ -102,6 +106,8 @@ def settings_from_args(args: argparse.Namespace) -> SearchSettings:
     if args.flops_budget is not None and algorithm.cost_limit.option != "--flops-budget":
         raise ValueError(f"--flops-budget is an option of --algo fpnas; --algo {args.algo} takes "
                          f"{algorithm.cost_limit.option}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
     if args.preset not in algorithm.presets:
         raise ValueError(f"--preset {args.preset}: --algo {args.algo} has the presets {sorted(algorithm.presets)}")
     settings = algorithm.settings_class(**algorithm.presets[args.preset])
@@ -133,6 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    with cpu_threads(args.threads, small_workload=settings.dataset in OFFLINE_DATASETS):
+        return _search(args, settings)
+
+
+def _search(args: argparse.Namespace, settings: SearchSettings) -> int:
     out = Path(args.out)
     # Under torchrun only rank 0 writes OUT (no filesystem shared between ranks is assumed): it answers for all.
     dist = init_distributed(args.device)

@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+import torch
+
 from fpnas_zoo import count_spec, save_spec, spec_from_dict
 from fpnas_zoo.spec import SCHEMA_VERSION, ModelSpec
 
@@ -387,6 +389,7 @@ class SearchRunner:
             "measured": counts.as_dict(),
             "val_top1": self.algorithm.best_accuracy(),
             "wall_time_s": round(self.wall_time_s, 2),
+            "cpu_threads": torch.get_num_threads(),
             "gpu_hours": round(self.wall_time_s * gpus / 3600, 4),
             "distribution": self.algorithm.extra_metadata(),
             "notes": self.algorithm.notes(),

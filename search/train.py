@@ -26,9 +26,10 @@ from fpnas_zoo.spec import SpecError
 
 from . import distributed as dist_utils
 from .checkpointing import Checkpointer, ResumeError
-from .data import DATASETS, load_data
+from .data import DATASETS, OFFLINE_DATASETS, load_data
 from .engine import (
     Recipe,
+    cpu_threads,
     derive_seed,
     evaluate,
     make_optimizer,
@@ -144,7 +145,8 @@ def train(spec_ref: str, dataset: str, out: Path, recipe_name: str = "fpnas-cifa
     result = {"spec": spec.name, "dataset": dataset, "recipe": recipe_name, "epochs": recipe.epochs,
               "val_top1": last.get("val_top1"), "val_top5": last.get("val_top5"), "test_top1": test.get("top1"),
               "num_classes": data.spec.num_classes,
-              "seconds": round(time.perf_counter() - started, 2), "history": history}
+              "seconds": round(time.perf_counter() - started, 2), "cpu_threads": torch.get_num_threads(),
+              "history": history}
     if dist.is_main:
         atomic_write_json(out / "metrics.json", result)
     return result
@@ -180,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", action="store_true", help="torch.compile the network for training (one graph; "
                    "evaluation runs eager). On a 2-core CPU the compile takes about a minute and training is no "
                    "faster (bench/README.md)")
+    p.add_argument("--threads", type=int, help="CPU threads of torch's ops. Default: 1 for the embedded datasets "
+                   "(small ops gain nothing from more, and lose up to 30x on a core another process is using), "
+                   "else torch's (OMP_NUM_THREADS, which torchrun sets to 1 per process)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:  # before any work: a device this machine has, a folder to write into
@@ -188,6 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.threads is not None and args.threads < 1:
+        p.error(f"--threads must be at least 1, got {args.threads}")
+    with cpu_threads(args.threads, small_workload=args.dataset in OFFLINE_DATASETS):
+        return _train_command(args)
+
+
+def _train_command(args: argparse.Namespace) -> int:
     out = Path(args.out)
     # Under torchrun only rank 0 writes OUT (no filesystem shared between ranks is assumed): it answers for all.
     dist = dist_utils.init_distributed(args.device)
