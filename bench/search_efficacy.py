@@ -46,7 +46,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from fpnas_zoo import count_spec, load_spec, save_spec  # noqa: E402
@@ -311,7 +310,7 @@ def weight_sharing(algo: str, seed: int, budget_s: float, table: dict, cfg: dict
     first = _eval_arch(runner, table["networks"][pool[0]]["blocks"], recipe)  # what one evaluation costs
     eval_s = time.perf_counter() - t0
     epochs, epoch_s = 0, 0.0
-    for epoch, _ in train_epochs(model, runner.full_data.train, optimizer, None, recipe, runner.dist, start=0,
+    for _epoch, _ in train_epochs(model, runner.full_data.train, optimizer, None, recipe, runner.dist, start=0,
                                  stop=10 ** 6, seed=seed, desc="uniform supernet", progress=False):
         epochs += 1
         elapsed = time.perf_counter() - started

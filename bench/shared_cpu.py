@@ -1,6 +1,6 @@
 """The searches and the demo on a CPU shared with another busy process (issue 19, item 4), against a quiet machine.
 
-    python bench/shared_cpu.py --out bench/shared_cpu.json [--cap 150] [--skip-demo]
+    python bench/shared_cpu.py --out bench/shared_cpu.json [--cap 150] [--skip-demo] [--only 0b 3q 3b]
 
 Each case runs as the user types it (a fresh `python -m ...` process, OMP_NUM_THREADS unset), once on the quiet
 machine and once beside one competing CPU-bound process (`python -c "while True: pass"`), interleaved. The cases:
@@ -8,7 +8,8 @@ machine and once beside one competing CPU-bound process (`python -c "while True:
   fp-nas demo search, --threads C       the same with as many threads as cores (torch's default before item 4)
   ... with OMP_WAIT_POLICY=PASSIVE      the same with OpenMP's waiting threads sleeping instead of spinning
   the whole demo                        python -m search.demo (what `make demo` runs)
-A run past `--cap` seconds is stopped; the epochs it finished (from its trace) tell how far it got.
+A run of the old default (--threads C) beside the busy process is stopped after `--cap` seconds; the epochs it
+finished (from its trace) tell how far it got. `--only` runs some of the runs (case index, q quiet / b busy).
 Run it on an otherwise quiet machine: anything else running changes every number.
 """
 from __future__ import annotations
@@ -57,6 +58,7 @@ def main() -> int:
     p.add_argument("--out", default="bench/shared_cpu.json")
     p.add_argument("--cap", type=float, default=150.0, help="seconds after which a run is stopped")
     p.add_argument("--skip-demo", action="store_true", help="only the fp-nas search cases")
+    p.add_argument("--only", nargs="+", help="runs to do, e.g. 0b 3q 3b (case index; q quiet, b busy)")
     args = p.parse_args()
     cores = len(os.sched_getaffinity(0))
     base_env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
@@ -74,31 +76,32 @@ def main() -> int:
     results = []
     for i, (name, argv, extra) in enumerate(cases):
         for busy in (False, True):
+            if args.only and f"{i}{'b' if busy else 'q'}" not in args.only:
+                continue
             out = work / f"{i}_{int(busy)}"
             full = [*argv, "--out", str(out)]
             competitor = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
             try:
                 time.sleep(1.0 if busy else 0.0)
-                result = run_case(full, {**base_env, **extra}, args.cap if busy else 10 * args.cap,
+                result = run_case(full, {**base_env, **extra}, args.cap if busy and "--threads" in argv else None,
                                   out if "search.run" in argv else None)
             finally:
                 if competitor is not None:
                     competitor.kill()
                     competitor.wait()
+            env_text = "".join(f" ({k}={v})" for k, v in extra.items())
             row = {"case": name, "competing_processes": int(busy), **result,
-                   "command": "python " + " ".join(full[:-1] + ["OUT"]) + "".join(f" ({k}={v})" for k, v in extra.items())}
+                   "command": "python " + " ".join(full[:-1] + ["OUT"]) + env_text}
             results.append(row)
             print(json.dumps(row), flush=True)
             shutil.rmtree(out, ignore_errors=True)
     record = {"cores": cores, "load_average_at_end": os.getloadavg(), "cap_s": args.cap, "results": results,
               "date": time.strftime("%Y-%m-%d %H:%M")}
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
-    print(f"\n{'case':<62} {'quiet s':>8} {'busy s':>8} {'ratio':>6}")
-    for i in range(0, len(results), 2):
-        quiet, busy = results[i], results[i + 1]
-        busy_text = f"{busy['seconds']:.0f}" + ("" if busy["finished"] else f"+ (cut, {busy['epochs_done']} ep)")
-        ratio = busy["seconds"] / quiet["seconds"]
-        print(f"{quiet['case']:<62} {quiet['seconds']:>8.0f} {busy_text:>8} {ratio:>5.1f}x")
+    print()
+    for row in results:
+        cut = "" if row["finished"] else f" (stopped, {row['epochs_done']} epochs done)"
+        print(f"{row['case']:<62} {'busy' if row['competing_processes'] else 'quiet':>6} {row['seconds']:>6.0f} s{cut}")
     return 0
 
 

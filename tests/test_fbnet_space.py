@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 
 from fpnas_zoo import FpnasZooNet, count_spec, load_spec, spec_from_dict
 from search.cost import _METADATA, MultAddsCost
 from search.probabilistic.space import F4_LAYERS, L2_LAYERS, SPACES, build_space
 from search.supernet import Supernet, block_key
-
-from conftest import load_script
 
 SPECS = Path(__file__).parent / "fixtures" / "specs"
 # The reduction build_space's docstring recommends for a CPU demo on 32-px digits.

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import load_script
 
 from search.probabilistic.objective import (
     DEFAULT_BETA,
@@ -14,8 +15,6 @@ from search.probabilistic.objective import (
     accuracy_coefficients,
     cost_coefficients,
 )
-
-from conftest import load_script
 
 
 def _bench():
