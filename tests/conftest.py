@@ -13,6 +13,16 @@ FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture
+def cli_threads():
+    """The test body on the thread count `search.run` uses for the embedded datasets (`search.engine.cpu_threads`),
+    so a search a test runs through `SearchRunner` takes the float summation order of one run through the CLI."""
+    from search.engine import cpu_threads
+
+    with cpu_threads(None, small_workload=True):
+        yield
+
+
 def load_script(relative: str):
     """A script of the repository that is not a package module (bench/*.py, tools/*.py), imported by path."""
     import importlib.util

@@ -26,6 +26,9 @@ from search.runner import SearchRunner
 ROOT = Path(__file__).parents[1]
 SMOKE = PRESETS["smoke"]
 
+# Searches run here through SearchRunner and through the CLI alike, on the CLI's thread count.
+pytestmark = pytest.mark.usefixtures("cli_threads")
+
 
 def smoke_space():
     return build_space(SMOKE["space"], (3, 32, 32), 10, width_mult=SMOKE["width_mult"], layers=SMOKE["layers"],

@@ -18,6 +18,9 @@ from search.distributed import DistInfo
 from search.run import build_parser, main, settings_from_args
 from search.runner import SearchRunner
 
+# Searches run here through SearchRunner and through the CLI alike, on the CLI's thread count.
+pytestmark = pytest.mark.usefixtures("cli_threads")
+
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
