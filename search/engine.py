@@ -10,6 +10,7 @@ Data arrives as "Batches": iterables of (images, labels) already on the device, 
 
 from __future__ import annotations
 
+import argparse
 import os
 import random
 import time
@@ -325,6 +326,13 @@ def cpu_threads(threads: int | None, *, small_workload: bool) -> Iterator[int]:
         yield torch.get_num_threads()
     finally:
         torch.set_num_threads(previous)
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    """`--threads` of the commands that train (`search.run`, `search.train`), as `cpu_threads` reads it."""
+    parser.add_argument("--threads", type=int, help="CPU threads of torch's ops. Default: 1 for the embedded "
+                        "datasets (small ops gain nothing from more, and lose up to 30x on a core another process "
+                        "is using), else torch's (OMP_NUM_THREADS, which torchrun sets to 1 per process)")
 
 
 # --------------------------------------------------------------------------- seeding and exact resume

@@ -34,7 +34,7 @@ from .checkpointing import ResumeError
 from .coordinate_descent import FpnasSearch
 from .data import DATASETS, OFFLINE_DATASETS, input_resolution
 from .distributed import cleanup, init_distributed
-from .engine import cpu_threads
+from .engine import add_threads_argument, cpu_threads
 from .probabilistic import FpNasSearch
 from .runner import SearchAlgorithm, SearchRunner, SearchSettings
 
@@ -78,9 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-val", type=int, help="use only this many validation images")
     p.add_argument("--device", help="default: cuda (LOCAL_RANK under torchrun) when available, else cpu")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers (imagefolder)")
-    p.add_argument("--threads", type=int, help="CPU threads of torch's ops. Default: 1 for the embedded datasets "
-                   "(small ops gain nothing from more, and lose up to 30x on a core another process is using), "
-                   "else torch's (OMP_NUM_THREADS, which torchrun sets to 1 per process)")
+    add_threads_argument(p)
     p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true",

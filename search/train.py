@@ -29,6 +29,7 @@ from .checkpointing import Checkpointer, ResumeError
 from .data import DATASETS, OFFLINE_DATASETS, load_data
 from .engine import (
     Recipe,
+    add_threads_argument,
     cpu_threads,
     derive_seed,
     evaluate,
@@ -182,9 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", action="store_true", help="torch.compile the network for training (one graph; "
                    "evaluation runs eager). On a 2-core CPU the compile takes about a minute and training is no "
                    "faster (bench/README.md)")
-    p.add_argument("--threads", type=int, help="CPU threads of torch's ops. Default: 1 for the embedded datasets "
-                   "(small ops gain nothing from more, and lose up to 30x on a core another process is using), "
-                   "else torch's (OMP_NUM_THREADS, which torchrun sets to 1 per process)")
+    add_threads_argument(p)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:  # before any work: a device this machine has, a folder to write into
