@@ -34,7 +34,7 @@ from timm.layers import make_divisible
 from fpnas_zoo.schema import canonical_block
 from fpnas_zoo.spec import spec_from_dict
 
-from ..cost import _METADATA, MultAddsCost
+from ..cost import _METADATA, BlockwiseCost, MultAddsCost
 from ..runner import searched_spec_dict
 from ..supernet import block_key
 
@@ -283,30 +283,32 @@ class FbnetSpace:
 
     # --- the cheapest and the most expensive networks -------------------------------------------
 
-    def smallest_blocks(self) -> list[dict]:
-        """The network of the space with the fewest mult-adds."""
-        return self._extreme_blocks(largest=False)
+    def smallest_blocks(self, cost: BlockwiseCost | None = None) -> list[dict]:
+        """The network of the space with the lowest `cost` (default: the fewest mult-adds)."""
+        return self._extreme_blocks(largest=False, cost=cost)
 
-    def largest_blocks(self) -> list[dict]:
-        """The network of the space with the most mult-adds."""
-        return self._extreme_blocks(largest=True)
+    def largest_blocks(self, cost: BlockwiseCost | None = None) -> list[dict]:
+        """The network of the space with the highest `cost` (default: the most mult-adds)."""
+        return self._extreme_blocks(largest=True, cost=cost)
 
-    def _extreme_blocks(self, largest: bool) -> list[dict]:
-        """Exact min / max of mult-adds by dynamic programming over layers, the state being the width a layer ends
-        at: a block's mult-adds depend only on its input width and its own dict, the head's on the last width
-        (`residual: 'pad'` adds none, but the blocks are placed as `arch_blocks` places them)."""
-        cost = MultAddsCost(spec_from_dict(self.spec_dict(self.default_blocks(), "probe", (0.5,) * 3, (0.5,) * 3,
-                                                          dict(_METADATA))))
+    def _extreme_blocks(self, largest: bool, cost: BlockwiseCost | None = None) -> list[dict]:
+        """Exact min / max of a blockwise cost by dynamic programming over layers, the state being the width a layer
+        ends at: a block's cost depends only on its input width and its own dict, the head's on the last width
+        (`residual: 'pad'` adds no mult-adds, but the blocks are placed as `arch_blocks` places them). For
+        mult-adds the candidates that cannot be extreme are skipped (`_dominant`); a measured cost tries all."""
+        prune = cost is None
+        cost = cost or MultAddsCost(spec_from_dict(self.spec_dict(self.default_blocks(), "probe", (0.5,) * 3,
+                                                                  (0.5,) * 3, dict(_METADATA))))
         better = (lambda a, b: a > b) if largest else (lambda a, b: a < b)
         res = -(-self.input_size[1] // self.stem_stride)
         states: dict[int, tuple[float, list[dict]]] = {self.stem_chs: (0.0, [])}  # width -> (cost so far, blocks)
         for i, cands in enumerate(self._own_candidates()):
-            cands = _dominant(cands, largest)
+            cands = _dominant(cands, largest) if prune else cands
             nxt: dict[int, tuple[float, list[dict]]] = {}
             for in_chs, (so_far, path) in states.items():
                 for own in cands:
                     block = self.placed(i, own, in_chs)
-                    total = so_far + cost.measure_block(in_chs, res, block)
+                    total = so_far + cost.block_cost(in_chs, res, block)
                     w = block["out_chs"]
                     if w not in nxt or better(total, nxt[w][0]):
                         nxt[w] = (total, path + [block])
