@@ -112,6 +112,11 @@ SEARCH_FIELDS = {
     # FP-NAS: a summary of the final architecture distribution (entropy, parameterisation, most likely choices);
     # null for FPNAS. Optional in files (specs written before it existed load as null).
     "distribution": Field("object", nullable=True),
+    # What the budget / target limits: {"unit": "mult-adds"}, or for a latency search (`--cost latency`) the unit
+    # "ms", the limit, the latency table (file, fingerprint, protocol, device, correction, validation), the result's
+    # predicted latency and its latency measured after the search with the same protocol. Left out of specs
+    # written before it was recorded.
+    "cost": Field("object", optional=True),
 }
 WEIGHT_FIELDS = {
     "url": Field("str", nullable=True),

@@ -147,6 +147,12 @@ class LatencyTable:
             raise TableError(f"{option} {path}: no such file; build one with python -m search.latency build") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise TableError(f"{option} {path}: not a readable JSON latency table ({e})") from None
+        return cls.from_dict(data, path, option)
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str | Path = "<dict>", option: str = "--latency-table") -> LatencyTable:
+        """The table `to_dict` gave (a file's contents), checked."""
+        data = dict(data) if isinstance(data, dict) else data
         if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT:
             raise TableError(f"{option} {path}: not a latency table (expected the field format: "
                              f"{TABLE_FORMAT!r}, written by python -m search.latency build)")

@@ -20,23 +20,34 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def write_plots(trace_path: Path, out_dir: Path, budget: float | None = None) -> list[Path]:
-    """Write the three PNGs; returns their paths."""
+def _scale(unit: str) -> tuple[float, str]:
+    """Divisor and axis label of a cost in `unit` (the unit searched: mult-adds or ms)."""
+    return (1e6, "mult-adds (M)") if unit == "mult-adds" else (1.0, f"latency ({unit}, predicted)")
+
+
+def _cost(record: dict) -> float:
+    """A trace record's cost in the unit searched (traces written before latency searches call it mult_adds)."""
+    return record["cost"] if "cost" in record else record["mult_adds"]
+
+
+def write_plots(trace_path: Path, out_dir: Path, budget: float | None = None, unit: str = "mult-adds") -> list[Path]:
+    """Write the three PNGs; returns their paths. Costs and the budget are in `unit`."""
     records = read_trace(trace_path)
     out_dir = Path(out_dir)
     written = []
+    div, label = _scale(unit)
 
     candidates = [r for r in records if r.get("event") == "candidate"]
     fig, ax = plt.subplots(figsize=(6, 4))
     for stage, marker in ((1, "o"), (2, "s")):
         pts = [r for r in candidates if r.get("stage") == stage]
-        ax.scatter([r["mult_adds"] / 1e6 for r in pts], [r["accuracy"] for r in pts], marker=marker, alpha=0.6,
+        ax.scatter([_cost(r) / div for r in pts], [r["accuracy"] for r in pts], marker=marker, alpha=0.6,
                    label=f"stage {stage} ({'shared weights' if stage == 1 else 'trained alone'})")
     decisions = [r for r in records if r.get("event") == "decision"]
-    ax.plot([r["mult_adds"] / 1e6 for r in decisions], [r["accuracy"] for r in decisions], "k*-", label="chosen")
+    ax.plot([_cost(r) / div for r in decisions], [r["accuracy"] for r in decisions], "k*-", label="chosen")
     if budget:
-        ax.axvline(budget / 1e6, color="red", linestyle="--", label="budget")
-    ax.set(xlabel="mult-adds (M)", ylabel="validation top-1 (%)", title="Every evaluated candidate")
+        ax.axvline(budget / div, color="red", linestyle="--", label="budget")
+    ax.set(xlabel=label, ylabel="validation top-1 (%)", title="Every evaluated candidate")
     ax.legend(fontsize=8)
     written.append(_save(fig, out_dir / "accuracy_vs_mult_adds.png"))
 
@@ -64,7 +75,8 @@ def write_plots(trace_path: Path, out_dir: Path, budget: float | None = None) ->
     return written
 
 
-def write_fp_nas_plots(trace_path: Path, out_dir: Path, target: float | None = None) -> list[Path]:
+def write_fp_nas_plots(trace_path: Path, out_dir: Path, target: float | None = None,
+                       unit: str = "mult-adds") -> list[Path]:
     """FP-NAS's PNGs: entropy and K per step, the samples' cost against the target, the mode's accuracy per epoch,
     and (once the search has ended) a heatmap of the final probability of every choice per layer."""
     records = read_trace(trace_path)
@@ -74,6 +86,7 @@ def write_fp_nas_plots(trace_path: Path, out_dir: Path, target: float | None = N
     written = []
     per_epoch = max((r["step"] for r in steps), default=0) + 1
     x = [r["epoch"] + r["step"] / per_epoch for r in steps]  # epochs, fractional
+    div, label = _scale(unit)
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     ax.plot(x, [r["entropy"] for r in steps], color="tab:blue", label="entropy H (nats)")
@@ -91,12 +104,12 @@ def write_fp_nas_plots(trace_path: Path, out_dir: Path, target: float | None = N
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     xs = [xi for xi, r in zip(x, steps, strict=True) for _ in r["costs"]]
-    ax.scatter(xs, [c / 1e6 for r in steps for c in r["costs"]], s=4, alpha=0.25, label="sampled architectures")
-    ax.plot([r["epoch"] + 1 for r in epochs], [r["mult_adds"] / 1e6 for r in epochs], "k*-",
+    ax.scatter(xs, [c / div for r in steps for c in r["costs"]], s=4, alpha=0.25, label="sampled architectures")
+    ax.plot([r["epoch"] + 1 for r in epochs], [_cost(r) / div for r in epochs], "k*-",
             label="most likely architecture")
     if target:
-        ax.axhline(target / 1e6, color="red", linestyle="--", label="target")
-    ax.set(xlabel="epoch", ylabel="mult-adds (M)", title="Cost of the sampled architectures vs the target")
+        ax.axhline(target / div, color="red", linestyle="--", label="target")
+    ax.set(xlabel="epoch", ylabel=label, title="Cost of the sampled architectures vs the target")
     ax.legend(fontsize=8)
     written.append(_save(fig, out_dir / "sample_costs.png"))
 

@@ -17,6 +17,12 @@ Two algorithms of two papers with similar names:
     python -m search.run ... --resume                                            # continue an interrupted search
     torchrun --max-restarts 3 --nproc_per_node 8 -m search.run ... --resume     # restarted and resumed on a crash
 
+Hardware-aware: search for latency measured on this device instead of mult-adds, from a table of the space's
+blocks timed here (`python -m search.latency --help` explains the protocol):
+    python -m search.latency build --space fbnetv2-f --preset demo --runtime onnxruntime --out lut.json
+    python -m search.run --algo fp-nas --preset demo --cost latency --latency-table lut.json --latency-target 4ms \
+        --out runs/lat
+
 `--out` receives spec.json (provenance 'searched'), trace.jsonl, plots/*.png and checkpoint.pt.
 """
 from __future__ import annotations
@@ -35,8 +41,9 @@ from .coordinate_descent import FpnasSearch
 from .data import DATASETS, OFFLINE_DATASETS, input_resolution
 from .distributed import cleanup, init_distributed
 from .engine import add_threads_argument, cpu_threads
+from .latency import parse_ms
 from .probabilistic import FpNasSearch
-from .runner import SearchAlgorithm, SearchRunner, SearchSettings
+from .runner import COSTS, SearchAlgorithm, SearchRunner, SearchSettings
 
 # --algo NAME -> the algorithm class; a new searcher is one entry here (its options and presets live on its class).
 ALGORITHMS: dict[str, type[SearchAlgorithm]] = {"fpnas": FpnasSearch, "fp-nas": FpNasSearch}
@@ -67,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="where the dataset lives (downloaded there when online, for CIFAR)")
     p.add_argument("--flops-budget", type=float,
                    help="--algo fpnas: mult-adds budget b: candidates at or over it get reward -1")
+    g = p.add_argument_group("hardware-aware search (latency measured on this device, python -m search.latency)")
+    g.add_argument("--cost", choices=COSTS, help="what the budget / target limits: mult-adds (default), or latency "
+                   "predicted by --latency-table (the search refuses a table of another space or device)")
+    g.add_argument("--latency-table", help="--cost latency: the table python -m search.latency build wrote")
+    g.add_argument("--latency-budget", type=parse_ms, metavar="MS",
+                   help="--algo fpnas with --cost latency: the hard budget in milliseconds (e.g. 4ms)")
+    g.add_argument("--latency-target", type=parse_ms, metavar="MS",
+                   help="--algo fp-nas with --cost latency: the soft target of the cost term in milliseconds")
     p.add_argument("--seed", type=int, help="default 0")
     p.add_argument("--stem-stride", type=int, choices=(1, 2),
                    help="the stem's stride, over the space's (2 searches a 32-px task at half resolution)")
@@ -113,7 +128,29 @@ def settings_from_args(args: argparse.Namespace) -> SearchSettings:
                  if getattr(args, f.name, None) is not None}
     if args.flops_budget is not None:
         overrides[algorithm.cost_limit.field] = args.flops_budget
+    overrides.update(latency_limit(args, overrides.get("cost", settings.cost)))
     return replace(settings, **overrides)
+
+
+def latency_limit(args: argparse.Namespace, cost: str) -> dict:
+    """The settings a latency search takes from --latency-budget / --latency-target (ms) instead of the preset's
+    mult-adds limit; the options that do not fit `cost` or `--algo` refused in one line."""
+    limit = ALGORITHMS[args.algo].cost_limit
+    given = {"--latency-budget": args.latency_budget, "--latency-target": args.latency_target}
+    for option, value in given.items():
+        if value is not None and cost != "latency":
+            raise ValueError(f"{option} is in milliseconds of predicted latency: it needs --cost latency and "
+                             "--latency-table")
+        if value is not None and option != limit.latency_option:
+            raise ValueError(f"{option} is not an option of --algo {args.algo}; it takes {limit.latency_option}")
+    if cost != "latency":
+        return {}
+    if args.flops_budget is not None or getattr(args, limit.field, None) is not None:
+        raise ValueError(f"{limit.option} is in mult-adds; with --cost latency give {limit.latency_option} in "
+                         "milliseconds")
+    if given[limit.latency_option] is None:
+        raise ValueError(f"--cost latency needs {limit.latency_option} (milliseconds, e.g. 4ms)")
+    return {limit.field: given[limit.latency_option]}
 
 
 def limit_stated_at(args: argparse.Namespace) -> int | None:
@@ -122,7 +159,7 @@ def limit_stated_at(args: argparse.Namespace) -> int | None:
     algorithm = ALGORITHMS[args.algo]
     preset = algorithm.presets[args.preset]
     given = getattr(args, algorithm.cost_limit.field, None) is not None or args.flops_budget is not None
-    if given or preset.get(algorithm.cost_limit.field) is None:
+    if given or preset.get(algorithm.cost_limit.field) is None or args.cost == "latency":
         return None
     return input_resolution(preset["dataset"], preset.get("image_size"))
 
@@ -161,8 +198,11 @@ def _search(args: argparse.Namespace, settings: SearchSettings) -> int:
         return 2
     if dist.is_main:
         measured = spec.search["measured"]
+        cost = spec.search["cost"]
+        latency = (f", latency {cost['predicted_ms']:.3f} ms predicted, {cost['measured_ms']:.3f} ms measured "
+                   f"({cost['protocol']['runtime']})" if cost["unit"] == "ms" else "")
         print(f"searched {spec.name}: {measured['params'] / 1e6:.3f}M params, {measured['mult_adds'] / 1e6:.2f}M "
-              f"mult-adds, val top-1 {spec.search['val_top1']}; wrote {out / 'spec.json'}")
+              f"mult-adds{latency}, val top-1 {spec.search['val_top1']}; wrote {out / 'spec.json'}")
         print(f"inspect: python -m fpnas_zoo info {out / 'spec.json'}")
     cleanup()
     return 0

@@ -6,8 +6,10 @@ out)` builds what the algorithm works with and runs it:
   runner.data / runner.full_data   this rank's share of every batch / whole batches (a network trained alone)
   runner.space                     the algorithm's search space (`SearchSpace`: block dicts in, zoo spec out)
   runner.supernet                  one weight-sharing `Supernet` over the space's candidates
-  runner.cost / runner.reward      mult-adds of an architecture (a list of block dicts), reward under the budget
-  runner.limit()                   the mult-adds the search aims under (`SearchAlgorithm.cost_limit` names it)
+  runner.cost / runner.reward      cost of an architecture (a list of block dicts) in the unit searched (mult-adds,
+                                   or ms predicted by a latency table with --cost latency), reward under the budget
+  runner.mult_adds                 mult-adds of an architecture, whatever the unit searched
+  runner.limit()                   the cost the search aims under (`SearchAlgorithm.cost_limit` names it)
   runner.trace / runner.save()     trace.jsonl and the checkpoint (the algorithm decides when)
   runner.dist / runner.elapsed()   the processes (`DistInfo`), wall time across resumes
 
@@ -28,12 +30,12 @@ from typing import Any, ClassVar, Protocol
 
 import torch
 
-from fpnas_zoo import count_spec, save_spec, spec_from_dict
+from fpnas_zoo import count_spec, create_model_from_spec, save_spec, spec_from_dict
 from fpnas_zoo.spec import SCHEMA_VERSION, ModelSpec
 
 from . import distributed as dist_utils
 from .checkpointing import Checkpointer, Trace
-from .cost import MultAddsCost
+from .cost import BlockwiseCost, MultAddsCost
 from .data import DataSpec, SearchData, load_data
 from .engine import rng_state, seed_everything, set_rng_state
 from .supernet import LAYOUT_VERSION, Supernet
@@ -43,17 +45,19 @@ Arch = list[dict]  # an architecture: the zoo's spec block dicts, one per positi
 
 @dataclass(frozen=True)
 class CostLimit:
-    """The mult-adds a search aims under, as its algorithm names it."""
+    """The cost a search aims under, as its algorithm names it."""
 
-    field: str  # the settings field that holds it
-    option: str  # the command-line option that sets it
-    metadata_key: str  # its key in the spec's search metadata
+    field: str  # the settings field that holds it (mult-adds, or ms with --cost latency)
+    option: str  # the command-line option that sets it in mult-adds
+    metadata_key: str  # its key in the spec's search metadata (mult-adds; null in a latency search)
     hard: bool  # the runner's reward applies it: -1 at or over it (else the algorithm uses it its own way)
+    latency_option: str = ""  # the command-line option that sets it in milliseconds (--cost latency)
 
 
 # FPNAS's hard budget (Cui et al.: reward -1 at or over it) and FP-NAS's soft target (Yan et al.: a cost term).
-BUDGET = CostLimit("budget", "--flops-budget", "budget_mult_adds", hard=True)
-TARGET = CostLimit("target", "--flops-target", "target_mult_adds", hard=False)
+BUDGET = CostLimit("budget", "--flops-budget", "budget_mult_adds", hard=True, latency_option="--latency-budget")
+TARGET = CostLimit("target", "--flops-target", "target_mult_adds", hard=False, latency_option="--latency-target")
+COSTS = ("mult-adds", "latency")
 
 
 @dataclass
@@ -62,6 +66,8 @@ class SearchSettings:
 
     # Settings renamed since checkpoints were first written (old name -> new): an old checkpoint still resumes.
     renamed: ClassVar[dict[str, str]] = {}
+    # Settings added since, with the value that gives the behaviour of before: an old checkpoint has them so.
+    added: ClassVar[dict[str, Any]] = {"cost": "mult-adds", "latency_table": None}
 
     dataset: str = "cifar10"
     batch_size: int = 128
@@ -70,9 +76,16 @@ class SearchSettings:
     val_size: int | float | None = None
     limit_train: int | None = None
     limit_val: int | None = None
+    cost: str = "mult-adds"  # what the budget / target limits: mult-adds, or latency predicted by a table (ms)
+    latency_table: str | None = None  # --cost latency: the table (python -m search.latency build)
 
     def check(self) -> None:
         """Counts the search cannot run with are refused with the option that sets them."""
+        if self.cost not in COSTS:
+            raise ValueError(f"--cost {self.cost}: expected one of {', '.join(COSTS)}")
+        if (self.cost == "latency") != (self.latency_table is not None):
+            raise ValueError("--cost latency needs --latency-table (python -m search.latency build writes one)"
+                             if self.latency_table is None else "--latency-table is used only with --cost latency")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.seed < 0:
@@ -170,11 +183,14 @@ class SearchAlgorithm:
         """PNG plots of the trace (rank 0 only calls it)."""
         from .plots import write_plots
 
-        write_plots(trace_path, out_dir, budget=self.runner.limit() if self.cost_limit.hard else None)
+        write_plots(trace_path, out_dir, budget=self.runner.limit() if self.cost_limit.hard else None,
+                    unit=self.runner.cost_model.unit)
 
 
-def _upgraded_identity(renamed: dict[str, str], supernet: Supernet) -> Callable[[dict, dict], dict]:
-    """A checkpoint identity with its settings under today's names (`SearchSettings.renamed`), and, for one written
+def _upgraded_identity(renamed: dict[str, str], supernet: Supernet,
+                       added: dict[str, Any] | None = None) -> Callable[[dict, dict], dict]:
+    """A checkpoint identity with its settings under today's names (`SearchSettings.renamed`), the settings added
+    since with the values that behave as before (`SearchSettings.added`), and, for one written
     before checkpoints recorded them, its number of processes (one RNG state per rank) and its supernet layout (this
     version's when its tensors have this supernet's names and shapes)."""
 
@@ -182,8 +198,10 @@ def _upgraded_identity(renamed: dict[str, str], supernet: Supernet) -> Callable[
         if not isinstance(identity, dict):
             return identity
         settings = identity.get("settings")
-        if renamed and isinstance(settings, dict):
-            identity = {**identity, "settings": {renamed.get(k, k): v for k, v in settings.items()}}
+        if isinstance(settings, dict):
+            settings = {renamed.get(k, k): v for k, v in settings.items()}
+            identity = {**identity, "settings": {**{k: v for k, v in (added or {}).items() if k not in settings},
+                                                 **settings}}
         if "supernet_layout" not in identity:
             saved = payload.get("supernet") or {}
             same = {k: tuple(v.shape) for k, v in saved.items()} == {
@@ -229,7 +247,8 @@ class SearchRunner:
         self.full_data = self.data if world == 1 else load(0, 1)
         self.space = algorithm_class.make_space(settings, self.data.spec)
         base = self.spec_of(self.space.default_blocks())  # stem and head of every candidate
-        self.cost_model = MultAddsCost(base)
+        self.flops_model = MultAddsCost(base)
+        self.cost_model: BlockwiseCost = self.flops_model if settings.cost == "mult-adds" else self._latency_cost(base)
         if limit_stated_at not in (None, self.data.spec.input_size[1]):  # a preset's limit, on another resolution
             self.settings = settings = replace(settings, **{algorithm_class.cost_limit.field:
                                                             self.limit_at_resolution(limit_stated_at)})
@@ -240,7 +259,8 @@ class SearchRunner:
         identity = {"algorithm": algorithm_class.name, "space": self.space.describe(), "settings": asdict(settings),
                     "supernet_layout": LAYOUT_VERSION, "world_size": world}
         self.checkpointer = Checkpointer(self.out / "checkpoint.pt", identity, enabled=self.dist.is_main,
-                                         upgrade=_upgraded_identity(type(settings).renamed, self.supernet))
+                                         upgrade=_upgraded_identity(type(settings).renamed, self.supernet,
+                                                                            type(settings).added))
         self.trace = Trace(self.out / "trace.jsonl", enabled=self.dist.is_main)
         self.algorithm = algorithm_class(self)
 
@@ -251,15 +271,57 @@ class SearchRunner:
 
     # --- cost and budget ------------------------------------------------------------------------
 
-    def cost(self, blocks: Arch) -> int:
+    def _latency_cost(self, base: ModelSpec) -> BlockwiseCost:
+        """The `--latency-table` as the search's cost, checked against the space and this device (one line if it
+        cannot serve), with the entries it lacks measured and added (rank 0 measures; every rank gets the table)."""
+        from .latency import LatencyCost, LatencyTable, TableError, protocol_timer, space_identity
+
+        path = self.settings.latency_table
+        option = f"--latency-table {path}"
+
+        def prepare() -> dict | str:
+            try:
+                table = LatencyTable.load(path)
+                why = table.space_refusal(space_identity(base, self.space)) or table.device_refusal()
+                if why:
+                    return f"{option}: {why}"
+                added = LatencyCost(base, table, protocol_timer(table.protocol)).fill(
+                    self.space.candidates(), progress=self.progress, save=lambda: table.save(path))
+            except TableError as e:
+                return str(e)
+            log = logging.getLogger(__name__)
+            if added:
+                log.info("measured %d entries %s lacked for this space and added them to it", added, path)
+            log.info("latency table %s: %s; %s", path, table.describe(), table.validation_line())
+            return table.to_dict()
+
+        prepared = self.dist.broadcast_object(prepare() if self.dist.is_main else None)
+        if isinstance(prepared, str):
+            raise TableError(prepared)
+        table = LatencyTable.from_dict(prepared, path)
+        return LatencyCost(base, table)  # complete for the space: every rank prices from the same numbers
+
+    def cost(self, blocks: Arch) -> float:
+        """The cost of `blocks` in the unit searched (`cost_model.unit`)."""
         return self.cost_model.cost(blocks)
 
+    def mult_adds(self, blocks: Arch) -> int:
+        return self.flops_model.cost(blocks)
+
     def limit(self) -> float | None:
-        """The mult-adds the search aims under (FPNAS's budget, FP-NAS's target); None without one."""
+        """The cost the search aims under (FPNAS's budget, FP-NAS's target), in the unit searched; None without."""
         return getattr(self.settings, self.algorithm_class.cost_limit.field, None)
 
-    def reward(self, blocks: Arch, accuracy: float) -> tuple[int, float]:
-        """(mult-adds, reward): the accuracy, or -1 at or over a hard budget (FPNAS's rule)."""
+    def limit_option(self) -> str:
+        """The command-line option that sets the limit in the unit searched."""
+        limit = self.algorithm_class.cost_limit
+        return limit.option if self.settings.cost == "mult-adds" else limit.latency_option
+
+    def format_cost(self, value: float) -> str:
+        return f"{value:,.0f} mult-adds" if self.settings.cost == "mult-adds" else f"{value:.4g} ms"
+
+    def reward(self, blocks: Arch, accuracy: float) -> tuple[float, float]:
+        """(cost, reward): the accuracy, or -1 at or over a hard budget (FPNAS's rule)."""
         cost = self.cost(blocks)
         budget = self.limit() if self.algorithm_class.cost_limit.hard else None
         return cost, (accuracy if budget is None or cost < budget else -1.0)
@@ -268,7 +330,8 @@ class SearchRunner:
         """The smallest and the largest network of the space: the space's own extremes when it knows them, else each
         position varied from the start on its own."""
         if hasattr(self.space, "smallest_blocks"):
-            return self.space.smallest_blocks(), self.space.largest_blocks()
+            measured = None if self.cost_model is self.flops_model else self.cost_model
+            return self.space.smallest_blocks(measured), self.space.largest_blocks(measured)
         start = self.space.default_blocks()
         low, high = list(start), list(start)
         for p, choices in enumerate(self.space.candidates()):
@@ -277,7 +340,7 @@ class SearchRunner:
         return low, high
 
     def cost_range(self) -> tuple[int, int]:
-        """Mult-adds of the smallest and the largest network of the space (`extreme_blocks`), worked out once."""
+        """Cost of the cheapest and the dearest network of the space (`extreme_blocks`), worked out once."""
         if getattr(self, "_cost_range", None) is None:
             low, high = self.extreme_blocks()
             self._cost_range = self.cost(low), self.cost(high)
@@ -292,7 +355,7 @@ class SearchRunner:
         channels, _, _ = self.data.spec.input_size
         stated.data = replace(self.data, spec=replace(self.data.spec, input_size=(channels, resolution, resolution)))
         stated.space = self.algorithm_class.make_space(self.settings, stated.data.spec)
-        stated.cost_model = MultAddsCost(stated.spec_of(stated.space.default_blocks()))
+        stated.cost_model = stated.flops_model = MultAddsCost(stated.spec_of(stated.space.default_blocks()))
         (low_s, high_s), (low, high) = stated.cost_range(), self.cost_range()
         limit = float(round(low + (self.limit() - low_s) / (high_s - low_s) * (high - low)))
         if self.dist.is_main:
@@ -311,13 +374,13 @@ class SearchRunner:
         if budget is None:
             return
         low, high = self.cost_range()
-        option = self.algorithm_class.cost_limit.option
+        option = self.limit_option()
         if budget <= low:
-            raise ValueError(f"{option} {budget:.4g} is at or below the smallest network of the space "
-                             f"({low:,} mult-adds): no network of the space meets it")
+            raise ValueError(f"{option} {budget:.4g} is at or below the cheapest network of the space "
+                             f"({self.format_cost(low)}): no network of the space meets it")
         if budget > high:
-            raise ValueError(f"{option} {budget:.4g} is above the largest network of the space ({high:,} "
-                             "mult-adds): it would constrain nothing; lower it")
+            raise ValueError(f"{option} {budget:.4g} is above the dearest network of the space "
+                             f"({self.format_cost(high)}): it would constrain nothing; lower it")
 
     # --- checkpoint, clock, plots ---------------------------------------------------------------
 
@@ -359,7 +422,7 @@ class SearchRunner:
     def spec_of(self, blocks: Arch, metadata: dict | None = None, name: str | None = None) -> ModelSpec:
         s, algorithm = self.settings, self.algorithm_class.name
         meta = metadata or {"algorithm": algorithm, "settings": {}, "seed": s.seed, "dataset": s.dataset,
-                            self.algorithm_class.cost_limit.metadata_key: self.limit(), "measured": {},
+                            self.algorithm_class.cost_limit.metadata_key: self.limit_mult_adds(), "measured": {},
                             "val_top1": None, "wall_time_s": 0.0, "gpu_hours": 0.0}
         name = name or f"{algorithm}_{s.dataset}_seed{s.seed}".replace("-", "_")  # a spec name is [a-z][a-z0-9_]*
         return spec_from_dict(self.space.spec_dict(blocks, name, self.data.spec.mean, self.data.spec.std, meta))
@@ -375,6 +438,32 @@ class SearchRunner:
         self.elapsed()
         return self.finish()
 
+    def limit_mult_adds(self) -> float | None:
+        """The limit as the spec's `budget_mult_adds` / `target_mult_adds` records it: null unless in mult-adds."""
+        return self.limit() if self.settings.cost == "mult-adds" else None
+
+    def cost_metadata(self, blocks: Arch) -> dict:
+        """The spec's `search.cost`: the unit searched, and for latency the table, its protocol, device and
+        correction, the predicted latency of the result and its latency measured here with the same protocol."""
+        if self.settings.cost == "mult-adds":
+            return {"unit": "mult-adds"}
+        from fpnas_zoo.latency import measure_model
+
+        from . import latency
+
+        table: latency.LatencyTable = self.cost_model.table
+        measured = None
+        if self.dist.is_main:
+            measured = measure_model(create_model_from_spec(self.spec_of(blocks)), table.protocol)
+        validation = table.meta.get("validation") or {}
+        return {"unit": "ms", "limit_ms": self.limit(), "predicted_ms": round(self.cost(blocks), 5),
+                "measured_ms": self.dist.broadcast_object(None if measured is None else round(measured, 5)),
+                "table": str(self.settings.latency_table), "table_fingerprint": table.fingerprint(),
+                "protocol": table.meta["protocol"], "device": table.meta["device"],
+                "correction": table.meta["correction"],
+                "table_validation": {k: validation.get(k) for k in ("samples", "raw", "corrected",
+                                                                   "mult_adds_spearman")} if validation else None}
+
     def finish(self) -> ModelSpec:
         """The found architecture as a zoo spec with its provenance; rank 0 writes OUT/spec.json."""
         blocks = self.algorithm.best_arch()
@@ -385,7 +474,8 @@ class SearchRunner:
             "settings": json.loads(json.dumps(asdict(self.settings))),
             "seed": self.settings.seed,
             "dataset": self.settings.dataset,
-            self.algorithm_class.cost_limit.metadata_key: self.limit(),
+            self.algorithm_class.cost_limit.metadata_key: self.limit_mult_adds(),
+            "cost": self.cost_metadata(blocks),
             "measured": counts.as_dict(),
             "val_top1": self.algorithm.best_accuracy(),
             "wall_time_s": round(self.wall_time_s, 2),

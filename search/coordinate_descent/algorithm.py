@@ -91,7 +91,12 @@ def merit(result: dict) -> tuple[float, float]:
     """How candidates rank (higher is better): by reward, then accuracy. Every candidate over the budget has
     reward -1 (the paper's rule); among those the cheaper ranks higher, so a search that starts over its budget
     moves towards it instead of deciding by accuracy alone."""
-    return result["reward"], (-result["mult_adds"] if result["reward"] < 0 else result["accuracy"])
+    return result["reward"], (-_cost(result) if result["reward"] < 0 else result["accuracy"])
+
+
+def _cost(result: dict) -> float:
+    """A result's cost in the unit searched (results checkpointed before latency searches hold it as mult_adds)."""
+    return result["cost"] if "cost" in result else result["mult_adds"]
 
 
 class CandidateSampler(nn.Module):
@@ -256,20 +261,21 @@ class FpnasSearch(SearchAlgorithm):
             model = self.supernet.bind(self.space.arch_blocks(arch))
             recalibrate_bn(model, self.full_data.calib, self.dist)
             metrics = evaluate(model, self.data.val, self.recipe1, self.dist)
-            cost, reward = self.runner.reward(self.space.arch_blocks(arch), metrics["top1"])
+            blocks = self.space.arch_blocks(arch)
+            cost, reward = self.runner.reward(blocks, metrics["top1"])
             result = {"choice": _choice_to_json(choice), "label": choice.label(), "accuracy": metrics["top1"],
-                      "mult_adds": cost, "reward": reward}
+                      "cost": cost, "mult_adds": self.runner.mult_adds(blocks), "reward": reward}
             self.state.stage1_results.append(result)
             wall_time_s = self.elapsed()
             self.trace.write(event="candidate", iteration=t, block=p, stage=1, candidate=choice.label(),
-                             accuracy=metrics["top1"], mult_adds=cost, reward=reward,
+                             accuracy=metrics["top1"], cost=cost, mult_adds=result["mult_adds"], reward=reward,
                              wall_time_s=wall_time_s)
             self.save()
         self.state.phase = "stage2"
         self.save()
 
     def top_candidates(self) -> list[Choice]:
-        ranked = sorted(self.state.stage1_results, key=lambda r: (*(-m for m in merit(r)), r["mult_adds"]))
+        ranked = sorted(self.state.stage1_results, key=lambda r: (*(-m for m in merit(r)), _cost(r)))
         return [_choice_from_json(r["choice"]) for r in ranked[: self.settings.candidates_kept]]
 
     def train_candidate(self, t: int, p: int, j: int, choice: Choice) -> tuple[dict, list[dict], dict]:
@@ -301,7 +307,8 @@ class FpnasSearch(SearchAlgorithm):
         val = evaluate(model, self.full_data.val, self.recipe2, alone)
         cost, reward = self.runner.reward(self.space.arch_blocks(arch), val["top1"])
         result = {"choice": _choice_to_json(choice), "label": choice.label(), "accuracy": val["top1"],
-                  "mult_adds": cost, "reward": reward, "index": j}
+                  "cost": cost, "mult_adds": self.runner.mult_adds(self.space.arch_blocks(arch)), "reward": reward,
+                  "index": j}
         return result, records, {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
     def stage2(self, t: int, p: int, best_state: dict | None) -> None:
@@ -323,8 +330,8 @@ class FpnasSearch(SearchAlgorithm):
                 for record in records:
                     self.trace.write(**record)
                 self.trace.write(event="candidate", iteration=t, block=p, stage=2, candidate=result["label"],
-                                 accuracy=result["accuracy"], mult_adds=result["mult_adds"], reward=result["reward"],
-                                 wall_time_s=wall_time_s)
+                                 accuracy=result["accuracy"], cost=_cost(result), mult_adds=result["mult_adds"],
+                                 reward=result["reward"], wall_time_s=wall_time_s)
             round_best = max((r for r, _ in trained), key=key)
             if best is None or key(round_best) > key(best):
                 best, owner = round_best, round_best["index"] - done
@@ -338,13 +345,13 @@ class FpnasSearch(SearchAlgorithm):
         self.state.arch = [_choice_to_json(c) for c in arch]
         blocks = self.space.arch_blocks(arch)
         self.supernet.import_(blocks, {k: v.to(self.dist.device) for k, v in best_state.items()})
-        cost = self.runner.cost(blocks)
+        cost, mult_adds = self.runner.cost(blocks), self.runner.mult_adds(blocks)
         self.state.decisions.append({"iteration": t, "block": p, "choice": best["choice"], "label": best["label"],
-                                     "accuracy": best["accuracy"], "mult_adds": cost,
+                                     "accuracy": best["accuracy"], "cost": cost, "mult_adds": mult_adds,
                                      "arch": [c.label() for c in arch]})
         wall_time_s = self.elapsed()
         self.trace.write(event="decision", iteration=t, block=p, candidate=best["label"], accuracy=best["accuracy"],
-                         mult_adds=cost, reward=best["reward"],
+                         cost=cost, mult_adds=mult_adds, reward=best["reward"],
                          arch=[c.label() for c in arch], wall_time_s=wall_time_s)
         self.state.t += 1
         self.state.phase, self.state.stage1_epochs_done = "stage1_train", 0

@@ -302,8 +302,8 @@ class FpNasSearch(SearchAlgorithm):
         c2f = f"factorized for {s.coarse_to_fine_epochs} epochs, then joint" if s.coarse_to_fine else "joint"
         return (f"Found by python -m search.run --algo fp-nas on {s.dataset} (seed {s.seed}) in the {s.space} space "
                 f"({len(self.space.layers)} layers): {s.epochs} epochs, {k}, {c2f} distribution, beta {s.beta}, "
-                f"target {s.target:.4g} mult-adds; the most likely architecture of the final distribution "
-                f"({self.samples_drawn} architectures sampled). {PAPER}.")
+                f"target {s.target:.4g} {self.runner.cost_model.unit}; the most likely architecture of the final "
+                f"distribution ({self.samples_drawn} architectures sampled). {PAPER}.")
 
     def extra_metadata(self) -> dict:
         """The final distribution's summary, for the spec's `search.distribution`."""
@@ -451,7 +451,8 @@ class FpNasSearch(SearchAlgorithm):
         metrics = evaluate(model, self.data.val, self.recipe, self.dist)
         self.mode_top1 = metrics["top1"]
         self.trace.write(event="epoch", epoch=self.epoch, accuracy=metrics["top1"], loss=metrics["loss"],
-                         mult_adds=self.runner.cost(blocks), target=self.settings.target,
+                         cost=self.runner.cost(blocks), mult_adds=self.runner.mult_adds(blocks),
+                         target=self.settings.target,
                          entropy=round(self.entropy(), 4), parameters=self.distribution.num_parameters(),
                          samples_drawn=self.samples_drawn,
                          mode=self.labels(mode), wall_time_s=self.runner.elapsed())
@@ -480,7 +481,7 @@ class FpNasSearch(SearchAlgorithm):
     def write_plots(self, trace_path, out_dir) -> None:
         from ..plots import write_fp_nas_plots
 
-        write_fp_nas_plots(trace_path, out_dir, target=self.settings.target)
+        write_fp_nas_plots(trace_path, out_dir, target=self.settings.target, unit=self.runner.cost_model.unit)
 
 
 @cache
