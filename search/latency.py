@@ -345,7 +345,7 @@ def agreement(predicted: list[float], measured: list[float]) -> dict:
 
     errors = [abs(p - m) / m for p, m in zip(predicted, measured, strict=True)]
     rho = float(spearmanr(predicted, measured).statistic) if len(set(predicted)) > 1 else float("nan")
-    return {"mape": statistics.fmean(errors), "within_10pct": sum(e <= WITHIN for e in errors) / len(errors),
+    return {"mape": statistics.fmean(errors), "within_10pct": sum(e <= WITHIN + 1e-12 for e in errors) / len(errors),
             "spearman": rho, "max_error": max(errors)}
 
 

@@ -1,0 +1,266 @@
+"""Latency tables (`python -m search.latency`) and latency searches (`search.run --cost latency`).
+
+The plumbing is tested with an injected deterministic "timer" that takes a module's mult-adds (counted by the
+zoo's counter) as its latency: then a table's prediction for a network must equal the independent count of the
+built spec, and the entries must be exactly those a brute-force walk over every network of the space meets.
+"""
+import itertools
+import json
+import random
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import search.latency as latency
+from fpnas_zoo import count_spec
+from fpnas_zoo.counting import count_mult_adds
+from search.latency import LatencyCost, LatencyTable, agreement, fit_correction, leave_one_out, random_arch
+from search.latency import main as latency_main
+from search.run import main as run_main
+from search.supernet import block_key
+
+LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ")  # search.run's INFO log lines
+SCALE = 1e5  # the fake timer: 1e5 mult-adds take 1 "ms"
+FPNAS_SMOKE = ("fpnas", "smoke")
+FP_NAS_SMOKE = ("fbnetv2-f++", "smoke")
+
+
+def fake_ms(module, input_size) -> float:
+    return count_mult_adds(module, tuple(input_size))[0] / SCALE
+
+
+@pytest.fixture
+def timer_calls(monkeypatch):
+    """Replace the timing protocol by `fake_ms`; the list of what it was asked to time."""
+    calls = []
+
+    def fake(module, input_size, protocol):
+        calls.append((type(module).__name__, tuple(input_size)))
+        return fake_ms(module, input_size)
+
+    monkeypatch.setattr(latency, "measure", fake)
+    return calls
+
+
+def _build(out: Path, space) -> Path:
+    assert latency_main(["build", "--space", space[0], "--preset", space[1], "--runtime", "eager", "--out", str(out),
+                         "--no-progress"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> dict:
+    """The smoke tables of both searchers' spaces, built once with the fake timer (about 1 min for FP-NAS's)."""
+    folder = tmp_path_factory.mktemp("tables")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(latency, "measure", lambda module, input_size, protocol: fake_ms(module, input_size))
+        return {space: _build(folder / f"{space[0]}.json", space).read_bytes() for space in (FPNAS_SMOKE, FP_NAS_SMOKE)}
+
+
+@pytest.fixture
+def build(tmp_path, built, timer_calls):
+    """build(space) -> a copy of that table in tmp_path; build(space, fresh=True) runs `build` here."""
+
+    def make(space=FPNAS_SMOKE, fresh: bool = False) -> Path:
+        out = tmp_path / "lut.json"
+        if fresh:
+            return _build(out, space)
+        out.write_bytes(built[space])
+        return out
+
+    return make
+
+
+def walk_every_network(space, base) -> tuple[set, set]:
+    """Brute force: every (in_chs, resolution, block) of every network of the space, and every last width."""
+    seen, widths = set(), set()
+    for arch in itertools.product(*space.candidates()):
+        chs, res = base.stem["out_chs"], (base.input_size[1] + base.stem["stride"] - 1) // base.stem["stride"]
+        for block in arch:
+            seen.add((chs, res, block_key(block)))
+            chs, res = block["out_chs"], (res + block["stride"] - 1) // block["stride"]
+        widths.add(arch[-1]["out_chs"])
+    return seen, widths
+
+
+def test_a_table_holds_every_block_the_space_can_meet_and_nothing_else(build, timer_calls):
+    table = LatencyTable.load(build(fresh=True))
+    space, base = latency.space_from_options(table.meta["build"])
+    assert sum(len(c) for c in space.candidates()) < 64  # the brute force below stays small
+    blocks, widths = walk_every_network(space, base)
+    assert set(table.blocks) == blocks
+    assert set(table.ends) == widths
+    assert len(timer_calls) == len(blocks) + len(widths)  # each entry timed once
+
+
+@pytest.mark.parametrize("space", [FPNAS_SMOKE, FP_NAS_SMOKE], ids=["fpnas", "fp-nas"])
+def test_the_prediction_of_a_network_is_the_count_of_the_built_spec(build, space):
+    path = build(space)
+    table = LatencyTable.load(path)
+    fingerprint = table.fingerprint()
+    assert LatencyTable.load(path).fingerprint() == fingerprint  # the file round-trips
+    sp, base = latency.space_from_options(table.meta["build"])
+    cost = LatencyCost(base, table)  # no timer: a missing entry would raise
+    rng = random.Random(0)
+    for _ in range(20):
+        arch = random_arch(sp, rng)
+        assert cost.cost(arch) == pytest.approx(count_spec(cost.spec(arch)).mult_adds / SCALE, rel=1e-9)
+
+
+def test_build_continues_a_table_it_finds_and_measures_only_what_is_missing(build, timer_calls):
+    path = build()
+    full = json.loads(path.read_text())
+    dropped = sorted(full["blocks"])[::3]
+    cut = {**full, "blocks": {k: v for k, v in full["blocks"].items() if k not in dropped}}
+    path.write_text(json.dumps(cut))
+    timer_calls.clear()
+    build(fresh=True)
+    assert len(timer_calls) == len(dropped)
+    assert json.loads(path.read_text())["blocks"] == pytest.approx(full["blocks"])
+
+
+def test_agreement_figures_by_hand():
+    got = agreement([1.0, 2.2, 2.5, 5.0], [1.0, 2.0, 3.0, 4.0])
+    assert got["mape"] == pytest.approx((0 + 0.1 + 0.5 / 3 + 0.25) / 4)
+    assert got["within_10pct"] == pytest.approx(0.5)  # 0% and 10% (inclusive); 16.7% and 25% are out
+    assert got["spearman"] == pytest.approx(1.0)  # same order
+    assert agreement([3.0, 2.0, 1.0], [1.0, 2.0, 3.0])["spearman"] == pytest.approx(-1.0)
+    raw, measured = [1.0, 2.0, 4.0, 7.0], [2.0 * r + 0.5 for r in [1.0, 2.0, 4.0, 7.0]]
+    assert fit_correction(raw, measured) == pytest.approx((2.0, 0.5))
+    assert leave_one_out(raw, measured) == pytest.approx(measured)
+
+
+def test_validate_fits_a_correction_when_whole_networks_differ_from_the_sum(build, monkeypatch, capsys):
+    path = build(FP_NAS_SMOKE)
+
+    def whole_networks_slower(module, input_size, protocol):  # a network: 1.25 x its blocks and ends + 0.5 ms
+        return 1.25 * fake_ms(module, input_size) + 0.5
+
+    monkeypatch.setattr(latency, "measure", whole_networks_slower)
+    assert latency_main(["validate", "--table", str(path), "--samples", "12", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "corrected (1.250 x sum +0.500 ms" in printed
+    table = LatencyTable.load(path)
+    v, c = table.meta["validation"], table.meta["correction"]
+    assert (c["scale"], c["offset_ms"], c["fitted_on"]) == (pytest.approx(1.25), pytest.approx(0.5), 12)
+    assert v["raw"]["mape"] > 0.05 and v["corrected"]["mape"] < 1e-6 and v["corrected"]["within_10pct"] == 1.0
+    for n in v["networks"]:
+        assert n["measured_ms"] == pytest.approx(1.25 * n["mult_adds"] / SCALE + 0.5)
+    space, base = latency.space_from_options(table.meta["build"])
+    arch = random_arch(space, random.Random(99))
+    spec = LatencyCost(base, table).spec(arch)
+    assert LatencyCost(base, table).cost(arch) == pytest.approx(1.25 * count_spec(spec).mult_adds / SCALE + 0.5)
+
+
+def _search(tmp_path, algo, table, *extra):
+    return run_main(["--algo", algo, "--preset", "smoke", "--cost", "latency", "--latency-table", str(table),
+                     "--out", str(tmp_path / "run"), "--no-progress", *extra])
+
+
+@pytest.mark.parametrize("algo, space, option", [("fpnas", FPNAS_SMOKE, "--latency-budget"),
+                                                 ("fp-nas", FP_NAS_SMOKE, "--latency-target")])
+def test_a_latency_search_runs_end_to_end_and_completes_its_table(tmp_path, build, algo, space, option):
+    path = build(space)
+    full = json.loads(path.read_text())
+    space_, base = latency.space_from_options(full["build"])
+    start = count_spec(LatencyCost(base, LatencyTable.load(path)).spec(space_.default_blocks())).mult_adds / SCALE
+    dropped = sorted(full["blocks"])[:5]  # missing entries are measured on this device and added
+    path.write_text(json.dumps({**full, "blocks": {k: v for k, v in full["blocks"].items() if k not in dropped}}))
+    limit = round(start * 0.9, 4)  # below the starting network: the limit has work to do
+    assert _search(tmp_path, algo, path, option, f"{limit}ms") == 0
+    assert json.loads(path.read_text())["blocks"] == pytest.approx(full["blocks"])
+    spec = json.loads((tmp_path / "run" / "spec.json").read_text())
+    cost, measured = spec["search"]["cost"], spec["search"]["measured"]
+    assert cost["unit"] == "ms" and cost["limit_ms"] == pytest.approx(limit)
+    assert cost["predicted_ms"] == pytest.approx(measured["mult_adds"] / SCALE, rel=1e-4)
+    assert cost["measured_ms"] > 0 and cost["table_fingerprint"] == LatencyTable.load(path).fingerprint()
+    assert spec["search"]["budget_mult_adds" if algo == "fpnas" else "target_mult_adds"] is None
+    trace = [json.loads(line) for line in (tmp_path / "run" / "trace.jsonl").read_text().splitlines()]
+    scored = [r for r in trace if "cost" in r]
+    assert scored and all(r["cost"] == pytest.approx(r["mult_adds"] / SCALE, rel=1e-6) for r in scored)
+
+
+def _edited(path: Path, **meta) -> Path:
+    data = json.loads(path.read_text())
+    for key, value in meta.items():
+        data[key] = {**data[key], **value}
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("case", ["other space", "other device", "cuda table", "budget below the fastest",
+                                  "missing table", "not a table", "no limit", "mult-adds limit", "no --cost",
+                                  "wrong algo option", "no table"])
+def test_refusals_are_one_line_and_write_nothing(tmp_path, build, timer_calls, capsys, case):
+    fpnas_table = build()
+    if case == "other device":
+        _edited(fpnas_table, device={"cpu": "Another CPU 9000"})
+    if case == "cuda table":
+        _edited(fpnas_table, protocol={"runtime": "cuda"}, device={"gpu": "H200"})
+    argv = {
+        "other space": ["--algo", "fp-nas", "--latency-target", "1ms", "--latency-table", str(fpnas_table)],
+        "other device": ["--algo", "fpnas", "--latency-budget", "1ms", "--latency-table", str(fpnas_table)],
+        "cuda table": ["--algo", "fpnas", "--latency-budget", "1ms", "--latency-table", str(fpnas_table)],
+        "budget below the fastest": ["--algo", "fpnas", "--latency-budget", "0.001ms", "--latency-table",
+                                     str(fpnas_table)],
+        "missing table": ["--algo", "fpnas", "--latency-budget", "1ms", "--latency-table", str(tmp_path / "no.json")],
+        "not a table": ["--algo", "fpnas", "--latency-budget", "1ms", "--latency-table", str(tmp_path / "x.json")],
+        "no limit": ["--algo", "fpnas", "--latency-table", str(fpnas_table)],
+        "mult-adds limit": ["--algo", "fpnas", "--flops-budget", "1e6", "--latency-table", str(fpnas_table)],
+        "no --cost": ["--algo", "fpnas", "--latency-budget", "1ms"],
+        "wrong algo option": ["--algo", "fpnas", "--latency-target", "1ms", "--latency-table", str(fpnas_table)],
+        "no table": ["--algo", "fpnas", "--latency-budget", "1ms"],
+    }[case]
+    (tmp_path / "x.json").write_text('{"not": "a table"}')
+    expected = {"other space": "another space", "other device": "another device", "cuda table": "no CUDA device",
+                "budget below the fastest": "cheapest network", "missing table": "no such file",
+                "not a table": "not a latency table", "no limit": "needs --latency-budget",
+                "mult-adds limit": "with --cost latency give --latency-budget",
+                "no --cost": "needs --cost latency", "wrong algo option": "takes --latency-budget",
+                "no table": "needs --latency-table"}[case]
+    if case not in ("no --cost",):
+        argv = ["--cost", "latency", *argv]
+    if case == "cuda table" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    before = fpnas_table.read_bytes()
+    timer_calls.clear()
+    assert run_main(["--preset", "smoke", "--out", str(tmp_path / "run"), "--no-progress", *argv]) == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not LOG_LINE.match(line)]
+    assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0], err
+    assert not (tmp_path / "run" / "spec.json").exists() and not (tmp_path / "run" / "checkpoint.pt").exists()
+    assert fpnas_table.read_bytes() == before and not timer_calls
+
+
+def test_build_refuses_to_continue_a_table_of_another_space_and_keeps_it(build, capsys):
+    path = build()
+    before = path.read_bytes()
+    assert latency_main(["build", "--space", "fbnetv2-f++", "--preset", "smoke", "--runtime", "eager", "--out",
+                         str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot continue" in err[0] and "another space" in err[0]
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["build", "--space", "fpnas", "--runtime", "eager", "--threads", "0", "--out", "t.json"], "--threads"),
+    (["build", "--space", "fpnas", "--runtime", "onnxruntime", "--channels-last", "--out", "t.json"],
+     "--channels-last"),
+    (["build", "--space", "nope", "--out", "t.json"], "--space nope"),
+    (["validate", "--table", "missing.json"], "--table missing.json: no such file"),
+    (["validate", "--table", "missing.json", "--samples", "2"], "--samples"),
+])
+def test_latency_cli_refusals(tmp_path, monkeypatch, capsys, argv, expected):
+    monkeypatch.chdir(tmp_path)
+    assert latency_main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0], err
+    assert not (tmp_path / "t.json").exists()
+
+
+def test_parse_ms():
+    assert latency.parse_ms("4ms") == 4.0 and latency.parse_ms("0.5 ms") == 0.5 and latency.parse_ms("3") == 3.0
+    for bad in ("4s", "-1ms", "0", "fast"):
+        with pytest.raises(Exception, match="milliseconds"):
+            latency.parse_ms(bad)
