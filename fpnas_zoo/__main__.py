@@ -13,7 +13,9 @@ from . import registered_specs, resolve_spec
 from .checkpoint import CheckpointError
 from .counting import Counts, count_params, count_spec, flop_counts, paper_deviation, target_deviation
 from .device import resolve_device
+from .latency import Protocol
 from .model import FpnasZooNet, stage_plan
+from .registry import create_model_from_spec
 from .spec import ModelSpec, SpecError
 
 
@@ -48,11 +50,13 @@ def model_row(spec: ModelSpec, counts: Counts) -> dict:
 
 
 def format_table(rows: list[dict]) -> str:
+    timed = any("latency" in r for r in rows)  # `--latency`: one more column and a line naming the protocol
     header = ("model", "input", "params M (no BN)", "MACs M (conv)", "paper params / MACs", "dev params / MACs",
-              "target MACs (dev)", "provenance", "weights")
+              "target MACs (dev)", "provenance", "weights") + (("latency ms (img/s)",) if timed else ())
     lines = [header]
     for r in rows:
         m, p, d = r["measured"], r["paper"], r["deviation"]
+        latency = (f"{r['latency']['ms']:.2f} ({r['latency']['images_per_s']:.1f})",) if timed else ()
         lines.append((
             r["name"],
             "x".join(map(str, r["input_size"][1:])),
@@ -63,6 +67,7 @@ def format_table(rows: list[dict]) -> str:
             "-" if r["target"] is None else f"{_num(r['target']['mult_adds_m'])} ({_pct(r['target_deviation'])})",
             r["provenance"],
             ",".join(r["weights"]) or "-",
+            *latency,
         ))
     widths = [max(len(str(row[i])) for row in lines) for i in range(len(header))]
     out = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in lines]
@@ -70,7 +75,22 @@ def format_table(rows: list[dict]) -> str:
     out.append("Measured with torch.utils.flop_counter at each model's input size; MACs = mult-adds. Deviations "
                "compare in the paper's convention (FPNAS: params without BN, conv MACs; FP-NAS: all MACs). "
                "target: what a reconstruction was built to hit.")
+    if timed:
+        out.append(latency_note(rows[0]["latency"]))
     return "\n".join(out)
+
+
+def latency_note(latency: dict) -> str:
+    """The line under a table of latencies: how they were measured, and where."""
+    p = latency["protocol"]
+    layout = ", channels_last" if p["channels_last"] else ""
+    d = latency["device"]
+    device = ", ".join([f"{d.get('cpu')}, {d.get('cores')} cores",
+                        *(f"{key} {value}" for key, value in d.items() if key not in ("cpu", "cores"))])
+    return (f"Latency: median of {p['repeats']} timed passes after {p['warmup']} warm-up, {p['runtime']}, "
+            f"{p['threads']} thread{'s' if p['threads'] != 1 else ''}, batch {p['batch_size']}{layout}, eval mode "
+            f"with BatchNorm folded, random weights (speed does not depend on them); img/s = batch / latency. "
+            f"Device: {device}.")
 
 
 def block_rows(spec: ModelSpec) -> list[dict]:
@@ -92,14 +112,16 @@ def block_rows(spec: ModelSpec) -> list[dict]:
     return rows
 
 
-def format_info(spec: ModelSpec, counts: Counts, blocks: list[dict]) -> str:
-    table = format_table([model_row(spec, counts)]).splitlines()
+def format_info(spec: ModelSpec, counts: Counts, blocks: list[dict], latency: dict | None = None) -> str:
+    table_row = {**model_row(spec, counts), **({"latency": latency} if latency else {})}
+    table = format_table([table_row]).splitlines()
     out = [
         f"{spec.name}  ({spec.provenance})  spec: {spec.path}",
         f"source: {spec.source['paper']}" + (f", {spec.source['table']}" if spec.source["table"] else ""),
         f"input {tuple(spec.input_size)}, {spec.num_classes} classes, stem {spec.stem['out_chs']} "
         f"(stride {spec.stem['stride']}), head {spec.head['out_chs']}",
         *table[:3],
+        *([latency_note(table_row["latency"])] if "latency" in table_row else []),
         "",
         f"{'#':>3} {'stage':>5} {'type':6} {'in->out':>9} {'s':>2} {'res':>4} {'params':>9} {'MACs M':>8}  fields",
     ]
@@ -112,19 +134,81 @@ def format_info(spec: ModelSpec, counts: Counts, blocks: list[dict]) -> str:
     return "\n".join(out)
 
 
+LATENCY_OPTIONS = {"runtime": "--runtime", "threads": "--threads", "batch_size": "--batch-size",
+                   "warmup": "--warmup", "repeats": "--repeats", "channels_last": "--channels-last"}
+
+
+def latency_protocol(args: argparse.Namespace) -> Protocol | None:
+    """The protocol `--latency` times with (None without --latency); ValueError naming the option that cannot be."""
+    if not args.latency:
+        given = [option for dest, option in LATENCY_OPTIONS.items() if getattr(args, dest) not in (None, False)]
+        if given:
+            raise ValueError(f"{given[0]}: applies only with --latency (it sets how latency is measured)")
+        return None
+    defaults = Protocol()
+    return Protocol(**{dest: getattr(defaults, dest) if getattr(args, dest) is None else getattr(args, dest)
+                       for dest in LATENCY_OPTIONS}).check()
+
+
+def measure_latencies(specs: list[ModelSpec], protocol: Protocol) -> list[dict]:
+    """Each spec's network (random weights) timed with `protocol`: ms, images/s, the protocol and the device."""
+    from tqdm import tqdm
+
+    from .latency import device_fingerprint, measure_model
+
+    device = device_fingerprint(protocol.runtime)
+    found = []
+    bar = tqdm(specs, desc=f"latency on {protocol.runtime}", unit="model", file=sys.stderr)
+    for spec in bar:
+        bar.set_postfix_str(spec.name)
+        ms = measure_model(create_model_from_spec(spec).eval(), protocol)
+        found.append({"ms": ms, "images_per_s": protocol.batch_size * 1e3 / ms, "protocol": protocol.as_dict(),
+                      "device": device})
+    return found
+
+
+def _latencies(specs: list[ModelSpec], args: argparse.Namespace) -> list[dict] | int:
+    """`measure_latencies` under the options' protocol, [] without --latency, or the exit status after one error."""
+    from .export import ExportError
+
+    try:
+        protocol = latency_protocol(args)
+    except ValueError as e:
+        return _error(e)
+    if protocol is None:
+        return []
+    try:
+        return measure_latencies(specs, protocol)
+    except ExportError as e:  # ONNX Runtime times the exported model: a model that cannot be exported
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    rows = [model_row(spec, count_spec(spec)) for spec in registered_specs().values()]
+    specs = list(registered_specs().values())
+    latencies = _latencies(specs, args)
+    if isinstance(latencies, int):
+        return latencies
+    rows = [model_row(spec, count_spec(spec)) for spec in specs]
+    for row, latency in zip(rows, latencies or [None] * len(rows), strict=True):
+        if latency is not None:  # without --latency the rows are as they were
+            row["latency"] = latency
     print(json.dumps(rows, indent=2) if args.json else format_table(rows))
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     spec = resolve_spec(args.model)
+    latencies = _latencies([spec], args)
+    if isinstance(latencies, int):
+        return latencies
+    latency = latencies[0] if latencies else None
     counts, blocks = count_spec(spec), block_rows(spec)
     if args.json:
-        print(json.dumps({**model_row(spec, counts), "blocks": blocks}, indent=2))
+        print(json.dumps({**model_row(spec, counts), **({"latency": latency} if latency else {}), "blocks": blocks},
+                         indent=2))
     else:
-        print(format_info(spec, counts, blocks))
+        print(format_info(spec, counts, blocks, latency))
     return 0
 
 
@@ -220,15 +304,38 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_latency_arguments(p: argparse.ArgumentParser) -> None:
+    d = Protocol()
+    g = p.add_argument_group("latency", "measured on this machine with fpnas_zoo.latency's protocol (the one "
+                             "`python -m search.latency` builds tables with); the options below need --latency")
+    g.add_argument("--latency", action="store_true",
+                   help="also time each model here: built with random weights (speed does not depend on them), in "
+                        "eval mode with BatchNorm folded as deployed; adds its latency in ms and images/s "
+                        "(batch size / latency) and a line naming the protocol and the device")
+    g.add_argument("--runtime", metavar="{eager,onnxruntime,cuda}",
+                   help=f"onnxruntime: the model exported as `python -m fpnas_zoo export` writes it, on the CPU; "
+                        f"eager: PyTorch on the CPU; cuda: PyTorch on the GPU, timed with CUDA events "
+                        f"(default {d.runtime})")
+    g.add_argument("--threads", type=int, help=f"intra-op threads of the CPU runtimes (default {d.threads})")
+    g.add_argument("--batch-size", type=int, help=f"images per pass (default {d.batch_size})")
+    g.add_argument("--channels-last", action="store_true", help="eager and cuda: model and input in channels_last")
+    g.add_argument("--repeats", type=int, help=f"timed passes; the latency is their median (default {d.repeats})")
+    g.add_argument("--warmup", type=int, help=f"passes run first and not timed (default {d.warmup})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fpnas_zoo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("list", help="every registered model: measured params / mult-adds next to the paper's")
+    p = sub.add_parser("list", help="every registered model: measured params / mult-adds next to the paper's "
+                       "(with --latency, also its latency here)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_latency_arguments(p)
     p.set_defaults(fn=cmd_list)
-    p = sub.add_parser("info", help="one model (a registered name or a spec file) with its block table")
+    p = sub.add_parser("info", help="one model (a registered name or a spec file) with its block table (with "
+                       "--latency, also its latency here)")
     p.add_argument("model", help="registered model name, or path/to/spec.json")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_latency_arguments(p)
     p.set_defaults(fn=cmd_info)
     p = sub.add_parser("validate", help="top-1/top-5 on an ImageFolder directory with the model's preprocessing")
     p.add_argument("--model", required=True, help="registered model name, or path/to/spec.json")

@@ -193,13 +193,25 @@ def _runner(module: nn.Module, input_size: tuple[int, int, int], protocol: Proto
     return run_eager
 
 
-def measure_runs(module: nn.Module, input_size: tuple[int, int, int], protocol: Protocol) -> list[float]:
-    """The `repeats` timed passes (ms) of `module` on a (batch_size, *input_size) input, after `warmup` passes."""
+def prepare(module: nn.Module, input_size: tuple[int, int, int], protocol: Protocol) -> Callable[[], list[float]]:
+    """`measure_runs` in two steps: the module is made ready once (BatchNorm folded, or exported for ONNX Runtime),
+    and each call of the function returned runs `warmup` passes and returns the `repeats` timed ones (ms). For
+    benchmarks that interleave many measurements of the same modules (bench/zoo_latency.py)."""
     with _torch_threads(protocol.threads):
         run = _runner(module, tuple(input_size), protocol)
-        for _ in range(protocol.warmup):
-            run()
-        return [run() for _ in range(protocol.repeats)]
+
+    def runs() -> list[float]:
+        with _torch_threads(protocol.threads):
+            for _ in range(protocol.warmup):
+                run()
+            return [run() for _ in range(protocol.repeats)]
+
+    return runs
+
+
+def measure_runs(module: nn.Module, input_size: tuple[int, int, int], protocol: Protocol) -> list[float]:
+    """The `repeats` timed passes (ms) of `module` on a (batch_size, *input_size) input, after `warmup` passes."""
+    return prepare(module, input_size, protocol)()
 
 
 def measure(module: nn.Module, input_size: tuple[int, int, int], protocol: Protocol) -> float:

@@ -1,0 +1,265 @@
+"""fpnas_zoo.latency, the one timing protocol: BatchNorm folding, the protocol under an injected clock (eager and ONNX
+Runtime), the refusals, and the commands that time through it (`python -m fpnas_zoo list/info --latency`,
+bench/zoo_latency.py). Speed itself is never asserted: every time here comes from a fake clock, or is only checked to
+be a positive number."""
+import json
+import os
+import re
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import torch.nn as nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+import fpnas_zoo.export
+from fpnas_zoo import latency
+from fpnas_zoo.__main__ import main
+from fpnas_zoo.latency import Protocol, fold_batchnorm, measure, measure_runs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _randomise_batchnorm(model: nn.Module, seed: int = 0) -> None:
+    """BatchNorm statistics and affine far from their initial identity, so a wrong fold shows in the outputs."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, _BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(0.5 * torch.randn(n, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(n, generator=g))
+                m.weight.copy_(1 + 0.3 * torch.randn(n, generator=g))
+                m.bias.copy_(0.3 * torch.randn(n, generator=g))
+
+
+def _batchnorms_after_conv(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    """(BatchNorm modules, those whose input is a Conv2d's output), found by running the model with hooks."""
+    conv_outputs, fed_by_conv = [], set()
+    hooks = [m.register_forward_hook(lambda _m, _i, out: conv_outputs.append(out))
+             for m in model.modules() if isinstance(m, nn.Conv2d)]
+    for name, m in model.named_modules():
+        if isinstance(m, _BatchNorm):
+            def pre(_m, inputs, name=name):
+                if any(inputs[0] is out for out in conv_outputs):
+                    fed_by_conv.add(name)
+            hooks.append(m.register_forward_pre_hook(pre))
+    with torch.no_grad():
+        model.eval()(x)
+    for h in hooks:
+        h.remove()
+    return sum(isinstance(m, _BatchNorm) for m in model.modules()), len(fed_by_conv)
+
+
+@pytest.mark.parametrize("name, input_size", [
+    ("fpnasnet_cifar", (3, 32, 32)),
+    ("fp_nas_s1pp", (3, 64, 64)),  # FP-NAS blocks (split attention) at a reduced input
+    ("mobilenetv2_100", (3, 96, 96)),  # timm's own blocks (BatchNormAct2d)
+])
+def test_fold_batchnorm_keeps_outputs_and_leaves_no_batchnorm_after_a_conv(name, input_size):
+    torch.manual_seed(0)
+    model = timm.create_model(name)
+    _randomise_batchnorm(model)
+    x = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(1))
+    total, after_conv = _batchnorms_after_conv(model, x)
+    assert after_conv > 0
+    with torch.no_grad():
+        expected = model.eval()(x)
+        folded = fold_batchnorm(model)
+        got = folded(x)
+    assert (got - expected).abs().max() <= 1e-4 * expected.abs().max()
+    assert sum(isinstance(m, _BatchNorm) for m in folded.modules()) == total - after_conv
+    assert sum(isinstance(m, _BatchNorm) for m in model.modules()) == total  # the model itself is left as it was
+
+
+class FakeClock:
+    """`time.perf_counter` for fpnas_zoo.latency: it stands still until a pass advances it."""
+
+    def __init__(self, pass_ms: list[float]):
+        self.now, self.pass_ms, self.passes = 100.0, pass_ms, 0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def one_pass(self) -> None:
+        self.now += self.pass_ms[self.passes] / 1e3
+        self.passes += 1
+
+
+# passes in ms: 3 warm-up passes, then 5 timed ones whose median (3) is neither their mean nor the median of a window
+# shifted by one pass (8 both ways), nor of all passes
+PASS_MS = [50.0, 40.0, 30.0, 1.0, 9.0, 2.0, 8.0, 3.0]
+WARMUP, REPEATS = 3, 5
+
+
+def test_eager_takes_the_median_of_the_timed_passes_on_its_thread_count(monkeypatch):
+    clock = FakeClock(PASS_MS)
+    monkeypatch.setattr(latency, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+    block = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+    threads_seen = []
+
+    def tick(_module, _inputs, _output):
+        threads_seen.append(torch.get_num_threads())
+        clock.one_pass()
+
+    block[2].register_forward_hook(tick)
+    protocol = Protocol(runtime="eager", threads=1, batch_size=2, warmup=WARMUP, repeats=REPEATS)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        runs = measure_runs(block, (3, 8, 8), protocol)
+        assert torch.get_num_threads() == 3  # restored
+    finally:
+        torch.set_num_threads(previous)
+    assert clock.passes == WARMUP + REPEATS
+    assert runs == pytest.approx(PASS_MS[WARMUP:])
+    assert threads_seen == [1] * (WARMUP + REPEATS)
+    clock.passes = 0
+    assert measure(block, (3, 8, 8), protocol) == pytest.approx(3.0)
+
+
+def test_onnxruntime_times_the_projects_export_on_its_thread_count(monkeypatch):
+    clock = FakeClock(PASS_MS)
+    monkeypatch.setattr(latency, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+    exported, sessions = [], []
+    real_onnx_bytes, real_session = fpnas_zoo.export.onnx_bytes, fpnas_zoo.export.ort_session
+
+    def spy_onnx_bytes(model, *args, **kwargs):
+        exported.append(model)
+        return real_onnx_bytes(model, *args, **kwargs)
+
+    class CountingSession:
+        def __init__(self, session):
+            self.session = session
+
+        def run(self, *args, **kwargs):
+            out = self.session.run(*args, **kwargs)
+            clock.one_pass()
+            return out
+
+    def spy_session(*args, **kwargs):
+        sessions.append(real_session(*args, **kwargs))
+        return CountingSession(sessions[-1])
+
+    monkeypatch.setattr(fpnas_zoo.export, "onnx_bytes", spy_onnx_bytes)
+    monkeypatch.setattr(fpnas_zoo.export, "ort_session", spy_session)
+    block = timm.create_model("fpnasnet_cifar").blocks[1][0]  # a zoo block: 24 -> 40 channels, stride 2, at 32x32
+    protocol = Protocol(runtime="onnxruntime", threads=2, batch_size=1, warmup=WARMUP, repeats=REPEATS)
+    assert measure(block, (24, 32, 32), protocol) == pytest.approx(3.0)
+    assert clock.passes == WARMUP + REPEATS
+    assert len(exported) == 1 and any(m is block for m in exported[0].modules())
+    assert len(sessions) == 1 and sessions[0].get_session_options().intra_op_num_threads == 2
+
+
+@pytest.mark.parametrize("settings, option", [
+    ({"runtime": "tpu"}, "--runtime"),
+    ({"threads": 0}, "--threads"),
+    ({"batch_size": 0}, "--batch-size"),
+    ({"warmup": -1}, "--warmup"),
+    ({"repeats": 0}, "--repeats"),
+    ({"runtime": "onnxruntime", "channels_last": True}, "--channels-last"),
+    pytest.param({"runtime": "cuda"}, "--runtime",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
+])
+def test_each_bad_protocol_option_is_refused_in_one_line_naming_it(settings, option):
+    with pytest.raises(ValueError) as refused:
+        Protocol(**settings).check()
+    message = str(refused.value)
+    assert message.startswith(option) and "\n" not in message
+
+
+@pytest.mark.parametrize("command", ["list", "info fpnasnet_cifar"])
+@pytest.mark.parametrize("option, option_args", [
+    ("--runtime", ["eager"]), ("--threads", ["2"]), ("--batch-size", ["4"]), ("--repeats", ["3"]),
+    ("--warmup", ["1"]), ("--channels-last", []),
+])
+def test_a_latency_option_without_latency_is_refused(capsys, command, option, option_args):
+    assert main([*command.split(), option, *option_args]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {option}") and "--latency" in lines[0]
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["--threads", "0"], "--threads"), (["--runtime", "tpu"], "--runtime"), (["--repeats", "0"], "--repeats"),
+    (["--channels-last"], "--channels-last"),  # the default runtime is ONNX Runtime
+])
+def test_a_bad_latency_option_is_refused_before_anything_is_built(capsys, monkeypatch, argv, option):
+    monkeypatch.setattr(latency, "measure_model", lambda *a: pytest.fail("timed despite a bad option"))
+    assert main(["info", "fpnasnet_cifar", "--latency", *argv]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and re.fullmatch(rf"error: {option}[^\n]*\n", captured.err)
+
+
+def test_info_latency_end_to_end_on_eager(capsys):
+    argv = ["info", "fpnasnet_cifar", "--latency", "--runtime", "eager", "--repeats", "3", "--warmup", "1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("fpnasnet_cifar  32x32 "))
+    ms, images_per_s = map(float, re.search(r"(\d+\.\d+) \((\d+\.\d+)\)$", row).groups())
+    assert ms > 0 and images_per_s == pytest.approx(1e3 / ms, rel=0.01)
+    assert re.search(r"^Latency: median of 3 timed passes after 1 warm-up, eager, 1 thread, batch 1", out, re.M)
+
+    assert main([*argv, "--batch-size", "2", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    found = info["latency"]
+    assert found["protocol"] == {"runtime": "eager", "threads": 1, "batch_size": 2, "warmup": 1, "repeats": 3,
+                                 "channels_last": False}
+    assert found["ms"] > 0 and found["images_per_s"] == pytest.approx(2e3 / found["ms"])
+    assert {"cpu", "cores", "torch"} <= set(found["device"]) and len(info["blocks"]) == 17
+    assert main(["info", "fpnasnet_cifar", "--json"]) == 0
+    assert "latency" not in json.loads(capsys.readouterr().out)  # without --latency: as before
+
+
+def test_list_latency_times_every_model_under_the_options_protocol(capsys, monkeypatch):
+    """The plumbing of `list --latency` with an injected timer: each model's own number lands in its own row."""
+    import fpnas_zoo.__main__ as cli
+
+    timed = []
+
+    def fake_measure_model(model, protocol):
+        timed.append((model.spec.name, protocol))
+        return float(len(model.spec.name))  # ms: a number each row can be checked against
+
+    monkeypatch.setattr(latency, "measure_model", fake_measure_model)
+    monkeypatch.setattr(cli, "create_model_from_spec", lambda spec: types.SimpleNamespace(
+        spec=spec, eval=lambda: types.SimpleNamespace(spec=spec)))
+    assert main(["list", "--latency", "--runtime", "eager", "--threads", "2", "--batch-size", "4", "--json"]) == 0
+    captured = capsys.readouterr()
+    rows = json.loads(captured.out)
+    names = list(fpnas_zoo.registered_specs())
+    assert [r["name"] for r in rows] == names and [name for name, _ in timed] == names
+    assert {p for _, p in timed} == {Protocol(runtime="eager", threads=2, batch_size=4)}
+    for r in rows:
+        assert r["latency"]["ms"] == len(r["name"]) and r["latency"]["images_per_s"] == pytest.approx(
+            4e3 / len(r["name"]))
+    assert f"{len(names)}/{len(names)}" in captured.err  # the progress bar, on stderr
+
+    assert main(["list", "--latency", "--runtime", "eager"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[-4:] == ["weights", "latency", "ms", "(img/s)"]
+    row = next(line for line in lines if line.startswith("fpnasnet "))
+    assert row.endswith(f"{8:.2f} ({1e3 / 8:.1f})")
+    assert lines[-1].startswith("Latency: median of 50 timed passes after 10 warm-up, eager, 1 thread, batch 1")
+
+
+def test_the_bench_command_runs(tmp_path):
+    """bench/zoo_latency.py at a toy size (one small model, one round, two passes): it runs end to end through both
+    runtimes and writes its JSON. Kept to one 32x32 model so it stays within seconds of export."""
+    out = tmp_path / "zoo_latency.json"
+    command = [sys.executable, "bench/zoo_latency.py", "--models", "fpnasnet_cifar", "--rounds", "1", "--repeats",
+               "2", "--warmup", "1", "--out", str(out)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    run = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert re.search(r"^\| `fpnasnet_cifar` \| 32 \| 74 \|", run.stdout, re.M)
+    result = json.loads(out.read_text())
+    (row,) = result["models"]
+    assert row["name"] == "fpnasnet_cifar" and row["zoo"] and len(row["rounds_ms"]["onnxruntime@32"]) == 1
+    assert row["images_per_s"]["eager"]["32"] == pytest.approx(32e3 / row["ms"]["eager"]["32"])
+    assert result["protocol"]["threads"] == 1 and "onnxruntime" in result["device"]
