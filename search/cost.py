@@ -15,6 +15,7 @@ import torch.nn as nn
 from fpnas_zoo import count_spec, spec_from_dict
 from fpnas_zoo.block_types import BLOCK_TYPES
 from fpnas_zoo.counting import count_mult_adds
+from fpnas_zoo.schema import canonical_block
 from fpnas_zoo.spec import ModelSpec
 
 from .supernet import block_key
@@ -22,6 +23,12 @@ from .supernet import block_key
 # The `search` field of a probe spec (specs need one); nothing reads it.
 _METADATA = {"algorithm": "fpnas", "settings": {}, "seed": 0, "dataset": "-", "budget_mult_adds": None,
              "measured": {}, "val_top1": None, "wall_time_s": 0.0, "gpu_hours": 0.0}
+
+
+def entry_key(in_chs: int, resolution: int, block: dict) -> tuple[int, int, tuple]:
+    """How a block's cost is keyed: its input width and resolution, and its canonical dict (dicts with the same
+    canonical form build the same module, `fpnas_zoo.schema.canonical_block`)."""
+    return in_chs, resolution, block_key(canonical_block(in_chs, block))
 
 
 def build_block(in_chs: int, block: dict, device: str | torch.device | None = None) -> nn.Module:
@@ -50,7 +57,7 @@ class BlockwiseCost:
 
     def block_cost(self, in_chs: int, resolution: int, block: dict) -> float:
         """The cost of one block on an (in_chs, resolution, resolution) input, measured on first use."""
-        key = (in_chs, resolution, block_key(block))
+        key = entry_key(in_chs, resolution, block)
         if key not in self.blocks:
             self.blocks[key] = self.measure_block(in_chs, resolution, block)
         return self.blocks[key]
@@ -90,7 +97,7 @@ class BlockwiseCost:
             following: dict[tuple[int, int], list[dict]] = {}
             for (in_chs, res), path in states.items():
                 for block in choices:
-                    entries.setdefault((in_chs, res, block_key(block)), (in_chs, res, block))
+                    entries.setdefault(entry_key(in_chs, res, block), (in_chs, res, canonical_block(in_chs, block)))
                     following.setdefault((block["out_chs"], -(-res // block["stride"])), path + [block])
             states = following
         last = {}

@@ -49,8 +49,7 @@ from fpnas_zoo.atomic import atomic_write_text
 from fpnas_zoo.latency import RUNTIMES, Protocol, device_fingerprint, measure
 from fpnas_zoo.spec import ModelSpec
 
-from .cost import BlockwiseCost, MultAddsCost, build_block
-from .supernet import block_key
+from .cost import BlockwiseCost, MultAddsCost, build_block, entry_key
 
 TABLE_FORMAT = "fpnas-zoo latency table"
 TABLE_VERSION = 1
@@ -81,7 +80,7 @@ def _block_text(key: tuple[int, int, tuple]) -> str:
 
 def _block_from_text(text: str) -> tuple[int, int, tuple]:
     in_chs, res, block = json.loads(text)
-    return in_chs, res, block_key(dict(block))
+    return entry_key(in_chs, res, dict(block))  # the canonical form: dicts that build the same module, one key
 
 
 def space_identity(base: ModelSpec, space: Any) -> dict:
@@ -245,7 +244,7 @@ class LatencyCost(BlockwiseCost):
     def missing(self, candidates: list[list[dict]]) -> tuple[list[tuple[int, int, dict]], dict[int, list[dict]]]:
         """The entries a network of `candidates` can meet that the table lacks: blocks, and ends by last width."""
         entries, last = self.reachable(candidates)
-        return ([e for e in entries if (e[0], e[1], block_key(e[2])) not in self.blocks],
+        return ([e for e in entries if entry_key(*e) not in self.blocks],
                 {w: path for w, path in last.items() if w not in self.ends})
 
     def fill(self, candidates: list[list[dict]], progress: bool = True,

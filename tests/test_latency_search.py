@@ -264,3 +264,34 @@ def test_parse_ms():
     for bad in ("4s", "-1ms", "0", "fast"):
         with pytest.raises(Exception, match="milliseconds"):
             latency.parse_ms(bad)
+
+
+def test_the_command_build_prints_to_check_the_table_works(build, capsys):
+    build(fresh=True)
+    hint = [line for line in capsys.readouterr().out.splitlines() if line.startswith("check it: ")]
+    assert len(hint) == 1
+    argv = hint[0].removeprefix("check it: ").split()
+    assert argv[:3] == ["python", "-m", "search.latency"]
+    assert latency_main([*argv[3:], "--no-progress"]) == 0
+    assert LatencyTable.load(argv[argv.index("--table") + 1]).meta["validation"]["samples"] == 50
+
+
+@pytest.mark.parametrize("space", [("fbnetv2-f", "demo"), ("fbnetv2-f++", "smoke"), ("fpnas", "demo")])
+def test_every_block_a_random_network_meets_is_an_entry(space):
+    """The entries are keyed as the searchers' networks are placed (`arch_blocks`: a residual only where the widths
+    differ), so no network of the space needs an entry the table lacks."""
+    from search.cost import entry_key
+
+    sp, base = latency.space_from_options({"space": space[0], "preset": space[1]})
+    cost = LatencyCost(base, LatencyTable({}))
+    entries, last = cost.reachable(sp.candidates())
+    keys = {entry_key(*e) for e in entries}
+    assert len(keys) == len(entries)
+    rng = random.Random(1)
+    for _ in range(300):
+        arch = random_arch(sp, rng)
+        chs, res = base.stem["out_chs"], (base.input_size[1] + base.stem["stride"] - 1) // base.stem["stride"]
+        for block in arch:
+            assert (chs, res, block_key(block)) in keys, block
+            chs, res = block["out_chs"], (res + block["stride"] - 1) // block["stride"]
+        assert arch[-1]["out_chs"] in last
