@@ -4,13 +4,13 @@ batch 1 and images/s at batch 32, PyTorch eager and ONNX Runtime on the CPU, 1 t
     python bench/zoo_latency.py [--threads 1] [--rounds 3] [--repeats 10] [--warmup 2] [--models NAME ...]
                                 [--out bench/zoo_latency.json]
 
-Each (model, runtime, batch) is made ready once (BatchNorm folded for eager; for ONNX Runtime exported through
-`fpnas_zoo.export`, the file `python -m fpnas_zoo export` writes). Then every round times each of them in turn
-(interleaved, as bench/inference.py does), `--warmup` passes and `--repeats` timed passes a time, so a machine
-shared with other work slows all of them alike; a round gives the median of its timed passes, the table the median
-over rounds. Random weights (speed does not depend on them). Prints a markdown table for bench/README.md and writes
-every number, the protocol and the device to `--out` (atomically). Nothing here is asserted in tests but that it
-runs.
+Each (model, runtime, batch) is made ready once (BatchNorm folded for eager; for ONNX Runtime exported once
+through `fpnas_zoo.export`, the file `python -m fpnas_zoo export` writes, whose batch axis is dynamic). Then every
+round times each of them in turn (interleaved, as bench/inference.py does), `--warmup` passes and `--repeats`
+timed passes a time, so a machine shared with other work slows all of them alike; a round gives the median of its
+timed passes, the table the median over rounds. Random weights (speed does not depend on them). Prints a markdown
+table for bench/README.md and writes every number, the protocol and the device to `--out` (atomically). Nothing
+here is asserted in tests but that it runs.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from tqdm import tqdm
 import fpnas_zoo
 from fpnas_zoo.atomic import atomic_write_json
 from fpnas_zoo.counting import count_model
+from fpnas_zoo.export import onnx_bytes
 from fpnas_zoo.latency import Protocol, device_fingerprint, prepare
 
 ROOT = Path(__file__).parents[1]
@@ -64,8 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         model = timm.create_model(name).eval()
         input_size = tuple(model.pretrained_cfg["input_size"])
         models[name] = {"input_size": list(input_size), "mult_adds": count_model(model, input_size).mult_adds}
+        exported = onnx_bytes(model)[0]  # one export serves every batch size (its batch axis is dynamic)
         for key, protocol in protocols.items():
-            timers[(name, *key)] = prepare(model, input_size, protocol)
+            timers[(name, *key)] = prepare(model, input_size, protocol,
+                                           exported if protocol.runtime == "onnxruntime" else None)
     rounds: dict[tuple[str, str, int], list[float]] = {key: [] for key in timers}
     for _ in tqdm(range(args.rounds), desc="rounds", file=sys.stderr):
         for key, runs in timers.items():  # interleaved: every model, runtime and batch once a round

@@ -151,14 +151,17 @@ def _torch_threads(threads: int):
         torch.set_num_threads(previous)
 
 
-def _runner(module: nn.Module, input_size: tuple[int, int, int], protocol: Protocol) -> Callable[[], float]:
-    """A function that runs one forward pass and returns its time in milliseconds."""
+def _runner(module: nn.Module, input_size: tuple[int, int, int], protocol: Protocol,
+            onnx_model: bytes | None = None) -> Callable[[], float]:
+    """A function that runs one forward pass and returns its time in milliseconds (`onnx_model`: the module's
+    export, when the caller has it already)."""
     x = torch.randn(protocol.batch_size, *input_size, generator=torch.Generator().manual_seed(0))
     if protocol.runtime == "onnxruntime":
         from .export import onnx_bytes, ort_session
 
         probe = module if hasattr(module, "pretrained_cfg") else _Probe(module, input_size)
-        session = ort_session(onnx_bytes(probe, name="latency probe")[0], threads=protocol.threads, spinning=False)
+        onnx_model = onnx_model or onnx_bytes(probe, name="latency probe")[0]
+        session = ort_session(onnx_model, threads=protocol.threads, spinning=False)
         feed = {"input": x.numpy()}
 
         def run_ort() -> float:
@@ -193,12 +196,13 @@ def _runner(module: nn.Module, input_size: tuple[int, int, int], protocol: Proto
     return run_eager
 
 
-def prepare(module: nn.Module, input_size: tuple[int, int, int], protocol: Protocol) -> Callable[[], list[float]]:
+def prepare(module: nn.Module, input_size: tuple[int, int, int], protocol: Protocol,
+            onnx_model: bytes | None = None) -> Callable[[], list[float]]:
     """`measure_runs` in two steps: the module is made ready once (BatchNorm folded, or exported for ONNX Runtime),
     and each call of the function returned runs `warmup` passes and returns the `repeats` timed ones (ms). For
     benchmarks that interleave many measurements of the same modules (bench/zoo_latency.py)."""
     with _torch_threads(protocol.threads):
-        run = _runner(module, tuple(input_size), protocol)
+        run = _runner(module, tuple(input_size), protocol, onnx_model)
 
     def runs() -> list[float]:
         with _torch_threads(protocol.threads):
