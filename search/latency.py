@@ -19,7 +19,8 @@ A network's latency is predicted as the sum of its blocks plus its ends, times t
 until then). `build` counts the entries the space can meet and prints the time it expects, shows a progress
 bar, writes the table atomically every few entries and continues a table it finds at `--out`. `validate` times N
 random networks of the space whole and prints predicted against measured (mean absolute percentage error, share
-within +-10%, Spearman rho, and the rho of mult-adds against measured latency), and stores that in the table.
+within +-10%, Spearman rho, and the rho of mult-adds against measured latency), stores that in the table and
+plots it beside the table (lut.json -> lut.png).
 
 The table records the space, the protocol and the device (processor, cores, torch / ONNX Runtime versions, GPU):
 a search refuses a table of another space or device in one line, and measures an entry the table lacks (on the
@@ -447,6 +448,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
                      for r, m, f in zip(raw, measured, mult_adds, strict=True)],
     }
     table.save(args.table)
+    from .plots import write_latency_validation_plot
+
+    plot = write_latency_validation_plot(table.meta["validation"], table.meta["correction"],
+                                         f"{args.table}: {table.describe()}", Path(args.table).with_suffix(".png"))
     print(f"{args.table}: {args.samples} random networks of {table.meta['build']['space']}, measured "
           f"{min(measured):.3f}..{max(measured):.3f} ms ({protocol.runtime}, {protocol.threads} thread(s), batch "
           f"{protocol.batch_size}){f'; {added} missing entries measured and added' if added else ''}")
@@ -459,6 +464,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     else:
         print(f"  a fitted correction would not help (leave-one-out MAPE {held_out['mape']:.1%}): none stored")
     print(f"  mult-adds against measured latency: Spearman rho {table.meta['validation']['mult_adds_spearman']:.3f}")
+    print(f"  plot: {plot}")
     return 0
 
 

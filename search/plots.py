@@ -141,3 +141,32 @@ def write_fp_nas_plots(trace_path: Path, out_dir: Path, target: float | None = N
         ax.set(title="Final distribution: probability of every choice per layer")
         written.append(_save(fig, out_dir / "choice_probabilities.png"))
     return written
+
+
+def write_latency_validation_plot(validation: dict, correction: dict, title: str, path: Path) -> Path:
+    """`python -m search.latency validate`'s PNG: predicted (sum of blocks, and corrected) against measured latency
+    of every network, with the +-10% band, beside mult-adds against measured latency."""
+    nets = validation["networks"]
+    measured = [n["measured_ms"] for n in nets]
+    raw = [n["predicted_sum_ms"] for n in nets]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    lo, hi = min(measured + raw) * 0.9, max(measured + raw) * 1.1
+    left.plot([lo, hi], [lo, hi], "k-", linewidth=0.8, label="predicted = measured")
+    left.fill_between([lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="grey", alpha=0.2, label="+-10%")
+    r = validation["raw"]
+    left.scatter(measured, raw, s=14, label=f"sum of blocks: MAPE {r['mape']:.1%}, {r['within_10pct']:.0%} within, "
+                                            f"rho {r['spearman']:.2f}")
+    if validation.get("corrected"):
+        c = validation["corrected"]
+        fitted = [correction["scale"] * x + correction["offset_ms"] for x in raw]
+        left.scatter(measured, fitted, s=14, marker="x",
+                     label=f"corrected (held out): MAPE {c['mape']:.1%}, {c['within_10pct']:.0%} within, "
+                           f"rho {c['spearman']:.2f}")
+    left.set(xlabel="measured latency (ms)", ylabel="predicted latency (ms)", xlim=(lo, hi), ylim=(lo, hi),
+             title="Predicted vs measured, whole networks")
+    left.legend(fontsize=7)
+    right.scatter([n["mult_adds"] / 1e6 for n in nets], measured, s=14, color="tab:green")
+    right.set(xlabel="mult-adds (M)", ylabel="measured latency (ms)",
+              title=f"The proxy: mult-adds vs latency (rho {validation['mult_adds_spearman']:.2f})")
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, Path(path))

@@ -142,6 +142,7 @@ def test_validate_fits_a_correction_when_whole_networks_differ_from_the_sum(buil
     assert latency_main(["validate", "--table", str(path), "--samples", "12", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "corrected (1.250 x sum +0.500 ms" in printed
+    assert path.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # predicted vs measured, plotted
     table = LatencyTable.load(path)
     v, c = table.meta["validation"], table.meta["correction"]
     assert (c["scale"], c["offset_ms"], c["fitted_on"]) == (pytest.approx(1.25), pytest.approx(0.5), 12)
