@@ -1,0 +1,71 @@
+"""The markdown tables of bench/README.md's "Latency tables" section, read from latency tables and latency searches.
+
+    python bench/latency_summary.py --tables bench/latency/*.json --runs runs/lat-fp-nas runs/lat-fpnas
+
+A table (written by `python -m search.latency build`, validated by `validate`) gives its size, build time (from
+`--build-times space=seconds`, measured by hand with `time`), and its validation; a search folder gives its spec's
+`search.cost` (limit, predicted and measured latency). Nothing is measured here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def table_row(path: Path, build_s: dict[str, float]) -> str:
+    t = json.loads(path.read_text())
+    v, p, c = t.get("validation") or {}, t["protocol"], t["correction"]
+    raw, fixed = v.get("raw"), v.get("corrected")
+
+    def fig(a: dict | None) -> str:
+        if not a:
+            return "- | - | -"
+        return f"{a['mape']:.1%} | {a['within_10pct']:.0%} | {a['spearman']:.3f}"
+
+    seconds = build_s.get(path.stem)
+    measured = v.get("measured_ms") or {}
+    correction = f"{c['scale']:.3f} x + {c['offset_ms']:.3f}" if fixed else "-"
+    return (f"| `{path.name}` | {t['build']['space']} ({t['build']['preset']}) | {p['runtime']} | {len(t['blocks'])} + "
+            f"{len(t['ends'])} | {'-' if seconds is None else f'{seconds / 60:.1f} min'} | "
+            f"{measured.get('min', 0):.3f}..{measured.get('max', 0):.3f} | {fig(raw)} | "
+            f"{correction} | {fig(fixed)} | "
+            f"{v.get('mult_adds_spearman', float('nan')):.3f} |")
+
+
+def run_row(folder: Path) -> str:
+    spec = json.loads((folder / "spec.json").read_text())
+    s = spec["search"]
+    c = s["cost"]
+    over = c["measured_ms"] / c["limit_ms"] - 1
+    return (f"| `{folder}` | {s['algorithm']} | {Path(c['table']).name} | {c['limit_ms']:.3f} | "
+            f"{c['predicted_ms']:.3f} | {c['measured_ms']:.3f} ({over:+.1%}) | "
+            f"{s['measured']['mult_adds'] / 1e6:.2f} | {s['val_top1']:.1f} | "
+            f"{s['wall_time_s']:.0f} s |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tables", nargs="*", type=Path, default=[])
+    p.add_argument("--runs", nargs="*", type=Path, default=[])
+    p.add_argument("--build-times", nargs="*", default=[], metavar="STEM=SECONDS")
+    args = p.parse_args(argv)
+    build_s = {k: float(v) for k, v in (item.split("=", 1) for item in args.build_times)}
+    if args.tables:
+        print("| table | space | runtime | blocks + ends | build | measured ms (min..max) | sum: MAPE | within "
+              "+-10% | rho | correction | corrected (held out): MAPE | within +-10% | rho | rho of mult-adds |")
+        print("|---" * 14 + "|")
+        for path in args.tables:
+            print(table_row(path, build_s))
+    if args.runs:
+        print("\n| search | algorithm | table | limit ms | predicted ms | measured ms (vs limit) | mult-adds M | "
+              "val top-1 | wall time |")
+        print("|---" * 9 + "|")
+        for folder in args.runs:
+            print(run_row(folder))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
