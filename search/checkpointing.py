@@ -34,14 +34,16 @@ def _refusal(path: Path, saved: dict, current: dict) -> str | None:
     return None
 
 
-def _differences(saved: Any, current: Any, path: str = "") -> list[str]:
+def differences(saved: Any, current: Any, path: str = "",
+                labels: tuple[str, str] = ("checkpoint has", "this run has")) -> list[str]:
+    """Every field (dotted path) where two JSON-like records differ, as 'path: <labels[0]> a, <labels[1]> b'."""
     if isinstance(saved, dict) and isinstance(current, dict):
         out = []
         for key in sorted(set(saved) | set(current)):
-            out += _differences(saved.get(key), current.get(key), f"{path}.{key}" if path else key)
+            out += differences(saved.get(key), current.get(key), f"{path}.{key}" if path else key, labels)
         return out
     saved, current = json.loads(json.dumps(saved)), json.loads(json.dumps(current))  # tuples vs lists
-    return [] if saved == current else [f"{path}: checkpoint has {saved!r}, this run has {current!r}"]
+    return [] if saved == current else [f"{path}: {labels[0]} {saved!r}, {labels[1]} {current!r}"]
 
 
 class Checkpointer:
@@ -71,10 +73,9 @@ class Checkpointer:
         refusal = _refusal(self.path, saved, self.identity) if isinstance(saved, dict) else None
         if refusal:
             raise ResumeError(refusal)
-        differences = _differences(saved, self.identity)
-        if differences:
-            raise ResumeError(f"{self.path} belongs to another search; refusing to resume:\n  "
-                              + "\n  ".join(differences))
+        found = differences(saved, self.identity)
+        if found:
+            raise ResumeError(f"{self.path} belongs to another search; refusing to resume:\n  " + "\n  ".join(found))
         return payload
 
     def load_on_every_rank(self, dist: DistInfo) -> dict | None:
@@ -114,6 +115,12 @@ class Trace:
         if self.enabled and self.path.exists():
             kept = self.path.read_text(encoding="utf-8").splitlines(keepends=True)[:lines]
             atomic_write_text(self.path, "".join(kept))
+
+
+def recorded_cost(record: dict) -> float:
+    """A trace record's or a result's cost in the unit searched (those written before latency searches hold it as
+    mult_adds)."""
+    return record["cost"] if "cost" in record else record["mult_adds"]
 
 
 def read_trace(path: Path) -> list[dict]:

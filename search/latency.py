@@ -50,6 +50,7 @@ from fpnas_zoo.atomic import atomic_write_text
 from fpnas_zoo.latency import RUNTIMES, Protocol, device_fingerprint, measure
 from fpnas_zoo.spec import ModelSpec
 
+from .checkpointing import differences
 from .cost import BlockwiseCost, MultAddsCost, build_block, entry_key
 
 TABLE_FORMAT = "fpnas-zoo latency table"
@@ -90,14 +91,10 @@ def space_identity(base: ModelSpec, space: Any) -> dict:
                                   "num_classes": base.num_classes, "stem": base.stem, "head": base.head}))
 
 
-def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            found = _first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else key)
-            if found:
-                return found
-        return None
-    return None if a == b else f"{path}: {json.dumps(a)} there, {json.dumps(b)} here"
+def _first_difference(a: Any, b: Any) -> str | None:
+    """The first field where a table's record `a` and this machine's or search's `b` differ (None if none)."""
+    found = differences(a, b, labels=("the table has", "here is"))
+    return found[0] if found else None
 
 
 @dataclass

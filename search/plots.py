@@ -8,7 +8,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .checkpointing import read_trace  # noqa: E402
+from .checkpointing import read_trace, recorded_cost  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
@@ -25,11 +25,6 @@ def _scale(unit: str) -> tuple[float, str]:
     return (1e6, "mult-adds (M)") if unit == "mult-adds" else (1.0, f"latency ({unit}, predicted)")
 
 
-def _cost(record: dict) -> float:
-    """A trace record's cost in the unit searched (traces written before latency searches call it mult_adds)."""
-    return record["cost"] if "cost" in record else record["mult_adds"]
-
-
 def write_plots(trace_path: Path, out_dir: Path, budget: float | None = None, unit: str = "mult-adds") -> list[Path]:
     """Write the three PNGs; returns their paths. Costs and the budget are in `unit`."""
     records = read_trace(trace_path)
@@ -41,10 +36,10 @@ def write_plots(trace_path: Path, out_dir: Path, budget: float | None = None, un
     fig, ax = plt.subplots(figsize=(6, 4))
     for stage, marker in ((1, "o"), (2, "s")):
         pts = [r for r in candidates if r.get("stage") == stage]
-        ax.scatter([_cost(r) / div for r in pts], [r["accuracy"] for r in pts], marker=marker, alpha=0.6,
+        ax.scatter([recorded_cost(r) / div for r in pts], [r["accuracy"] for r in pts], marker=marker, alpha=0.6,
                    label=f"stage {stage} ({'shared weights' if stage == 1 else 'trained alone'})")
     decisions = [r for r in records if r.get("event") == "decision"]
-    ax.plot([_cost(r) / div for r in decisions], [r["accuracy"] for r in decisions], "k*-", label="chosen")
+    ax.plot([recorded_cost(r) / div for r in decisions], [r["accuracy"] for r in decisions], "k*-", label="chosen")
     if budget:
         ax.axvline(budget / div, color="red", linestyle="--", label="budget")
     ax.set(xlabel=label, ylabel="validation top-1 (%)", title="Every evaluated candidate")
@@ -105,7 +100,7 @@ def write_fp_nas_plots(trace_path: Path, out_dir: Path, target: float | None = N
     fig, ax = plt.subplots(figsize=(6.5, 4))
     xs = [xi for xi, r in zip(x, steps, strict=True) for _ in r["costs"]]
     ax.scatter(xs, [c / div for r in steps for c in r["costs"]], s=4, alpha=0.25, label="sampled architectures")
-    ax.plot([r["epoch"] + 1 for r in epochs], [_cost(r) / div for r in epochs], "k*-",
+    ax.plot([r["epoch"] + 1 for r in epochs], [recorded_cost(r) / div for r in epochs], "k*-",
             label="most likely architecture")
     if target:
         ax.axhline(target / div, color="red", linestyle="--", label="target")

@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from fpnas_zoo import FpnasZooNet
 
+from ..checkpointing import recorded_cost
 from ..data import DataSpec
 from ..engine import (
     Recipe,
@@ -91,12 +92,7 @@ def merit(result: dict) -> tuple[float, float]:
     """How candidates rank (higher is better): by reward, then accuracy. Every candidate over the budget has
     reward -1 (the paper's rule); among those the cheaper ranks higher, so a search that starts over its budget
     moves towards it instead of deciding by accuracy alone."""
-    return result["reward"], (-_cost(result) if result["reward"] < 0 else result["accuracy"])
-
-
-def _cost(result: dict) -> float:
-    """A result's cost in the unit searched (results checkpointed before latency searches hold it as mult_adds)."""
-    return result["cost"] if "cost" in result else result["mult_adds"]
+    return result["reward"], (-recorded_cost(result) if result["reward"] < 0 else result["accuracy"])
 
 
 class CandidateSampler(nn.Module):
@@ -275,7 +271,7 @@ class FpnasSearch(SearchAlgorithm):
         self.save()
 
     def top_candidates(self) -> list[Choice]:
-        ranked = sorted(self.state.stage1_results, key=lambda r: (*(-m for m in merit(r)), _cost(r)))
+        ranked = sorted(self.state.stage1_results, key=lambda r: (*(-m for m in merit(r)), recorded_cost(r)))
         return [_choice_from_json(r["choice"]) for r in ranked[: self.settings.candidates_kept]]
 
     def train_candidate(self, t: int, p: int, j: int, choice: Choice) -> tuple[dict, list[dict], dict]:
@@ -330,7 +326,7 @@ class FpnasSearch(SearchAlgorithm):
                 for record in records:
                     self.trace.write(**record)
                 self.trace.write(event="candidate", iteration=t, block=p, stage=2, candidate=result["label"],
-                                 accuracy=result["accuracy"], cost=_cost(result), mult_adds=result["mult_adds"],
+                                 accuracy=result["accuracy"], cost=recorded_cost(result), mult_adds=result["mult_adds"],
                                  reward=result["reward"], wall_time_s=wall_time_s)
             round_best = max((r for r, _ in trained), key=key)
             if best is None or key(round_best) > key(best):
