@@ -25,11 +25,13 @@ Two back ends:
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -265,11 +267,20 @@ class _SeededSubset(Dataset):
 
     def __getitem__(self, item: int | tuple[int, int]) -> Any:
         index, epoch = item if isinstance(item, tuple) else (item, 0)
-        # torchvision transforms draw from the global torch RNG; fork it so the main process (workers=0) keeps its
-        # own stream untouched.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(self.seed, _SALT_EPOCH, epoch, index))
-            return self.base[self.indices[index]]
+        # torchvision transforms draw from the global torch RNG, timm's (RandAugment, RandomResizedCrop, random
+        # erasing) also from python's and numpy's: seed all three, and restore them so the main process
+        # (workers=0) keeps its own streams untouched.
+        seed = derive_seed(self.seed, _SALT_EPOCH, epoch, index)
+        py_state, np_state = random.getstate(), np.random.get_state()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                random.seed(seed)
+                np.random.seed(seed % 2**32)
+                return self.base[self.indices[index]]
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
 
 
 class LoaderBatches:
@@ -500,6 +511,8 @@ def load_data(
     rank: int = 0,
     world_size: int = 1,
     split_train: bool = False,
+    transforms: tuple[Any, Any] | None = None,
+    val_dir: str | os.PathLike | None = None,
 ) -> SearchData:
     """Load ``dataset`` and return seeded train/val/calib batches on ``device`` (see the module docstring).
 
@@ -508,7 +521,12 @@ def load_data(
     ``calib`` is not sharded, so every rank recalibrates BatchNorm on the same images.
     ``split_train`` halves the training split (after ``limit_train``): ``train`` gets the first half and
     ``train_arch`` the second, two disjoint seeded halves (FP-NAS trains weights and architecture on separate data).
+    ImageFolder only: ``transforms`` (train, eval) replace the default ones (``search.train``'s recipes pass
+    timm's), and ``val_dir`` (another ImageFolder with the same classes, ImageNet's ``val/``) is the validation
+    set whole instead of a split carved out of the training folder.
     """
+    if dataset != "imagefolder" and (transforms is not None or val_dir is not None):
+        raise ValueError(f"transforms and val_dir apply to imagefolder only, not {dataset}")
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {dataset!r}")
     if batch_size <= 0:
@@ -538,6 +556,8 @@ def load_data(
             rank=rank,
             world_size=world_size,
             split_train=split_train,
+            transforms=transforms,
+            val_dir=val_dir,
         )
 
     native = input_resolution(dataset)
@@ -628,17 +648,31 @@ def _load_imagefolder(
     rank: int,
     world_size: int,
     split_train: bool = False,
+    transforms: tuple[Any, Any] | None = None,
+    val_dir: str | os.PathLike | None = None,
 ) -> SearchData:
     root = _imagefolder_root(data_dir)
-    normalize = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
-    train_tf = T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(), T.ToTensor(), normalize])
-    # The usual 0.875 crop ratio (256 -> 224).
-    eval_tf = T.Compose([T.Resize(round(image_size / 0.875)), T.CenterCrop(image_size), T.ToTensor(), normalize])
+    if transforms is None:
+        normalize = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+        train_tf = T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(), T.ToTensor(), normalize])
+        # The usual 0.875 crop ratio (256 -> 224).
+        eval_tf = T.Compose([T.Resize(round(image_size / 0.875)), T.CenterCrop(image_size), T.ToTensor(), normalize])
+    else:
+        train_tf, eval_tf = transforms
     train_base = tv_datasets.ImageFolder(str(root), transform=train_tf)
     eval_base = tv_datasets.ImageFolder(str(root), transform=eval_tf)
     spec = DataSpec("imagefolder", len(train_base.classes), (3, image_size, image_size), IMAGENET_MEAN, IMAGENET_STD)
 
-    train_idx, val_idx = _split(len(train_base), val_size, seed, str(root))
+    if val_dir is not None:  # a validation folder of its own: the training folder is trained on whole
+        val_base = tv_datasets.ImageFolder(str(val_dir), transform=eval_tf)
+        if val_base.classes != train_base.classes:
+            raise ValueError(f"imagefolder: the validation folder {val_dir} must hold the training folder's "
+                             f"{len(train_base.classes)} class folders, found {len(val_base.classes)} others")
+        train_idx, _ = _split(len(train_base), 0, seed, str(root))
+        val_idx = torch.arange(len(val_base))
+    else:
+        val_base = eval_base
+        train_idx, val_idx = _split(len(train_base), val_size, seed, str(root))
     train_idx = _limit(train_idx, limit_train, "limit_train")
     val_idx = _limit(val_idx, limit_val, "limit_val")
     train_idx, arch_idx = _halves(train_idx, split_train, str(root))
@@ -654,7 +688,17 @@ def _load_imagefolder(
     return SearchData(
         spec,
         batches(train_base, train_idx, True),
-        batches(eval_base, val_idx, False),
+        batches(val_base, val_idx, False),
         batches(eval_base, calib_idx, False, shard=False),
         None if arch_idx is None else batches(train_base, arch_idx, True),
     )
+
+
+def dataset_mean_std(dataset: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The per-channel mean and std a dataset's images are normalised with (what a network trained on it expects)."""
+    stats = {"digits": (DIGITS_MEAN, DIGITS_STD), "cluttered-digits": (CLUTTERED_MEAN, CLUTTERED_STD),
+             "imagefolder": (IMAGENET_MEAN, IMAGENET_STD),
+             **{name: (CIFAR_MEAN[name], CIFAR_STD[name]) for name in CIFAR_MEAN}}
+    if dataset not in stats:
+        raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {dataset!r}")
+    return stats[dataset]

@@ -46,29 +46,29 @@ class Recipe:
     t0: int = 10
     t_mult: int = 2
     label_smoothing: float = 0.0
-    amp: bool = True  # bf16 autocast on CUDA only; ignored on CPU
+    amp: bool = True  # autocast on CUDA only (amp_dtype); ignored on CPU
     channels_last: bool = False
     compile: bool = False
+    opt: str = "momentum"  # a timm.optim name: "momentum" is SGD with momentum, "rmsproptf" TF's RMSProp, ...
+    opt_eps: float | None = None  # the optimiser's epsilon (RMSProp's 1e-3 of the mobile recipes); None: timm's
+    amp_dtype: str = "bfloat16"  # "float16" adds a GradScaler
 
 
 # --------------------------------------------------------------------------- optimiser and schedule
 
 
-def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
-    """SGD where weight decay applies only to weight matrices / kernels.
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """timm's `create_optimizer_v2` for `recipe.opt`, weight decay only on weight matrices / kernels.
 
-    1-D parameters (BN/LN affine, biases) are left undecayed: shrinking a BN scale towards zero changes
-    the function rather than regularising it.
+    1-D parameters (BN/LN affine, biases) are left undecayed (timm's `filter_bias_and_bn`): shrinking a BN scale
+    towards zero changes the function rather than regularising it. `nesterov` turns "momentum" into "nesterov".
     """
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    groups = [
-        {"params": decay, "weight_decay": recipe.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    groups = [g for g in groups if g["params"]]
-    return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov)
+    from timm.optim import create_optimizer_v2
+
+    opt = "nesterov" if recipe.nesterov and recipe.opt == "momentum" else recipe.opt
+    extra = {} if recipe.opt_eps is None else {"eps": recipe.opt_eps}
+    return create_optimizer_v2(model, opt=opt, lr=recipe.lr, weight_decay=recipe.weight_decay,
+                               momentum=recipe.momentum, filter_bias_and_bn=True, **extra)
 
 
 def make_scheduler(
@@ -120,7 +120,8 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def _autocast(recipe: Recipe, device: torch.device):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=recipe.amp and device.type == "cuda")
+    return torch.autocast(device_type=device.type, dtype=getattr(torch, recipe.amp_dtype),
+                          enabled=recipe.amp and device.type == "cuda")
 
 
 def _inputs(images: torch.Tensor, recipe: Recipe) -> torch.Tensor:
@@ -143,10 +144,20 @@ def train_epoch(
     epoch: int,
     desc: str = "train",
     progress: bool = True,
+    task: Callable[[torch.Tensor, torch.Tensor], dict] | None = None,
+    mixup: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ema: nn.Module | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    first_update: int = 0,
 ) -> dict:
     """One pass over `batches`; returns metrics that are identical on every rank of `dist` (summed over them).
 
-    "lr" is the learning rate used by the last optimisation step of the epoch.
+    "lr" is the learning rate used by the last optimisation step of the epoch. The options of `search.train`'s
+    recipes, all timm's parts: `task` maps (images, targets) to {"loss", "output"} (a `timm.task` such as
+    `ClassificationTask` or `LogitDistillationTask`; default cross-entropy of `model`), `mixup` a `timm.data.Mixup`
+    (accuracy is still counted against the original labels), `ema` a `timm.utils.ModelEmaV3` updated after each
+    step, `scaler` a GradScaler for float16 autocast. A timm scheduler (`step_update`) is stepped with the number
+    of updates so far, `first_update` being the count before this epoch; a torch one with `step()`.
     """
     if hasattr(batches, "set_epoch"):
         batches.set_epoch(epoch)
@@ -161,15 +172,33 @@ def train_epoch(
 
     bar = tqdm(batches, total=len(batches), desc=desc, disable=not (progress and dist.is_main))
     for step, (images, labels) in enumerate(bar):
+        images = _inputs(images, recipe)
+        targets = labels
+        if mixup is not None:
+            images, targets = mixup(images, labels)
         with _autocast(recipe, device):
-            logits = model(_inputs(images, recipe))
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=recipe.label_smoothing)
+            if task is None:
+                logits = model(images)
+                loss = F.cross_entropy(logits.float(), targets, label_smoothing=recipe.label_smoothing)
+            else:
+                out = task(images, targets)
+                logits, loss = out["output"], out["loss"]
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
         lr = optimizer.param_groups[0]["lr"]
+        if ema is not None:
+            ema.update(unwrap(model), step=first_update + step + 1)
         if scheduler is not None:
-            scheduler.step()
+            if hasattr(scheduler, "step_update"):  # timm's: the lr of update n is a function of n
+                scheduler.step_update(num_updates=first_update + step + 1)
+            else:
+                scheduler.step()
 
         n = labels.shape[0]
         loss_sum += loss.detach().double() * n
@@ -245,13 +274,15 @@ def train_epochs(
     desc: str,
     progress: bool = True,
     before_epoch: Callable[[int], None] | None = None,
+    **step_options: Any,
 ) -> Iterator[tuple[int, dict]]:
     """The epoch loop of the searchers and `search.train`: yields (epoch, train_epoch metrics) for epochs
     start..stop-1; the caller evaluates, logs and checkpoints in its loop body.
 
     Epoch e is seeded from (seed, e) alone (data order and augmentation, and, per rank, dropout), so a run resumed at
     `start` trains exactly the epochs an uninterrupted run would. `before_epoch` gets that epoch seed, for streams
-    that must be identical on every rank (the candidate draws of a supernet).
+    that must be identical on every rank (the candidate draws of a supernet). `step_options` go to `train_epoch`
+    (task, mixup, ema, scaler).
     """
     for epoch in range(start, stop):
         epoch_seed = derive_seed(seed, epoch)
@@ -259,7 +290,8 @@ def train_epochs(
         if before_epoch is not None:
             before_epoch(epoch_seed)
         metrics = train_epoch(model, batches, optimizer, scheduler, recipe, dist, epoch=epoch_seed,
-                              desc=f"{desc} epoch {epoch + 1}/{stop}", progress=progress)
+                              desc=f"{desc} epoch {epoch + 1}/{stop}", progress=progress,
+                              first_update=epoch * len(batches), **step_options)
         yield epoch, metrics
 
 
