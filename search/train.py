@@ -74,7 +74,7 @@ class TrainRecipe:
     crop_pct: float = 0.875  # test: resize to size / crop_pct, centre crop `size` (256 -> 224)
     drop_rate: float | None = None  # dropout before the classifier; None: the spec's
     drop_path_rate: float = 0.0
-    image_size: int | None = None  # None: the dataset's
+    image_size: int | None = None  # None: the model's own resolution (ImageNet recipes), else the dataset's
     imagenet: bool = False  # trains on an ImageFolder (ImageNet's train/ and val/) only
 
 
@@ -92,8 +92,7 @@ RECIPES = {
     # MobileNetV2 paper's), crop scale (0.25, 1) instead of Inception's (0.08, 1), no label smoothing, no EMA.
     "fpnas-imagenet": TrainRecipe(Recipe(lr=0.45, momentum=0.9, weight_decay=4e-5, schedule="cosine_restarts",
                                          t0=10, t_mult=2, eta_min=1e-5, epochs=150, channels_last=True),
-                                  batch_size=1024, scale_lr=True, crop_scale=(0.25, 1.0), imagenet=True,
-                                  image_size=224),
+                                  batch_size=1024, scale_lr=True, crop_scale=(0.25, 1.0), imagenet=True),
     # FP-NAS publishes no training recipe (FBNetV2's is unpublished too). A standard mobile ImageNet recipe: timm's
     # documented EfficientNet-B0 command (hfdocs training_script.mdx, 77.7% top-1): RMSProp TF-style, eps 1e-3,
     # lr 0.048 at batch 384 scaled linearly, 450 epochs, step decay 0.97 every 2.4 epochs after a warm-up from
@@ -103,8 +102,7 @@ RECIPES = {
                                           label_smoothing=0.1, opt="rmsproptf", opt_eps=1e-3, channels_last=True),
                                    batch_size=384, scale_lr=True, warmup_epochs=5, warmup_lr=1e-6, decay_epochs=2.4,
                                    decay_rate=0.97, ema_decay=0.9999, auto_augment="rand-m9-mstd0.5", reprob=0.2,
-                                   interpolation="bicubic", drop_rate=0.2, drop_path_rate=0.2, imagenet=True,
-                                   image_size=224),
+                                   interpolation="bicubic", drop_rate=0.2, drop_path_rate=0.2, imagenet=True),
     # cluttered-digits (bench/search_efficacy.py's ground truth): small networks, a few CPU seconds to minutes each.
     "cluttered-digits": TrainRecipe(Recipe(lr=0.05, weight_decay=5e-4, schedule="cosine", epochs=3, eta_min=1e-4,
                                            channels_last=True), batch_size=64),
@@ -292,13 +290,15 @@ def train(spec_ref: str, dataset: str, out: Path, recipe_name: str = "fpnas-cifa
                          f"number; got {per_rank}")
     options = {}
     if dataset == "imagefolder":
+        if plan.imagenet and plan.image_size is None:  # each zoo model trains at the resolution it is specified at
+            plan = replace(plan, image_size=spec.input_size[-1])
         options["image_size"] = plan.image_size
         root = Path(data_dir).expanduser() if data_dir else None
         if plan.imagenet:
             options["transforms"] = imagenet_transforms(plan, plan.image_size or IMAGEFOLDER_SIZE)
         if root is not None and val_size is None and (root / "train").is_dir() and (root / "val").is_dir():
             options["val_dir"] = root / "val"  # ImageNet's layout: validate on val/, train on all of train/
-    elif plan.image_size is not None and image_size is not None:
+    elif image_size is not None:
         raise ValueError(f"--image-size applies to --dataset imagefolder; {dataset} has its own resolution")
     # One process per machine downloads the dataset; the others read it once it is there.
     data = dist.local_main_first(lambda: load_data(
@@ -416,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
                    "evaluation runs eager). On a 2-core CPU the compile takes about a minute and training is no "
                    "faster (bench/README.md)")
     p.add_argument("--image-size", type=int, help="imagefolder: the training and test resolution. Default: the "
-                   "recipe's (224 for the ImageNet recipes), else 224")
+                   "model's own with the ImageNet recipes (fp_nas_s1pp 128, fp_nas_l2 288, ...), else 224")
     p.add_argument("--amp", default="bf16", choices=("bf16", "fp16", "off"), help="autocast on CUDA (ignored on the "
                    "CPU); fp16 adds a GradScaler. Default: bf16")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, help="default: the recipe's")

@@ -241,3 +241,53 @@ def test_two_gloo_processes_train_an_imagenet_recipe_as_one(imagenet, tmp_path):
     assert two["history"][0]["val_images"] == one["history"][0]["val_images"] == 8
     assert abs(two["history"][0]["train_loss"] - one["history"][0]["train_loss"]) < 0.3
     assert "state_dict_ema" in torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)
+
+
+def _readme_section() -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("## Training the zoo's weights")
+    return text[start:text.index("\n## ", start + 1)]
+
+
+def test_every_training_command_of_the_readme_runs(imagenet, tmp_path):
+    """The README's command per model, on the tiny folder for one epoch at 32 px (CIFAR ones on the embedded
+    digits; the teacher, whose weights need the internet, a local checkpoint); its teacher is a timm weight that
+    exists; and the export / push / pretrained=True commands after it."""
+    import shlex
+
+    import timm
+
+    import fpnas_zoo
+    from hub.export import main as export_main
+    from hub.push import main as push_main
+
+    section = _readme_section()
+    commands = [shlex.split(line) for line in section.splitlines() if line.startswith("torchrun ")]
+    specs = [cmd[cmd.index("--spec") + 1] for cmd in commands]
+    assert sorted(specs) == sorted(fpnas_zoo.registered_specs())  # one command per zoo model
+    teacher = tmp_path / "teacher"
+    _run(teacher, imagenet, "--epochs", "1")
+    for cmd in commands:
+        args = cmd[cmd.index("search.train") + 1:]
+        flags = [a for a in args if a in ("--resume", "--cutout")]
+        opts = dict(zip(*[iter(a for a in args if a not in flags)] * 2, strict=True))
+        assert opts["--out"] == f"runs/{opts['--spec']}" and "--resume" in flags
+        if "--teacher" in opts:
+            assert opts["--teacher"] in timm.list_pretrained(opts["--teacher"])
+            opts.update({"--teacher": "fpnasnet_cifar", "--teacher-checkpoint": str(teacher / "checkpoint.pt")})
+        if opts["--dataset"] == "cifar10":
+            opts.update({"--dataset": "digits", "--limit-train": "16"})
+            del opts["--data-dir"]
+        else:
+            opts.update({"--data-dir": str(imagenet), "--image-size": "32", "--workers": "0"})
+        opts.update({"--out": str(tmp_path / opts["--spec"]), "--epochs": "1", "--batch-size": "8"})
+        flags = [f for f in flags if f != "--resume"]
+        assert main([x for kv in opts.items() for x in kv] + flags + ["--no-progress"]) == 0, cmd
+    lines = [shlex.split(line) for line in section.splitlines() if line.startswith(("python -m hub.", "FPNAS_"))]
+    assert [line[2] for line in lines[:2]] == ["hub.export", "hub.push"] and "pretrained=True" in lines[2][-1]
+    run = tmp_path / "fpnasnet_a"
+    for line, entry in zip(lines[:2], (export_main, push_main), strict=True):
+        args = [str(run / "checkpoint.pt") if a == "runs/fpnasnet_a/checkpoint.pt" else
+                str(run / "metrics.json") if a == "runs/fpnasnet_a/metrics.json" else
+                str(tmp_path / "export") if a == "export/fpnasnet_a.in1k" else a for a in line[3:]]
+        assert entry(args + (["--dry-run"] if entry is push_main else [])) == 0
