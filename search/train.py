@@ -251,6 +251,35 @@ def make_task(net: torch.nn.Module, plan: TrainRecipe, data_spec, device: torch.
 AMP = {"bf16": "bfloat16", "fp16": "float16"}
 
 
+def training_parts(model: torch.nn.Module, plan: TrainRecipe, data_spec, dist, steps_per_epoch: int,
+                   teacher: torch.nn.Module | None = None, kd_temperature: float = 4.0,
+                   distill_weight: float | None = None, task_weight: float | None = None) -> tuple:
+    """Everything a recipe trains `model` with, for `engine.train_epochs`: (net: the model on the device, wrapped in
+    DDP under torchrun and compiled with `recipe.compile`; optimizer; scheduler; task; mixup or None; EMA or None;
+    GradScaler or None). `bench/gpu_check.py` times the same step on synthetic data."""
+    recipe = plan.recipe
+    net = prepare_model(model, recipe, dist)
+    optimizer = make_optimizer(model, recipe)
+    scheduler = make_schedule(optimizer, plan, recipe.epochs, steps_per_epoch)
+    mixing = plan.mixup > 0 or plan.cutmix > 0
+    task = make_task(net, plan, data_spec, dist.device, mixing, teacher, kd_temperature, distill_weight, task_weight)
+    mixer = None
+    if mixing:
+        from timm.data import Mixup
+
+        mixer = Mixup(mixup_alpha=plan.mixup, cutmix_alpha=plan.cutmix, label_smoothing=recipe.label_smoothing,
+                      num_classes=data_spec.num_classes)
+    ema = None
+    if plan.ema_decay:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=plan.ema_decay)
+    scaler = None
+    if dist.device.type == "cuda" and recipe.amp and recipe.amp_dtype == "float16":
+        scaler = torch.amp.GradScaler("cuda")
+    return net, optimizer, scheduler, task, mixer, ema, scaler
+
+
 def train(spec_ref: str, dataset: str, out: Path, recipe_name: str = "fpnas-cifar", data_dir: str | None = None,
           epochs: int | None = None, batch_size: int | None = None, cutout: bool = False, seed: int = 0,
           resume: bool = False, device: str | None = None, workers: int = 2, limit_train: int | None = None,
@@ -309,28 +338,10 @@ def train(spec_ref: str, dataset: str, out: Path, recipe_name: str = "fpnas-cifa
     teacher_net = None if teacher is None else load_teacher(teacher, teacher_checkpoint, data.spec.num_classes,
                                                              dist.device)
     seed_everything(seed)
-    drops = {} if plan.drop_rate is None else {"drop_rate": plan.drop_rate}
     model = create_model_from_spec(spec, num_classes=data.spec.num_classes, drop_path_rate=plan.drop_path_rate,
-                                   **drops)
-    net = prepare_model(model, recipe, dist)
-    optimizer = make_optimizer(model, recipe)
-    scheduler = make_schedule(optimizer, plan, recipe.epochs, len(train_batches))
-    task = make_task(net, plan, data.spec, dist.device, mixing, teacher_net, kd_temperature, distill_weight,
-                     task_weight)
-    mixer = None
-    if mixing:
-        from timm.data import Mixup
-
-        mixer = Mixup(mixup_alpha=plan.mixup, cutmix_alpha=plan.cutmix, label_smoothing=recipe.label_smoothing,
-                      num_classes=data.spec.num_classes)
-    ema = None
-    if plan.ema_decay:
-        from timm.utils import ModelEmaV3
-
-        ema = ModelEmaV3(model, decay=plan.ema_decay)
-    scaler = None
-    if dist.device.type == "cuda" and recipe.amp and recipe.amp_dtype == "float16":
-        scaler = torch.amp.GradScaler("cuda")
+                                   **({} if plan.drop_rate is None else {"drop_rate": plan.drop_rate}))
+    net, optimizer, scheduler, task, mixer, ema, scaler = training_parts(
+        model, plan, data.spec, dist, len(train_batches), teacher_net, kd_temperature, distill_weight, task_weight)
     identity = {"spec": spec.to_dict(), "dataset": dataset, "recipe": asdict(recipe), "plan": asdict(plan),
                 "seed": seed, "cutout": cutout, "val_size": val_size, "batch_size": batch_size,
                 "world_size": dist.world_size,

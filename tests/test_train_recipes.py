@@ -76,16 +76,18 @@ def _lrs(recipe: str, epochs: int, steps: int) -> list[float]:
     return lrs
 
 
-def test_fpnas_schedule_is_cosine_with_warm_restarts():
-    """Section 4.2 of FPNAS: SGDR with T0 = 10 epochs, Tmult = 2, down to 1e-5, the full lr at each restart."""
-    steps, epochs, lr, eta_min = 3, 70, RECIPES["fpnas-imagenet"].recipe.lr, 1e-5
+@pytest.mark.parametrize("recipe, lr, eta_min", [("fpnas-imagenet", 0.45, 1e-5), ("fpnas-cifar", 0.02, 1e-4)])
+def test_fpnas_schedules_are_cosine_with_warm_restarts(recipe, lr, eta_min):
+    """FPNAS 4.1 / 4.2: SGDR with T0 = 10 epochs, Tmult = 2, down to eta_min, the full lr at each restart (the
+    ImageNet lr at its batch of 1024)."""
+    steps, epochs = 3, 70
     expected = []
     for t in range(epochs * steps):
         start, length = 0, 10 * steps
         while t >= start + length:
             start, length = start + length, 2 * length
         expected.append(eta_min + (lr - eta_min) * (1 + math.cos(math.pi * (t - start) / length)) / 2)
-    assert _lrs("fpnas-imagenet", epochs, steps) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert _lrs(recipe, epochs, steps) == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
 
 def test_mobile_schedule_is_warmup_then_step_decay():
