@@ -1,8 +1,8 @@
 """One prepared GPU check (run by hand whenever a GPU is at hand; bench/README.md, "One prepared GPU check").
 
-    python bench/gpu_check.py --out bench/gpu_check.json                    # one H100/H200: within 8 minutes
+    python bench/gpu_check.py --out bench/gpu_check.json                    # one H100/H200, sized for 8 minutes
     python bench/gpu_check.py --out bench/gpu_check_ac.json --only a,c      # a rerun of some sections
-    python bench/gpu_check.py --device cpu --tiny --out /tmp/gpu_check.json # the plumbing on a CPU, about a minute
+    python bench/gpu_check.py --device cpu --tiny --out /tmp/gpu_check.json # the plumbing on a CPU: a minute or two
 
 Sections (each has a time budget: a row that would start after its section's budget is spent is skipped and
 recorded as skipped; a row or section that fails is recorded with its error and the run goes on; the command exits 1
@@ -18,13 +18,16 @@ at the end if anything failed):
      CIFAR-10 size 32 px) and FP-NAS's (fbnetv2-f++, full width, 224 px, 100 classes), each at its default
      architecture, batch --search-batch (128: FPNAS's batch, FP-NAS's 1024 shared by 8 GPUs).
   d  FP-NAS training steps (`FpNasSearch.train_step`: K sampled networks' importance-weighted weight update, then the
-     architecture update) at fixed K = 2 and K = 14, paper preset (as in c) on synthetic data; a step's images are
-     one batch of each training half. Includes pricing the sampled networks (each new block counted once).
+     architecture update) at fixed K = 2 and K = 14, the paper preset's searcher (as in c) on synthetic data; a
+     step's images are one batch of each training half; ratio K = 14 to K = 2. A step prices its K + 64 drawn
+     networks on the CPU, counting each block the first time it is met (seconds a step early in a search): the
+     note gives that share of the time and the images/s without it.
   e  `python -m search.run --algo fpnas --preset smoke` and `--algo fp-nas --preset smoke` end to end on --device
      (embedded digits, offline), as subprocesses: seconds and exit status.
 
-Times: every measurement runs its step --warmup times, then torch.utils.benchmark.Timer.blocked_autorange for at
-least --min-time seconds (blocks of calls, the GPU synchronised around each block); images/s from the median block.
+Times: every measurement runs its step a few times (3, or 1 with --tiny; d: none), then
+torch.utils.benchmark.Timer.blocked_autorange for at least --min-time seconds (its first call untimed, then blocks
+of calls, the GPU synchronised around each block); images/s from the median block.
 Synthetic inputs and random weights (speed does not depend on them). Prints one markdown table and writes it, the
 device, the versions, the settings and the date to --out (atomically, after every section: a run cut short keeps
 what it measured). --tiny: a toy size of everything (2 images, 32 px, two models, the smoke presets, dynamo's eager
@@ -76,7 +79,7 @@ SECTIONS = {  # letter -> (title, function(args) -> rows); the functions are def
 }
 BUDGET_S = {"a": 75, "b": 40, "c": 90, "d": 100}  # seconds a section may start rows in (a: its eager rows)
 FULL = dict(batch=256, search_batch=128, image_size=None, warmup=3, min_time=1.0, compile_backend="inductor",
-            models=None, train_model="fpnasnet", preset="paper", compile_budget=150.0, smoke_timeout=150.0)
+            models=None, train_model="fpnasnet", preset="paper", compile_budget=120.0, smoke_timeout=150.0)
 TINY = dict(batch=2, search_batch=4, image_size=32, warmup=1, min_time=0.01, compile_backend="eager",
             models=["fpnasnet_cifar", REFERENCE], train_model="fpnasnet_cifar", preset="smoke", compile_budget=150.0,
             smoke_timeout=150.0)
@@ -92,7 +95,10 @@ COLUMNS = ("section", "row", "batch", "px", "images/s", "ratio", "ratio to", "s"
 
 def row(name: str, *, batch: int | None = None, px: int | None = None, images_per_s: float | None = None,
         seconds: float = 0.0, note: str = "", error: str | None = None, **extra) -> dict:
-    """One line of the table (`section`, `ratio` and `ratio_to` are filled in later)."""
+    """One line of the table (`section`, `ratio` and `ratio_to` are filled in later), also printed to stderr as it
+    is made, so a run cut short shows how far it got."""
+    print(f"  {name}: " + (f"FAILED {error}" if error else f"{fmt(images_per_s, '.1f')} images/s, {seconds:.1f} s"
+                           f"{'; ' + note if note else ''}"), file=sys.stderr, flush=True)
     return {"row": name, "batch": batch, "px": px, "images_per_s": images_per_s, "ratio": None, "ratio_to": None,
             "seconds": round(seconds, 3), "note": note, "error": error, **extra}
 
@@ -119,12 +125,13 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(fn: Callable[[], object], images: int, args: argparse.Namespace,
+def measure(fn: Callable[[], object], images: int, args: argparse.Namespace, warmup: int | None = None,
             before_timing: Callable[[], None] | None = None) -> dict:
-    """images/s of `fn`, one call of which handles `images` images: `args.warmup` calls, then torch's
-    blocked_autorange for at least `args.min_time` seconds (it synchronises the GPU around each block of calls);
-    the median block's time per call. `before_timing` runs between the two; `timed_s` is the second's wall time."""
-    for _ in range(args.warmup):
+    """images/s of `fn`, one call of which handles `images` images: `warmup` (default `args.warmup`) calls, then
+    torch's blocked_autorange for at least `args.min_time` seconds (it synchronises the GPU around each block of
+    calls); the median block's time per call. `before_timing` runs between the two; `timed_s` is the second's wall
+    time."""
+    for _ in range(args.warmup if warmup is None else warmup):
         fn()
     if before_timing is not None:
         before_timing()
@@ -434,7 +441,9 @@ def fp_nas_steps(args: argparse.Namespace) -> list[dict]:
         def step(k=k) -> dict:
             algorithm.settings = replace(algorithm.settings, samples=k)  # fixed K (PARSEC's), read every step
             epoch = algorithm.settings.warmup_epochs  # past the warm-up: weights and architecture both update
-            out = measure(lambda: algorithm.train_step(epoch, next(steps), w_batch, a_batch), images, args,
+            # no warm-up beyond blocked_autorange's own first (untimed) call: at the paper's size a step spends
+            # seconds of CPU time pricing blocks met for the first time, so each call counts
+            out = measure(lambda: algorithm.train_step(epoch, next(steps), w_batch, a_batch), images, args, warmup=0,
                           before_timing=lambda: pricing.__setitem__(0, 0.0))
             share = min(pricing[0] / out["timed_s"], 1.0)
             rest = out["images_per_s"] / (1 - share) if share < 1 else None
@@ -499,17 +508,19 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, type=Path, help="the JSON written (atomically, after every section)")
     p.add_argument("--device", help="default: cuda when available, else cpu (which needs --tiny)")
-    p.add_argument("--tiny", action="store_true", help="toy sizes of everything: the plumbing on a CPU, in a minute")
+    p.add_argument("--tiny", action="store_true",
+                   help="toy sizes of everything: the plumbing on a CPU, in a minute or two")
     p.add_argument("--only", help="comma-separated sections to run, e.g. a,c (default: all of " + ",".join(SECTIONS)
                    + ")")
     p.add_argument("--models", nargs="+", metavar="NAME", help="section a's models (default: the whole zoo and "
                    + ", ".join(PEERS) + "; --tiny: " + ", ".join(TINY["models"]) + ")")
-    p.add_argument("--batch", type=int, help=f"sections a and b (default {FULL['batch']})")
-    p.add_argument("--search-batch", type=int, help=f"sections c and d (default {FULL['search_batch']})")
+    p.add_argument("--batch", type=int, help=f"sections a and b (default {FULL['batch']}; --tiny: {TINY['batch']})")
+    p.add_argument("--search-batch", type=int, help=f"sections c and d (default {FULL['search_batch']}; --tiny: "
+                   f"{TINY['search_batch']})")
     p.add_argument("--compile-budget", type=float, help=f"seconds section a may start compiles in (default "
                    f"{FULL['compile_budget']:g}; the models left are skipped and recorded)")
     p.add_argument("--min-time", type=float, help=f"seconds each measurement times at least (default "
-                   f"{FULL['min_time']:g})")
+                   f"{FULL['min_time']:g}; --tiny: {TINY['min_time']:g})")
     return p
 
 
@@ -577,6 +588,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['date']}", file=sys.stderr, flush=True)
     for key in args.sections:
         title, function = SECTIONS[key]
+        print(f"{key}: {title}", file=sys.stderr, flush=True)
         started = time.perf_counter()
         try:
             rows = globals()[function](args)
@@ -588,9 +600,6 @@ def main(argv: list[str] | None = None) -> int:
         failed = [r for r in rows if r["error"]]
         for r in rows:
             r["section"] = key
-            print(f"[{key}] {r['row']}: " + (f"FAILED {r['error']}" if r["error"] else
-                  f"{fmt(r['images_per_s'], '.1f')} images/s, {r['seconds']:.1f} s {r['note']}"),
-                  file=sys.stderr, flush=True)
         result["sections"][key] = {"title": title, "status": "failed" if failed else "ok",
                                    "seconds": round(time.perf_counter() - started, 2),
                                    "errors": [f"{r['row']}: {r['error']}" for r in failed],
@@ -603,8 +612,8 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(args.out, result)
     d = result["device"]
     print(f"{d['name']}, torch {d['torch']}, timm {d['timm']}" + (f", CUDA {d['cuda']}" if d.get("cuda") else "")
-          + f", {result['date']}; {result['settings']['amp']} autocast; {args.warmup} warm-up calls, then "
-          f"blocked_autorange >= {args.min_time:g} s, median block")
+          + f", {result['date']}; autocast {result['settings']['amp']}; {args.warmup} warm-up call(s) (d: none), "
+          f"then blocked_autorange >= {args.min_time:g} s, median block")
     print("\n".join(table(result["rows"])))
     failed = [k for k, s in result["sections"].items() if s["status"] == "failed"]
     print(f"\n-> {args.out}" + (f"; FAILED sections: {', '.join(failed)}" if failed else ""))
