@@ -203,8 +203,8 @@ def zoo_inference(args: argparse.Namespace) -> list[dict]:
         rows.append(attempt(f"{name} eager", eager, batch=batch))
     set_ratios(rows, f"{REFERENCE} eager", f"{REFERENCE} eager")
 
-    order = [n for n in COMPILE_FIRST if n in ready] + [n for n in args.models if n in ready and n not in
-                                                         COMPILE_FIRST]
+    measured = [n for n in args.models if any(r["row"] == f"{n} eager" and r["images_per_s"] for r in rows)]
+    order = [n for n in COMPILE_FIRST if n in measured] + [n for n in measured if n not in COMPILE_FIRST]
     compile_budget, compiled_rows = Budget(args.compile_budget), []
     for name in order:
         label = f"{name} compiled"
