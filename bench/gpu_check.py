@@ -57,7 +57,6 @@ sys.path.insert(1, str(ROOT / "bench"))  # search_throughput
 import timm  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from torch._dynamo.utils import counters  # noqa: E402
 from torch.utils import benchmark  # noqa: E402
 
@@ -239,39 +238,62 @@ def zoo_inference(args: argparse.Namespace) -> list[dict]:
 # --------------------------------------------------------------------------- b: recipe training
 
 
-# ============================================================================================== recipe_training ===
-# Section b, kept small and self-contained on purpose: for now a plain SGD step (bf16 autocast, channels_last) on
-# synthetic data. To be replaced by the ImageNet recipe step of search/train.py (issue 20, part 1): build each
-# model and its optimizer as that recipe does, time one step with `measure`, keep the rows' names and ratios.
+# --------------------------------------------------------------------------- b: a recipe's training step
+
+
 def recipe_training(args: argparse.Namespace) -> list[dict]:
+    """Training images/s of `search.train`'s ImageNet recipes on synthetic data: the exact step `search.train` runs
+    (`search.train.training_parts` and `engine.train_epoch`: timm's optimiser and per-update schedule, the task's
+    loss, EMA, bf16 autocast, channels_last), for the zoo model `--train-model` under both recipes and for
+    mobilenetv2_100 under fp-nas-imagenet (the ratios' reference); then the zoo model compiled."""
+    from dataclasses import replace
+
+    from search.distributed import DistInfo
+    from search.engine import train_epoch
+    from search.train import RECIPES, training_parts
+
     device, batch, budget = args.device, args.batch, Budget(BUDGET_S["b"])
-    px = args.image_size or 224
+    dist = DistInfo(rank=0, world_size=1, local_rank=0, device=device)
+    runs = [(args.train_model, "fpnas-imagenet", False), (args.train_model, "fp-nas-imagenet", False),
+            (REFERENCE, "fp-nas-imagenet", False), (args.train_model, "fp-nas-imagenet", True)]
     rows = []
-    for name in (args.train_model, REFERENCE):
-        label = f"{name} train"
+    for name, recipe_name, compiled in runs:
+        label = f"{name} {recipe_name}" + (" compiled" if compiled else "")
+        px = args.image_size or timm.create_model(name, pretrained=False).pretrained_cfg["input_size"][1]
         if budget.spent():
             rows.append(skipped(label, f"section b's budget ({BUDGET_S['b']} s) spent", batch=batch, px=px))
             continue
 
-        def train(name=name) -> dict:
-            model = timm.create_model(name, num_classes=1000).to(device, memory_format=torch.channels_last).train()
-            optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=4e-5)
-            x = torch.randn(batch, 3, px, px, device=device).contiguous(memory_format=torch.channels_last)
-            y = torch.randint(0, 1000, (batch,), device=device)
+        def train(name=name, recipe_name=recipe_name, compiled=compiled, px=px) -> dict:
+            from search.data import DataSpec
+
+            plan = RECIPES[recipe_name]
+            plan = replace(plan, recipe=replace(plan.recipe, compile=False))
+            drops = {} if plan.drop_rate is None else {"drop_rate": plan.drop_rate}
+            model = timm.create_model(name, num_classes=1000, drop_path_rate=plan.drop_path_rate, **drops)
+            data = DataSpec("synthetic", 1000, (3, px, px), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+            started = time.perf_counter()
+            net, optimizer, scheduler, task, mixer, ema, scaler = training_parts(model, plan, data, dist, 1000)
+            if compiled:  # as `search.train --compile`, with the section's backend (inductor; eager in --tiny)
+                task.compile(backend=args.compile_backend)
+            g = torch.Generator().manual_seed(0)
+            batches = [(torch.randn(batch, 3, px, px, generator=g).to(device),
+                        torch.randint(0, 1000, (batch,), generator=g).to(device))]
 
             def step() -> None:
-                with autocast(device):
-                    loss = F.cross_entropy(model(x).float(), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                train_epoch(net, batches, optimizer, scheduler, plan.recipe, dist, epoch=0, progress=False, task=task,
+                            mixup=mixer, ema=ema, scaler=scaler)
 
-            return {**measure(step, batch, args), "note": "plain SGD step (placeholder for the recipe's)"}
+            step()  # the first step builds (and with compile, compiles) the graph
+            sync(device)
+            first = time.perf_counter() - started
+            note = (f"{plan.recipe.opt}, EMA {plan.ema_decay or 'none'}, first step {first:.1f} s"
+                    + (f" ({args.compile_backend} compile)" if compiled else ""))
+            return {**measure(step, batch, args), "note": note}
 
         rows.append(attempt(label, train, batch=batch, px=px))
-    set_ratios(rows, f"{REFERENCE} train", f"{REFERENCE} train")
+    set_ratios(rows, f"{REFERENCE} fp-nas-imagenet", f"{REFERENCE} fp-nas-imagenet")
     return rows
-# ========================================================================================== end recipe_training ===
 
 
 # --------------------------------------------------------------------------- c, d: the searchers' steps

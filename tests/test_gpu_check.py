@@ -55,7 +55,8 @@ def test_tiny_run_measures_every_section(tiny_run):
             assert r["images_per_s"] > 0 and r["ms"] > 0 and r["calls"] >= 1, r
     names = {r["row"] for r in rows}
     for model in ("fpnasnet_cifar", "mobilenetv2_100"):
-        assert {f"{model} eager", f"{model} compiled", f"{model} train"} <= names
+        assert {f"{model} eager", f"{model} compiled", f"{model} fp-nas-imagenet"} <= names
+    assert {"fpnasnet_cifar fpnas-imagenet", "fpnasnet_cifar fp-nas-imagenet compiled"} <= names
     assert {"FPNAS standalone", "FPNAS supernet, same arch", "FP-NAS standalone", "FP-NAS supernet, same arch",
             "FP-NAS step, K = 2", "FP-NAS step, K = 14"} <= names
     assert {r["row"] for r in rows if r["section"] == "e"} == {f"search.run --algo {a} --preset smoke"
