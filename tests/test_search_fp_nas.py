@@ -11,6 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 import fpnas_zoo
 from fpnas_zoo import FpnasZooNet, count_spec, load_spec
@@ -296,6 +300,90 @@ def test_cost_excess_is_the_papers_hinge():
     assert cost_excess(50, 100) == 0 and cost_excess(100, 100) == 0 and cost_excess(150, 100) == 0.5
 
 
+# --------------------------------------------------------------------------- omega's step
+
+
+def _omega_step_and_reference(search: FpNasSearch, k: int = 4) -> dict:
+    """`train_omega` on a batch of the weight half and k sampled architectures, and the gradient it must give,
+    computed here one sample at a time from the same starting weights and dropout draws: sum_k w_k grad L_k with
+    w = softmax(-L / tau_omega), each L_k and grad L_k averaged over the ranks by hand. The samples run worst loss
+    first, so the online softmax meets a new best at every sample. Also how many times DDP all-reduced the gradient
+    (its comm hook's calls for the first bucket)."""
+    search.data.train.set_epoch(0)
+    images, labels = next(iter(search.data.train))
+    blocks = [search.space.arch_blocks(a) for a in search.distribution.sample(k, torch.Generator().manual_seed(7))]
+    masks = [101 + i for i in range(k)]
+    net, dist = search.supernet, search.dist
+    start = {name: t.clone() for name, t in net.state_dict().items()}
+    net.train()
+    params = dict(net.named_parameters())
+    losses, grads = [], []
+    for arch, mask in zip(blocks, masks, strict=True):
+        torch.manual_seed(mask)
+        loss = F.cross_entropy(net(images, arch), labels)
+        g = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+        losses.append(dist.all_reduce_mean(loss.detach()))
+        grads.append([dist.all_reduce_mean(torch.zeros_like(p) if x is None else x)
+                      for x, p in zip(g, params.values(), strict=True)])
+    losses = torch.stack(losses)
+    order = losses.argsort(descending=True).tolist()
+    w = torch.softmax(-losses / search.settings.omega_temperature, 0)
+    reference = {name: sum(w[j] * grads[j][i] for j in range(k)) for i, name in enumerate(params)}
+
+    net.load_state_dict(start)
+    reduced = []
+    if isinstance(search.model, DDP):
+        def counting(state, bucket):
+            reduced.append(bucket.index())
+            return default_hooks.allreduce_hook(state, bucket)
+
+        search.model.register_comm_hook(None, counting)
+    search.model.train()
+    step_losses = search.train_omega(images, labels, [blocks[j] for j in order], [masks[j] for j in order])
+    step = {name: torch.zeros_like(p) if p.grad is None else p.grad.clone() for name, p in params.items()}
+    return {"step": step, "reference": reference, "allreduces": reduced.count(0), "weights": w,
+            "losses": losses[order], "step_losses": step_losses.detach()}
+
+
+def _assert_omega_step_is_the_reference(result: dict) -> None:
+    assert result["weights"].max() - result["weights"].min() > 0.05  # the weighting matters
+    torch.testing.assert_close(result["step_losses"], result["losses"])
+    for name, reference in result["reference"].items():
+        torch.testing.assert_close(result["step"][name], reference, rtol=1e-4, atol=1e-6, msg=name)
+    assert any(t.abs().sum() > 0 for t in result["step"].values())
+
+
+OMEGA_SETTINGS = {**SMOKE, "omega_temperature": 0.02}  # sharp weights: a wrong weighting would show
+
+
+def test_omega_step_is_the_importance_weighted_gradient(tmp_path):
+    """One forward and backward per sample (online softmax) gives sum_k w_k grad L_k: the gradient of the method
+    that formed the weights in a pass without gradients first, computed here one sample at a time."""
+    runner = SearchRunner(FpNasSearch, FpNasSettings(**OMEGA_SETTINGS), tmp_path, progress=False)
+    _assert_omega_step_is_the_reference(_omega_step_and_reference(runner.algorithm))
+
+
+def test_a_step_waits_for_the_device_once_and_runs_each_sample_once(tmp_path, host_reads):
+    """Everything computed from the batches stays on the device until one read per step (the loss of a warm-up
+    step; the loss and alpha's losses of a search step), and omega's K samples each run one forward (alpha's K more
+    on the other half in a search step), not a pass without gradients first."""
+    wrap, reads = host_reads
+    runner = SearchRunner(FpNasSearch, FpNasSettings(**{**SMOKE, "samples": 3}), tmp_path, progress=False)
+    search = runner.algorithm
+    forwards, forward = [], search.supernet.forward
+    search.supernet.forward = lambda x, arch: forwards.append(arch) or forward(x, arch)
+    search.data.train.set_epoch(0)
+    search.data.train_arch.set_epoch(0)
+    w_batch, a_batch = next(iter(search.data.train)), next(iter(search.data.train_arch))
+    for epoch, phase, runs in ((0, "warmup", 3), (SMOKE["warmup_epochs"], "search", 6)):
+        reads.clear()
+        forwards.clear()
+        record = search.train_step(epoch, 0, tuple(map(wrap, w_batch)), tuple(map(wrap, a_batch)))
+        assert record["phase"] == phase and len(reads) <= 1, reads
+        assert len(forwards) == runs
+        assert all(math.isfinite(x) for x in [record["loss"], *record.get("alpha_losses", [])])
+
+
 # --------------------------------------------------------------------------- 2 processes (torchrun, gloo on CPU)
 
 
@@ -339,3 +427,33 @@ def test_two_process_search_killed_mid_epoch_resumes_to_the_uninterrupted_spec(t
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a, b = load_spec(tmp_path / "spec.json"), load_spec(two_process_run / "spec.json")
     assert a.blocks == b.blocks and a.search["distribution"] == b.search["distribution"]
+
+
+def _omega_ddp_worker(rank: int, world_size: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(world_size))
+    torch.set_num_threads(1)
+    try:
+        runner = SearchRunner(FpNasSearch, FpNasSettings(**OMEGA_SETTINGS), Path(out) / f"run{rank}",
+                              device="cpu", progress=False)
+        torch.save(_omega_step_and_reference(runner.algorithm), Path(out) / f"omega{rank}.pt")
+    finally:
+        from search.distributed import cleanup
+
+        cleanup()
+
+
+def test_two_process_omega_step_all_reduces_once_and_is_the_weighted_gradient(tmp_path):
+    """Under DDP (2 gloo processes) the K weighted backward passes all-reduce the gradient once (the first K - 1
+    accumulate under no_sync), and every rank ends with the reference gradient: each sample's gradient averaged over
+    the ranks, weighted by the softmax of the losses averaged over the ranks."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_omega_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    results = [torch.load(tmp_path / f"omega{r}.pt", weights_only=True) for r in (0, 1)]
+    for result in results:
+        assert result["allreduces"] == 1
+        _assert_omega_step_is_the_reference(result)
+    for name, grad in results[0]["step"].items():
+        assert torch.equal(grad, results[1]["step"][name]), name
