@@ -97,7 +97,7 @@ class Cutout:
 
 def train(spec_ref: str, dataset: str, out: Path, recipe_name: str = "fpnas-cifar", data_dir: str | None = None,
           epochs: int | None = None, batch_size: int | None = None, cutout: bool = False, seed: int = 0,
-          resume: bool = False, device: str | None = None, workers: int = 2, limit_train: int | None = None,
+          resume: bool = False, device: str | None = None, workers: int | None = None, limit_train: int | None = None,
           limit_val: int | None = None, progress: bool = True, val_size: int | float | None = None,
           compile: bool = False) -> dict:
     for option, value in (("--epochs", epochs), ("--batch-size", batch_size)):  # 0 is no "use the recipe's"
@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it is there, else start "
                    "afresh (so `torchrun --max-restarts N` continues a run after a crash)")
     p.add_argument("--device")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, help="DataLoader workers per process (imagefolder). Default: the CPUs "
+                   "this process may use, shared by torchrun's processes on the machine, at most 8")
     p.add_argument("--limit-train", type=int)
     p.add_argument("--limit-val", type=int)
     p.add_argument("--val-size", type=float, help="held-out part of the training set: a fraction (0.1) or a count "
@@ -184,9 +185,11 @@ def main(argv: list[str] | None = None) -> int:
                    "evaluation runs eager). On a 2-core CPU the compile takes about a minute and training is no "
                    "faster (bench/README.md)")
     add_threads_argument(p)
+    dist_utils.add_dist_timeout_argument(p)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:  # before any work: a device this machine has, a folder to write into
+        dist_utils.check_dist_timeout(args.dist_timeout)
         resolve_device(args.device)
         check_out_folder(args.out)
     except ValueError as e:
@@ -201,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
 def _train_command(args: argparse.Namespace) -> int:
     out = Path(args.out)
     # Under torchrun only rank 0 writes OUT (no filesystem shared between ranks is assumed): it answers for all.
-    dist = dist_utils.init_distributed(args.device)
+    dist = dist_utils.init_distributed(args.device, args.dist_timeout)
     if not args.resume and dist.broadcast_object((out / "checkpoint.pt").exists()):
         print(f"error: {out} already holds a training run; pass --resume or choose another --out", file=sys.stderr)
         return 2
