@@ -22,6 +22,7 @@ from search.checkpointing import read_trace
 from search.data import load_data
 from search.distributed import DistInfo
 from search.engine import Recipe, evaluate
+from search.probabilistic import algorithm as algorithm_module
 from search.probabilistic.algorithm import PRESETS, FpNasSearch, FpNasSettings, _default_lambda, cost_excess
 from search.probabilistic.space import build_space
 from search.run import main
@@ -384,6 +385,39 @@ def test_a_step_waits_for_the_device_once_and_runs_each_sample_once(tmp_path, ho
         assert all(math.isfinite(x) for x in [record["loss"], *record.get("alpha_losses", [])])
 
 
+def test_a_search_resumed_inside_an_epoch_makes_no_batch_of_the_steps_done(tmp_path, monkeypatch):
+    """Resumed at step 2 of an epoch, the search trains steps 2.. on the very batches of the uninterrupted epoch,
+    without making (gathering, or decoding from an ImageFolder) the batches of steps 0 and 1 only to drop them."""
+    runner = SearchRunner(FpNasSearch, FpNasSettings(**SMOKE), tmp_path, progress=False)
+    search = runner.algorithm
+    seen, made = [], []
+    monkeypatch.setattr(search, "train_step", lambda epoch, step, w, a: seen.append((step, w, a)) or
+                        {"K": 2, "entropy": 1.0, "loss": 1.0})
+    for half in (search.data.train, search.data.train_arch):
+        monkeypatch.setattr(half, "_normalise", lambda x, gather=half._normalise: made.append(1) or gather(x))
+    search.train_epoch()
+    whole, steps = list(seen), len(seen)
+    seen.clear()
+    made.clear()
+    search.step = 2
+    search.train_epoch()
+    assert steps >= 3 and [step for step, _, _ in seen] == list(range(2, steps))
+    for (_, w, a), (_, w_whole, a_whole) in zip(seen, whole[2:], strict=True):
+        assert all(torch.equal(x, y) for x, y in zip((*w, *a), (*w_whole, *a_whole), strict=True))
+    assert len(made) == 2 * (steps - 2)
+
+
+def test_the_step_bench_runs_and_finds_both_updates_equal():
+    """bench/search_step.py (its quick check from the docstring): both tables, and the one-pass and two-pass updates
+    of omega give the same gradient."""
+    run = subprocess.run([sys.executable, "bench/search_step.py", "--steps", "1", "--ks", "2", "--overhead-batches",
+                          "2", "--threads", "1"], capture_output=True, text=True, cwd=ROOT,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    omega, overhead = [line.split("|")[1:-1] for line in run.stdout.splitlines() if line.startswith("| 2 |")]
+    assert float(omega[-1]) < 1e-4 and len(overhead) == 5, run.stdout
+
+
 # --------------------------------------------------------------------------- 2 processes (torchrun, gloo on CPU)
 
 
@@ -429,31 +463,56 @@ def test_two_process_search_killed_mid_epoch_resumes_to_the_uninterrupted_spec(t
     assert a.blocks == b.blocks and a.search["distribution"] == b.search["distribution"]
 
 
-def _omega_ddp_worker(rank: int, world_size: int, port: int, out: str) -> None:
+def _two_rank_worker(rank: int, world_size: int, port: int, out: str) -> None:
+    """One of 2 gloo ranks: omega's step against its reference, then an epoch's end (BN calibration, evaluation),
+    recording how many times the rank loaded the data and the calibration batches' sizes."""
+    from search import runner as runner_module
+    from search.distributed import cleanup
+
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE=str(world_size))
     torch.set_num_threads(1)
+    loads, load_data = [], runner_module.load_data
+    runner_module.load_data = lambda *a, **k: loads.append(k["world_size"]) or load_data(*a, **k)
     try:
-        runner = SearchRunner(FpNasSearch, FpNasSettings(**OMEGA_SETTINGS), Path(out) / f"run{rank}",
-                              device="cpu", progress=False)
-        torch.save(_omega_step_and_reference(runner.algorithm), Path(out) / f"omega{rank}.pt")
+        runner = SearchRunner(FpNasSearch, FpNasSettings(**OMEGA_SETTINGS), Path(out) / "run", device="cpu",
+                              progress=False)
+        result = _omega_step_and_reference(runner.algorithm)
+        calibrated = []
+        recalibrate = algorithm_module.recalibrate_bn
+        algorithm_module.recalibrate_bn = lambda model, batches, *a, **k: calibrated.extend(
+            len(y) for _, y in batches) or recalibrate(model, batches, *a, **k)
+        runner.algorithm.end_epoch()
+        torch.save(result | {"loads": loads, "calibrated": calibrated, "mode_top1": runner.algorithm.mode_top1},
+                   Path(out) / f"rank{rank}.pt")
     finally:
-        from search.distributed import cleanup
-
         cleanup()
 
 
-def test_two_process_omega_step_all_reduces_once_and_is_the_weighted_gradient(tmp_path):
-    """Under DDP (2 gloo processes) the K weighted backward passes all-reduce the gradient once (the first K - 1
-    accumulate under no_sync), and every rank ends with the reference gradient: each sample's gradient averaged over
-    the ranks, weighted by the softmax of the losses averaged over the ranks."""
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fp_nas_two_ranks")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_omega_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
-    results = [torch.load(tmp_path / f"omega{r}.pt", weights_only=True) for r in (0, 1)]
-    for result in results:
+    mp.spawn(_two_rank_worker, args=(2, port, str(out)), nprocs=2, join=True)
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+
+
+def test_two_process_omega_step_all_reduces_once_and_is_the_weighted_gradient(two_ranks):
+    """Under DDP (2 gloo processes) the K weighted backward passes all-reduce the gradient once (the first K - 1
+    accumulate under no_sync), and every rank ends with the reference gradient: each sample's gradient averaged over
+    the ranks, weighted by the softmax of the losses averaged over the ranks."""
+    for result in two_ranks:
         assert result["allreduces"] == 1
         _assert_omega_step_is_the_reference(result)
-    for name, grad in results[0]["step"].items():
-        assert torch.equal(grad, results[1]["step"][name]), name
+    for name, grad in two_ranks[0]["step"].items():
+        assert torch.equal(grad, two_ranks[1]["step"][name]), name
+
+
+def test_each_process_loads_the_data_once_and_calibrates_on_whole_batches(two_ranks):
+    """FP-NAS trains nothing alone, so a rank loads only its share of the data (once), whose calibration batches are
+    whole ones (the smoke preset's 64 images in steps of 32), as one process recalibrates."""
+    for result in two_ranks:
+        assert result["loads"] == [2] and result["calibrated"] == [32, 32]
+    assert two_ranks[0]["mode_top1"] == two_ranks[1]["mode_top1"]

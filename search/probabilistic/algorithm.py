@@ -354,15 +354,14 @@ class FpNasSearch(SearchAlgorithm):
     def train_epoch(self) -> None:
         s, epoch = self.settings, self.epoch
         train, arch_half = self.data.train, self.data.train_arch
-        train.set_epoch(derive_seed(s.seed, 1, epoch))
-        arch_half.set_epoch(derive_seed(s.seed, 2, epoch))
+        # resumed inside this epoch: the halves start at the first step not done (the batches before it are not made)
+        train.set_epoch(derive_seed(s.seed, 1, epoch), start=self.step)
+        arch_half.set_epoch(derive_seed(s.seed, 2, epoch), start=self.step)
         steps = min(len(train), len(arch_half))  # zip stops at the shorter half
         before = epoch * steps  # --checkpoint-every counts the search's steps, not this epoch's
         bar = tqdm(total=steps, initial=self.step, desc=f"fp-nas epoch {epoch + 1}/{s.epochs}",
                    disable=not (self.progress and self.dist.is_main))
-        for step, (w_batch, a_batch) in enumerate(zip(train, arch_half, strict=False)):
-            if step < self.step:  # resumed inside this epoch: these steps are done
-                continue
+        for step, (w_batch, a_batch) in enumerate(zip(train, arch_half, strict=False), start=self.step):
             record = self.train_step(epoch, step, w_batch, a_batch)
             self.step = step + 1
             bar.update(1)
@@ -485,7 +484,7 @@ class FpNasSearch(SearchAlgorithm):
         mode = self.distribution.mode()
         blocks = self.space.arch_blocks(mode)
         model = self.supernet.bind(blocks)
-        recalibrate_bn(model, self.runner.full_data.calib, self.dist)
+        recalibrate_bn(model, self.data.calib, self.dist, recipe=self.recipe)
         metrics = evaluate(model, self.data.val, self.recipe, self.dist)
         self.mode_top1 = metrics["top1"]
         self.trace.write(event="epoch", epoch=self.epoch, accuracy=metrics["top1"], loss=metrics["loss"],
