@@ -441,6 +441,11 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         # collective over the job in evaluate() the ranks would pair mismatched calls (hang or wrong sums).
         payload["alone"] = [evaluate(model, Batches(x[: 16 * (info.rank + 1)], y[: 16 * (info.rank + 1)], 16),
                                      recipe, info.alone())["images"] for _ in range(info.rank + 1)]
+        # The object collectives over a group of their own, as beside NCCL (there a gloo group; here a second one).
+        distributed._object_group = torch.distributed.new_group(backend="gloo")
+        payload["object_group"] = (info.broadcast_object({"from": info.rank}, src=1),
+                                   info.all_gather_object(info.rank * 10))
+        info.barrier()
         torch.save(payload, os.path.join(out_dir, f"rank{rank}.pt"))
         info.barrier()
     finally:
@@ -454,6 +459,7 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     assert r0["broadcast"] == r1["broadcast"] == {"from": 0}
     assert r0["gathered"] == r1["gathered"] == [0, 10]
     assert r0["alone"] == [16] and r1["alone"] == [32, 32]
+    assert r0["object_group"] == r1["object_group"] == ({"from": 1}, [0, 10])
     assert r0["unwraps_ddp"] and r1["unwraps_ddp"]
 
     for k in r0["state"]:  # weights and the all-reduced BN statistics alike
