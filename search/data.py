@@ -18,8 +18,12 @@ Two back ends:
   permutation, crop offsets and flips are drawn from a CPU ``torch.Generator`` seeded from ``(seed, epoch)``, and the
   crop/flip/normalise happen as a single vectorised gather on the device, so a GPU is never starved by a loader and
   the batches are bit-identical for the same ``(seed, epoch)``.
-* ``imagefolder`` goes through torchvision's ``ImageFolder`` and a ``DataLoader`` (workers, pinned memory on CUDA);
-  the sampler and the per-image augmentation are seeded from ``(seed, epoch, index)`` so it is reproducible too.
+* ``imagefolder`` goes through torchvision's ``ImageFolder`` and a ``DataLoader`` (workers, as many as this rank's
+  CPUs up to 8 by default: ``loader_workers``; pinned memory on CUDA; workers kept across epochs); the sampler and the
+  per-image augmentation are seeded from ``(seed, epoch, index)`` so it is reproducible too.
+
+Both start an epoch at any batch (``set_epoch(epoch, start)``, a search resumed inside an epoch) without making the
+batches before it.
 """
 
 from __future__ import annotations
@@ -77,6 +81,20 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 IMAGEFOLDER_SIZE = 224  # an ImageFolder's default resolution (ImageNet's)
+MAX_LOADER_WORKERS = 8  # default DataLoader workers per rank, at most
+
+
+def loader_workers(workers: int | None = None) -> int:
+    """DataLoader workers per rank: `workers` (`--workers`) when given, else this rank's share of the CPUs the process
+    may run on (torchrun's LOCAL_WORLD_SIZE ranks of this machine share them), at least 1 and at most 8. Two workers
+    per rank (the old default) decode too few ImageNet images for a GPU training several samples per step."""
+    if workers is not None:
+        if workers < 0:
+            raise ValueError(f"--workers must be at least 0 (0: load in the training process), got {workers}")
+        return workers
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, min(MAX_LOADER_WORKERS, cpus // ranks))
 
 
 def input_resolution(dataset: str, image_size: int | None = None) -> int:
@@ -113,7 +131,9 @@ class Batches(Protocol):
 
     def __len__(self) -> int: ...
 
-    def set_epoch(self, epoch: int) -> None: ...
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """The epoch the next iterations draw; they begin at its batch `start` (the batches before it are not made;
+        `len()` stays the whole epoch's)."""
 
 
 @dataclass
@@ -177,7 +197,7 @@ class TensorBatches:
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
-        self.epoch = 0
+        self.epoch, self.start = 0, 0
         device = images.device
         scale = 255.0 if images.dtype == torch.uint8 else 1.0
         mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
@@ -199,8 +219,8 @@ class TensorBatches:
     def __len__(self) -> int:
         return self._len
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = int(epoch), int(start)
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         return x.float().mul_(self._mul).add_(self._add)
@@ -208,7 +228,7 @@ class TensorBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         device = self.images.device
         if not self.train:
-            for b in range(self._len):
+            for b in range(self.start, self._len):
                 idx = self._fixed[b * self.batch_size : (b + 1) * self.batch_size]
                 yield self._normalise(self.images[idx]), self.labels[idx]
             return
@@ -225,7 +245,7 @@ class TensorBatches:
         ar_h = torch.arange(h, device=device)
         ar_w = torch.arange(w, device=device)
         ar_c = torch.arange(self.images.shape[1], device=device).view(1, -1, 1, 1)
-        for b in range(self._len):
+        for b in range(self.start, self._len):
             pos = order[b * self.batch_size : (b + 1) * self.batch_size]
             # Pad the batch once, then one advanced-index gather does the crop and the flip for every image.
             x = F.pad(self.images[pos], (CROP_PADDING,) * 4)
@@ -237,11 +257,12 @@ class TensorBatches:
 
 
 class _EpochSampler(Sampler):
-    """Yields ``(index, epoch)`` so each worker can seed the augmentation of an image from (seed, epoch, index)."""
+    """Yields ``(index, epoch)`` so each worker can seed the augmentation of an image from (seed, epoch, index);
+    from position ``start`` of the epoch's order on (the images before it are neither loaded nor decoded)."""
 
     def __init__(self, n: int, *, shuffle: bool, seed: int, rank: int, world_size: int) -> None:
         self.n, self.shuffle, self.seed, self.rank, self.world_size = n, shuffle, seed, rank, world_size
-        self.epoch = 0
+        self.epoch, self.start = 0, 0
 
     def _indices(self) -> list[int]:
         if self.shuffle:
@@ -250,7 +271,7 @@ class _EpochSampler(Sampler):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch = self.epoch
-        return iter([(i, epoch) for i in self._indices()])
+        return iter([(i, epoch) for i in self._indices()[self.start:]])
 
     def __len__(self) -> int:
         return self.n // self.world_size if self.shuffle else len(range(self.rank, self.n, self.world_size))
@@ -284,7 +305,8 @@ class _SeededSubset(Dataset):
 
 
 class LoaderBatches:
-    """A DataLoader over an ImageFolder subset that moves batches to ``device``."""
+    """A DataLoader over an ImageFolder subset that moves batches to ``device``. Its workers stay up across epochs
+    (persistent) and, on CUDA, fill pinned memory so the copies to the device overlap the step."""
 
     def __init__(
         self,
@@ -309,14 +331,15 @@ class LoaderBatches:
             # Its own generator: otherwise each new iterator draws a worker base seed from the global torch RNG.
             generator=torch.Generator().manual_seed(sampler.seed),
         )
+        self.batch_size = batch_size
         self._len = _num_batches(len(sampler), batch_size, drop_last)
         self.num_samples = min(len(sampler), self._len * batch_size)
 
     def __len__(self) -> int:
         return self._len
 
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.epoch = int(epoch)
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.sampler.epoch, self.sampler.start = int(epoch), int(start) * self.batch_size
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for images, labels in self.loader:
@@ -504,7 +527,7 @@ def load_data(
     val_size: int | float | None = None,
     calib_images: int = 2000,
     image_size: int | None = None,
-    workers: int = 2,
+    workers: int | None = None,
     download: bool = True,
     limit_train: int | None = None,
     limit_val: int | None = None,
@@ -513,12 +536,15 @@ def load_data(
     split_train: bool = False,
     transforms: tuple[Any, Any] | None = None,
     val_dir: str | os.PathLike | None = None,
+    calib_batch_size: int | None = None,
 ) -> SearchData:
     """Load ``dataset`` and return seeded train/val/calib batches on ``device`` (see the module docstring).
 
     ``data_dir`` defaults to ``./data`` for CIFAR (torchvision layout); ``imagefolder`` requires it.
     ``rank``/``world_size`` shard train (per-epoch permutation, equal shards) and val (index % world_size);
-    ``calib`` is not sharded, so every rank recalibrates BatchNorm on the same images.
+    ``calib`` is not sharded, so every rank recalibrates BatchNorm on the same images, in batches of
+    ``calib_batch_size`` (default ``batch_size``; a search gives the whole batch of a step, not a rank's share).
+    ``workers``: DataLoader workers of imagefolder (default: ``loader_workers``).
     ``split_train`` halves the training split (after ``limit_train``): ``train`` gets the first half and
     ``train_arch`` the second, two disjoint seeded halves (FP-NAS trains weights and architecture on separate data).
     ImageFolder only: ``transforms`` (train, eval) replace the default ones (``search.train``'s recipes pass
@@ -534,6 +560,8 @@ def load_data(
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, world_size); got rank={rank}, world_size={world_size}")
     device = torch.device(device)
+    workers = loader_workers(workers)
+    calib_batch_size = batch_size if calib_batch_size is None else calib_batch_size
     if dataset == "cluttered-digits":
         if val_size not in (None, 0):
             raise ValueError(f"val_size (--val-size): cluttered-digits has fixed train/val/test splits made from "
@@ -558,6 +586,7 @@ def load_data(
             split_train=split_train,
             transforms=transforms,
             val_dir=val_dir,
+            calib_batch_size=calib_batch_size,
         )
 
     native = input_resolution(dataset)
@@ -566,7 +595,7 @@ def load_data(
     if dataset == "cluttered-digits":
         return _load_cluttered(batch_size=batch_size, device=device, seed=seed, val_size=val_size,
                                calib_images=calib_images, limit_train=limit_train, limit_val=limit_val, rank=rank,
-                               world_size=world_size, split_train=split_train)
+                               world_size=world_size, split_train=split_train, calib_batch_size=calib_batch_size)
     if dataset == "digits":
         images, labels = _load_digits()
         spec = DataSpec("digits", 10, (3, 32, 32), DIGITS_MEAN, DIGITS_STD)
@@ -588,7 +617,7 @@ def load_data(
         return TensorBatches(
             images[idx].to(device),
             labels[idx].to(device),
-            batch_size=batch_size,
+            batch_size=batch_size if shard else calib_batch_size,
             mean=spec.mean,
             std=spec.std,
             train=train,
@@ -605,7 +634,7 @@ def load_data(
 
 def _load_cluttered(*, batch_size: int, device: torch.device, seed: int, val_size: int | float | None,
                     calib_images: int, limit_train: int | None, limit_val: int | None, rank: int, world_size: int,
-                    split_train: bool) -> SearchData:
+                    split_train: bool, calib_batch_size: int) -> SearchData:
     """cluttered-digits: fixed splits from disjoint source digits; `seed` orders and augments, never changes them."""
     spec = DataSpec("cluttered-digits", 10, (3, CLUTTERED_CANVAS, CLUTTERED_CANVAS), CLUTTERED_MEAN, CLUTTERED_STD)
     train_x, train_y, _ = make_cluttered_digits("train")
@@ -616,9 +645,9 @@ def _load_cluttered(*, batch_size: int, device: torch.device, seed: int, val_siz
     calib_idx = train_idx[_calib_positions(train_idx.numel(), calib_images, seed)]
 
     def batches(x: torch.Tensor, y: torch.Tensor, train: bool, shard: bool = True) -> TensorBatches:
-        return TensorBatches(x.expand(-1, 3, -1, -1).contiguous().to(device), y.to(device), batch_size=batch_size,
-                             mean=spec.mean, std=spec.std, train=train, flip=False, seed=seed, rank=rank,
-                             world_size=world_size, shard=shard)
+        return TensorBatches(x.expand(-1, 3, -1, -1).contiguous().to(device), y.to(device),
+                             batch_size=batch_size if shard else calib_batch_size, mean=spec.mean, std=spec.std,
+                             train=train, flip=False, seed=seed, rank=rank, world_size=world_size, shard=shard)
 
     if val_size == 0:  # train on the training split only and report nothing held out (search.train --val-size 0)
         val = batches(train_x[:0], train_y[:0], False)
@@ -650,6 +679,7 @@ def _load_imagefolder(
     split_train: bool = False,
     transforms: tuple[Any, Any] | None = None,
     val_dir: str | os.PathLike | None = None,
+    calib_batch_size: int,
 ) -> SearchData:
     root = _imagefolder_root(data_dir)
     if transforms is None:
@@ -683,7 +713,8 @@ def _load_imagefolder(
         sampler = _EpochSampler(
             len(subset), shuffle=train, seed=seed, rank=rank if shard else 0, world_size=world_size if shard else 1
         )
-        return LoaderBatches(subset, sampler, batch_size=batch_size, drop_last=train, device=device, workers=workers)
+        return LoaderBatches(subset, sampler, batch_size=batch_size if shard else calib_batch_size, drop_last=train,
+                             device=device, workers=workers)
 
     return SearchData(
         spec,

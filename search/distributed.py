@@ -4,13 +4,19 @@ Single-process runs and `torchrun` runs go through the same code. Every collecti
 it runs over and is a no-op when that DistInfo describes one process, so callers never branch on "am I
 distributed?", and work that must stay on one rank (a stage-2 candidate trained alone) simply passes
 `dist.alone()`: its collectives then touch no other rank, whatever the job around it does.
+
+Tensors are reduced over the job's backend (NCCL on GPUs). Objects (results, checkpoints, RNG states) and barriers go
+through a gloo group instead: the ranks that wait there (for a stage-2 candidate another rank trains, for a download)
+wait on the CPU, outside NCCL and its watchdog, for as long as the process group's timeout (`--dist-timeout`) allows.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import torch
@@ -59,7 +65,7 @@ class DistInfo:
         if not self._active():
             return obj
         box = [obj]
-        tdist.broadcast_object_list(box, src=src)
+        tdist.broadcast_object_list(box, src=src, group=_object_group)
         return box[0]
 
     def all_gather_object(self, obj: Any) -> list[Any]:
@@ -67,7 +73,7 @@ class DistInfo:
         if not self._active():
             return [obj]
         out: list[Any] = [None] * self.world_size
-        tdist.all_gather_object(out, obj)
+        tdist.all_gather_object(out, obj, group=_object_group)
         return out
 
     def share_batch(self, batch_size: int) -> int:
@@ -81,7 +87,7 @@ class DistInfo:
 
     def barrier(self) -> None:
         if self._active():
-            tdist.barrier()
+            tdist.barrier(group=_object_group)
 
     def local_main_first(self, fn: Callable[[], R]) -> R:
         """Run `fn` on each machine's local rank 0 first, then on the other ranks (which wait at a barrier).
@@ -104,15 +110,21 @@ class DistInfo:
         return result if self.local_rank == 0 else fn()
 
 
+# The group of the object collectives and barriers: a gloo group beside an NCCL job, None (the job's own) otherwise.
+_object_group: Any = None
+
+
 def _initialised() -> bool:
     return tdist.is_available() and tdist.is_initialized()
 
 
-def init_distributed(device: str | None = None) -> DistInfo:
+def init_distributed(device: str | None = None, timeout_minutes: float | None = None) -> DistInfo:
     """Join the torchrun job if there is one (NCCL on GPU, gloo on CPU), else describe a single process.
 
     Safe to call more than once: an existing process group is reused rather than re-created. A `device` this
-    machine does not have (`cuda` without a GPU, `tpu`) is a ValueError naming --device.
+    machine does not have (`cuda` without a GPU, `tpu`) is a ValueError naming --device. `timeout_minutes`: how
+    long a collective may wait for the other ranks (`--dist-timeout`; default torch's, 10 minutes for NCCL and 30
+    for gloo in torch 2.x), for the job's group and the gloo group of objects alike.
     """
     resolved = resolve_device(device)  # a device this machine has, or ValueError naming --device
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -125,24 +137,45 @@ def init_distributed(device: str | None = None) -> DistInfo:
         # Pin the device before NCCL init so collectives never land on cuda:0 by accident.
         torch.cuda.set_device(local_rank)
     if not _initialised():
-        _init_process_group("nccl" if use_cuda else "gloo")
+        _init_process_group("nccl" if use_cuda else "gloo", timeout_minutes)
     dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     return DistInfo(rank=tdist.get_rank(), world_size=tdist.get_world_size(), local_rank=local_rank, device=dev)
 
 
-def _init_process_group(backend: str) -> None:
-    """`init_process_group` from torchrun's environment, in a store namespace of this attempt of the job.
+def _init_process_group(backend: str, timeout_minutes: float | None = None) -> None:
+    """`init_process_group` from torchrun's environment, in a store namespace of this attempt of the job, and beside
+    an NCCL group the gloo group of the object collectives (`_object_group`).
 
     torchrun's agent serves the store the ranks meet in and keeps it across `--max-restarts` restarts, and the
     ranks of a restarted group would read what the killed group left there (the address of a dead peer: gloo's
     connectFullMesh is refused, or a rank waits for ever). `TORCHELASTIC_RESTART_COUNT`, the same for every rank
     of an attempt, keeps each attempt to keys of its own."""
+    global _object_group
     store, rank, world_size = next(tdist.rendezvous("env://"))
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    timeout = {} if timeout_minutes is None else {"timeout": timedelta(minutes=timeout_minutes)}
     tdist.init_process_group(backend=backend, store=tdist.PrefixStore(f"attempt{attempt}", store), rank=rank,
-                             world_size=world_size)
+                             world_size=world_size, **timeout)
+    _object_group = tdist.new_group(backend="gloo", **timeout) if backend == "nccl" else None
+
+
+def add_dist_timeout_argument(parser: argparse.ArgumentParser) -> None:
+    """`--dist-timeout` of the commands that run under torchrun (`search.run`, `search.train`)."""
+    parser.add_argument("--dist-timeout", type=float, metavar="MINUTES",
+                        help="under torchrun: how long a rank may wait for the others in a collective before the job "
+                             "fails. Ranks wait for objects and barriers on the CPU (gloo), e.g. while another rank "
+                             "trains an FPNAS stage-2 candidate alone: raise it when one candidate's --stage2-epochs "
+                             "take longer. Default: torch's (10 minutes for NCCL, 30 for gloo)")
+
+
+def check_dist_timeout(minutes: float | None) -> None:
+    """A `--dist-timeout` that is not a positive number of minutes is refused naming the option."""
+    if minutes is not None and not minutes > 0:
+        raise ValueError(f"--dist-timeout must be a positive number of minutes, got {minutes:g}")
 
 
 def cleanup() -> None:
+    global _object_group
     if _initialised():
         tdist.destroy_process_group()
+    _object_group = None

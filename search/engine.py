@@ -241,21 +241,23 @@ def evaluate(
     model.eval()
     device = dist.device
     sums = torch.zeros(4, device=device, dtype=torch.float64)  # loss, top1, top5, images
+    count = 0  # images, counted on the host: the batches' sizes are known there
     for images, labels in tqdm(batches, total=len(batches), desc=desc, disable=not (progress and dist.is_main)):
         with _autocast(recipe, device):
             logits = model(_inputs(images, recipe)).float()
         k = min(5, logits.shape[1])
         topk = logits.topk(k, dim=1).indices
         hits = topk == labels[:, None]
-        sums += torch.stack(
+        sums[:3] += torch.stack(
             [
                 F.cross_entropy(logits, labels, reduction="sum").double(),
                 hits[:, 0].sum().double(),
                 hits.any(dim=1).sum().double(),
-                torch.tensor(labels.shape[0], device=device, dtype=torch.float64),
             ]
         )
-    loss, top1, top5, images = dist.all_reduce_sum(sums).tolist()
+        count += labels.shape[0]
+    sums[3] = count
+    loss, top1, top5, images = dist.all_reduce_sum(sums).tolist()  # the pass's one wait for the device
     denom = max(images, 1)
     return {"loss": loss / denom, "top1": 100.0 * top1 / denom, "top5": 100.0 * top5 / denom, "images": int(images)}
 
@@ -299,14 +301,17 @@ def train_epochs(
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, batches: Any, dist: DistInfo, max_batches: int | None = None) -> None:
+def recalibrate_bn(model: nn.Module, batches: Any, dist: DistInfo, max_batches: int | None = None, *,
+                   recipe: Recipe | None = None) -> None:
     """Re-estimate every BatchNorm's running stats on fixed calibration batches.
 
     Shared-weight candidates inherit BN statistics from whatever paths the supernet happened to sample,
-    so they must be recalibrated before being ranked. With momentum=None PyTorch keeps a cumulative
-    average over the pass: running_mean is the exact data mean (equal batch sizes), running_var the
-    mean of the per-batch unbiased variances. Under DDP each rank's statistics are averaged so that
-    every rank ranks candidates with identical BN state.
+    so they must be recalibrated before being ranked. The statistics are a cumulative average over the
+    pass (what momentum=None computes): running_mean is the exact data mean (equal batch sizes), running_var
+    the mean of the per-batch unbiased variances. Batch i sets momentum 1 / (i + 1) itself, since momentum=None
+    has each BN read its batch count from the device (a wait per layer and batch on a GPU). Under DDP each
+    rank's statistics are averaged so that every rank ranks candidates with identical BN state. `recipe`: the
+    autocast and memory format of the evaluation that follows, so BN sees the activations it will normalise.
     """
     # Forward the plain module: DDP's forward would broadcast rank 0's buffers over ours on every call.
     module = unwrap(model)
@@ -317,13 +322,18 @@ def recalibrate_bn(model: nn.Module, batches: Any, dist: DistInfo, max_batches: 
     was_training = module.training
     for bn in bns:
         bn.reset_running_stats()
-        bn.momentum = None
     module.train()
     try:
         for i, (images, _) in enumerate(batches):
             if max_batches is not None and i >= max_batches:
                 break
-            module(images)
+            for bn in bns:
+                bn.momentum = 1.0 / (i + 1)
+            if recipe is None:
+                module(images)
+            else:
+                with _autocast(recipe, dist.device):
+                    module(_inputs(images, recipe))
     finally:
         for bn, momentum in zip(bns, momenta, strict=True):
             bn.momentum = momentum

@@ -39,7 +39,7 @@ from fpnas_zoo.device import resolve_device
 from .checkpointing import ResumeError
 from .coordinate_descent import FpnasSearch
 from .data import DATASETS, OFFLINE_DATASETS, input_resolution
-from .distributed import cleanup, init_distributed
+from .distributed import add_dist_timeout_argument, check_dist_timeout, cleanup, init_distributed
 from .engine import add_threads_argument, cpu_threads
 from .latency import parse_ms
 from .probabilistic import FpNasSearch
@@ -92,8 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-train", type=int, help="use only this many training images (smoke runs)")
     p.add_argument("--limit-val", type=int, help="use only this many validation images")
     p.add_argument("--device", help="default: cuda (LOCAL_RANK under torchrun) when available, else cpu")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers (imagefolder)")
+    p.add_argument("--workers", type=int, help="DataLoader workers per process (imagefolder). Default: the CPUs this "
+                   "process may use, shared by torchrun's processes on the machine, at most 8")
     add_threads_argument(p)
+    add_dist_timeout_argument(p)
     p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true",
@@ -169,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
         settings = settings_from_args(args)
+        check_dist_timeout(args.dist_timeout)
         resolve_device(args.device)  # before any work: a device this machine has
         check_out_folder(args.out)
     except ValueError as e:
@@ -181,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
 def _search(args: argparse.Namespace, settings: SearchSettings) -> int:
     out = Path(args.out)
     # Under torchrun only rank 0 writes OUT (no filesystem shared between ranks is assumed): it answers for all.
-    dist = init_distributed(args.device)
+    dist = init_distributed(args.device, args.dist_timeout)
     if not args.resume and dist.broadcast_object((out / "checkpoint.pt").exists()):
         print(f"error: {out} already holds a search (checkpoint.pt); pass --resume to continue it or choose another "
               "--out", file=sys.stderr)

@@ -3,7 +3,8 @@
 A search algorithm is a `SearchAlgorithm` subclass with its own state; `SearchRunner(algorithm_class, settings,
 out)` builds what the algorithm works with and runs it:
 
-  runner.data / runner.full_data   this rank's share of every batch / whole batches (a network trained alone)
+  runner.data / runner.full_data   this rank's share of every batch (and whole calibration batches) / whole
+                                   batches of everything (a network trained alone; loaded when first used)
   runner.space                     the algorithm's search space (`SearchSpace`: block dicts in, zoo spec out)
   runner.supernet                  one weight-sharing `Supernet` over the space's candidates
   runner.cost / runner.reward      cost of an architecture (a list of block dicts) in the unit searched (mult-adds,
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import logging
 import time
@@ -218,8 +220,8 @@ class SearchRunner:
     writes the spec. Bad settings raise ValueError naming the option before anything is written."""
 
     def __init__(self, algorithm_class: type[SearchAlgorithm], settings: SearchSettings, out: Path,
-                 data_dir: str | None = None, device: str | None = None, workers: int = 2, progress: bool = True,
-                 recipe_overrides: dict | None = None, limit_stated_at: int | None = None):
+                 data_dir: str | None = None, device: str | None = None, workers: int | None = None,
+                 progress: bool = True, recipe_overrides: dict | None = None, limit_stated_at: int | None = None):
         self.recipe_overrides = recipe_overrides or {}
         if self.recipe_overrides.get("compile") and algorithm_class.compile_refusal:
             raise ValueError(f"--compile: {algorithm_class.compile_refusal}")
@@ -236,15 +238,15 @@ class SearchRunner:
                 seed=settings.seed, val_size=settings.val_size, calib_images=settings.calib_images, workers=workers,
                 limit_train=settings.limit_train, limit_val=settings.limit_val, rank=rank, world_size=world_size,
                 split_train=algorithm_class.split_train, image_size=self._image_size(settings),
+                calib_batch_size=settings.batch_size,
             )
 
         # Shared-weight training: each rank takes its share of every batch (the same images per step as one
         # process, whatever the number of ranks). One process per machine downloads the dataset; the others read it
-        # once it is there.
+        # once it is there. BN is recalibrated on whole batches (`data.calib`, the same on every rank): the results a
+        # 1-process run gets.
         self.data = self.dist.local_main_first(lambda: load(self.dist.rank, world))
-        # A network trained alone on one rank uses the whole training split in whole batches, and BN is recalibrated
-        # on whole batches: the results a 1-process run gets.
-        self.full_data = self.data if world == 1 else load(0, 1)
+        self._load = load
         self.space = algorithm_class.make_space(settings, self.data.spec)
         base = self.spec_of(self.space.default_blocks())  # stem and head of every candidate
         self.flops_model = MultAddsCost(base)
@@ -263,6 +265,12 @@ class SearchRunner:
                                                                             type(settings).added))
         self.trace = Trace(self.out / "trace.jsonl", enabled=self.dist.is_main)
         self.algorithm = algorithm_class(self)
+
+    @functools.cached_property
+    def full_data(self) -> SearchData:
+        """The whole data in whole batches, for a network trained alone on one rank (the results a 1-process run
+        gets); loaded on first use, so a search that trains nothing alone (FP-NAS) holds the data once per rank."""
+        return self.data if self.dist.world_size == 1 else self._load(0, 1)
 
     @staticmethod
     def _image_size(settings: SearchSettings) -> int | None:

@@ -282,7 +282,7 @@ def training_parts(model: torch.nn.Module, plan: TrainRecipe, data_spec, dist, s
 
 def train(spec_ref: str, dataset: str, out: Path, recipe_name: str = "fpnas-cifar", data_dir: str | None = None,
           epochs: int | None = None, batch_size: int | None = None, cutout: bool = False, seed: int = 0,
-          resume: bool = False, device: str | None = None, workers: int = 2, limit_train: int | None = None,
+          resume: bool = False, device: str | None = None, workers: int | None = None, limit_train: int | None = None,
           limit_val: int | None = None, progress: bool = True, val_size: int | float | None = None,
           compile: bool = False, image_size: int | None = None, ema_decay: float | None = None,
           mixup: float | None = None, cutmix: float | None = None, drop_path: float | None = None,
@@ -418,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it is there, else start "
                    "afresh (so `torchrun --max-restarts N` continues a run after a crash)")
     p.add_argument("--device")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, help="DataLoader workers per process (imagefolder). Default: the CPUs "
+                   "this process may use, shared by torchrun's processes on the machine, at most 8")
     p.add_argument("--limit-train", type=int)
     p.add_argument("--limit-val", type=int)
     p.add_argument("--val-size", type=float, help="held-out part of the training set: a fraction (0.1) or a count "
@@ -446,9 +447,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task-weight", type=float, help="weight of the label loss (default 1; alone: 1 - it goes to "
                    "the distillation loss)")
     add_threads_argument(p)
+    dist_utils.add_dist_timeout_argument(p)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:  # before any work: a device this machine has, a folder to write into
+        dist_utils.check_dist_timeout(args.dist_timeout)
         resolve_device(args.device)
         check_out_folder(args.out)
     except ValueError as e:
@@ -463,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
 def _train_command(args: argparse.Namespace) -> int:
     out = Path(args.out)
     # Under torchrun only rank 0 writes OUT (no filesystem shared between ranks is assumed): it answers for all.
-    dist = dist_utils.init_distributed(args.device)
+    dist = dist_utils.init_distributed(args.device, args.dist_timeout)
     if not args.resume and dist.broadcast_object((out / "checkpoint.pt").exists()):
         print(f"error: {out} already holds a training run; pass --resume or choose another --out", file=sys.stderr)
         return 2

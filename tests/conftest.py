@@ -86,3 +86,33 @@ def _loads_on_cpu(*paths: Path) -> None:
 def assert_loads_on_cpu():
     """Checks that files written by a run load on a machine without CUDA (see `_loads_on_cpu`)."""
     return _loads_on_cpu
+
+
+class HostReads(torch.Tensor):
+    """A tensor that records every call reading its values on the host (`.item()`, `.tolist()`, `.cpu()`, `float()`,
+    `bool()`...): on a GPU each one waits for the device. What torch computes from it is a HostReads too, so wrapping
+    a batch records the reads of everything a step computes from it (losses, weights, metrics), and nothing of
+    what lives on the CPU anyway (the architecture distribution) or was copied there (`.cpu()` gives a plain tensor)."""
+
+    reads: list[str] = []
+    READS = {"item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__", "__index__", "__array__"}
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        kwargs = kwargs or {}
+        to_cpu = name == "to" and any(str(a) == "cpu" for a in (*args[1:], *kwargs.values()))
+        if name in cls.READS or to_cpu:
+            cls.reads.append(name)
+        out = super().__torch_function__(func, types, args, kwargs)
+        if (name == "cpu" or to_cpu) and isinstance(out, HostReads):
+            out = out.as_subclass(torch.Tensor)  # on the host now: reading it waits for nothing
+        return out
+
+
+@pytest.fixture()
+def host_reads():
+    """(wrap, reads): `wrap(tensor)` views a tensor as a `HostReads`; `reads` lists the host reads since."""
+    HostReads.reads = []
+    yield (lambda t: t.as_subclass(HostReads)), HostReads.reads
+    HostReads.reads = []

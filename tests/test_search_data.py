@@ -303,3 +303,46 @@ def test_imagefolder_does_not_touch_global_rng(image_folder):
     torch.manual_seed(123)
     _collect(data.train)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_an_epoch_started_at_a_batch_makes_only_the_batches_from_it(image_folder, monkeypatch):
+    """`set_epoch(epoch, start)` (a search resumed inside an epoch): the batches from `start` on are those of the
+    whole epoch, and the images of the batches before it are never loaded (ImageFolder) nor gathered (in memory)."""
+    loaded = []
+    getitem = D._SeededSubset.__getitem__
+    monkeypatch.setattr(D._SeededSubset, "__getitem__", lambda self, item: loaded.append(item) or getitem(self, item))
+    data = D.load_data("imagefolder", str(image_folder), batch_size=2, image_size=16, val_size=3, workers=0)
+    digits = D.load_data("digits", batch_size=16, limit_train=96, limit_val=40)
+    for batches in (data.train, data.val, digits.train, digits.val):
+        batches.set_epoch(3)
+        whole = list(batches)
+        batches.set_epoch(3, start=1)
+        loaded.clear()
+        gathered = []
+        if isinstance(batches, D.TensorBatches):
+            monkeypatch.setattr(batches, "_normalise", lambda x, made=gathered, gather=batches._normalise:
+                                made.append(len(x)) or gather(x))
+        part = list(batches)
+        assert len(whole) >= 2 and len(part) == len(whole) - 1 and len(batches) == len(whole)
+        for (x, y), (x_whole, y_whole) in zip(part, whole[1:], strict=True):
+            assert torch.equal(x, x_whole) and torch.equal(y, y_whole)
+        assert len(loaded) + sum(gathered) == sum(len(y) for _, y in part)  # nothing made for batch 0
+
+
+def test_loader_workers_scale_with_the_cpus_of_each_rank(image_folder, monkeypatch):
+    """Default DataLoader workers: the CPUs this process may run on over torchrun's processes on the machine
+    (LOCAL_WORLD_SIZE), at least 1 and at most 8; `--workers` overrides; a negative count is refused naming it."""
+    monkeypatch.setattr(D.os, "sched_getaffinity", lambda pid: set(range(24)), raising=False)
+    for ranks, expected in ((None, 8), ("1", 8), ("4", 6), ("8", 3), ("32", 1)):
+        if ranks is None:
+            monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+        else:
+            monkeypatch.setenv("LOCAL_WORLD_SIZE", ranks)
+        assert D.loader_workers() == expected and D.loader_workers(0) == 0 and D.loader_workers(3) == 3
+    data = D.load_data("imagefolder", str(image_folder), batch_size=2, image_size=16, val_size=3)  # 32 ranks
+    assert data.train.loader.num_workers == 1 and data.train.loader.persistent_workers
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    data = D.load_data("imagefolder", str(image_folder), batch_size=2, image_size=16, val_size=3)
+    assert {b.loader.num_workers for b in (data.train, data.val, data.calib)} == {8}
+    with pytest.raises(ValueError, match="--workers must be at least 0"):
+        D.load_data("digits", workers=-1)

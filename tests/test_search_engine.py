@@ -5,11 +5,13 @@ Real code paths only: tiny conv nets on random tensors, and a real 2-process glo
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
 import random
 import socket
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -200,6 +202,68 @@ def test_recalibrate_bn_matches_exact_statistics_and_restores_state():
     torch.testing.assert_close(bn.running_var, batches[0][0].var(dim=(0, 2, 3), unbiased=True))
 
 
+def _with_host_reads(wrap, batches):
+    return [(wrap(x), wrap(y)) for x, y in batches]
+
+
+def test_evaluate_waits_for_the_device_once_and_sends_it_nothing_per_batch(host_reads, monkeypatch):
+    """Evaluation keeps its sums on the device: one read at the end, and no tensor made on the host per batch
+    (torch.tensor(..., device=cuda) is a copy to the device each time)."""
+    wrap, reads = host_reads
+    made = []
+    tensor = torch.tensor
+    monkeypatch.setattr(torch, "tensor", lambda *a, **k: made.append(a) or tensor(*a, **k))
+    x, y = separable_task(80)
+    metrics = evaluate(tiny_net(), _with_host_reads(wrap, Batches(x, y, 16, shuffle=False)), Recipe(), CPU)
+    assert metrics["images"] == 80 and len(reads) <= 1 and len(made) <= 1, (reads, made)
+
+
+def test_recalibration_reads_nothing_from_the_device(host_reads):
+    """The cumulative average needs each batch's count: momentum=None has every BN read it from its buffer (a wait
+    per layer and batch on a GPU); the statistics come out the same (test above) without those reads."""
+    wrap, reads = host_reads
+    model = tiny_net()
+    bn = model[1]
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        setattr(bn, name, wrap(getattr(bn, name)))
+    x, y = separable_task(48)
+    recalibrate_bn(model, _with_host_reads(wrap, Batches(x, y, 16, shuffle=False)), CPU)
+    assert reads == [] and bn.momentum == 0.1
+    torch.testing.assert_close(bn.running_mean.as_subclass(torch.Tensor), model[0](x).mean(dim=(0, 2, 3)))
+
+
+def test_recalibration_runs_under_the_autocast_and_memory_format_of_evaluation(monkeypatch):
+    """BN statistics are estimated on the activations evaluation normalises: the recipe's autocast (bf16 on CUDA)
+    and channels_last inputs, as `evaluate` runs them."""
+    from search import engine
+
+    active, seen = [], []
+
+    @contextlib.contextmanager
+    def autocast(recipe, device):
+        active.append(recipe)
+        yield
+        active.pop()
+
+    class Probe(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = tiny_net()
+
+        def forward(self, x):
+            seen.append((list(active), x.is_contiguous(memory_format=torch.channels_last)))
+            return self.net(x)
+
+    monkeypatch.setattr(engine, "_autocast", autocast)
+    recipe = Recipe(channels_last=True)
+    model = Probe()
+    x, y = separable_task(32)
+    evaluate(model, Batches(x, y, 16, shuffle=False), recipe, CPU)
+    evaluated, seen[:] = list(seen), []
+    recalibrate_bn(model, Batches(x, y, 16, shuffle=False), CPU, recipe=recipe)
+    assert seen == evaluated == [([recipe], True)] * 2
+
+
 # --------------------------------------------------------------------------- RNG and resume
 
 
@@ -256,6 +320,80 @@ def test_single_process_distributed_helpers_are_no_ops(monkeypatch):
     distributed.cleanup()
 
 
+def test_an_nccl_job_gets_the_timeout_and_a_gloo_group_for_objects(monkeypatch):
+    """`--dist-timeout` reaches init_process_group, and beside NCCL a gloo group (with the same timeout) carries the
+    object collectives; a gloo job keeps its own group for them. (torch.distributed's calls recorded: no GPU here.)"""
+    calls = []
+    monkeypatch.setattr(distributed.tdist, "rendezvous", lambda url: iter([("store", 1, 2)]))
+    monkeypatch.setattr(distributed.tdist, "PrefixStore", lambda prefix, store: (prefix, store))
+    monkeypatch.setattr(distributed.tdist, "init_process_group", lambda **kw: calls.append(("init", kw)))
+    monkeypatch.setattr(distributed.tdist, "new_group", lambda **kw: calls.append(("group", kw)) or "gloo group")
+    try:
+        distributed._init_process_group("nccl", 90)
+        assert calls == [("init", dict(backend="nccl", store=("attempt0", "store"), rank=1, world_size=2,
+                                       timeout=timedelta(minutes=90))),
+                         ("group", dict(backend="gloo", timeout=timedelta(minutes=90)))]
+        assert distributed._object_group == "gloo group"
+        calls.clear()
+        distributed._init_process_group("gloo", 90)
+        assert [c[0] for c in calls] == ["init"] and calls[0][1]["timeout"] == timedelta(minutes=90)
+        assert distributed._object_group is None
+    finally:
+        distributed._object_group = None
+
+
+def test_objects_and_barriers_go_through_the_object_group(monkeypatch):
+    """Ranks waiting for an object (a stage-2 result another rank trains) or at a barrier wait in the object group
+    (gloo beside NCCL), not in the job's NCCL group and its timeout."""
+    used = []
+    monkeypatch.setattr(distributed, "_initialised", lambda: True)
+    monkeypatch.setattr(distributed, "_object_group", "gloo group")
+    monkeypatch.setattr(distributed.tdist, "broadcast_object_list",
+                        lambda box, src, group=None: used.append(("broadcast", group)))
+    monkeypatch.setattr(distributed.tdist, "all_gather_object",
+                        lambda out, obj, group=None: used.append(("gather", group)))
+    monkeypatch.setattr(distributed.tdist, "barrier", lambda group=None: used.append(("barrier", group)))
+    two = distributed.DistInfo(rank=0, world_size=2, local_rank=0, device=torch.device("cpu"))
+    two.broadcast_object(1)
+    two.all_gather_object(1)
+    two.barrier()
+    assert used == [("broadcast", "gloo group"), ("gather", "gloo group"), ("barrier", "gloo group")]
+
+
+@pytest.mark.parametrize("command", ["search.run", "search.train"])
+@pytest.mark.parametrize("value, accepted", [("90", True), ("0", False), ("-5", False)])
+def test_dist_timeout_option(command, value, accepted, tmp_path, monkeypatch, capsys):
+    """--dist-timeout MINUTES reaches init_distributed; a timeout that is not a positive number of minutes is one
+    line naming the option, before anything is written."""
+    import importlib
+
+    module = importlib.import_module(command)
+
+    class Joined(Exception):
+        pass
+
+    def joined(device=None, timeout_minutes=None):
+        raise Joined(timeout_minutes)
+
+    monkeypatch.setattr(distributed, "init_distributed", joined)
+    if command == "search.run":
+        monkeypatch.setattr(module, "init_distributed", joined)
+        argv = ["--preset", "smoke", "--no-progress"]
+    else:
+        argv = ["--spec", "fpnasnet_cifar", "--dataset", "digits", "--no-progress"]
+    out = tmp_path / "out"
+    argv += ["--out", str(out), "--dist-timeout", value]
+    if accepted:
+        with pytest.raises(Joined) as joined_with:
+            module.main(argv)
+        assert joined_with.value.args == (90.0,)
+    else:
+        assert module.main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: --dist-timeout") and "\n" not in err, err
+        assert not out.exists()
+
+
 # --------------------------------------------------------------------------- real 2-process DDP (gloo, CPU)
 
 
@@ -303,6 +441,11 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         # collective over the job in evaluate() the ranks would pair mismatched calls (hang or wrong sums).
         payload["alone"] = [evaluate(model, Batches(x[: 16 * (info.rank + 1)], y[: 16 * (info.rank + 1)], 16),
                                      recipe, info.alone())["images"] for _ in range(info.rank + 1)]
+        # The object collectives over a group of their own, as beside NCCL (there a gloo group; here a second one).
+        distributed._object_group = torch.distributed.new_group(backend="gloo")
+        payload["object_group"] = (info.broadcast_object({"from": info.rank}, src=1),
+                                   info.all_gather_object(info.rank * 10))
+        info.barrier()
         torch.save(payload, os.path.join(out_dir, f"rank{rank}.pt"))
         info.barrier()
     finally:
@@ -316,6 +459,7 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     assert r0["broadcast"] == r1["broadcast"] == {"from": 0}
     assert r0["gathered"] == r1["gathered"] == [0, 10]
     assert r0["alone"] == [16] and r1["alone"] == [32, 32]
+    assert r0["object_group"] == r1["object_group"] == ({"from": 1}, [0, 10])
     assert r0["unwraps_ddp"] and r1["unwraps_ddp"]
 
     for k in r0["state"]:  # weights and the all-reduced BN statistics alike

@@ -11,6 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 import fpnas_zoo
 from fpnas_zoo import FpnasZooNet, count_spec, load_spec
@@ -18,6 +22,7 @@ from search.checkpointing import read_trace
 from search.data import load_data
 from search.distributed import DistInfo
 from search.engine import Recipe, evaluate
+from search.probabilistic import algorithm as algorithm_module
 from search.probabilistic.algorithm import PRESETS, FpNasSearch, FpNasSettings, _default_lambda, cost_excess
 from search.probabilistic.space import build_space
 from search.run import main
@@ -296,6 +301,123 @@ def test_cost_excess_is_the_papers_hinge():
     assert cost_excess(50, 100) == 0 and cost_excess(100, 100) == 0 and cost_excess(150, 100) == 0.5
 
 
+# --------------------------------------------------------------------------- omega's step
+
+
+def _omega_step_and_reference(search: FpNasSearch, k: int = 4) -> dict:
+    """`train_omega` on a batch of the weight half and k sampled architectures, and the gradient it must give,
+    computed here one sample at a time from the same starting weights and dropout draws: sum_k w_k grad L_k with
+    w = softmax(-L / tau_omega), each L_k and grad L_k averaged over the ranks by hand. The samples run worst loss
+    first, so the online softmax meets a new best at every sample. Also how many times DDP all-reduced the gradient
+    (its comm hook's calls for the first bucket)."""
+    search.data.train.set_epoch(0)
+    images, labels = next(iter(search.data.train))
+    blocks = [search.space.arch_blocks(a) for a in search.distribution.sample(k, torch.Generator().manual_seed(7))]
+    masks = [101 + i for i in range(k)]
+    net, dist = search.supernet, search.dist
+    start = {name: t.clone() for name, t in net.state_dict().items()}
+    net.train()
+    params = dict(net.named_parameters())
+    losses, grads = [], []
+    for arch, mask in zip(blocks, masks, strict=True):
+        torch.manual_seed(mask)
+        loss = F.cross_entropy(net(images, arch), labels)
+        g = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+        losses.append(dist.all_reduce_mean(loss.detach()))
+        grads.append([dist.all_reduce_mean(torch.zeros_like(p) if x is None else x)
+                      for x, p in zip(g, params.values(), strict=True)])
+    losses = torch.stack(losses)
+    order = losses.argsort(descending=True).tolist()
+    w = torch.softmax(-losses / search.settings.omega_temperature, 0)
+    reference = {name: sum(w[j] * grads[j][i] for j in range(k)) for i, name in enumerate(params)}
+
+    net.load_state_dict(start)
+    reduced = []
+    if isinstance(search.model, DDP):
+        def counting(state, bucket):
+            reduced.append(bucket.index())
+            return default_hooks.allreduce_hook(state, bucket)
+
+        search.model.register_comm_hook(None, counting)
+    search.model.train()
+    step_losses = search.train_omega(images, labels, [blocks[j] for j in order], [masks[j] for j in order])
+    step = {name: torch.zeros_like(p) if p.grad is None else p.grad.clone() for name, p in params.items()}
+    return {"step": step, "reference": reference, "allreduces": reduced.count(0), "weights": w,
+            "losses": losses[order], "step_losses": step_losses.detach()}
+
+
+def _assert_omega_step_is_the_reference(result: dict) -> None:
+    assert result["weights"].max() - result["weights"].min() > 0.05  # the weighting matters
+    torch.testing.assert_close(result["step_losses"], result["losses"])
+    for name, reference in result["reference"].items():
+        torch.testing.assert_close(result["step"][name], reference, rtol=1e-4, atol=1e-6, msg=name)
+    assert any(t.abs().sum() > 0 for t in result["step"].values())
+
+
+OMEGA_SETTINGS = {**SMOKE, "omega_temperature": 0.02}  # sharp weights: a wrong weighting would show
+
+
+def test_omega_step_is_the_importance_weighted_gradient(tmp_path):
+    """One forward and backward per sample (online softmax) gives sum_k w_k grad L_k: the gradient of the method
+    that formed the weights in a pass without gradients first, computed here one sample at a time."""
+    runner = SearchRunner(FpNasSearch, FpNasSettings(**OMEGA_SETTINGS), tmp_path, progress=False)
+    _assert_omega_step_is_the_reference(_omega_step_and_reference(runner.algorithm))
+
+
+def test_a_step_waits_for_the_device_once_and_runs_each_sample_once(tmp_path, host_reads):
+    """Everything computed from the batches stays on the device until one read per step (the loss of a warm-up
+    step; the loss and alpha's losses of a search step), and omega's K samples each run one forward (alpha's K more
+    on the other half in a search step), not a pass without gradients first."""
+    wrap, reads = host_reads
+    runner = SearchRunner(FpNasSearch, FpNasSettings(**{**SMOKE, "samples": 3}), tmp_path, progress=False)
+    search = runner.algorithm
+    forwards, forward = [], search.supernet.forward
+    search.supernet.forward = lambda x, arch: forwards.append(arch) or forward(x, arch)
+    search.data.train.set_epoch(0)
+    search.data.train_arch.set_epoch(0)
+    w_batch, a_batch = next(iter(search.data.train)), next(iter(search.data.train_arch))
+    for epoch, phase, runs in ((0, "warmup", 3), (SMOKE["warmup_epochs"], "search", 6)):
+        reads.clear()
+        forwards.clear()
+        record = search.train_step(epoch, 0, tuple(map(wrap, w_batch)), tuple(map(wrap, a_batch)))
+        assert record["phase"] == phase and len(reads) <= 1, reads
+        assert len(forwards) == runs
+        assert all(math.isfinite(x) for x in [record["loss"], *record.get("alpha_losses", [])])
+
+
+def test_a_search_resumed_inside_an_epoch_makes_no_batch_of_the_steps_done(tmp_path, monkeypatch):
+    """Resumed at step 2 of an epoch, the search trains steps 2.. on the very batches of the uninterrupted epoch,
+    without making (gathering, or decoding from an ImageFolder) the batches of steps 0 and 1 only to drop them."""
+    runner = SearchRunner(FpNasSearch, FpNasSettings(**SMOKE), tmp_path, progress=False)
+    search = runner.algorithm
+    seen, made = [], []
+    monkeypatch.setattr(search, "train_step", lambda epoch, step, w, a: seen.append((step, w, a)) or
+                        {"K": 2, "entropy": 1.0, "loss": 1.0})
+    for half in (search.data.train, search.data.train_arch):
+        monkeypatch.setattr(half, "_normalise", lambda x, gather=half._normalise: made.append(1) or gather(x))
+    search.train_epoch()
+    whole, steps = list(seen), len(seen)
+    seen.clear()
+    made.clear()
+    search.step = 2
+    search.train_epoch()
+    assert steps >= 3 and [step for step, _, _ in seen] == list(range(2, steps))
+    for (_, w, a), (_, w_whole, a_whole) in zip(seen, whole[2:], strict=True):
+        assert all(torch.equal(x, y) for x, y in zip((*w, *a), (*w_whole, *a_whole), strict=True))
+    assert len(made) == 2 * (steps - 2)
+
+
+def test_the_step_bench_runs_and_finds_both_updates_equal():
+    """bench/search_step.py (its quick check from the docstring): both tables, and the one-pass and two-pass updates
+    of omega give the same gradient."""
+    run = subprocess.run([sys.executable, "bench/search_step.py", "--steps", "1", "--ks", "2", "--overhead-batches",
+                          "2", "--threads", "1"], capture_output=True, text=True, cwd=ROOT,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    omega, overhead = [line.split("|")[1:-1] for line in run.stdout.splitlines() if line.startswith("| 2 |")]
+    assert float(omega[-1]) < 1e-4 and len(overhead) == 5, run.stdout
+
+
 # --------------------------------------------------------------------------- 2 processes (torchrun, gloo on CPU)
 
 
@@ -339,3 +461,58 @@ def test_two_process_search_killed_mid_epoch_resumes_to_the_uninterrupted_spec(t
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a, b = load_spec(tmp_path / "spec.json"), load_spec(two_process_run / "spec.json")
     assert a.blocks == b.blocks and a.search["distribution"] == b.search["distribution"]
+
+
+def _two_rank_worker(rank: int, world_size: int, port: int, out: str) -> None:
+    """One of 2 gloo ranks: omega's step against its reference, then an epoch's end (BN calibration, evaluation),
+    recording how many times the rank loaded the data and the calibration batches' sizes."""
+    from search import runner as runner_module
+    from search.distributed import cleanup
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(world_size))
+    torch.set_num_threads(1)
+    loads, load_data = [], runner_module.load_data
+    runner_module.load_data = lambda *a, **k: loads.append(k["world_size"]) or load_data(*a, **k)
+    try:
+        runner = SearchRunner(FpNasSearch, FpNasSettings(**OMEGA_SETTINGS), Path(out) / "run", device="cpu",
+                              progress=False)
+        result = _omega_step_and_reference(runner.algorithm)
+        calibrated = []
+        recalibrate = algorithm_module.recalibrate_bn
+        algorithm_module.recalibrate_bn = lambda model, batches, *a, **k: calibrated.extend(
+            len(y) for _, y in batches) or recalibrate(model, batches, *a, **k)
+        runner.algorithm.end_epoch()
+        torch.save(result | {"loads": loads, "calibrated": calibrated, "mode_top1": runner.algorithm.mode_top1},
+                   Path(out) / f"rank{rank}.pt")
+    finally:
+        cleanup()
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fp_nas_two_ranks")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_two_rank_worker, args=(2, port, str(out)), nprocs=2, join=True)
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+
+
+def test_two_process_omega_step_all_reduces_once_and_is_the_weighted_gradient(two_ranks):
+    """Under DDP (2 gloo processes) the K weighted backward passes all-reduce the gradient once (the first K - 1
+    accumulate under no_sync), and every rank ends with the reference gradient: each sample's gradient averaged over
+    the ranks, weighted by the softmax of the losses averaged over the ranks."""
+    for result in two_ranks:
+        assert result["allreduces"] == 1
+        _assert_omega_step_is_the_reference(result)
+    for name, grad in two_ranks[0]["step"].items():
+        assert torch.equal(grad, two_ranks[1]["step"][name]), name
+
+
+def test_each_process_loads_the_data_once_and_calibrates_on_whole_batches(two_ranks):
+    """FP-NAS trains nothing alone, so a rank loads only its share of the data (once), whose calibration batches are
+    whole ones (the smoke preset's 64 images in steps of 32), as one process recalibrates."""
+    for result in two_ranks:
+        assert result["loads"] == [2] and result["calibrated"] == [32, 32]
+    assert two_ranks[0]["mode_top1"] == two_ranks[1]["mode_top1"]

@@ -117,7 +117,7 @@ def test_train_without_a_validation_split_reports_none(tmp_path, tiny_spec, caps
 
 def test_a_batch_the_processes_cannot_share_is_refused(tmp_path, tiny_spec, monkeypatch, capsys):
     three = DistInfo(rank=0, world_size=3, local_rank=0, device=torch.device("cpu"))  # no process group: no collective
-    monkeypatch.setattr("search.distributed.init_distributed", lambda device=None: three)
+    monkeypatch.setattr("search.distributed.init_distributed", lambda device=None, timeout_minutes=None: three)
     assert main(["--spec", str(tiny_spec), "--dataset", "digits", "--recipe", "demo", "--epochs", "1",
                  "--limit-train", "128", "--batch-size", "64", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()

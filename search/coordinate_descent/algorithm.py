@@ -168,7 +168,7 @@ class FpnasSearch(SearchAlgorithm):
         super().__init__(runner)
         settings, self.space, self.dist = runner.settings, runner.space, runner.dist
         self.settings, self.supernet, self.progress = settings, runner.supernet, runner.progress
-        self.data, self.full_data, self.trace = runner.data, runner.full_data, runner.trace
+        self.data, self.trace = runner.data, runner.trace
         overrides = runner.recipe_overrides
         # --compile compiles stage 2's networks only: stage 1 runs another candidate at its position every step, and
         # each is a new graph to torch.compile (it stops after 8 and runs eager): bench/README.md.
@@ -255,7 +255,7 @@ class FpnasSearch(SearchAlgorithm):
             arch = self.arch()
             arch[p] = choice
             model = self.supernet.bind(self.space.arch_blocks(arch))
-            recalibrate_bn(model, self.full_data.calib, self.dist)
+            recalibrate_bn(model, self.data.calib, self.dist, recipe=self.recipe1)
             metrics = evaluate(model, self.data.val, self.recipe1, self.dist)
             blocks = self.space.arch_blocks(arch)
             cost, reward = self.runner.reward(blocks, metrics["top1"])
@@ -292,15 +292,15 @@ class FpnasSearch(SearchAlgorithm):
             torch.compiler.reset()
         prepared = prepare_model(model, self.recipe2, alone)
         optimizer = make_optimizer(model, self.recipe2)
-        scheduler = make_scheduler(optimizer, self.recipe2, len(self.full_data.train))
-        epochs = train_epochs(prepared, self.full_data.train, optimizer, scheduler, self.recipe2, alone, start=0,
+        scheduler = make_scheduler(optimizer, self.recipe2, len(self.runner.full_data.train))
+        epochs = train_epochs(prepared, self.runner.full_data.train, optimizer, scheduler, self.recipe2, alone, start=0,
                               stop=self.settings.stage2_epochs, seed=derive_seed(self.settings.seed, t, 2, j),
                               desc=f"t{t} block {p} stage 2 {choice.label()}",
                               progress=self.progress and self.dist.is_main)
         records = [dict(event="epoch", iteration=t, block=p, stage=2, candidate=choice.label(), epoch=epoch,
                         accuracy=metrics["acc"], loss=metrics["loss"], lr=metrics["lr"],
                         images_per_s=metrics["images_per_s"]) for epoch, metrics in epochs]
-        val = evaluate(model, self.full_data.val, self.recipe2, alone)
+        val = evaluate(model, self.runner.full_data.val, self.recipe2, alone)
         cost, reward = self.runner.reward(self.space.arch_blocks(arch), val["top1"])
         result = {"choice": _choice_to_json(choice), "label": choice.label(), "accuracy": val["top1"],
                   "cost": cost, "mult_adds": self.runner.mult_adds(self.space.arch_blocks(arch)), "reward": reward,

@@ -22,16 +22,16 @@ What the paper leaves open, and what this implementation does (and why):
   ended at 45-49% of its target). The defaults tau = 1, beta = 1, 64 priced samples come from a controlled
   experiment (bench/fp_nas_objective.py, kept by tests/test_search_fp_nas_objective.py; numbers in
   bench/README.md "FP-NAS objective").
-* Importance weights for omega need every sample's loss before any backward: a forward pass of the K samples
-  without gradients gives the weights, then each sample runs forward and backward scaled by its weight (K more
-  forwards, still the memory of one network). BatchNorm running statistics see both passes; they are
-  recalibrated before any evaluation, so this changes no reported number.
+* Importance weights for omega need every sample's loss, yet only one network's graph is held at a time: each
+  sample runs forward and backward once, its gradient scaled by an online softmax of the losses so far and the sum
+  normalised after the last (`FpNasSearch.train_omega`): exactly sum_k w_k grad loss_k, with K forwards instead of
+  the 2K of a pass without gradients for the weights followed by the weighted passes (bench/search_step.py).
 * Baseline: the importance weights sum to one, so subtracting 1/K centres them, and the cost part subtracts the
   mean of its samples: samples that are all equally good (or all equally over target) give no update, and the
   estimate keeps its expectation (E[grad log P] = 0) with less variance. With K = 1 nothing can be compared; K_min
   and `--samples` are at least 2.
-* Both passes of a sample (the pass without gradients that forms the weights, and the trained pass) draw the same
-  dropout masks, so a weight comes from exactly the loss that is back-propagated.
+* A sample's omega weight comes from exactly the loss that is back-propagated (the same forward, the same
+  dropout masks).
 * Entropy in nats, over distinct networks: a `skip` ignores kernel, act, attention and expansion, so its tuples are
   one network (`FbnetSpace.used_variables`), and the factorized distribution conditions those variables on the
   block using them. lambda's default is 14 / H0, H0 the entropy at the start (zero factorized logits) of the
@@ -45,7 +45,7 @@ What the paper leaves open, and what this implementation does (and why):
 * Under torchrun every rank draws the same architectures (a generator seeded from (seed, epoch, step)); the K
   losses of each half are averaged over the ranks before the weights are formed, so every rank computes the same
   importance weights and the same alpha gradient (an all-reduce of K numbers instead of alpha's gradient); omega's
-  gradients go through DDP.
+  weighted gradient goes through DDP, all-reduced once per step (the first K - 1 backward passes under `no_sync`).
 
 `FpNasSearch` is the algorithm only; `search.runner.SearchRunner` supplies data, supernet, cost, checkpoint, trace.
 """
@@ -53,12 +53,14 @@ from __future__ import annotations
 
 import argparse
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from functools import cache
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from fpnas_zoo.atomic import atomic_torch_save
@@ -352,15 +354,14 @@ class FpNasSearch(SearchAlgorithm):
     def train_epoch(self) -> None:
         s, epoch = self.settings, self.epoch
         train, arch_half = self.data.train, self.data.train_arch
-        train.set_epoch(derive_seed(s.seed, 1, epoch))
-        arch_half.set_epoch(derive_seed(s.seed, 2, epoch))
+        # resumed inside this epoch: the halves start at the first step not done (the batches before it are not made)
+        train.set_epoch(derive_seed(s.seed, 1, epoch), start=self.step)
+        arch_half.set_epoch(derive_seed(s.seed, 2, epoch), start=self.step)
         steps = min(len(train), len(arch_half))  # zip stops at the shorter half
         before = epoch * steps  # --checkpoint-every counts the search's steps, not this epoch's
         bar = tqdm(total=steps, initial=self.step, desc=f"fp-nas epoch {epoch + 1}/{s.epochs}",
                    disable=not (self.progress and self.dist.is_main))
-        for step, (w_batch, a_batch) in enumerate(zip(train, arch_half, strict=False)):
-            if step < self.step:  # resumed inside this epoch: these steps are done
-                continue
+        for step, (w_batch, a_batch) in enumerate(zip(train, arch_half, strict=False), start=self.step):
             record = self.train_step(epoch, step, w_batch, a_batch)
             self.step = step + 1
             bar.update(1)
@@ -383,38 +384,33 @@ class FpNasSearch(SearchAlgorithm):
         costs = [self.runner.cost(b) for b in blocks]
         self.samples_drawn += k
 
-        # omega: importance weights from a pass without gradients, then each sample's weighted backward. Both
-        # passes of a sample draw the same dropout masks (and BN sees the same batch), so its weight comes from
-        # exactly the loss that is then back-propagated.
+        # omega: one forward and one backward per sample, weighted by its importance weight (`train_omega`)
         images, labels = w_batch
         images = _inputs(images, self.recipe)
         self.model.train()
         masks = [derive_seed(s.seed, 5, epoch, step, dist.rank, i) for i in range(k)]
-        losses = self.losses(images, labels, blocks, masks)
-        weights = omega_weights(losses, s.omega_temperature)
-        self.optimizer.zero_grad(set_to_none=True)
-        for weight, arch, mask in zip(weights.tolist(), blocks, masks, strict=True):
-            self.sampled.arch = arch
-            torch.manual_seed(mask)
-            with _autocast(self.recipe, dist.device):
-                loss = F.cross_entropy(self.model(images).float(), labels)
-            (loss * weight).backward()
-        self.optimizer.step()
-        self.scheduler.step()
+        losses = self.train_omega(images, labels, blocks, masks)
+        loss = omega_weights(losses, s.omega_temperature) @ losses  # on the device until the step's one wait
+        lr = self.scheduler.get_last_lr()[0]
 
         with torch.no_grad():
             layer_entropy = [round(float(h), 4) for h in self.distribution.layer_entropy()]
-        record = dict(event="step", epoch=epoch, step=step, K=k, entropy=round(entropy, 4), layer_entropy=layer_entropy,
-                      costs=costs, loss=round(float(weights @ losses), 5), lr=self.scheduler.get_last_lr()[0],
-                      joint=self.distribution.joint)
+
+        def record(loss: float) -> dict:
+            return dict(event="step", epoch=epoch, step=step, K=k, entropy=round(entropy, 4),
+                        layer_entropy=layer_entropy, costs=costs, loss=round(loss, 5), lr=lr,
+                        joint=self.distribution.joint)
+
         if epoch < s.warmup_epochs:
-            return record | {"phase": "warmup"}
+            return record(float(loss)) | {"phase": "warmup"}  # the step's one wait for the device
 
         # alpha: score-function ascent on E[-L(A)] / T (importance weights of the k trained samples) plus
         # E[-beta log(1 + C(A))] / T (the k samples and `cost_samples` more, priced only); see objective.py
         images, labels = a_batch
         masks = [derive_seed(s.seed, 6, epoch, step, dist.rank, i) for i in range(k)]
-        a_losses = self.losses(_inputs(images, self.recipe), labels, blocks, masks).cpu()
+        a_losses = self.losses(_inputs(images, self.recipe), labels, blocks, masks)
+        fetched = torch.cat([loss.reshape(1), a_losses]).cpu()  # the step's one wait for the device
+        loss, a_losses = float(fetched[0]), fetched[1:]
         accuracy = accuracy_coefficients(a_losses, s.temperature)
         all_costs = costs + [self.runner.cost(self.space.arch_blocks(a)) for a in priced]
         cost = cost_coefficients(all_costs, s.target, s.beta, s.temperature)
@@ -425,10 +421,51 @@ class FpNasSearch(SearchAlgorithm):
         (-(coefficient * log_p).sum()).backward()
         self.alpha_optimizer.step()
         excess = [cost_excess(c, s.target) for c in costs]
-        return record | {"phase": "search", "alpha_losses": [round(x, 5) for x in a_losses.tolist()],
-                         "accuracy_coefficients": [round(x, 6) for x in accuracy.tolist()],
-                         "cost_coefficients": [round(x, 6) for x in cost[:k].tolist()],
-                         "cost_term": round(sum(excess) / k, 5), "excess": [round(x, 5) for x in excess]}
+        return record(loss) | {"phase": "search", "alpha_losses": [round(x, 5) for x in a_losses.tolist()],
+                               "accuracy_coefficients": [round(x, 6) for x in accuracy.tolist()],
+                               "cost_coefficients": [round(x, 6) for x in cost[:k].tolist()],
+                               "cost_term": round(sum(excess) / k, 5), "excess": [round(x, 5) for x in excess]}
+
+    def train_omega(self, images: torch.Tensor, labels: torch.Tensor, blocks: list[list[dict]],
+                    masks: list[int]) -> torch.Tensor:
+        """One SGD step of omega along sum_k w_k grad L_k, w = softmax_k(-L_k / tau_omega) (`omega_weights`), L_k the
+        batch-mean loss of sample k (dropout drawn after seeding with masks[k]) averaged over the ranks; returns the
+        K losses, on the device.
+
+        One forward and one backward per sample, each holding one network's graph. The weights need every loss,
+        so the gradients are summed as an online softmax: sample k's backward is scaled by exp(-L_k / tau - m), m the
+        largest -L_j / tau so far; when m grows, the sum so far is multiplied by exp(m_before - m); at the end it is
+        divided by the sum of the factors. That is sum_k w_k grad L_k to float rounding, without a pass that only
+        computes the weights. The factors stay on the device (nothing waits for it), and under DDP the first K - 1
+        backward passes accumulate on each rank (`no_sync`): the last one all-reduces the weighted sum once.
+        """
+        tau = self.settings.omega_temperature
+        params = [p for p in self.supernet.parameters() if p.requires_grad]
+        self.optimizer.zero_grad(set_to_none=True)
+        losses, peak, total = [], None, None
+        for i, (arch, mask) in enumerate(zip(blocks, masks, strict=True)):
+            self.sampled.arch = arch
+            torch.manual_seed(mask)
+            accumulate = i < len(blocks) - 1 and isinstance(self.model, DDP)
+            with self.model.no_sync() if accumulate else nullcontext():
+                with _autocast(self.recipe, self.dist.device):
+                    loss = F.cross_entropy(self.model(images).float(), labels)
+                mean = self.dist.all_reduce_mean(loss.detach().clone())  # every rank weighs with the same losses
+                logit = -mean / tau
+                if peak is None:
+                    peak, factor = logit, torch.ones_like(logit)
+                    total = factor
+                else:
+                    top = torch.maximum(peak, logit)
+                    rescale, factor = torch.exp(peak - top), torch.exp(logit - top)
+                    torch._foreach_mul_([p.grad for p in params if p.grad is not None], rescale)
+                    peak, total = top, total * rescale + factor
+                (loss * factor).backward()
+            losses.append(mean)
+        torch._foreach_mul_([p.grad for p in params if p.grad is not None], total.reciprocal())
+        self.optimizer.step()
+        self.scheduler.step()
+        return torch.stack(losses)
 
     @torch.no_grad()
     def losses(self, images: torch.Tensor, labels: torch.Tensor, blocks: list[list[dict]],
@@ -447,7 +484,7 @@ class FpNasSearch(SearchAlgorithm):
         mode = self.distribution.mode()
         blocks = self.space.arch_blocks(mode)
         model = self.supernet.bind(blocks)
-        recalibrate_bn(model, self.runner.full_data.calib, self.dist)
+        recalibrate_bn(model, self.data.calib, self.dist, recipe=self.recipe)
         metrics = evaluate(model, self.data.val, self.recipe, self.dist)
         self.mode_top1 = metrics["top1"]
         self.trace.write(event="epoch", epoch=self.epoch, accuracy=metrics["top1"], loss=metrics["loss"],
