@@ -1,8 +1,8 @@
 """The one small training engine shared by both searchers and `python -m search.train`.
 
 Read it top to bottom: recipe -> optimizer/schedule -> model preparation -> one epoch, evaluation, the epoch
-loop -> BN recalibration -> seeding. Everything heavy is stock PyTorch (SGD, lr_scheduler, torch.amp, DDP,
-torch.compile); this module only wires it together.
+loop -> BN recalibration -> seeding. Everything heavy is stock PyTorch or timm (timm's optimisers and schedulers,
+torch.amp, DDP, torch.compile); this module only wires it together.
 
 Data arrives as "Batches": iterables of (images, labels) already on the device, with `__len__`
 (batches per epoch), `set_epoch(epoch)` and `num_samples`.
@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from search.distributed import DistInfo
 
-SCHEDULES = ("fixed", "cosine", "cosine_restarts")
+SCHEDULES = ("fixed", "cosine", "cosine_restarts", "step")
 POSTFIX_EVERY = 10  # steps between tqdm postfix updates; each update syncs the device for .item()
 
 
@@ -40,11 +40,15 @@ class Recipe:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     nesterov: bool = False
-    schedule: str = "fixed"  # "fixed" | "cosine" | "cosine_restarts"
+    schedule: str = "fixed"  # "fixed" | "cosine" | "cosine_restarts" | "step"
     epochs: int = 1
     eta_min: float = 0.0
     t0: int = 10
     t_mult: int = 2
+    warmup_epochs: int = 0  # linear warm-up from warmup_lr (any schedule)
+    warmup_lr: float = 0.0
+    decay_epochs: float = 0.0  # "step": lr x decay_rate every decay_epochs
+    decay_rate: float = 1.0
     label_smoothing: float = 0.0
     amp: bool = True  # autocast on CUDA only (amp_dtype); ignored on CPU
     channels_last: bool = False
@@ -71,21 +75,39 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
                                momentum=recipe.momentum, filter_bias_and_bn=True, **extra)
 
 
-def make_scheduler(
-    optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """The paper's schedules, stepped once per optimisation step (not per epoch)."""
-    steps_per_epoch = max(1, steps_per_epoch)
-    if recipe.schedule == "fixed":
-        return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-    if recipe.schedule == "cosine":
-        total = max(1, recipe.epochs * steps_per_epoch)
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=recipe.eta_min)
-    if recipe.schedule == "cosine_restarts":
-        return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-            optimizer, T_0=max(1, recipe.t0 * steps_per_epoch), T_mult=recipe.t_mult, eta_min=recipe.eta_min
-        )
-    raise ValueError(f"unknown schedule {recipe.schedule!r}; expected one of {SCHEDULES}")
+def restart_cycles(epochs: int, t0: int, t_mult: float) -> int:
+    """How many warm-restart cycles (t0, t0 x t_mult, ...) it takes to cover `epochs`."""
+    cycles, covered = 0, 0.0
+    while covered < epochs:
+        covered += t0 * t_mult ** cycles
+        cycles += 1
+    return max(cycles, 1)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int):
+    """timm's `create_scheduler_v2` for the recipe's schedule, by updates: after update n, `step_update(num_updates=n)`
+    sets the lr of update n + 1 (`train_epoch` does it). cosine: one cycle over all epochs down to eta_min;
+    cosine_restarts: SGDR, cycles of t0, t0 x t_mult, ... epochs, each from the full lr; step: x decay_rate every
+    decay_epochs; fixed: constant. Any of them after a linear warm-up of warmup_epochs from warmup_lr."""
+    from timm.scheduler import create_scheduler_v2
+
+    r = recipe
+    common = dict(min_lr=r.eta_min, warmup_lr=r.warmup_lr, warmup_epochs=r.warmup_epochs, step_on_epochs=False,
+                  updates_per_epoch=max(1, steps_per_epoch))
+    if r.schedule == "cosine":
+        scheduler, _ = create_scheduler_v2(optimizer, "cosine", num_epochs=max(1, r.epochs), **common)
+    elif r.schedule == "cosine_restarts":
+        scheduler, _ = create_scheduler_v2(optimizer, "cosine", num_epochs=r.t0, cycle_mul=r.t_mult, cycle_decay=1.0,
+                                           cycle_limit=restart_cycles(r.epochs, r.t0, r.t_mult), **common)
+    elif r.schedule == "step":
+        scheduler, _ = create_scheduler_v2(optimizer, "step", num_epochs=r.epochs, decay_epochs=r.decay_epochs,
+                                           decay_rate=r.decay_rate, **common)
+    elif r.schedule == "fixed":
+        scheduler, _ = create_scheduler_v2(optimizer, "step", num_epochs=r.epochs, decay_epochs=r.epochs + 1,
+                                           decay_rate=1.0, **common)
+    else:
+        raise ValueError(f"unknown schedule {r.schedule!r}; expected one of {SCHEDULES}")
+    return scheduler
 
 
 # --------------------------------------------------------------------------- model preparation
@@ -137,7 +159,7 @@ def train_epoch(
     model: nn.Module,
     batches: Any,
     optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    scheduler: Any | None,
     recipe: Recipe,
     dist: DistInfo,
     *,
@@ -156,8 +178,8 @@ def train_epoch(
     recipes, all timm's parts: `task` maps (images, targets) to {"loss", "output"} (a `timm.task` such as
     `ClassificationTask` or `LogitDistillationTask`; default cross-entropy of `model`), `mixup` a `timm.data.Mixup`
     (accuracy is still counted against the original labels), `ema` a `timm.utils.ModelEmaV3` updated after each
-    step, `scaler` a GradScaler for float16 autocast. A timm scheduler (`step_update`) is stepped with the number
-    of updates so far, `first_update` being the count before this epoch; a torch one with `step()`.
+    step, `scaler` a GradScaler for float16 autocast. The scheduler (`make_scheduler`) is stepped with the number
+    of updates so far, `first_update` being the count before this epoch.
     """
     if hasattr(batches, "set_epoch"):
         batches.set_epoch(epoch)
@@ -194,11 +216,8 @@ def train_epoch(
         lr = optimizer.param_groups[0]["lr"]
         if ema is not None:
             ema.update(unwrap(model), step=first_update + step + 1)
-        if scheduler is not None:
-            if hasattr(scheduler, "step_update"):  # timm's: the lr of update n is a function of n
-                scheduler.step_update(num_updates=first_update + step + 1)
-            else:
-                scheduler.step()
+        if scheduler is not None:  # timm's (`make_scheduler`): the lr of update n is a function of n
+            scheduler.step_update(num_updates=first_update + step + 1)
 
         n = labels.shape[0]
         loss_sum += loss.detach().double() * n
@@ -266,7 +285,7 @@ def train_epochs(
     model: nn.Module,
     batches: Any,
     optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    scheduler: Any | None,
     recipe: Recipe,
     dist: DistInfo,
     *,

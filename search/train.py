@@ -42,6 +42,7 @@ from .engine import (
     derive_seed,
     evaluate,
     make_optimizer,
+    make_scheduler,
     prepare_model,
     seed_everything,
     train_epochs,
@@ -51,19 +52,15 @@ from .engine import (
 
 @dataclass(frozen=True)
 class TrainRecipe:
-    """A named recipe: the optimisation (`recipe`: a timm optimiser, lr at `batch_size`, weight decay, schedule,
-    label smoothing, epochs) and what `search.train` adds to it, all built from timm's parts: warm-up and step decay
-    (`timm.scheduler`), an EMA of the weights (`ModelEmaV3`), Mixup/CutMix, and for ImageFolder data timm's
-    transforms (RandAugment, random erasing, the crop scale and the test crop)."""
+    """A named recipe: the optimisation (`recipe`: a timm optimiser, lr at `batch_size`, weight decay, timm's
+    schedule with its warm-up, label smoothing, epochs) and what `search.train` adds to it, all built from timm's
+    parts: an EMA of the weights (`ModelEmaV3`), Mixup/CutMix, and for ImageFolder data timm's transforms
+    (RandAugment, random erasing, the crop scale and the test crop)."""
 
     recipe: Recipe
     batch_size: int  # the global batch `recipe.lr` is given for
     cutout: bool = False
     scale_lr: bool = False  # another --batch-size scales the lr linearly (lr x batch / batch_size)
-    warmup_epochs: int = 0
-    warmup_lr: float = 0.0
-    decay_epochs: float = 0.0  # schedule "step": lr x decay_rate every decay_epochs
-    decay_rate: float = 1.0
     ema_decay: float | None = None  # EMA of the weights; exported (and loaded by pretrained=True) when present
     mixup: float = 0.0
     cutmix: float = 0.0
@@ -99,48 +96,17 @@ RECIPES = {
     # 1e-6 (5 epochs, train.py's default), weight decay 1e-5, dropout 0.2, drop path 0.2, EMA 0.9999,
     # RandAugment rand-m9-mstd0.5, random erasing 0.2 per pixel, label smoothing 0.1 (train.py's default), bicubic.
     "fp-nas-imagenet": TrainRecipe(Recipe(lr=0.048, momentum=0.9, weight_decay=1e-5, schedule="step", epochs=450,
+                                          warmup_epochs=5, warmup_lr=1e-6, decay_epochs=2.4, decay_rate=0.97,
                                           label_smoothing=0.1, opt="rmsproptf", opt_eps=1e-3, channels_last=True),
-                                   batch_size=384, scale_lr=True, warmup_epochs=5, warmup_lr=1e-6, decay_epochs=2.4,
-                                   decay_rate=0.97, ema_decay=0.9999, auto_augment="rand-m9-mstd0.5", reprob=0.2,
-                                   interpolation="bicubic", drop_rate=0.2, drop_path_rate=0.2, imagenet=True),
+                                   batch_size=384, scale_lr=True, ema_decay=0.9999, auto_augment="rand-m9-mstd0.5",
+                                   reprob=0.2, interpolation="bicubic", drop_rate=0.2, drop_path_rate=0.2,
+                                   imagenet=True),
     # cluttered-digits (bench/search_efficacy.py's ground truth): small networks, a few CPU seconds to minutes each.
     "cluttered-digits": TrainRecipe(Recipe(lr=0.05, weight_decay=5e-4, schedule="cosine", epochs=3, eta_min=1e-4,
                                            channels_last=True), batch_size=64),
     # A few CPU minutes on the embedded digits: checks the whole path, not the paper.
     "demo": TrainRecipe(Recipe(lr=0.05, weight_decay=5e-4, schedule="cosine", epochs=3, eta_min=1e-4), batch_size=64),
 }
-
-
-def restart_cycles(epochs: int, t0: int, t_mult: float) -> int:
-    """How many warm-restart cycles (t0, t0 x t_mult, ...) it takes to cover `epochs`."""
-    cycles, covered = 0, 0.0
-    while covered < epochs:
-        covered += t0 * t_mult ** cycles
-        cycles += 1
-    return max(cycles, 1)
-
-
-def make_schedule(optimizer: torch.optim.Optimizer, plan: TrainRecipe, epochs: int, steps_per_epoch: int):
-    """timm's scheduler for the recipe, stepped per update (`step_update`), warm-up included."""
-    from timm.scheduler import create_scheduler_v2
-
-    r = plan.recipe
-    common = dict(min_lr=r.eta_min, warmup_lr=plan.warmup_lr, warmup_epochs=plan.warmup_epochs,
-                  step_on_epochs=False, updates_per_epoch=max(1, steps_per_epoch))
-    if r.schedule == "cosine":
-        scheduler, _ = create_scheduler_v2(optimizer, "cosine", num_epochs=epochs, **common)
-    elif r.schedule == "cosine_restarts":  # SGDR: every cycle starts again at the full lr (no cycle decay)
-        scheduler, _ = create_scheduler_v2(optimizer, "cosine", num_epochs=r.t0, cycle_mul=r.t_mult, cycle_decay=1.0,
-                                           cycle_limit=restart_cycles(epochs, r.t0, r.t_mult), **common)
-    elif r.schedule == "step":
-        scheduler, _ = create_scheduler_v2(optimizer, "step", num_epochs=epochs, decay_epochs=plan.decay_epochs,
-                                           decay_rate=plan.decay_rate, **common)
-    elif r.schedule == "fixed":
-        scheduler, _ = create_scheduler_v2(optimizer, "step", num_epochs=epochs, decay_epochs=epochs + 1,
-                                           decay_rate=1.0, **common)
-    else:
-        raise ValueError(f"unknown schedule {r.schedule!r}; expected cosine, cosine_restarts, step or fixed")
-    return scheduler
 
 
 class Cutout:
@@ -260,7 +226,7 @@ def training_parts(model: torch.nn.Module, plan: TrainRecipe, data_spec, dist, s
     recipe = plan.recipe
     net = prepare_model(model, recipe, dist)
     optimizer = make_optimizer(model, recipe)
-    scheduler = make_schedule(optimizer, plan, recipe.epochs, steps_per_epoch)
+    scheduler = make_scheduler(optimizer, recipe, steps_per_epoch)
     mixing = plan.mixup > 0 or plan.cutmix > 0
     task = make_task(net, plan, data_spec, dist.device, mixing, teacher, kd_temperature, distill_weight, task_weight)
     mixer = None

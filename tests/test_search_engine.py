@@ -94,7 +94,8 @@ def test_tiny_net_learns_separable_task():
     optimizer = make_optimizer(model, recipe)
     scheduler = make_scheduler(optimizer, recipe, len(batches))
     history = [
-        train_epoch(model, batches, optimizer, scheduler, recipe, CPU, epoch=e, progress=False)
+        train_epoch(model, batches, optimizer, scheduler, recipe, CPU, epoch=e, progress=False,
+                    first_update=e * len(batches))
         for e in range(recipe.epochs)
     ]
     assert set(history[0]) == {"loss", "acc", "images", "seconds", "images_per_s", "lr"}
@@ -126,10 +127,10 @@ def lrs(recipe: Recipe, steps_per_epoch: int, n_steps: int) -> list[float]:
     optimizer = make_optimizer(nn.Linear(2, 2), recipe)
     scheduler = make_scheduler(optimizer, recipe, steps_per_epoch)
     out = []
-    for _ in range(n_steps):
+    for update in range(1, n_steps + 1):
         out.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
-        scheduler.step()
+        scheduler.step_update(num_updates=update)
     return out
 
 
@@ -148,7 +149,7 @@ def test_cosine_schedule_reaches_eta_min_at_end():
 def test_cosine_restarts_restart_after_t0_epochs_and_cycles_grow_by_t_mult():
     base, floor = 0.1, 0.01
     # 5 steps/epoch, t0=2 epochs -> first cycle 10 steps, second 20 steps, third starts at step 30.
-    lr = lrs(Recipe(lr=base, schedule="cosine_restarts", t0=2, t_mult=2, eta_min=floor), 5, 31)
+    lr = lrs(Recipe(lr=base, schedule="cosine_restarts", t0=2, t_mult=2, eta_min=floor, epochs=7), 5, 31)
     mid = (base + floor) / 2
     assert lr[0] == pytest.approx(base)
     assert lr[5] == pytest.approx(mid)
@@ -160,7 +161,7 @@ def test_cosine_restarts_restart_after_t0_epochs_and_cycles_grow_by_t_mult():
 
 def test_unknown_schedule_is_rejected():
     with pytest.raises(ValueError, match="unknown schedule"):
-        lrs(Recipe(schedule="step"), 5, 1)
+        lrs(Recipe(schedule="exponential"), 5, 1)
 
 
 def test_no_weight_decay_on_bn_and_bias():

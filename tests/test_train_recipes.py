@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from search.train import RECIPES, main, make_schedule, make_task
+from search.engine import make_scheduler
+from search.train import RECIPES, main, make_task
 
 ROOT = Path(__file__).parents[1]
 
@@ -68,7 +70,7 @@ def _lrs(recipe: str, epochs: int, steps: int) -> list[float]:
     plan = RECIPES[recipe]
     param = torch.nn.Parameter(torch.zeros(2, 2))
     optimizer = torch.optim.SGD([param], lr=plan.recipe.lr)
-    scheduler = make_schedule(optimizer, plan, epochs, steps)
+    scheduler = make_scheduler(optimizer, replace(plan.recipe, epochs=epochs), steps)
     lrs = [optimizer.param_groups[0]["lr"]]  # the lr of update 1
     for update in range(1, epochs * steps):
         scheduler.step_update(num_updates=update)

@@ -265,6 +265,7 @@ class FpNasSearch(SearchAlgorithm):
         # a step takes one batch of each half: the shorter half sets the steps per epoch
         self.scheduler = make_scheduler(self.optimizer, self.recipe,
                                         min(len(self.data.train), len(self.data.train_arch)))
+        self.updates = 0
         # The distribution stays on the CPU (a few thousand numbers): sampling draws from a CPU generator anyway.
         self.distribution = network_distribution(self.space, joint=not s.coarse_to_fine)
         self.alpha_optimizer = self._alpha_optimizer()
@@ -358,6 +359,7 @@ class FpNasSearch(SearchAlgorithm):
         train.set_epoch(derive_seed(s.seed, 1, epoch), start=self.step)
         arch_half.set_epoch(derive_seed(s.seed, 2, epoch), start=self.step)
         steps = min(len(train), len(arch_half))  # zip stops at the shorter half
+        self.updates = epoch * steps + self.step  # weight updates so far: the schedule's clock
         before = epoch * steps  # --checkpoint-every counts the search's steps, not this epoch's
         bar = tqdm(total=steps, initial=self.step, desc=f"fp-nas epoch {epoch + 1}/{s.epochs}",
                    disable=not (self.progress and self.dist.is_main))
@@ -391,7 +393,7 @@ class FpNasSearch(SearchAlgorithm):
         masks = [derive_seed(s.seed, 5, epoch, step, dist.rank, i) for i in range(k)]
         losses = self.train_omega(images, labels, blocks, masks)
         loss = omega_weights(losses, s.omega_temperature) @ losses  # on the device until the step's one wait
-        lr = self.scheduler.get_last_lr()[0]
+        lr = self.optimizer.param_groups[0]["lr"]
 
         with torch.no_grad():
             layer_entropy = [round(float(h), 4) for h in self.distribution.layer_entropy()]
@@ -464,7 +466,8 @@ class FpNasSearch(SearchAlgorithm):
             losses.append(mean)
         torch._foreach_mul_([p.grad for p in params if p.grad is not None], total.reciprocal())
         self.optimizer.step()
-        self.scheduler.step()
+        self.updates += 1
+        self.scheduler.step_update(num_updates=self.updates)
         return torch.stack(losses)
 
     @torch.no_grad()
