@@ -55,7 +55,8 @@ def two_pass_omega(search: FpNasSearch, images: torch.Tensor, labels: torch.Tens
             loss = F.cross_entropy(search.model(images).float(), labels)
         (loss * weight).backward()
     search.optimizer.step()
-    search.scheduler.step()
+    search.updates += 1
+    search.scheduler.step_update(num_updates=search.updates)  # as `train_omega`
     return losses
 
 
