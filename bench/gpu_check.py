@@ -248,6 +248,8 @@ def recipe_training(args: argparse.Namespace) -> list[dict]:
     mobilenetv2_100 under fp-nas-imagenet (the ratios' reference); then the zoo model compiled."""
     from dataclasses import replace
 
+    from timm.models import get_pretrained_cfg_value
+
     from search.distributed import DistInfo
     from search.engine import train_epoch
     from search.train import RECIPES, training_parts
@@ -259,7 +261,7 @@ def recipe_training(args: argparse.Namespace) -> list[dict]:
     rows = []
     for name, recipe_name, compiled in runs:
         label = f"{name} {recipe_name}" + (" compiled" if compiled else "")
-        px = args.image_size or timm.create_model(name, pretrained=False).pretrained_cfg["input_size"][1]
+        px = args.image_size or get_pretrained_cfg_value(name, "input_size")[1]  # the cfg, without building it
         if budget.spent():
             rows.append(skipped(label, f"section b's budget ({BUDGET_S['b']} s) spent", batch=batch, px=px))
             continue

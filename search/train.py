@@ -34,7 +34,7 @@ from fpnas_zoo.spec import SpecError
 
 from . import distributed as dist_utils
 from .checkpointing import Checkpointer, ResumeError
-from .data import DATASETS, IMAGEFOLDER_SIZE, OFFLINE_DATASETS, load_data
+from .data import DATASETS, OFFLINE_DATASETS, load_data
 from .engine import (
     Recipe,
     add_threads_argument,
@@ -73,6 +73,11 @@ class TrainRecipe:
     drop_path_rate: float = 0.0
     image_size: int | None = None  # None: the model's own resolution (ImageNet recipes), else the dataset's
     imagenet: bool = False  # trains on an ImageFolder (ImageNet's train/ and val/) only
+
+    @property
+    def mixing(self) -> bool:
+        """Mixup or CutMix pairs the images of each batch (soft targets)."""
+        return self.mixup > 0 or self.cutmix > 0
 
 
 _SALT_CUTOUT = 0xC07  # keeps the cutout stream apart from the data's own (seed, epoch) streams
@@ -227,10 +232,10 @@ def training_parts(model: torch.nn.Module, plan: TrainRecipe, data_spec, dist, s
     net = prepare_model(model, recipe, dist)
     optimizer = make_optimizer(model, recipe)
     scheduler = make_scheduler(optimizer, recipe, steps_per_epoch)
-    mixing = plan.mixup > 0 or plan.cutmix > 0
-    task = make_task(net, plan, data_spec, dist.device, mixing, teacher, kd_temperature, distill_weight, task_weight)
+    task = make_task(net, plan, data_spec, dist.device, plan.mixing, teacher, kd_temperature, distill_weight,
+                     task_weight)
     mixer = None
-    if mixing:
+    if plan.mixing:
         from timm.data import Mixup
 
         mixer = Mixup(mixup_alpha=plan.mixup, cutmix_alpha=plan.cutmix, label_smoothing=recipe.label_smoothing,
@@ -279,8 +284,7 @@ def train(spec_ref: str, dataset: str, out: Path, recipe_name: str = "fpnas-cifa
                      amp_dtype=AMP.get(amp, "bfloat16"),
                      channels_last=plan.recipe.channels_last if channels_last is None else channels_last)
     plan = replace(plan, recipe=recipe)
-    mixing = plan.mixup > 0 or plan.cutmix > 0
-    if mixing and per_rank % 2:
+    if plan.mixing and per_rank % 2:
         raise ValueError(f"--batch-size: Mixup/CutMix pairs images within a batch, so each process needs an even "
                          f"number; got {per_rank}")
     options = {}
@@ -290,7 +294,7 @@ def train(spec_ref: str, dataset: str, out: Path, recipe_name: str = "fpnas-cifa
         options["image_size"] = plan.image_size
         root = Path(data_dir).expanduser() if data_dir else None
         if plan.imagenet:
-            options["transforms"] = imagenet_transforms(plan, plan.image_size or IMAGEFOLDER_SIZE)
+            options["transforms"] = imagenet_transforms(plan, plan.image_size)
         if root is not None and val_size is None and (root / "train").is_dir() and (root / "val").is_dir():
             options["val_dir"] = root / "val"  # ImageNet's layout: validate on val/, train on all of train/
     elif image_size is not None:

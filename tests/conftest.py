@@ -23,6 +23,25 @@ def cli_threads():
         yield
 
 
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now (for a torchrun or process-group rendezvous)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun_two(*program: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`torchrun --nproc_per_node 2 PROGRAM...` on this machine's CPU (gloo, one thread per process), from the
+    repository root; a timeout turns a hang into a failure."""
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(free_port()), *program],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+        env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), **(env or {})))
+
+
 def load_script(relative: str):
     """A script of the repository that is not a package module (bench/*.py, tools/*.py), imported by path."""
     import importlib.util

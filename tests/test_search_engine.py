@@ -10,7 +10,6 @@ import io
 import math
 import os
 import random
-import socket
 from datetime import timedelta
 
 import numpy as np
@@ -18,6 +17,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import torch.nn as nn
+from conftest import free_port
 
 from search import distributed
 from search.engine import (
@@ -398,12 +398,6 @@ def test_dist_timeout_option(command, value, accepted, tmp_path, monkeypatch, ca
 # --------------------------------------------------------------------------- real 2-process DDP (gloo, CPU)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
@@ -454,7 +448,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
 
 
 def test_ddp_two_processes_on_cpu(tmp_path):
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2))
     assert r0["info"] == (0, 2, True) and r1["info"] == (1, 2, False)
     assert r0["broadcast"] == r1["broadcast"] == {"from": 0}

@@ -4,7 +4,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from conftest import free_port, torchrun_two
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -422,16 +422,8 @@ def test_the_step_bench_runs_and_finds_both_updates_equal():
 
 
 def _torchrun(out: Path, *args: str, hooks: dict | None = None) -> subprocess.CompletedProcess:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), **(hooks or {}))
-    return subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", str(port), str(ROOT / "tests" / "search_run_with_hooks.py"), "--algo", "fp-nas",
-         "--preset", "smoke", "--device", "cpu", "--out", str(out), "--no-progress", *args],
-        capture_output=True, text=True, env=env, timeout=300, cwd=ROOT,
-    )
+    return torchrun_two(str(ROOT / "tests" / "search_run_with_hooks.py"), "--algo", "fp-nas", "--preset", "smoke",
+                        "--device", "cpu", "--out", str(out), "--no-progress", *args, env=hooks)
 
 
 @pytest.fixture(scope="module")
@@ -492,10 +484,7 @@ def _two_rank_worker(rank: int, world_size: int, port: int, out: str) -> None:
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("fp_nas_two_ranks")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_two_rank_worker, args=(2, port, str(out)), nprocs=2, join=True)
+    mp.spawn(_two_rank_worker, args=(2, free_port(), str(out)), nprocs=2, join=True)
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
 
 

@@ -1,7 +1,6 @@
 """The FPNAS searcher end to end on the embedded digits data (smoke preset): spec, trace, plots, resume, DDP."""
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -9,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import free_port
 
 import fpnas_zoo
 from fpnas_zoo import count_spec, load_spec
@@ -196,9 +196,7 @@ ROOT = Path(__file__).parents[1]
 
 def _torchrun_command(out: Path, *args: str, hooks: dict | None = None, launcher: tuple = ()) -> tuple[list, dict]:
     """The smoke search over 2 CPU processes, one block optimisation: (command, environment)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     program = [str(ROOT / "tests" / "search_run_with_hooks.py")] if hooks else ["-m", "search.run"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), **(hooks or {}))
     return ([sys.executable, "-m", "torch.distributed.run", *launcher, "--nproc_per_node", "2", "--master_addr",

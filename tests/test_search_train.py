@@ -2,13 +2,10 @@
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import torchrun_two
 
 import fpnas_zoo
 from fpnas_zoo import save_spec, spec_from_dict
@@ -140,15 +137,7 @@ def test_two_processes_train_as_one_with_the_same_global_batch(tmp_path, tiny_sp
     argv = ["--spec", str(tiny_spec), "--dataset", "digits", "--recipe", "demo", "--batch-size", "64",
             "--no-progress"]
     assert main([*argv, "--out", str(tmp_path / "one")]) == 0
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    root = Path(__file__).parents[1]
-    run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", str(port), "-m", "search.train", *argv, "--out", str(tmp_path / "two")],
-        capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(root)), timeout=240,
-        cwd=root)
+    run = torchrun_two("-m", "search.train", *argv, "--out", str(tmp_path / "two"), timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]
     one, two = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("one", "two"))
     steps = {name: torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["updates"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 from dataclasses import replace
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import torchrun_two
 from PIL import Image
 
 from search.engine import make_scheduler
@@ -231,14 +231,7 @@ def test_two_gloo_processes_train_an_imagenet_recipe_as_one(imagenet, tmp_path):
             "fpnas-imagenet", "--image-size", "32", "--batch-size", "8", "--workers", "0", "--epochs", "1",
             "--ema-decay", "0.5", "--no-progress"]
     _ = main([*argv, "--out", str(tmp_path / "one")])
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", str(port), "-m", "search.train", *argv, "--out", str(tmp_path / "two")],
-        capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT)), timeout=300,
-        cwd=ROOT)
+    run = torchrun_two("-m", "search.train", *argv, "--out", str(tmp_path / "two"))
     assert run.returncode == 0, run.stderr[-3000:]
     one, two = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("one", "two"))
     assert two["history"][0]["train_images"] == one["history"][0]["train_images"] == 32
