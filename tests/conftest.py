@@ -12,6 +12,8 @@ import fpnas_zoo  # noqa: F401  (registers the zoo with timm)
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).resolve().parents[1]
 
+pytest_plugins = ["tiers", "pytester"]  # tiers: the markers slow / distributed / serial and --fast-limit
+
 
 @pytest.fixture
 def cli_threads():
