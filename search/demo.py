@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -52,29 +53,61 @@ def write_heldout_imagefolder(root: Path, seed: int = 0) -> int:
     return count
 
 
+@dataclass
+class Step:
+    number: int
+    name: str
+    argv: list[str]
+    log: Path
+    process: subprocess.Popen
+    started: float
+
+
 class Pipeline:
+    """Runs each step as the command a user types (`python -m ...`), logs it, and stops the demo on a failure.
+
+    The searches run on one thread each (the embedded datasets' default), so the zoo table and both searches start
+    together and share the machine's cores; each step reports its own time, the summary the time of the whole."""
+
     def __init__(self, out: Path):
         self.out, self.logs = out, out / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.started = time.perf_counter()
+        self.seconds: dict[int, float] = {}
+        self.running: list[Step] = []
 
-    def run(self, step: int, name: str, argv: list[str]) -> str:
-        """Run one command like a user (python -m ...), log it, and return its stdout; stop the demo on failure."""
-        log = self.logs / f"{step}_{name}.log"
-        command = [sys.executable, *argv]
-        started = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True)
-        shown = shlex.join(["python", *argv])
-        log.write_text(f"$ {shown}\n{done.stdout}\n--- stderr ---\n{done.stderr}", encoding="utf-8")
-        if done.returncode != 0:
-            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
-            print(f"[{step}/{STEPS}] {name} FAILED (exit {done.returncode}): {shown}\n{tail}\nfull log: {log}")
+    def start(self, number: int, name: str, argv: list[str]) -> Step:
+        log = self.logs / f"{number}_{name}.log"
+        # the output goes to files, not pipes: a step whose pipe nobody reads yet would stall once it is full
+        with log.with_suffix(".stdout").open("w") as out, log.with_suffix(".stderr").open("w") as err:
+            process = subprocess.Popen([sys.executable, *argv], stdout=out, stderr=err, text=True)
+        self.running.append(Step(number, name, argv, log, process, time.perf_counter()))
+        return self.running[-1]
+
+    def wait(self, step: Step) -> str:
+        """The step's stdout once it has ended, logged in OUT/logs/NUMBER_NAME.log; a failure ends the demo."""
+        returncode = step.process.wait()
+        self.running.remove(step)
+        self.seconds[step.number] = time.perf_counter() - step.started
+        out, err = (step.log.with_suffix(suffix).read_text() for suffix in (".stdout", ".stderr"))
+        shown = shlex.join(["python", *step.argv])
+        step.log.write_text(f"$ {shown}\n{out}\n--- stderr ---\n{err}", encoding="utf-8")
+        for suffix in (".stdout", ".stderr"):
+            step.log.with_suffix(suffix).unlink()
+        if returncode != 0:
+            for other in self.running:  # the steps started beside it
+                other.process.kill()
+            tail = "\n".join((err or out).strip().splitlines()[-15:])
+            print(f"[{step.number}/{STEPS}] {step.name} FAILED (exit {returncode}): {shown}\n{tail}\n"
+                  f"full log: {step.log}")
             raise SystemExit(1)
-        self.seconds = time.perf_counter() - started
-        return done.stdout
+        return out
 
-    def say(self, step: int, text: str) -> None:
-        print(f"[{step}/{STEPS}] {text}  ({self.seconds:.0f} s)", flush=True)
+    def run(self, number: int, name: str, argv: list[str]) -> str:
+        return self.wait(self.start(number, name, argv))
+
+    def say(self, number: int, text: str) -> None:
+        print(f"[{number}/{STEPS}] {text}  ({self.seconds[number]:.0f} s)", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,12 +124,18 @@ def main(argv: list[str] | None = None) -> int:
     demo = Pipeline(out)
     search, train, export, images = out / "search", out / "train", out / "export", out / "heldout"
 
-    table = demo.run(1, "zoo", ["-m", "fpnas_zoo", "demo"])
+    fp_search = out / "search-fp-nas"
+    zoo = demo.start(1, "zoo", ["-m", "fpnas_zoo", "demo"])
+    fpnas = demo.start(2, "search", ["-m", "search.run", "--algo", "fpnas", "--preset", args.preset, "--out",
+                                     str(search), "--no-progress"])
+    fp_nas = demo.start(3, "search_fp_nas", ["-m", "search.run", "--algo", "fp-nas", "--preset", args.preset,
+                                             "--out", str(fp_search), "--no-progress"])
+
+    table = demo.wait(zoo)
     print(table.split("\nForward pass")[0])
     demo.say(1, f"zoo: {table.count('finite=True')} registered models built, counted and run")
 
-    demo.run(2, "search", ["-m", "search.run", "--algo", "fpnas", "--preset", args.preset, "--out", str(search),
-                           "--no-progress"])
+    demo.wait(fpnas)
     spec = json.loads((search / "spec.json").read_text())
     found = spec["search"]
     budget, cost = found["budget_mult_adds"], found["measured"]["mult_adds"]
@@ -105,9 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.say(2, f"search: {spec['name']}, {cost / 1e6:.2f}M mult-adds ({budget_text}), "
                 f"{found['measured']['params'] / 1e6:.3f}M params, supernet val top-1 {found['val_top1']:.1f}%")
 
-    fp_search = out / "search-fp-nas"
-    demo.run(3, "search_fp_nas", ["-m", "search.run", "--algo", "fp-nas", "--preset", args.preset, "--out",
-                                  str(fp_search), "--no-progress"])
+    demo.wait(fp_nas)
     spec = load_spec(fp_search / "spec.json")  # a spec of an earlier version reads under today's names
     found = spec.search
     target, cost = found["target_mult_adds"], found["measured"]["mult_adds"]
