@@ -100,7 +100,7 @@ class _SupernetReached(Exception):
 @pytest.mark.parametrize("argv", [
     # 24 px: the preset's 8M (stated for 32 px) is above every network of the space there.
     ["--algo", "fpnas", "--preset", "demo", "--dataset", "cluttered-digits"],
-    # The command (0.6M is below the smallest network at 224 px), at 64 px to keep the test fast: 0.6M is
+    # A reported command (0.6M is below the smallest network at 224 px), at 64 px to keep the test fast: 0.6M is
     # below the smallest network there too.
     ["--algo", "fp-nas", "--preset", "smoke", "--dataset", "imagefolder", "--image-size", "64"],
 ])
