@@ -134,7 +134,7 @@ def test_a_preset_works_on_every_dataset_it_accepts(tmp_path, monkeypatch, argv)
 
 
 def test_a_preset_keeps_its_own_limit_on_its_own_dataset(tmp_path):
-    """The demo's budget stays the 8M its README states when the dataset is the preset's (or its resolution)."""
+    """The demo's budget stays the 8M docs/fpnas.md states when the dataset is the preset's (or its resolution)."""
     from search import run
 
     args = run.build_parser().parse_args(["--preset", "demo", "--dataset", "cifar10", "--out", str(tmp_path)])
