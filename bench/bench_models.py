@@ -1,6 +1,6 @@
 """Inference throughput of every zoo model (eval, no grad) on this machine.
 
-Run by hand: `python bench/bench_models.py [--batch 8] [--repeats 5]`; results go into bench/README.md.
+Run by hand: `python bench/bench_models.py [--batch 8] [--repeats 5]`; results go into a dated page of bench/results/.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What `--compile` costs and what it buys on the search's training paths (run by hand; see bench/README.md).
+"""What `--compile` costs and what it buys on the search's training paths (run by hand; results in bench/results/).
 
     python bench/compile_cost.py --preset smoke             # on the CPU: a few minutes, most of it compiling
     python bench/compile_cost.py --preset demo --supernet 3 --device cuda

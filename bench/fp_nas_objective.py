@@ -18,7 +18,7 @@ Measures, per update rule and seed:
            distribution puts most of its mass on the largest networks (every sample over target)
   cost     the final most likely network's mult-adds / target after `--steps` steps from the uniform start
 
-    python bench/fp_nas_objective.py                 # the table of bench/README.md "FP-NAS objective"
+    python bench/fp_nas_objective.py                 # the table of bench/results/2026-11-29-fp-nas-objective.md
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One prepared GPU check (run by hand whenever a GPU is at hand; bench/README.md, "One prepared GPU check").
+"""One prepared GPU check (run by hand whenever a GPU is at hand; bench/results/gpu-check.md).
 
     python bench/gpu_check.py --out bench/gpu_check.json                    # one H100/H200, sized for 8 minutes
     python bench/gpu_check.py --out bench/gpu_check_ac.json --only a,c      # a rerun of some sections

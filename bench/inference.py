@@ -8,7 +8,7 @@ Every (model, runtime, batch) is measured once per round and the rounds go over 
 gives the median over rounds. Random weights (speed does not depend on them); ONNX files come from
 `fpnas_zoo.export` (the same export as `python -m fpnas_zoo export`), run on ONNX Runtime's CPU provider with
 all graph optimisations and without idle spinning (its threads would otherwise busy-wait into the next
-measurement). Results go into bench/README.md by hand; nothing here is asserted in tests.
+measurement). Results go into a dated page of bench/results/ by hand; nothing here is asserted in tests.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The markdown tables of bench/README.md's "Latency tables" section, read from latency tables and latency searches.
+"""The markdown tables of bench/results/2026-11-29-latency-tables.md, read from latency tables and latency searches.
 
     python bench/latency_summary.py --tables bench/latency/*.json --runs runs/lat-fp-nas runs/lat-fpnas
 

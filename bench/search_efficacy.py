@@ -351,7 +351,7 @@ def percentile_and_regret(table: dict, cost: int, test: float) -> tuple[float, f
 
 
 def task_quality(table: dict) -> dict:
-    """The issue's bar for the task: over ground-truth networks of comparable cost (three equal-count cost bins),
+    """The task's bar: over ground-truth networks of comparable cost (three equal-count cost bins),
     best minus median standalone test top-1, against the seed-to-seed standard deviation of one network."""
     nets = sorted(table["networks"], key=lambda n: n["mult_adds"])
     seed_sd = statistics.mean([statistics.stdev([r["test_top1"] for r in n["runs"].values()]) for n in nets

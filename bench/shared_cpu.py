@@ -1,4 +1,4 @@
-"""The searches and the demo on a CPU shared with another busy process (issue 19, item 4), against a quiet machine.
+"""The searches and the demo on a CPU shared with another busy process, against a quiet machine.
 
     python bench/shared_cpu.py --out bench/shared_cpu.json [--cap 150] [--skip-demo] [--only 0b 3q 3b]
 

@@ -9,7 +9,7 @@ through `fpnas_zoo.export`, the file `python -m fpnas_zoo export` writes, whose 
 round times each of them in turn (interleaved, as bench/inference.py does), `--warmup` passes and `--repeats`
 timed passes a time, so a machine shared with other work slows all of them alike; a round gives the median of its
 timed passes, the table the median over rounds. Random weights (speed does not depend on them). Prints a markdown
-table for bench/README.md and writes every number, the protocol and the device to `--out` (atomically). Nothing
+table for bench/results/ and writes every number, the protocol and the device to `--out` (atomically). Nothing
 here is asserted in tests but that it runs.
 """
 from __future__ import annotations

@@ -71,7 +71,7 @@ def assert_close(got: torch.Tensor, expected: torch.Tensor, atol: float = ATOL) 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, official):
     """name -> (model, path of its ONNX file); each model is exported once for all tests of this module.
-    `fpnasnet` goes through the README's command with `--pretrained`: the official weights (the conftest fixture's),
+    `fpnasnet` goes through docs/deploy.md's command with `--pretrained`: the official weights (the conftest fixture's),
     served from a torch.hub cache, so no network."""
     out, cache = tmp_path_factory.mktemp("onnx"), {}
 
@@ -382,7 +382,7 @@ def test_hub_export_onnx_is_in_the_folder_and_named_in_the_card(tmp_path, monkey
     assert torch.equal(eager(loaded, torch.from_numpy(images)), eager(model, torch.from_numpy(images)))
 
 
-# The README's "Deploy" snippet, verbatim: ONNX Runtime with the preprocessing read from the file's metadata.
+# docs/deploy.md's snippet, verbatim: ONNX Runtime with the preprocessing read from the file's metadata.
 DEPLOY_SNIPPET = """
 import json
 import numpy as np, onnxruntime as ort
@@ -403,6 +403,12 @@ x = (np.asarray(image, np.float32) / 255 - meta["mean"]) / meta["std"]
 logits = session.run(None, {"input": x.transpose(2, 0, 1)[None].astype(np.float32)})[0]
 print(logits.argmax(1))
 """
+
+
+def test_deploy_snippet_is_the_docs_one():
+    """The snippet tested below is, verbatim, the one docs/deploy.md shows."""
+    text = (Path(__file__).parents[1] / "docs" / "deploy.md").read_text()
+    assert DEPLOY_SNIPPET.strip() in re.findall(r"```python\n(.*?)```", text, re.S)[0]
 
 
 def test_readme_deploy_snippet_preprocesses_like_timm(exported, tmp_path, monkeypatch):

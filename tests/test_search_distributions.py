@@ -254,7 +254,8 @@ def test_adaptive_k():
 
 
 def test_the_bench_command_runs():
-    """bench/distributions.py as bench/README.md gives it, at a toy size (speed is measured by hand, never asserted)."""
+    """bench/distributions.py as bench/results/2026-11-24-fp-nas-distributions.md gives it, at a toy size (speed is
+    measured by hand, never asserted)."""
     root = Path(__file__).parents[1]
     command = [sys.executable, "bench/distributions.py", "--threads", "1", "--layers", "3", "--repeats", "2"]
     env = dict(os.environ, PYTHONPATH=str(root))

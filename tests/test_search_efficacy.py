@@ -38,7 +38,7 @@ def test_percentile_regret_and_task_quality_by_hand():
 
 
 def test_smoke_study_writes_tables_measures_and_plot(tmp_path):
-    """The command bench/README.md gives, in --smoke mode: every stage runs and leaves what the report needs."""
+    """The command docs/search.md gives, in --smoke mode: every stage runs and leaves what the report needs."""
     results = tmp_path / "results"
     done = subprocess.run([sys.executable, "bench/search_efficacy.py", "--smoke", "--work", str(tmp_path / "work"),
                            "--results", str(results)], cwd=ROOT, capture_output=True, text=True)

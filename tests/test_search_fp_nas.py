@@ -88,7 +88,7 @@ def test_exported_weights_are_the_supernets_and_score_what_the_search_measured(s
 
 
 def test_the_found_spec_trains_with_search_train(smoke_run, tmp_path):
-    """The README's retrain command on a searched FP-NAS spec (one epoch)."""
+    """docs/fp-nas.md's retrain command on a searched FP-NAS spec (one epoch)."""
     run = subprocess.run([sys.executable, "-m", "search.train", "--spec", str(smoke_run / "spec.json"), "--dataset",
                           "digits", "--recipe", "demo", "--epochs", "1", "--limit-train", "128", "--out",
                           str(tmp_path), "--no-progress"], capture_output=True, text=True, cwd=ROOT,

@@ -57,7 +57,8 @@ def test_compile_compiles_each_stage2_network_and_leaves_the_supernet_eager(tmp_
     """--compile: stage 1 runs another candidate every step, each a new graph (dynamo stops compiling after 8 and
     runs eager), so its supernet stays eager; each stage-2 network, trained alone, is compiled after a dynamo reset,
     so the 9th candidate of a search is compiled as the first was. torch.compile itself is stubbed here: a real
-    compile takes minutes on a CPU (bench/README.md); test_search_train checks a compiled network trains right."""
+    compile takes minutes on a CPU (bench/results/2026-11-29-compile-cost.md); test_search_train checks a compiled
+    network trains right."""
     events = []
     monkeypatch.setattr(torch, "compile", lambda model, **kw: events.append(type(model).__name__) or model)
     monkeypatch.setattr(torch.compiler, "reset", lambda: events.append("reset"))
@@ -294,8 +295,8 @@ def _worker_pids(agent: int) -> dict[int, int]:
 @pytest.mark.skipif(not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(),
                     reason="finds torchrun's workers through /proc (Linux)")
 def test_torchrun_max_restarts_continues_a_search_after_a_rank_is_killed(two_process_e1, tmp_path):
-    """`torchrun --max-restarts 1 ... --resume`, as README.md gives it: the first attempt finds no checkpoint and
-    starts afresh; rank 0 (the one that writes) is killed with SIGKILL once the first checkpoint exists; torchrun
+    """`torchrun --max-restarts 1 ... --resume`, as docs/distributed.md gives it: the first attempt finds no checkpoint
+    and starts afresh; rank 0 (the one that writes) is killed with SIGKILL once the first checkpoint exists; torchrun
     restarts both ranks, which meet again (before the fix they could read the killed group's addresses from
     torchrun's store and fail in init_process_group, depending on which rank got there first:
     tests/test_torchrun_restart.py sets that order), resume from the checkpoint and end on the uninterrupted run's

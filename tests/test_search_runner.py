@@ -100,7 +100,7 @@ class _SupernetReached(Exception):
 @pytest.mark.parametrize("argv", [
     # 24 px: the preset's 8M (stated for 32 px) is above every network of the space there.
     ["--algo", "fpnas", "--preset", "demo", "--dataset", "cluttered-digits"],
-    # The issue's command (0.6M is below the smallest network at 224 px), at 64 px to keep the test fast: 0.6M is
+    # A reported command (0.6M is below the smallest network at 224 px), at 64 px to keep the test fast: 0.6M is
     # below the smallest network there too.
     ["--algo", "fp-nas", "--preset", "smoke", "--dataset", "imagefolder", "--image-size", "64"],
 ])
@@ -134,7 +134,7 @@ def test_a_preset_works_on_every_dataset_it_accepts(tmp_path, monkeypatch, argv)
 
 
 def test_a_preset_keeps_its_own_limit_on_its_own_dataset(tmp_path):
-    """The demo's budget stays the 8M its README states when the dataset is the preset's (or its resolution)."""
+    """The demo's budget stays the 8M docs/fpnas.md states when the dataset is the preset's (or its resolution)."""
     from search import run
 
     args = run.build_parser().parse_args(["--preset", "demo", "--dataset", "cifar10", "--out", str(tmp_path)])

@@ -280,7 +280,7 @@ def test_every_attention_choice_uses_the_same_depthwise_filters():
 
 
 def test_the_throughput_bench_command_runs():
-    """bench/README.md's command, at a toy size (speed is measured by hand, never asserted)."""
+    """The command of bench/results/2026-11-24-supernet-throughput.md, at a toy size (never asserts speed)."""
     root = Path(__file__).parents[1]
     env = dict(os.environ, PYTHONPATH=str(root))
     run = subprocess.run([sys.executable, "bench/search_throughput.py", "--blocks", "4", "--width-mult", "0.25",

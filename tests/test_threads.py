@@ -1,4 +1,4 @@
-"""CPU threads of the search commands (`--threads`, issue 19 item 4): small workloads on one thread by default.
+"""CPU threads of the search commands (`--threads`): small workloads on one thread by default.
 
 Why one thread (a shared core slows a multi-threaded small search up to 30x) is measured in bench/shared_cpu.py;
 these tests check the behaviour that measurement relies on.

@@ -241,13 +241,13 @@ def test_two_gloo_processes_train_an_imagenet_recipe_as_one(imagenet, tmp_path):
 
 
 def _readme_section() -> str:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "training.md").read_text()
     start = text.index("## Training the zoo's weights")
     return text[start:text.index("\n## ", start + 1)]
 
 
 def test_every_training_command_of_the_readme_runs(imagenet, tmp_path):
-    """The README's command per model, on the tiny folder for one epoch at 32 px (CIFAR ones on the embedded
+    """docs/training.md's command per model, on the tiny folder for one epoch at 32 px (CIFAR ones on the embedded
     digits; the teacher, whose weights need the internet, a local checkpoint); its teacher is a timm weight that
     exists; and the export / push / pretrained=True commands after it."""
     import shlex

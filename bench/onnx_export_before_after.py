@@ -1,6 +1,6 @@
 """FPNASNet under ONNX Runtime before and after the deployment changes, beside timm's peers, in one interleaved run.
 
-    python bench/onnx_part4.py [--threads 2] [--rounds 9] [--batches 1 32]
+    python bench/onnx_export_before_after.py [--threads 2] [--rounds 9] [--batches 1 32]
 
 "before": the export as it was, the split block's halves joined by concatenation + channel shuffle (two copies)
 and the 34-channel stem as is. "after": the current code (halves interleaved by one stack, stem padded to 48
@@ -26,7 +26,7 @@ PEERS = ("mobilenetv2_100", "mnasnet_100")
 
 
 def before_forward(self: FpnasBlock, x: torch.Tensor) -> torch.Tensor:
-    """FpnasBlock.forward as it was before part 4 of issue 12."""
+    """FpnasBlock.forward as it was before the deployment changes (concatenation + channel shuffle)."""
     if self.split_chs == 0:
         return self._branch(x)
     left = self.split_branch(x[:, : self.split_chs])
