@@ -15,6 +15,29 @@ ROOT = Path(__file__).resolve().parents[1]
 pytest_plugins = ["tiers", "pytester"]  # tiers: the markers slow / distributed / serial and --fast-limit
 
 
+# Model sweeps: every registered model runs in `make test-all`; the fast tier keeps one model per family (the
+# first of these the sweep holds), which between them hold every block variant of the zoo (test_fast_tier.py checks).
+FAST_MODELS = ("fpnasnet_cifar", "fpnasnet_c", "fp_nas_s1pp", "fp_nas_s4pp", "fpnas_zoo_spec", "mobilenetv2_100")
+
+
+def model_family(name: str) -> str:
+    return "fp_nas" if name.startswith("fp_nas") else "fpnasnet" if name.startswith("fpnasnet") else name
+
+
+def model_sweep(names) -> list:
+    """`names` as parametrize values: per family the first FAST_MODELS name among them in the fast tier, the others
+    marked slow. Ids stay the names."""
+    names = list(names)
+    keep = {}
+    for name in FAST_MODELS:
+        if name in names:
+            keep.setdefault(model_family(name), name)
+    for name in names:  # a family with no FAST_MODELS name keeps its first
+        keep.setdefault(model_family(name), name)
+    return [name if keep[model_family(name)] == name else pytest.param(name, marks=pytest.mark.slow)
+            for name in names]
+
+
 @pytest.fixture
 def cli_threads():
     """The test body on the thread count `search.run` uses for the embedded datasets (`search.engine.cpu_threads`),

@@ -7,6 +7,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.ops import FeaturePyramidNetwork
 
 import fpnas_zoo
+from conftest import model_sweep
 
 IMAGENET = sorted(n for n, s in fpnas_zoo.registered_specs().items() if s.input_size[1] >= 224)
 SMP_ARCHS = {
@@ -18,7 +19,7 @@ SMP_ARCHS = {
 }
 
 
-@pytest.mark.parametrize("name", IMAGENET)
+@pytest.mark.parametrize("name", model_sweep(IMAGENET))
 @pytest.mark.parametrize("arch", sorted(SMP_ARCHS))
 def test_smp_tu_encoder(name, arch):
     model = getattr(smp, arch)(encoder_name=f"tu-{name}", encoder_weights=None, classes=7, **SMP_ARCHS[arch]).eval()

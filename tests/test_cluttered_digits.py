@@ -107,6 +107,7 @@ def test_load_data_fixed_splits_and_test():
     assert D.load_data("digits").test is None  # no test split where the dataset has none
 
 
+@pytest.mark.slow
 def test_search_train_scores_the_test_split(tmp_path):
     """`python -m search.train --dataset cluttered-digits` prints and records test top-1, and that number is the
     accuracy of the saved weights on the 3000 test images, computed here without search/ (the zoo model, the images

@@ -17,6 +17,7 @@ import torch.nn as nn
 from PIL import Image
 
 import fpnas_zoo
+from conftest import model_sweep
 from fpnas_zoo import create_model_from_spec, load_spec, save_spec, spec_from_dict
 from fpnas_zoo.__main__ import main
 from fpnas_zoo.export import (
@@ -99,6 +100,7 @@ def exported(tmp_path_factory, official):
     return get
 
 
+@pytest.mark.slow
 def test_onnx_of_the_official_weights_gives_the_official_implementations_logits(exported, official):
     """`export --pretrained`: ONNX Runtime reproduces the logits of the authors' FPNASNet.py on their weights."""
     _, path = exported("fpnasnet")
@@ -106,13 +108,14 @@ def test_onnx_of_the_official_weights_gives_the_official_implementations_logits(
     assert_close(ort_run(path, x), y)
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", model_sweep(MODELS))
 def test_every_registered_model_matches_onnx_runtime(exported, name):
     model, path = exported(name)
     x = torch.randn(2, *fpnas_zoo.registered_specs()[name].input_size)
     assert_close(ort_run(path, x), eager(model, x))
 
 
+@pytest.mark.slow
 def test_fbnetv2_ir_blocks_with_se_match_onnx_runtime(exported):
     spec = load_spec(SPECS / "fbnetv2_f4.json")
     model, path = exported(spec.name, spec)
@@ -120,6 +123,7 @@ def test_fbnetv2_ir_blocks_with_se_match_onnx_runtime(exported):
     assert_close(ort_run(path, x), eager(model, x))
 
 
+@pytest.mark.slow
 def test_pad_residual_widening_and_narrowing_matches_onnx_runtime(exported):
     """`residual: 'pad'` on ir blocks widening (16 -> 24 -> 32) and narrowing (32 -> 24), and on a skip narrowing
     (24 -> 16), at 32 px: ONNX Runtime's Pad / Slice against eager."""
@@ -181,6 +185,7 @@ def test_metadata_round_trip(exported):
         assert spec_from_dict(meta["spec"]).to_dict() == spec.to_dict()
 
 
+@pytest.mark.slow
 def test_exported_program_equals_eager(tmp_path):
     name = "fpnasnet"
     model = randomize(timm.create_model(name))
@@ -209,6 +214,7 @@ def searched_spec(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_cli_exports_a_searched_spec_with_its_checkpoint(tmp_path):
     spec_path = searched_spec(tmp_path)
     model = randomize(create_model_from_spec(spec_path), seed=5)
@@ -230,6 +236,7 @@ def test_cli_exports_a_searched_spec_with_its_checkpoint(tmp_path):
     assert_close(torch.export.load(str(pt2)).module()(x), eager(model, x), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_readme_export_commands_for_registered_models(tmp_path, capsys):
     """`python -m fpnas_zoo export --model NAME --format onnx|exported-program --out FILE` (no weights)."""
     assert main(["export", "--model", "fpnasnet_cifar", "--format", "onnx", "--out", str(tmp_path / "a.onnx")]) == 0
@@ -305,6 +312,7 @@ def test_timm_loading_a_file_that_is_no_checkpoint_says_so(tmp_path):
     assert "trust" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_offline_pretrained_message_is_whole(tmp_path):
     """The advice of an unavailable --pretrained reaches the user whole (it was cut at 300 characters)."""
     env = {**os.environ, "FPNAS_ZOO_HUB_ORG": "my-org", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
@@ -358,6 +366,7 @@ def test_failed_check_says_by_how_much_and_writes_nothing(exported, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_hub_export_onnx_is_in_the_folder_and_named_in_the_card(tmp_path, monkeypatch):
     from hub.export import main as hub_export
 
@@ -429,6 +438,7 @@ def test_readme_deploy_snippet_preprocesses_like_timm(exported, tmp_path, monkey
     assert_close(torch.from_numpy(scope["logits"]), eager(model, expected[None]))
 
 
+@pytest.mark.slow
 def test_cli_exports_a_checkpoint_whose_head_was_adapted_with_num_classes(tmp_path, capsys):
     """A zoo model trained with another head (search.train gives fpnasnet_cifar 7 outputs on a 7-class dataset):
     `--num-classes` builds that head and exports the checkpoint's own classifier, not a fresh one."""

@@ -31,6 +31,7 @@ def shapes(spec):
         return {k: tuple(v.shape) for k, v in FpnasZooNet(spec).state_dict().items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("space_name, fixture", [("fbnetv2-f", "fbnetv2_f4"), ("fp-nas-l", "fbnetv2_l2")])
 def test_published_fbnetv2_network_is_a_point_of_its_space(space_name, fixture):
     published = load_spec(SPECS / f"{fixture}.json")

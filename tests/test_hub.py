@@ -77,6 +77,7 @@ def test_model_card_front_matter(exported):
     assert "1,693,634" in text  # params measured by the zoo's counter
 
 
+@pytest.mark.slow
 def test_offline_hub_cache_serves_registry_name_and_hf_hub_prefix(exported, trained, tmp_path):
     """A Hugging Face cache built from the export: `pretrained=True` via FPNAS_ZOO_HUB_ORG, and `hf-hub:`."""
     repo = f"some-org/{MODEL}.cifar10"
@@ -130,6 +131,7 @@ def test_push_dry_run_lists_exactly_the_exported_files(trained, exported, capsys
     assert push_main(["--model", MODEL, "--checkpoint", str(path), "--repo-id", "no-slash", "--dry-run"]) == 2
 
 
+@pytest.mark.slow
 def test_push_without_token_fails_in_one_line(trained, tmp_path, capsys):
     env = dict(os.environ, HF_HOME=str(tmp_path), HF_HUB_OFFLINE="1")
     env.pop("HF_TOKEN", None)

@@ -35,6 +35,7 @@ def test_a_spec_sharing_a_registered_name_gets_its_own_cfg():
         fpnas_zoo.create_model_from_spec(variant, pretrained=True)
 
 
+@pytest.mark.slow
 def test_two_exports_with_one_name_and_different_blocks_load_their_own_networks(tmp_path):
     folders = []
     for widen in (8, 16):

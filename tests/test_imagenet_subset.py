@@ -83,6 +83,7 @@ def test_cli_links_and_hint_reads_with_load_data(imagenet, tmp_path):
     assert images.shape == (1, 3, 8, 8) and 0 <= int(labels[0]) < 4
 
 
+@pytest.mark.slow
 def test_printed_search_command_runs_fp_nas_on_the_subset(imagenet, tmp_path, capsys):
     """The printed command, as printed (ImageNet-100 gets the paper preset), then run end to end on the subset with
     the smoke settings added: FP-NAS searches the symlinked ImageFolder, with weight and architecture halves."""

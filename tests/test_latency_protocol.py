@@ -216,6 +216,7 @@ def test_info_latency_end_to_end_on_eager(capsys):
     assert "latency" not in json.loads(capsys.readouterr().out)  # without --latency: as before
 
 
+@pytest.mark.slow
 def test_list_latency_times_every_model_under_the_options_protocol(capsys, monkeypatch):
     """The plumbing of `list --latency` with an injected timer: each model's own number lands in its own row."""
     import fpnas_zoo.__main__ as cli
@@ -248,6 +249,7 @@ def test_list_latency_times_every_model_under_the_options_protocol(capsys, monke
     assert lines[-1].startswith("Latency: median of 50 timed passes after 10 warm-up, eager, 1 thread, batch 1")
 
 
+@pytest.mark.slow
 def test_the_bench_command_runs(tmp_path):
     """bench/zoo_latency.py at a toy size (one small model, one round, two passes): it runs end to end through both
     runtimes and writes its JSON. Kept to one 32x32 model so it stays within seconds of export."""

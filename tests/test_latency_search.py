@@ -85,6 +85,7 @@ def walk_every_network(space, base) -> tuple[set, set]:
     return seen, widths
 
 
+@pytest.mark.slow
 def test_a_table_holds_every_block_the_space_can_meet_and_nothing_else(build, timer_calls):
     table = LatencyTable.load(build(fresh=True))
     space, base = latency.space_from_options(table.meta["build"])
@@ -160,6 +161,7 @@ def _search(tmp_path, algo, table, *extra):
                      "--out", str(tmp_path / "run"), "--no-progress", *extra])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo, space, option", [("fpnas", FPNAS_SMOKE, "--latency-budget"),
                                                  ("fp-nas", FP_NAS_SMOKE, "--latency-target")])
 def test_a_latency_search_runs_end_to_end_and_completes_its_table(tmp_path, build, algo, space, option):
@@ -267,6 +269,7 @@ def test_parse_ms():
             latency.parse_ms(bad)
 
 
+@pytest.mark.slow
 def test_the_command_build_prints_to_check_the_table_works(build, capsys):
     build(fresh=True)
     hint = [line for line in capsys.readouterr().out.splitlines() if line.startswith("check it: ")]

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from fpnas_zoo import count_spec, spec_from_dict
@@ -55,6 +56,7 @@ def test_budget_no_network_meets_or_every_network_meets_is_refused(tmp_path, cap
     assert not out.exists()  # nothing trained, nothing written
 
 
+@pytest.mark.slow
 def test_fresh_run_into_a_folder_with_an_old_trace_starts_a_new_trace(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
@@ -79,20 +81,32 @@ def _one_error_line(err: str, option: str) -> str:
 
 
 @pytest.mark.parametrize("cli", ["search.run", "search.train", "fpnas_zoo validate"])
-def test_device_cuda_without_a_gpu_is_one_line(tmp_path, cli):
-    """As a user runs it on a machine without a GPU (CUDA_VISIBLE_DEVICES= hides any there is)."""
+def test_device_cuda_without_a_gpu_is_one_line(tmp_path, cli, capsys, monkeypatch):
+    """As a user runs it on a machine without a GPU (torch.cuda says there is none, as CUDA_VISIBLE_DEVICES= makes
+    it say)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     data = _image_folder(tmp_path / "val")
-    argv = {"search.run": ["-m", "search.run", "--preset", "smoke", "--out", str(tmp_path / "out"), "--no-progress"],
-            "search.train": ["-m", "search.train", "--spec", "fpnasnet_cifar", "--dataset", "digits", "--recipe",
-                             "demo", "--out", str(tmp_path / "out"), "--no-progress"],
-            "fpnas_zoo validate": ["-m", "fpnas_zoo", "validate", "--model", "fpnasnet_cifar", "--data-dir",
-                                   str(data), "--out", str(tmp_path / "out")]}[cli]
+    main_of = {"search.run": main, "search.train": train_main, "fpnas_zoo validate": cli_main}
+    argv = {"search.run": ["--preset", "smoke", "--out", str(tmp_path / "out"), "--no-progress"],
+            "search.train": ["--spec", "fpnasnet_cifar", "--dataset", "digits", "--recipe", "demo", "--out",
+                             str(tmp_path / "out"), "--no-progress"],
+            "fpnas_zoo validate": ["validate", "--model", "fpnasnet_cifar", "--data-dir", str(data), "--out",
+                                   str(tmp_path / "out")]}[cli]
+    assert main_of[cli]([*argv, "--device", "cuda"]) == 2
+    line = _one_error_line(capsys.readouterr().err, "--device cuda:")
+    assert "no cuda device" in line and "--device cpu" in line
+    assert list(tmp_path.iterdir()) == [data]
+
+
+@pytest.mark.slow
+def test_device_cuda_without_a_gpu_is_one_line_from_the_command(tmp_path):
+    """The same refusal in the process a user starts with CUDA_VISIBLE_DEVICES= (any GPU hidden), exit status 2."""
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}
-    run = subprocess.run([sys.executable, *argv, "--device", "cuda"], capture_output=True, text=True, cwd=ROOT,
-                         env=env)
+    run = subprocess.run([sys.executable, "-m", "search.run", "--preset", "smoke", "--out", str(tmp_path / "out"),
+                          "--no-progress", "--device", "cuda"], capture_output=True, text=True, cwd=ROOT, env=env)
     line = _one_error_line(run.stderr, "--device cuda:")
     assert run.returncode == 2 and "no cuda device" in line and "--device cpu" in line
-    assert list(tmp_path.iterdir()) == [data]
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("case, option", [("tpu", "--device"), ("out_is_a_file", "--out"), ("seed", "--seed"),

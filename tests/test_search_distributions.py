@@ -253,6 +253,7 @@ def test_adaptive_k():
         adaptive_k(float("nan"), 0.25, 2)
 
 
+@pytest.mark.slow
 def test_the_bench_command_runs():
     """bench/distributions.py as bench/results/2026-11-24-fp-nas-distributions.md gives it, at a toy size (speed is
     measured by hand, never asserted)."""

@@ -37,6 +37,7 @@ def test_percentile_regret_and_task_quality_by_hand():
     assert q["bin_spreads"] == pytest.approx([4.5, 15.5, 12.0])
 
 
+@pytest.mark.slow
 def test_smoke_study_writes_tables_measures_and_plot(tmp_path):
     """The command docs/search.md gives, in --smoke mode: every stage runs and leaves what the report needs."""
     results = tmp_path / "results"

@@ -447,6 +447,8 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         distributed.cleanup()
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_ddp_two_processes_on_cpu(tmp_path):
     mp.spawn(_ddp_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2))

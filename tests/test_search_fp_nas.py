@@ -150,6 +150,7 @@ def test_plots_are_written(smoke_run):
         assert (smoke_run / "plots" / png).read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_fixed_samples_is_parsecs_constant_k(tmp_path):
     assert main(["--algo", "fp-nas", "--preset", "smoke", "--epochs", "2", "--warmup-epochs", "0",
                  "--coarse-to-fine-epochs", "1", "--samples", "3", "--out", str(tmp_path), "--no-progress"]) == 0
@@ -157,6 +158,7 @@ def test_fixed_samples_is_parsecs_constant_k(tmp_path):
     assert steps and {r["K"] for r in steps} == {3}
 
 
+@pytest.mark.slow
 def test_the_cost_term_pushes_the_distribution_under_a_tight_target(tmp_path):
     """With the cost term dominating (beta large) and a target near the smallest network, the expected cost of the
     learned distribution (estimated from 300 draws) falls well below that of the uniform start: the sign and the
@@ -179,6 +181,7 @@ def test_the_cost_term_pushes_the_distribution_under_a_tight_target(tmp_path):
     assert results[50.0] < 0.8 * uniform and results[50.0] < results[0.0], (uniform, results)
 
 
+@pytest.mark.slow
 def test_resume_after_an_interruption_ends_on_the_same_spec(smoke_run, tmp_path, monkeypatch):
     settings = FpNasSettings(**{**SMOKE, "checkpoint_every": 2})
     original = SearchRunner.save
@@ -202,6 +205,7 @@ def test_resume_after_an_interruption_ends_on_the_same_spec(smoke_run, tmp_path,
     assert _strip(read_trace(tmp_path / "trace.jsonl")) == _strip(read_trace(smoke_run / "trace.jsonl"))
 
 
+@pytest.mark.slow
 def test_checkpoint_every_counts_the_searchs_steps_and_a_resume_keeps_counting(smoke_run, tmp_path, monkeypatch):
     """--checkpoint-every 3 with 4 steps per epoch checkpoints at the search's steps 3, 6 and 9 (epoch 0 step 3,
     epoch 1 step 2, epoch 2 step 1), not at step 3 of each epoch (the paper preset's 500 would never fire at ~55
@@ -407,6 +411,7 @@ def test_a_search_resumed_inside_an_epoch_makes_no_batch_of_the_steps_done(tmp_p
     assert len(made) == 2 * (steps - 2)
 
 
+@pytest.mark.slow
 def test_the_step_bench_runs_and_finds_both_updates_equal():
     """bench/search_step.py (its quick check from the docstring): both tables, and the one-pass and two-pass updates
     of omega give the same gradient."""
@@ -434,6 +439,8 @@ def two_process_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_two_processes_draw_the_same_architectures_and_stay_in_sync(two_process_run):
     """Each rank dumps its distribution and supernet at the end: identical on both ranks (the same K samples per
     step, omega through DDP, the same alpha gradient); rank 0's spec is that distribution's most likely arch."""
@@ -446,6 +453,8 @@ def test_two_processes_draw_the_same_architectures_and_stay_in_sync(two_process_
     assert spec.search["distribution"]["mode"] == states[0]["mode"]
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_two_process_search_killed_mid_epoch_resumes_to_the_uninterrupted_spec(two_process_run, tmp_path):
     crashed = _torchrun(tmp_path, "--checkpoint-every", "2", hooks={"SEARCH_CRASH_AT_SAVE": "3"})
     assert crashed.returncode != 0 and not (tmp_path / "spec.json").exists()
@@ -488,6 +497,8 @@ def two_ranks(tmp_path_factory):
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_two_process_omega_step_all_reduces_once_and_is_the_weighted_gradient(two_ranks):
     """Under DDP (2 gloo processes) the K weighted backward passes all-reduce the gradient once (the first K - 1
     accumulate under no_sync), and every rank ends with the reference gradient: each sample's gradient averaged over

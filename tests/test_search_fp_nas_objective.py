@@ -21,6 +21,7 @@ def _bench():
     return load_script("bench/fp_nas_objective.py")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_accuracy_steers_and_an_over_target_search_reaches_its_target(seed):
     """ReLU is a known bad choice (+0.15 loss) in three layers of the demo space at equal cost: within 50 alpha

@@ -69,12 +69,14 @@ def test_compile_compiles_each_stage2_network_and_leaves_the_supernet_eager(tmp_
     assert events == ["reset", "FpnasZooNet"] * settings.candidates_kept
 
 
+@pytest.mark.slow
 def test_searched_spec_opens_in_the_zoo_cli(smoke_run):
     run = subprocess.run([sys.executable, "-m", "fpnas_zoo", "info", str(smoke_run / "spec.json")],
                          capture_output=True, text=True)
     assert run.returncode == 0 and "(searched)" in run.stdout
 
 
+@pytest.mark.slow
 def test_resume_after_an_interruption_gives_the_same_spec(smoke_run, tmp_path, monkeypatch):
     settings = FpnasSettings(**PRESETS["smoke"])
     calls = {"n": 0}
@@ -234,6 +236,8 @@ def _stage2(trace: list[dict]) -> tuple[list[dict], list[dict]]:
             [r for r in trace if r["event"] == "epoch" and r["stage"] == 2])
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 @pytest.mark.parametrize("run", ["two_process_e3", "two_process_e1"])
 def test_two_process_stage2_scores_each_candidate_as_one_process_training_it_alone(run, request, tmp_path):
     kept, out = request.getfixturevalue(run)
@@ -267,6 +271,8 @@ def test_two_process_stage2_scores_each_candidate_as_one_process_training_it_alo
     assert [r for r in trace if r["event"] == "decision"][0]["candidate"] == candidates[best]["candidate"]
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_two_process_search_killed_in_stage2_resumes_to_the_uninterrupted_spec(two_process_e3, tmp_path):
     _, uninterrupted = two_process_e3
     crashed = _torchrun(tmp_path, "--E", "3", hooks={"SEARCH_CRASH_AT_STAGE2_RESULTS": "2"})
@@ -292,6 +298,8 @@ def _worker_pids(agent: int) -> dict[int, int]:
     return pids
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 @pytest.mark.skipif(not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(),
                     reason="finds torchrun's workers through /proc (Linux)")
 def test_torchrun_max_restarts_continues_a_search_after_a_rank_is_killed(two_process_e1, tmp_path):

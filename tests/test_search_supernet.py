@@ -279,6 +279,7 @@ def test_every_attention_choice_uses_the_same_depthwise_filters():
     assert not torch.equal(sa1[:rows, :cols], sa2[:rows, :cols])
 
 
+@pytest.mark.slow
 def test_the_throughput_bench_command_runs():
     """The command of bench/results/2026-11-24-supernet-throughput.md, at a toy size (never asserts speed)."""
     root = Path(__file__).parents[1]

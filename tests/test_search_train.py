@@ -123,6 +123,8 @@ def test_a_batch_the_processes_cannot_share_is_refused(tmp_path, tiny_spec, monk
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_two_processes_train_as_one_with_the_same_global_batch(tmp_path, tiny_spec):
     """`torchrun --nproc_per_node 2 -m search.train` takes the steps one process takes (--batch-size is the batch of
     a step, 32 images per rank) and ends where one process ends, within what per-process BatchNorm explains.

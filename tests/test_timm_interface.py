@@ -9,7 +9,7 @@ import pytest
 import timm
 import torch
 import torch.nn as nn
-from conftest import FIXTURES
+from conftest import FIXTURES, model_sweep
 from timm.layers import FrozenBatchNormAct2d
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
@@ -64,7 +64,7 @@ def test_import_registers_every_bundled_spec_with_timm():
         assert (cfg["paper_ids"] == "arXiv:2011.10949") == spec.source["paper"].startswith("Yan et al.")
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", model_sweep(MODELS))
 def test_default_cfg_is_consistent_with_the_model(name):
     model = timm.create_model(name).eval()
     cfg = model.pretrained_cfg
@@ -87,7 +87,7 @@ def test_default_cfg_is_consistent_with_the_model(name):
     assert isinstance(model.get_classifier(), nn.Module)
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", model_sweep(MODELS))
 def test_backward_reaches_every_parameter(name):
     model = timm.create_model(name, num_classes=42, drop_rate=0.1, drop_path_rate=0.1).train()
     out = model(small_input(name))
@@ -97,7 +97,7 @@ def test_backward_reaches_every_parameter(name):
     assert not missing
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", model_sweep(MODELS))
 def test_grad_checkpointing_and_intermediates_match_forward_features(name):
     model = timm.create_model(name).eval()
     x = small_input(name)
@@ -112,7 +112,7 @@ def test_grad_checkpointing_and_intermediates_match_forward_features(name):
         assert torch.allclose(model.forward_intermediates(x)[0], reference, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", IMAGENET)
+@pytest.mark.parametrize("name", model_sweep(IMAGENET))
 def test_feature_info_has_five_levels_at_reductions_2_to_32(name):
     model = timm.create_model(name, features_only=True).eval()
     assert model.feature_info.reduction() == [2, 4, 8, 16, 32]
@@ -122,7 +122,7 @@ def test_feature_info_has_five_levels_at_reductions_2_to_32(name):
     assert [224 // o.shape[-1] for o in outs] == [2, 4, 8, 16, 32]
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", model_sweep(MODELS))
 @pytest.mark.parametrize("feature_cls", [None, "getter", "hook", "fx", "dict"])
 def test_features_only_feature_classes_agree(name, feature_cls):
     x = small_input(name, 96)
@@ -145,7 +145,7 @@ def test_features_only_feature_classes_agree(name, feature_cls):
         assert out.shape[-1] <= -(-x.shape[-1] // reduction) + 1 and torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", model_sweep(MODELS))
 def test_out_indices_positive_and_negative(name):
     levels = len(timm.create_model(name, features_only=True).feature_info)
     x = small_input(name, 96)
@@ -155,7 +155,7 @@ def test_out_indices_positive_and_negative(name):
     assert len(pair(x)) == 2 and len(last(x)) == 1
 
 
-@pytest.mark.parametrize("name", IMAGENET)
+@pytest.mark.parametrize("name", model_sweep(IMAGENET))
 def test_output_stride_dilates_with_the_same_weights(name):
     base = timm.create_model(name, features_only=True).eval()
     x = small_input(name, 128, batch=1)
@@ -171,7 +171,7 @@ def test_output_stride_dilates_with_the_same_weights(name):
         timm.create_model(name, output_stride=4)
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", model_sweep(MODELS))
 def test_prune_intermediate_layers(name):
     model = timm.create_model(name).eval()
     x = small_input(name, 96)
@@ -185,7 +185,7 @@ def test_prune_intermediate_layers(name):
         assert model(x).ndim == 4  # head and pooling pruned
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", model_sweep(MODELS))
 def test_torchscript_matches_eager(name):
     model = timm.create_model(name).eval()
     scripted = torch.jit.script(model)
@@ -194,7 +194,7 @@ def test_torchscript_matches_eager(name):
         assert torch.allclose(scripted(x), model(x), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", model_sweep(MODELS))
 def test_torch_export_matches_eager(name):
     model = timm.create_model(name).eval()
     x = small_input(name)
@@ -203,7 +203,7 @@ def test_torch_export_matches_eager(name):
         assert torch.allclose(exported.module()(x), model(x), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", model_sweep(MODELS))
 def test_fx_trace_equals_eager_exactly_and_backprops(name):
     model = timm.create_model(name).eval()
     x = small_input(name)
@@ -221,7 +221,7 @@ def test_fx_trace_equals_eager_exactly_and_backprops(name):
     assert all(p.grad is not None for p in train_graph.parameters())
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", model_sweep(MODELS))
 def test_meta_device_construction_and_in_chans(name):
     with torch.device("meta"):
         model = timm.create_model(name)
@@ -259,7 +259,7 @@ def _create(name: str, **kwargs) -> nn.Module:
     return timm.create_model(name, **kwargs)
 
 
-@pytest.mark.parametrize("name", [REFERENCE, *MODELS, pytest.param(FBNETV2_SE, id="spec:fbnetv2_f4")])
+@pytest.mark.parametrize("name", [*model_sweep([REFERENCE, *MODELS]), pytest.param(FBNETV2_SE, id="spec:fbnetv2_f4")])
 def test_device_and_dtype_factory_arguments_create_every_parameter_there(name):
     dd = dict(device="meta", dtype=torch.bfloat16)
     reference = timm.create_model(REFERENCE, **dd)
@@ -274,7 +274,7 @@ def test_device_and_dtype_factory_arguments_create_every_parameter_there(name):
     assert _kinds(_create(name, features_only=True, **dd).parameters()) == {("meta", torch.bfloat16)}
 
 
-@pytest.mark.parametrize("name", [REFERENCE, *MODELS, pytest.param(FBNETV2_SE, id="spec:fbnetv2_f4")])
+@pytest.mark.parametrize("name", [*model_sweep([REFERENCE, *MODELS]), pytest.param(FBNETV2_SE, id="spec:fbnetv2_f4")])
 def test_a_meta_model_materialises_to_the_cpu_model_and_bfloat16_runs(name):
     torch.manual_seed(0)
     eager = _create(name).eval()
@@ -289,7 +289,7 @@ def test_a_meta_model_materialises_to_the_cpu_model_and_bfloat16_runs(name):
     assert out.dtype == torch.bfloat16 and out.shape == (2, eager.num_classes) and torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", model_sweep(MODELS))
 def test_norm_layer_override_freezes_batchnorm(name):
     model = timm.create_model(name, norm_layer=FrozenBatchNorm2d, features_only=True)
     norms = [m for m in model.modules() if isinstance(m, (nn.BatchNorm2d, FrozenBatchNormAct2d))]
@@ -297,7 +297,7 @@ def test_norm_layer_override_freezes_batchnorm(name):
     assert len(model(small_input(name, 64))) == len(model.feature_info)
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", model_sweep(MODELS))
 def test_group_matcher_covers_every_parameter(name):
     from timm.models import group_parameters
 

@@ -224,6 +224,8 @@ print("ok")
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-3000:]
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_two_gloo_processes_train_an_imagenet_recipe_as_one(imagenet, tmp_path):
     """The global batch of 8 as 2 x 4 on two processes: the same images per epoch, the same val images scored, a
     loss close to one process's (other images make up each step's batch), the EMA kept."""
@@ -246,6 +248,7 @@ def _readme_section() -> str:
     return text[start:text.index("\n## ", start + 1)]
 
 
+@pytest.mark.slow
 def test_every_training_command_of_the_readme_runs(imagenet, tmp_path):
     """docs/training.md's command per model, on the tiny folder for one epoch at 32 px (CIFAR ones on the embedded
     digits; the teacher, whose weights need the internet, a local checkpoint); its teacher is a timm weight that
