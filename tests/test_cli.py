@@ -71,6 +71,7 @@ def test_a_bad_spec_through_python_dash_m_exits_non_zero_with_the_one_line(tmp_p
     assert run.stderr.strip() == f"error: {path}: blocks[7].stride: got 3, expected one of 1, 2"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv", [["demo"]])
 def test_demo_builds_and_runs_every_model(capsys, argv):
     assert main(argv) == 0

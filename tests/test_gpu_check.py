@@ -40,6 +40,7 @@ def tiny_run(tmp_path_factory):
     return done, out
 
 
+@pytest.mark.slow
 def test_tiny_run_measures_every_section(tiny_run):
     done, out = tiny_run
     assert done.returncode == 0, done.stderr[-3000:]
@@ -77,6 +78,7 @@ def test_tiny_run_measures_every_section(tiny_run):
     assert [p.name for p in out.parent.iterdir()] == ["check.json"]  # written atomically: no temp file left
 
 
+@pytest.mark.slow
 def test_the_printed_table_is_the_json(tiny_run):
     done, out = tiny_run
     rows = json.loads(out.read_text())["rows"]

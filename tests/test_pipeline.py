@@ -13,6 +13,7 @@ import torch
 import fpnas_zoo
 
 ROOT = Path(__file__).parents[1]
+pytestmark = pytest.mark.slow  # the whole demo pipeline, each step a process
 
 
 def run(*argv, env=None):

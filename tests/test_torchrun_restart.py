@@ -43,6 +43,8 @@ def _finish(ranks: list[subprocess.Popen]) -> list[tuple[int, str, str]]:
     return out
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_a_restarted_group_meets_in_the_store_the_killed_group_left():
     store = tdist.TCPStore("127.0.0.1", 0, 1, is_master=True, timeout=timedelta(seconds=60), multi_tenant=True)
     first = _finish([_rank(0, 0, store.port), _rank(1, 0, store.port)])
