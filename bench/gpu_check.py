@@ -305,8 +305,8 @@ def preset(algorithm: str, name: str, batch: int):
     """(algorithm class, its settings of preset `name` at `batch`, the DataSpec of the preset's dataset): what the
     searcher builds its space from. Synthetic stand-ins: the real dataset's size and classes (ImageNet-100 for
     imagefolder, as FP-NAS's paper preset)."""
+    from search.algorithms import ALGORITHMS
     from search.data import DataSpec, input_resolution
-    from search.run import ALGORITHMS
 
     cls = ALGORITHMS[algorithm]
     settings = replace(cls.settings_class(**cls.presets[name]), batch_size=batch)

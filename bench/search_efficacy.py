@@ -50,6 +50,7 @@ from tqdm import tqdm  # noqa: E402
 
 from fpnas_zoo import count_spec, load_spec, save_spec  # noqa: E402
 from fpnas_zoo.atomic import atomic_write_json  # noqa: E402
+from search.algorithms import ALGORITHMS, settings_from_args  # noqa: E402
 from search.engine import (  # noqa: E402
     Recipe,
     evaluate,
@@ -58,7 +59,7 @@ from search.engine import (  # noqa: E402
     seed_everything,
     train_epochs,
 )
-from search.run import ALGORITHMS, build_parser, settings_from_args  # noqa: E402
+from search.run import build_parser  # noqa: E402
 from search.runner import SearchRunner  # noqa: E402
 from search.supernet import FixedArch  # noqa: E402
 

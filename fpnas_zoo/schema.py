@@ -157,6 +157,11 @@ def canonical_block(in_chs: int, block: dict) -> dict:
     return block
 
 
+def block_key(block: dict) -> tuple:
+    """A hashable form of a spec block dict (key order and 3 vs 3.0 do not matter)."""
+    return tuple(sorted(block.items()))
+
+
 def _check_residual(in_chs: int, args: dict) -> Iterable[tuple[str, str]]:
     if "residual" in args and args["stride"] != 1:
         yield "residual", "left out at stride 2 (no identity path crosses a stride)"

@@ -15,14 +15,8 @@ import torch.nn as nn
 from fpnas_zoo import count_spec, spec_from_dict
 from fpnas_zoo.block_types import BLOCK_TYPES
 from fpnas_zoo.counting import count_mult_adds
-from fpnas_zoo.schema import canonical_block
+from fpnas_zoo.schema import block_key, canonical_block
 from fpnas_zoo.spec import ModelSpec
-
-from .supernet import block_key
-
-# The `search` field of a probe spec (specs need one); nothing reads it.
-_METADATA = {"algorithm": "fpnas", "settings": {}, "seed": 0, "dataset": "-", "budget_mult_adds": None,
-             "measured": {}, "val_top1": None, "wall_time_s": 0.0, "gpu_hours": 0.0}
 
 
 def entry_key(in_chs: int, resolution: int, block: dict) -> tuple[int, int, tuple]:

@@ -30,30 +30,19 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import fields, replace
 from pathlib import Path
 
 from fpnas_zoo.atomic import check_out_folder
 from fpnas_zoo.device import resolve_device
 
+# latency_limit, own_options and settings_from_args: scripts and tests import them from here too
+from .algorithms import ALGORITHMS, latency_limit, limit_stated_at, own_options, settings_from_args  # noqa: F401
 from .checkpointing import ResumeError
-from .coordinate_descent import FpnasSearch
-from .data import DATASETS, OFFLINE_DATASETS, input_resolution
+from .data import DATASETS, OFFLINE_DATASETS
 from .distributed import add_dist_timeout_argument, check_dist_timeout, cleanup, init_distributed
 from .engine import add_threads_argument, cpu_threads
-from .latency import parse_ms
-from .probabilistic import FpNasSearch
-from .runner import COSTS, SearchAlgorithm, SearchRunner, SearchSettings
-
-# --algo NAME -> the algorithm class; a new searcher is one entry here (its options and presets live on its class).
-ALGORITHMS: dict[str, type[SearchAlgorithm]] = {"fpnas": FpnasSearch, "fp-nas": FpNasSearch}
-
-
-def own_options(algorithm: type[SearchAlgorithm]) -> dict[str, str]:
-    """dest -> option string of the command-line options `algorithm` adds (another algorithm's are refused)."""
-    p = argparse.ArgumentParser(add_help=False)
-    algorithm.add_arguments(p)
-    return {a.dest: a.option_strings[0] for a in p._actions}
+from .latency_table import parse_ms
+from .runner import COSTS, SearchRunner, SearchSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,64 +95,6 @@ def build_parser() -> argparse.ArgumentParser:
                    "afresh (so `torchrun --max-restarts N` continues a search after a crash)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     return p
-
-
-def settings_from_args(args: argparse.Namespace) -> SearchSettings:
-    """The preset of `--algo`, with every option given on the command line over it."""
-    algorithm = ALGORITHMS[args.algo]
-    if args.preset is None:  # a real dataset asks for the real search; no dataset, the offline demo
-        args.preset = "paper" if args.dataset not in (None, *OFFLINE_DATASETS) else "demo"
-    mine = own_options(algorithm)
-    for other, cls in ALGORITHMS.items():
-        for dest, option in own_options(cls).items():
-            if other != args.algo and dest not in mine and getattr(args, dest, None) is not None:
-                raise ValueError(f"{option} is an option of --algo {other}, not of --algo {args.algo}")
-    if args.flops_budget is not None and algorithm.cost_limit.option != "--flops-budget":
-        raise ValueError(f"--flops-budget is an option of --algo fpnas; --algo {args.algo} takes "
-                         f"{algorithm.cost_limit.option}")
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be at least 1, got {args.threads}")
-    if args.preset not in algorithm.presets:
-        raise ValueError(f"--preset {args.preset}: --algo {args.algo} has the presets {sorted(algorithm.presets)}")
-    settings = algorithm.settings_class(**algorithm.presets[args.preset])
-    overrides = {f.name: getattr(args, f.name) for f in fields(settings)
-                 if getattr(args, f.name, None) is not None}
-    if args.flops_budget is not None:
-        overrides[algorithm.cost_limit.field] = args.flops_budget
-    overrides.update(latency_limit(args, overrides.get("cost", settings.cost)))
-    return replace(settings, **overrides)
-
-
-def latency_limit(args: argparse.Namespace, cost: str) -> dict:
-    """The settings a latency search takes from --latency-budget / --latency-target (ms) instead of the preset's
-    mult-adds limit; the options that do not fit `cost` or `--algo` refused in one line."""
-    limit = ALGORITHMS[args.algo].cost_limit
-    given = {"--latency-budget": args.latency_budget, "--latency-target": args.latency_target}
-    for option, value in given.items():
-        if value is not None and cost != "latency":
-            raise ValueError(f"{option} is in milliseconds of predicted latency: it needs --cost latency and "
-                             "--latency-table")
-        if value is not None and option != limit.latency_option:
-            raise ValueError(f"{option} is not an option of --algo {args.algo}; it takes {limit.latency_option}")
-    if cost != "latency":
-        return {}
-    if args.flops_budget is not None or getattr(args, limit.field, None) is not None:
-        raise ValueError(f"{limit.option} is in mult-adds; with --cost latency give {limit.latency_option} in "
-                         "milliseconds")
-    if given[limit.latency_option] is None:
-        raise ValueError(f"--cost latency needs {limit.latency_option} (milliseconds, e.g. 4ms)")
-    return {limit.field: given[limit.latency_option]}
-
-
-def limit_stated_at(args: argparse.Namespace) -> int | None:
-    """The image side the cost limit is stated for when it is the preset's (its own dataset's resolution), so the
-    runner can move it to the data's; None when the command line sets it or the preset has none."""
-    algorithm = ALGORITHMS[args.algo]
-    preset = algorithm.presets[args.preset]
-    given = getattr(args, algorithm.cost_limit.field, None) is not None or args.flops_budget is not None
-    if given or preset.get(algorithm.cost_limit.field) is None or args.cost == "latency":
-        return None
-    return input_resolution(preset["dataset"], preset.get("image_size"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,8 +24,8 @@ What the paper leaves open, and what this implementation does (and why):
   bench/README.md "FP-NAS objective").
 * Importance weights for omega need every sample's loss, yet only one network's graph is held at a time: each
   sample runs forward and backward once, its gradient scaled by an online softmax of the losses so far and the sum
-  normalised after the last (`FpNasSearch.train_omega`): exactly sum_k w_k grad loss_k, with K forwards instead of
-  the 2K of a pass without gradients for the weights followed by the weighted passes (bench/search_step.py).
+  normalised after the last (`ProbabilisticSearch.train_omega`): exactly sum_k w_k grad loss_k, with K forwards
+  instead of the 2K of a pass without gradients for the weights followed by the weighted passes (bench/search_step.py).
 * Baseline: the importance weights sum to one, so subtracting 1/K centres them, and the cost part subtracts the
   mean of its samples: samples that are all equally good (or all equally over target) give no update, and the
   estimate keeps its expectation (E[grad log P] = 0) with less variance. With K = 1 nothing can be compared; K_min
@@ -47,7 +47,8 @@ What the paper leaves open, and what this implementation does (and why):
   importance weights and the same alpha gradient (an all-reduce of K numbers instead of alpha's gradient); omega's
   weighted gradient goes through DDP, all-reduced once per step (the first K - 1 backward passes under `no_sync`).
 
-`FpNasSearch` is the algorithm only; `search.runner.SearchRunner` supplies data, supernet, cost, checkpoint, trace.
+`ProbabilisticSearch` is the algorithm only; `search.runner.SearchRunner` supplies data, supernet, cost, checkpoint,
+trace.
 """
 from __future__ import annotations
 
@@ -96,7 +97,7 @@ PAPER = "Yan et al., FP-NAS: Fast Probabilistic Neural Architecture Search, CVPR
 
 
 @dataclass
-class FpNasSettings(SearchSettings):
+class ProbabilisticSettings(SearchSettings):
     """Everything that defines an FP-NAS search (a checkpoint from other settings is refused)."""
 
     renamed = {"budget": "target"}  # checkpoints written before the soft target had its own name
@@ -187,7 +188,7 @@ def network_distribution(space: FbnetSpace, joint: bool) -> ArchDistribution:
     return ArchDistribution(space.sizes(), joint=joint, uses=space.used_variables())
 
 
-class _Sampled(nn.Module):
+class Sampled(nn.Module):
     """The supernet running `self.arch` (set before each call): what DDP wraps for omega's updates."""
 
     def __init__(self, supernet: nn.Module):
@@ -198,13 +199,13 @@ class _Sampled(nn.Module):
         return self.supernet(x, self.arch)
 
 
-class FpNasSearch(SearchAlgorithm):
+class ProbabilisticSearch(SearchAlgorithm):
     """The FP-NAS algorithm over an `FbnetSpace`; the runner holds data, supernet, cost, checkpoint and trace."""
 
     name = "fp_nas"
     summary = ("Yan et al.'s FP-NAS: probabilistic search over FBNetV2 spaces with adaptive sampling and "
                "coarse-to-fine distributions (not Cui et al.'s FPNAS, which is --algo fpnas)")
-    settings_class = FpNasSettings
+    settings_class = ProbabilisticSettings
     presets = PRESETS
     split_train = True
     cost_limit = TARGET
@@ -226,7 +227,7 @@ class FpNasSearch(SearchAlgorithm):
                        help="the joint distribution from the start (PARSEC's parameterisation)")
         g.add_argument("--lambda", type=float, dest="lam",
                        help=f"adaptive sampling K = max(K_min, ceil(lambda * entropy in nats)); default "
-                            f"{_default_lambda():.4f} (14 samples at the start of the default fbnetv2-f++ space)")
+                            f"{default_lambda():.4f} (14 samples at the start of the default fbnetv2-f++ space)")
         g.add_argument("--k-min", type=int, help="fewest samples per step (default 2)")
         g.add_argument("--samples", type=int, help="fixed K samples per step (PARSEC), instead of adaptive")
         g.add_argument("--beta", type=float, help=f"weight of the cost term: nats of mean cross-entropy per unit of "
@@ -244,7 +245,7 @@ class FpNasSearch(SearchAlgorithm):
                        "whole search (default: each epoch's end only)")
 
     @classmethod
-    def make_space(cls, settings: FpNasSettings, data: DataSpec) -> FbnetSpace:
+    def make_space(cls, settings: ProbabilisticSettings, data: DataSpec) -> FbnetSpace:
         space = build_space(settings.space, tuple(data.input_size), data.num_classes, width_mult=settings.width_mult,
                            layers=None if settings.layers is None else tuple(settings.layers),
                            choices=None if settings.choices is None else
@@ -256,10 +257,10 @@ class FpNasSearch(SearchAlgorithm):
         s = self.settings = runner.settings
         self.space, self.dist, self.supernet = runner.space, runner.dist, runner.supernet
         self.data, self.trace, self.progress = runner.data, runner.trace, runner.progress
-        self.lam = s.lam if s.lam is not None else _default_lambda()
+        self.lam = s.lam if s.lam is not None else default_lambda()
         self.recipe = Recipe(lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay, schedule="cosine",
                              epochs=s.epochs, eta_min=s.eta_min, **runner.recipe_overrides)
-        self.sampled = _Sampled(self.supernet)
+        self.sampled = Sampled(self.supernet)
         self.model = prepare_model(self.sampled, self.recipe, self.dist, find_unused_parameters=True)
         self.optimizer = make_optimizer(self.supernet, self.recipe)
         # a step takes one batch of each half: the shorter half sets the steps per epoch
@@ -525,10 +526,14 @@ class FpNasSearch(SearchAlgorithm):
 
 
 @cache
-def _default_lambda() -> float:
+def default_lambda() -> float:
     """14 / H0, rounded down to 4 decimals, H0 the entropy over networks of the factorized start (zero logits) of
     the default fbnetv2-f++ space (224 px), 88.65 nats: the search starts at the paper's 14 samples
     (ceil(lambda * H0) = 14)."""
     space = build_space("fbnetv2-f++", (3, 224, 224), 1000)
     h0 = float(ArchDistribution(space.sizes(), uses=space.used_variables()).entropy().detach())
     return math.floor(14 / h0 * 1e4) / 1e4
+
+
+# The names before the classes were named after their folder (FpnasSearch and FpNasSearch differed by one capital).
+FpNasSearch, FpNasSettings = ProbabilisticSearch, ProbabilisticSettings
