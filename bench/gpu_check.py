@@ -162,9 +162,9 @@ class Budget:
 
 def autocast(device: torch.device):
     """The searchers' autocast (`search.engine`): bf16 on CUDA, off on the CPU."""
-    from search.engine import Recipe, _autocast
+    from search.engine import Recipe, recipe_autocast
 
-    return _autocast(Recipe(), device)
+    return recipe_autocast(Recipe(), device)
 
 
 # --------------------------------------------------------------------------- a: zoo inference

@@ -56,11 +56,11 @@ from search.engine import (  # noqa: E402
     evaluate,
     make_optimizer,
     recalibrate_bn,
-    seed_everything,
     train_epochs,
 )
 from search.run import build_parser  # noqa: E402
 from search.runner import SearchRunner  # noqa: E402
+from search.seeding import seed_everything  # noqa: E402
 from search.supernet import FixedArch  # noqa: E402
 
 DATASET = "cluttered-digits"

@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import datasets as tv_datasets
 from torchvision import transforms as T
 
-from search.engine import derive_seed
+from search.seeding import derive_seed
 
 __all__ = [
     "CIFAR_CLASSES",

@@ -40,6 +40,7 @@ from tqdm import tqdm
 from fpnas_zoo.latency import RUNTIMES, Protocol
 
 from .algorithms import SPACE_OPTIONS, space_from_options
+from .cli_common import error
 from .cost import MultAddsCost
 from .latency_table import (
     LatencyCost,
@@ -199,8 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except ValueError as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
+        return error(" ".join(str(e).split()))
 
 
 if __name__ == "__main__":

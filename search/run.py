@@ -32,15 +32,21 @@ import logging
 import sys
 from pathlib import Path
 
-from fpnas_zoo.atomic import check_out_folder
-from fpnas_zoo.device import resolve_device
-
 # latency_limit, own_options and settings_from_args: scripts and tests import them from here too
 from .algorithms import ALGORITHMS, latency_limit, limit_stated_at, own_options, settings_from_args  # noqa: F401
 from .checkpointing import ResumeError
+from .cli_common import (
+    add_device_argument,
+    add_dist_timeout_argument,
+    add_resume_argument,
+    add_threads_argument,
+    add_workers_argument,
+    check_before_work,
+    error,
+)
 from .data import DATASETS, OFFLINE_DATASETS
-from .distributed import add_dist_timeout_argument, check_dist_timeout, cleanup, init_distributed
-from .engine import add_threads_argument, cpu_threads
+from .distributed import cleanup, init_distributed
+from .engine import cpu_threads
 from .latency_table import parse_ms
 from .runner import COSTS, SearchRunner, SearchSettings
 
@@ -80,9 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images per training step (under torchrun, stage 1 shares each batch out over the processes)")
     p.add_argument("--limit-train", type=int, help="use only this many training images (smoke runs)")
     p.add_argument("--limit-val", type=int, help="use only this many validation images")
-    p.add_argument("--device", help="default: cuda (LOCAL_RANK under torchrun) when available, else cpu")
-    p.add_argument("--workers", type=int, help="DataLoader workers per process (imagefolder). Default: the CPUs this "
-                   "process may use, shared by torchrun's processes on the machine, at most 8")
+    add_device_argument(p)
+    add_workers_argument(p)
     add_threads_argument(p)
     add_dist_timeout_argument(p)
     p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
@@ -91,8 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--algo fpnas: torch.compile each stage-2 candidate (stage 1's supernet runs eager); refused "
                         "by --algo fp-nas, whose every step is new graphs. On a 2-core CPU a compile takes about a "
                         "minute per network and training is no faster (bench/README.md)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it is there, else start "
-                   "afresh (so `torchrun --max-restarts N` continues a search after a crash)")
+    add_resume_argument(p, "search")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     return p
 
@@ -102,12 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
         settings = settings_from_args(args)
-        check_dist_timeout(args.dist_timeout)
-        resolve_device(args.device)  # before any work: a device this machine has
-        check_out_folder(args.out)
+        check_before_work(args)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return error(e)
     with cpu_threads(args.threads, small_workload=settings.dataset in OFFLINE_DATASETS):
         return _search(args, settings)
 
@@ -117,9 +118,8 @@ def _search(args: argparse.Namespace, settings: SearchSettings) -> int:
     # Under torchrun only rank 0 writes OUT (no filesystem shared between ranks is assumed): it answers for all.
     dist = init_distributed(args.device, args.dist_timeout)
     if not args.resume and dist.broadcast_object((out / "checkpoint.pt").exists()):
-        print(f"error: {out} already holds a search (checkpoint.pt); pass --resume to continue it or choose another "
-              "--out", file=sys.stderr)
-        return 2
+        return error(f"{out} already holds a search (checkpoint.pt); pass --resume to continue it or choose another "
+                     "--out")
     try:
         search = SearchRunner(ALGORITHMS[args.algo], settings, out, data_dir=args.data_dir, device=args.device,
                               workers=args.workers, progress=not args.no_progress,
@@ -128,8 +128,7 @@ def _search(args: argparse.Namespace, settings: SearchSettings) -> int:
                               limit_stated_at=limit_stated_at(args))
         spec = search.run(resume=args.resume)
     except (ResumeError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return error(e)
     if dist.is_main:
         measured = spec.search["measured"]
         cost = spec.search["cost"]

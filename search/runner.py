@@ -40,8 +40,8 @@ from . import distributed as dist_utils
 from .checkpointing import Checkpointer, Trace
 from .cost import BlockwiseCost, MultAddsCost
 from .data import DataSpec, SearchData, load_data
-from .engine import rng_state, seed_everything, set_rng_state
 from .latency_table import LatencyCost, LatencyTable, TableError, protocol_timer, space_identity
+from .seeding import rng_state, seed_everything, set_rng_state
 from .space import Arch, SearchSpace, searched_spec_dict  # noqa: F401 - searched_spec_dict: its old home
 from .supernet import LAYOUT_VERSION, Supernet
 

@@ -28,26 +28,32 @@ from pathlib import Path
 import torch
 
 from fpnas_zoo import create_model_from_spec, resolve_spec
-from fpnas_zoo.atomic import atomic_write_json, check_out_folder
-from fpnas_zoo.device import resolve_device
+from fpnas_zoo.atomic import atomic_write_json
 from fpnas_zoo.spec import SpecError
 
 from . import distributed as dist_utils
 from .checkpointing import Checkpointer, ResumeError
+from .cli_common import (
+    add_device_argument,
+    add_dist_timeout_argument,
+    add_resume_argument,
+    add_threads_argument,
+    add_workers_argument,
+    check_before_work,
+    error,
+)
 from .data import DATASETS, OFFLINE_DATASETS, load_data
 from .engine import (
     Recipe,
-    add_threads_argument,
     cpu_threads,
-    derive_seed,
     evaluate,
     make_optimizer,
     make_scheduler,
     prepare_model,
-    seed_everything,
     train_epochs,
     unwrap,
 )
+from .seeding import derive_seed, seed_everything
 
 
 @dataclass(frozen=True)
@@ -385,11 +391,9 @@ def main(argv: list[str] | None = None) -> int:
                    "processes (a multiple of their number). Default: the recipe's")
     p.add_argument("--cutout", action="store_true", help="16x16 cutout (the paper's 2x CIFAR model)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it is there, else start "
-                   "afresh (so `torchrun --max-restarts N` continues a run after a crash)")
-    p.add_argument("--device")
-    p.add_argument("--workers", type=int, help="DataLoader workers per process (imagefolder). Default: the CPUs "
-                   "this process may use, shared by torchrun's processes on the machine, at most 8")
+    add_resume_argument(p, "run")
+    add_device_argument(p)
+    add_workers_argument(p)
     p.add_argument("--limit-train", type=int)
     p.add_argument("--limit-val", type=int)
     p.add_argument("--val-size", type=float, help="held-out part of the training set: a fraction (0.1) or a count "
@@ -417,16 +421,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task-weight", type=float, help="weight of the label loss (default 1; alone: 1 - it goes to "
                    "the distillation loss)")
     add_threads_argument(p)
-    dist_utils.add_dist_timeout_argument(p)
+    add_dist_timeout_argument(p)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    try:  # before any work: a device this machine has, a folder to write into
-        dist_utils.check_dist_timeout(args.dist_timeout)
-        resolve_device(args.device)
-        check_out_folder(args.out)
+    try:
+        check_before_work(args)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return error(e)
     if args.threads is not None and args.threads < 1:
         p.error(f"--threads must be at least 1, got {args.threads}")
     with cpu_threads(args.threads, small_workload=args.dataset in OFFLINE_DATASETS):
@@ -438,8 +439,7 @@ def _train_command(args: argparse.Namespace) -> int:
     # Under torchrun only rank 0 writes OUT (no filesystem shared between ranks is assumed): it answers for all.
     dist = dist_utils.init_distributed(args.device, args.dist_timeout)
     if not args.resume and dist.broadcast_object((out / "checkpoint.pt").exists()):
-        print(f"error: {out} already holds a training run; pass --resume or choose another --out", file=sys.stderr)
-        return 2
+        return error(f"{out} already holds a training run; pass --resume or choose another --out")
     try:
         result = train(args.spec, args.dataset, out, args.recipe, args.data_dir, args.epochs, args.batch_size,
                        args.cutout, args.seed, args.resume, args.device, args.workers, args.limit_train,
@@ -450,8 +450,7 @@ def _train_command(args: argparse.Namespace) -> int:
                        kd_temperature=args.kd_temperature, distill_weight=args.distill_weight,
                        task_weight=args.task_weight)
     except (SpecError, ResumeError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return error(e)
     if dist.is_main:
         accuracy = "no validation split" if result["val_top1"] is None else f"val top-1 {result['val_top1']:.2f}%"
         if result["test_top1"] is not None:

@@ -26,7 +26,6 @@ from ..checkpointing import recorded_cost
 from ..data import DataSpec
 from ..engine import (
     Recipe,
-    derive_seed,
     evaluate,
     make_optimizer,
     make_scheduler,
@@ -35,6 +34,7 @@ from ..engine import (
     train_epochs,
 )
 from ..runner import SearchAlgorithm, SearchRunner, SearchSettings
+from ..seeding import derive_seed
 from ..supernet import Supernet
 from .space import Choice, FpnasSpace, fpnas_space
 

@@ -69,17 +69,16 @@ from fpnas_zoo.atomic import atomic_torch_save
 from ..data import DataSpec
 from ..engine import (
     Recipe,
-    _autocast,
-    _inputs,
-    derive_seed,
     evaluate,
     make_optimizer,
     make_scheduler,
     prepare_model,
     recalibrate_bn,
-    seed_everything,
+    recipe_autocast,
+    recipe_inputs,
 )
 from ..runner import TARGET, SearchAlgorithm, SearchRunner, SearchSettings
+from ..seeding import derive_seed, seed_everything
 from .distributions import ArchDistribution, adaptive_k
 from .objective import (
     DEFAULT_BETA,
@@ -389,7 +388,7 @@ class ProbabilisticSearch(SearchAlgorithm):
 
         # omega: one forward and one backward per sample, weighted by its importance weight (`train_omega`)
         images, labels = w_batch
-        images = _inputs(images, self.recipe)
+        images = recipe_inputs(images, self.recipe)
         self.model.train()
         masks = [derive_seed(s.seed, 5, epoch, step, dist.rank, i) for i in range(k)]
         losses = self.train_omega(images, labels, blocks, masks)
@@ -411,7 +410,7 @@ class ProbabilisticSearch(SearchAlgorithm):
         # E[-beta log(1 + C(A))] / T (the k samples and `cost_samples` more, priced only); see objective.py
         images, labels = a_batch
         masks = [derive_seed(s.seed, 6, epoch, step, dist.rank, i) for i in range(k)]
-        a_losses = self.losses(_inputs(images, self.recipe), labels, blocks, masks)
+        a_losses = self.losses(recipe_inputs(images, self.recipe), labels, blocks, masks)
         fetched = torch.cat([loss.reshape(1), a_losses]).cpu()  # the step's one wait for the device
         loss, a_losses = float(fetched[0]), fetched[1:]
         accuracy = accuracy_coefficients(a_losses, s.temperature)
@@ -451,7 +450,7 @@ class ProbabilisticSearch(SearchAlgorithm):
             torch.manual_seed(mask)
             accumulate = i < len(blocks) - 1 and isinstance(self.model, DDP)
             with self.model.no_sync() if accumulate else nullcontext():
-                with _autocast(self.recipe, self.dist.device):
+                with recipe_autocast(self.recipe, self.dist.device):
                     loss = F.cross_entropy(self.model(images).float(), labels)
                 mean = self.dist.all_reduce_mean(loss.detach().clone())  # every rank weighs with the same losses
                 logit = -mean / tau
@@ -479,7 +478,7 @@ class ProbabilisticSearch(SearchAlgorithm):
         out = []
         for arch, mask in zip(blocks, masks, strict=True):
             torch.manual_seed(mask)
-            with _autocast(self.recipe, self.dist.device):
+            with recipe_autocast(self.recipe, self.dist.device):
                 out.append(F.cross_entropy(self.supernet(images, arch).float(), labels))
         return self.dist.all_reduce_mean(torch.stack(out))
 
