@@ -155,3 +155,32 @@ def test_no_import_cycles():
 def test_library_imports_no_command_line(module):
     bad = sorted(import_graph()[module] & COMMAND_LINES)
     assert not bad, f"{module} is a library module and imports the command line(s) {', '.join(bad)}"
+
+
+def private_imports(name: str, path: Path, modules: set[str]) -> list[str]:
+    """`module._name` for each private name `name`'s module imports from another module of the project."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = package.split(".")
+            source = (".".join(base[: len(base) - node.level + 1] + ([node.module] if node.module else []))
+                      if node.level else node.module or "")
+            if source.split(".")[0] in PACKAGES and source != name:
+                found += [f"{source}.{a.name}" for a in node.names if a.name.startswith("_") and
+                          f"{source}.{a.name}" not in modules]
+    return found
+
+
+def test_private_imports_are_found(tmp_path):
+    source = tmp_path / "mod.py"
+    source.write_text("from .other import _hidden, shown\nfrom torch.nn.modules.batchnorm import _BatchNorm\n")
+    assert private_imports("search.mod", source, set()) == ["search.other._hidden"]
+
+
+def test_no_private_name_is_imported_across_modules():
+    modules = module_files()
+    bad = [f"{name} imports {imported}" for name, path in modules.items()
+           for imported in private_imports(name, path, set(modules))]
+    assert not bad, "; ".join(bad)
