@@ -4,7 +4,7 @@
     python bench/search_efficacy.py --smoke --work /tmp/se --results /tmp/se/results   # plumbing, about 3 minutes
     python bench/search_efficacy.py --stages search --tag before --code ../before --algos fp-nas
 
-On `cluttered-digits` (search/data.py: a digit at a random place and scale among fragments of other digits and
+On `cluttered-digits` (search/data/cluttered.py: a digit at a random place and scale among fragments of other digits and
 noise, 24x24, fixed train/val/test splits from disjoint source digits), for two spaces, each exactly the space of
 one search command (`STUDY`):
 
