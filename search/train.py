@@ -172,7 +172,7 @@ def load_teacher(ref: str, checkpoint: str | None, num_classes: int, device: tor
     and std come from the checkpoint), or any timm model with its pretrained weights (or `checkpoint`'s)."""
     import timm
 
-    from hub.export import load_model, trained_on
+    from hub.exporting import load_model, trained_on
 
     from .data import dataset_mean_std
 
