@@ -252,7 +252,7 @@ def recipe_training(args: argparse.Namespace) -> list[dict]:
 
     from search.distributed import DistInfo
     from search.engine import train_epoch
-    from search.train import RECIPES, training_parts
+    from search.recipes import RECIPES, training_parts
 
     device, batch, budget = args.device, args.batch, Budget(BUDGET_S["b"])
     dist = DistInfo(rank=0, world_size=1, local_rank=0, device=device)

@@ -123,16 +123,16 @@ def limit_ok(runner: SearchRunner, cost: int) -> bool:
 def train_alone(spec_path: Path, out: Path, seed: int, cfg: dict, epochs: int | None = None,
                 threads: int | None = None) -> dict:
     """`search.train`'s train() with the study's recipe; resumes an interrupted run; metrics.json when done."""
-    from search.train import train
+    from search.training import TrainOptions, train
 
     if threads:
         torch.set_num_threads(threads)
     done = out / "metrics.json"
     if done.exists():
         return json.loads(done.read_text())
-    result = train(str(spec_path), DATASET, out, RECIPE, epochs=epochs or cfg["epochs"], seed=seed,
-                   resume=(out / "checkpoint.pt").exists(), limit_train=cfg["limit_train"],
-                   limit_val=cfg["limit_val"], progress=False)
+    result = train(TrainOptions(spec=str(spec_path), dataset=DATASET, out=out, recipe=RECIPE,
+                                epochs=epochs or cfg["epochs"], seed=seed, resume=(out / "checkpoint.pt").exists(),
+                                limit_train=cfg["limit_train"], limit_val=cfg["limit_val"], progress=False))
     return {k: result[k] for k in ("val_top1", "test_top1", "seconds")}
 
 
