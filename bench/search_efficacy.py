@@ -68,8 +68,8 @@ RECIPE = "cluttered-digits"  # search.train's recipe for every network trained a
 # The search command of each space (seed and output added per run); the ground truth is drawn from its space.
 STUDY = {
     "fpnas": ["--algo", "fpnas", "--preset", "demo", "--dataset", DATASET, "--width-mult", "0.5", "--stem-stride",
-              "2", "--flops-budget", "1.2e6", "--limit-train", "5000"],
-    "fp-nas": ["--algo", "fp-nas", "--preset", "demo", "--dataset", DATASET, "--flops-target", "0.8e6", "--epochs",
+              "2", "--mult-adds-budget", "1.2e6", "--limit-train", "5000"],
+    "fp-nas": ["--algo", "fp-nas", "--preset", "demo", "--dataset", DATASET, "--mult-adds-target", "0.8e6", "--epochs",
                "10", "--warmup-epochs", "2", "--coarse-to-fine-epochs", "5"],
 }
 FULL = dict(archs=30, train_seeds=(0, 1), search_seeds=(0, 1, 2), epochs=None, rs_epochs=1, limit_train=None,
@@ -89,7 +89,7 @@ SMOKE_SEARCH = {
 def study_limit(algo: str) -> float:
     """The mult-adds limit of the search command of `algo` (FPNAS's budget, FP-NAS's target)."""
     argv = STUDY[algo]
-    return float(next(argv[i + 1] for i, a in enumerate(argv) if a in ("--flops-budget", "--flops-target")))
+    return float(next(argv[i + 1] for i, a in enumerate(argv) if a in ("--mult-adds-budget", "--mult-adds-target")))
 
 
 def search_argv(algo: str, smoke: bool) -> list[str]:

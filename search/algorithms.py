@@ -47,9 +47,9 @@ def settings_from_args(args: Any) -> SearchSettings:
         for dest, option in own_options(cls).items():
             if other != args.algo and dest not in mine and _given(args, dest) is not None:
                 raise ValueError(f"{option} is an option of --algo {other}, not of --algo {args.algo}")
-    budget = _given(args, "flops_budget")
-    if budget is not None and algorithm.cost_limit.option != "--flops-budget":
-        raise ValueError(f"--flops-budget is an option of --algo fpnas; --algo {args.algo} takes "
+    budget = _given(args, "mult_adds_budget")
+    if budget is not None and algorithm.cost_limit.option != "--mult-adds-budget":
+        raise ValueError(f"--mult-adds-budget is an option of --algo fpnas; --algo {args.algo} takes "
                          f"{algorithm.cost_limit.option}")
     threads = _given(args, "threads")
     if threads is not None and threads < 1:
@@ -77,7 +77,7 @@ def latency_limit(args: Any, cost: str) -> dict:
             raise ValueError(f"{option} is not an option of --algo {args.algo}; it takes {limit.latency_option}")
     if cost != "latency":
         return {}
-    if _given(args, "flops_budget") is not None or _given(args, limit.field) is not None:
+    if _given(args, "mult_adds_budget") is not None or _given(args, limit.field) is not None:
         raise ValueError(f"{limit.option} is in mult-adds; with --cost latency give {limit.latency_option} in "
                          "milliseconds")
     if given[limit.latency_option] is None:
@@ -90,7 +90,7 @@ def limit_stated_at(args: Any) -> int | None:
     runner can move it to the data's; None when the options set it or the preset has none."""
     algorithm = ALGORITHMS[args.algo]
     preset = algorithm.presets[args.preset]
-    given = _given(args, algorithm.cost_limit.field) is not None or _given(args, "flops_budget") is not None
+    given = _given(args, algorithm.cost_limit.field) is not None or _given(args, "mult_adds_budget") is not None
     if given or preset.get(algorithm.cost_limit.field) is None or _given(args, "cost") == "latency":
         return None
     return input_resolution(preset["dataset"], preset.get("image_size"))

@@ -59,3 +59,12 @@ def error(message: object) -> int:
     """Print `error: message` on one line of stderr; the exit status of a refused command (2)."""
     print(f"error: {message}", file=sys.stderr)
     return 2
+
+
+def as_typed(message: str, argv: list[str], old_names: dict[str, str]) -> str:
+    """`message` naming each option by the name `argv` gave it: `old_names` maps an option to the older name it still
+    answers to, and a user who typed the older name reads that name in the error."""
+    for name, old in old_names.items():
+        if any(arg == old or arg.startswith(old + "=") for arg in argv):
+            message = message.replace(name, old)
+    return message

@@ -2,17 +2,17 @@
 
 Two algorithms of two papers with similar names:
   --algo fpnas    Cui et al., "Fast and Practical Neural Architecture Search" (ICCV 2019): block-wise coordinate
-                  descent over the FPNASNet skeleton, hard mult-adds budget (--flops-budget).
+                  descent over the FPNASNet skeleton, hard mult-adds budget (--mult-adds-budget).
   --algo fp-nas   Yan et al., "FP-NAS: Fast Probabilistic Neural Architecture Search" (CVPR 2021): a probability
                   distribution over FBNetV2-style spaces (--space), adaptive sampling, coarse-to-fine
-                  distributions, soft mult-adds target (--flops-target).
+                  distributions, soft mult-adds target (--mult-adds-target).
 
     python -m search.run --algo fpnas --preset demo --out runs/demo             # CPU, embedded data, minutes
-    python -m search.run --algo fpnas --dataset cifar10 --data-dir ~/data --preset paper --flops-budget 300e6 \\
+    python -m search.run --algo fpnas --dataset cifar10 --data-dir ~/data --preset paper --mult-adds-budget 300e6 \\
         --out runs/c10
     python -m search.run --algo fp-nas --preset demo --out runs/demo-fp-nas     # CPU, embedded data, minutes
     python -m search.run --algo fp-nas --space fbnetv2-f++ --preset paper --dataset imagefolder \\
-        --data-dir ~/imagenet100 --flops-target 238e6 --out runs/s4
+        --data-dir ~/imagenet100 --mult-adds-target 238e6 --out runs/s4
     torchrun --nproc_per_node 8 -m search.run --algo fpnas ...                  # many GPUs, same command
     python -m search.run ... --resume                                            # continue an interrupted search
     torchrun --max-restarts 3 --nproc_per_node 8 -m search.run ... --resume     # restarted and resumed on a crash
@@ -41,6 +41,7 @@ from .cli_common import (
     add_resume_argument,
     add_threads_argument,
     add_workers_argument,
+    as_typed,
     check_before_work,
     error,
 )
@@ -67,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: the preset's (digits: scikit-learn's embedded 8x8 digits; cluttered-digits: a "
                         "harder task made from them, with a test split no search sees; both offline)")
     p.add_argument("--data-dir", help="where the dataset lives (downloaded there when online, for CIFAR)")
-    p.add_argument("--flops-budget", type=float,
-                   help="--algo fpnas: mult-adds budget b: candidates at or over it get reward -1")
+    p.add_argument("--mult-adds-budget", "--flops-budget", type=float, dest="mult_adds_budget",
+                   help="--algo fpnas: mult-adds budget b: candidates at or over it get reward -1 (--flops-budget is "
+                        "its older name)")
     g = p.add_argument_group("hardware-aware search (latency measured on this device, python -m search.latency)")
     g.add_argument("--cost", choices=COSTS, help="what the budget / target limits: mult-adds (default), or latency "
                    "predicted by --latency-table (the search refuses a table of another space or device)")
@@ -101,19 +103,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# The mult-adds limits' older names, still accepted (an error names an option as the command line gave it).
+OLD_NAMES = {"--mult-adds-budget": "--flops-budget", "--mult-adds-target": "--flops-target"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
         settings = settings_from_args(args)
         check_before_work(args)
     except ValueError as e:
-        return error(e)
+        return error(as_typed(str(e), argv, OLD_NAMES))
     with cpu_threads(args.threads, small_workload=settings.dataset in OFFLINE_DATASETS):
-        return _search(args, settings)
+        return _search(args, settings, argv)
 
 
-def _search(args: argparse.Namespace, settings: SearchSettings) -> int:
+def _search(args: argparse.Namespace, settings: SearchSettings, argv: list[str]) -> int:
     out = Path(args.out)
     # Under torchrun only rank 0 writes OUT (no filesystem shared between ranks is assumed): it answers for all.
     dist = init_distributed(args.device, args.dist_timeout)
@@ -128,7 +135,7 @@ def _search(args: argparse.Namespace, settings: SearchSettings) -> int:
                               limit_stated_at=limit_stated_at(args))
         spec = search.run(resume=args.resume)
     except (ResumeError, ValueError, FileNotFoundError) as e:
-        return error(e)
+        return error(as_typed(str(e), argv, OLD_NAMES))
     if dist.is_main:
         measured = spec.search["measured"]
         cost = spec.search["cost"]

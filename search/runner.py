@@ -58,8 +58,8 @@ class CostLimit:
 
 
 # FPNAS's hard budget (Cui et al.: reward -1 at or over it) and FP-NAS's soft target (Yan et al.: a cost term).
-BUDGET = CostLimit("budget", "--flops-budget", "budget_mult_adds", hard=True, latency_option="--latency-budget")
-TARGET = CostLimit("target", "--flops-target", "target_mult_adds", hard=False, latency_option="--latency-target")
+BUDGET = CostLimit("budget", "--mult-adds-budget", "budget_mult_adds", hard=True, latency_option="--latency-budget")
+TARGET = CostLimit("target", "--mult-adds-target", "target_mult_adds", hard=False, latency_option="--latency-target")
 COSTS = ("mult-adds", "latency")
 
 

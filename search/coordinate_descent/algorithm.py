@@ -43,7 +43,7 @@ from .space import Choice, FpnasSpace, fpnas_space
 class CoordinateDescentSettings(SearchSettings):
     """Everything that defines an FPNAS search (a checkpoint from other settings is refused)."""
 
-    budget: float | None = None  # mult-adds (--flops-budget); at or over it the reward is -1
+    budget: float | None = None  # mult-adds (--mult-adds-budget); at or over it the reward is -1
     num_blocks: int = 16  # the paper's N: block positions searched
     stage1_epochs: int = 4  # P: supernet epochs (shared weights) per block optimisation
     stage2_epochs: int = 4  # Q: epochs of each kept candidate, trained alone

@@ -101,7 +101,7 @@ class ProbabilisticSettings(SearchSettings):
 
     renamed = {"budget": "target"}  # checkpoints written before the soft target had its own name
 
-    target: float | None = None  # mult-adds target of the cost term (--flops-target); not a hard budget
+    target: float | None = None  # mult-adds target of the cost term (--mult-adds-target); not a hard budget
     space: str = "fbnetv2-f++"
     image_size: int | None = None  # imagefolder only; default: the space's resolution
     width_mult: float = 1.0
@@ -155,7 +155,8 @@ class ProbabilisticSettings(SearchSettings):
         if self.cost_samples < 0:
             raise ValueError(f"--cost-samples must be >= 0, got {self.cost_samples}")
         if self.target is None:
-            raise ValueError("--flops-target is required: FP-NAS's cost term C(A) = max(0, cost/target - 1) needs it")
+            raise ValueError("--mult-adds-target is required: FP-NAS's cost term C(A) = max(0, cost/target - 1) needs "
+                             "it")
         super().check()
 
 
@@ -216,7 +217,7 @@ class ProbabilisticSearch(SearchAlgorithm):
     def add_arguments(cls, p: argparse.ArgumentParser) -> None:
         g = p.add_argument_group("--algo fp-nas")
         g.add_argument("--space", help=f"search space: {', '.join(SPACES)} (default fbnetv2-f++)")
-        g.add_argument("--flops-target", type=float, dest="target",
+        g.add_argument("--mult-adds-target", "--flops-target", type=float, dest="target",
                        help="mult-adds target TAR of the cost term C(A) = max(0, cost/TAR - 1)")
         g.add_argument("--epochs", type=int, help="search epochs")
         g.add_argument("--warmup-epochs", type=int, help="first epochs train only the weights")
