@@ -4,7 +4,7 @@
 one term per block, each measured once and memoised per (input width, input resolution, block dict), so a
 searcher can price thousands of architectures without building them. A subclass says how one block and one whole
 network are measured: `MultAddsCost` counts them with the zoo's own counter (`fpnas_zoo.counting`, on the meta
-device); `search.latency.LatencyCost` looks them up in a table of times measured on the target device. Tests
+device); `search.latency_table.LatencyCost` looks them up in a table of times measured on the target device. Tests
 cross-check the sums against `fpnas_zoo.count_spec` of the built specs.
 """
 from __future__ import annotations

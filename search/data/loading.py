@@ -89,33 +89,26 @@ def load_data(
     else:
         val_size = DEFAULT_VAL_SIZE[dataset] if val_size is None else val_size
 
+    common = dict(batch_size=batch_size, device=device, seed=seed, val_size=val_size, calib_images=calib_images,
+                  limit_train=limit_train, limit_val=limit_val, rank=rank, world_size=world_size,
+                  split_train=split_train, calib_batch_size=calib_batch_size)
     if dataset == "imagefolder":
-        return _load_imagefolder(
-            data_dir,
-            batch_size=batch_size,
-            device=device,
-            seed=seed,
-            val_size=val_size,
-            calib_images=calib_images,
-            image_size=input_resolution(dataset, image_size),
-            workers=workers,
-            limit_train=limit_train,
-            limit_val=limit_val,
-            rank=rank,
-            world_size=world_size,
-            split_train=split_train,
-            transforms=transforms,
-            val_dir=val_dir,
-            calib_batch_size=calib_batch_size,
-        )
+        return _load_imagefolder(data_dir, image_size=input_resolution(dataset, image_size), workers=workers,
+                                 transforms=transforms, val_dir=val_dir, **common)
 
     native = input_resolution(dataset)
     if image_size not in (None, native):
         raise ValueError(f"{dataset} is {native}x{native}; image_size must be None or {native}, got {image_size}")
     if dataset == "cluttered-digits":
-        return _load_cluttered(batch_size=batch_size, device=device, seed=seed, val_size=val_size,
-                               calib_images=calib_images, limit_train=limit_train, limit_val=limit_val, rank=rank,
-                               world_size=world_size, split_train=split_train, calib_batch_size=calib_batch_size)
+        return _load_cluttered(**common)
+    return _load_in_memory(dataset, data_dir, download, **common)
+
+
+def _load_in_memory(dataset: str, data_dir: str | None, download: bool, *, batch_size: int, device: torch.device,
+                    seed: int, val_size: int | float, calib_images: int, limit_train: int | None,
+                    limit_val: int | None, rank: int, world_size: int, split_train: bool,
+                    calib_batch_size: int) -> SearchData:
+    """digits and CIFAR: the whole training set on the device, split by a seeded permutation."""
     if dataset == "digits":
         images, labels = digits_tensors()
         spec = DataSpec("digits", 10, (3, 32, 32), DIGITS_MEAN, DIGITS_STD)
