@@ -120,13 +120,13 @@ def supernet_rows(device, steps: int, backend: str, workdir: Path) -> None:
     import torch.nn.functional as F
     from torch._dynamo.utils import counters
 
-    from search.probabilistic.algorithm import PRESETS, FpNasSearch, FpNasSettings, _Sampled
+    from search.probabilistic.algorithm import PRESETS, FpNasSearch, FpNasSettings, Sampled
     from search.runner import SearchRunner
 
     runner = SearchRunner(FpNasSearch, FpNasSettings(**PRESETS["smoke"]), workdir / "fp_nas", device=str(device),
                           progress=False)
     algorithm = runner.algorithm
-    sampled = _Sampled(runner.supernet)
+    sampled = Sampled(runner.supernet)
     net = torch.compile(sampled, backend=backend)
     x, y = next(iter(runner.data.train))
     generator = torch.Generator().manual_seed(0)

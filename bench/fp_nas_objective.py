@@ -35,8 +35,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fpnas_zoo.spec import spec_from_dict  # noqa: E402
-from search.cost import _METADATA, MultAddsCost  # noqa: E402
-from search.probabilistic.algorithm import PRESETS, _default_lambda, network_distribution  # noqa: E402
+from search.cost import MultAddsCost  # noqa: E402
+from search.probabilistic.algorithm import PRESETS, default_lambda, network_distribution  # noqa: E402
 from search.probabilistic.distributions import adaptive_k  # noqa: E402
 from search.probabilistic.objective import (  # noqa: E402
     accuracy_coefficients,
@@ -44,6 +44,7 @@ from search.probabilistic.objective import (  # noqa: E402
     cost_excess,
 )
 from search.probabilistic.space import build_space  # noqa: E402
+from search.space import PROBE_METADATA  # noqa: E402
 
 CRIPPLED = (1, 3, 5)  # layer indices of the demo space where ReLU is the bad choice
 BASE_LOSS, SIZE_GAIN, PENALTY, NOISE = 0.6, 0.15, 0.15, 0.1
@@ -58,7 +59,7 @@ def demo_space(preset: str = "demo"):
 
 def cost_model(space) -> MultAddsCost:
     return MultAddsCost(spec_from_dict(space.spec_dict(space.default_blocks(), "probe", (0.5,) * 3, (0.5,) * 3,
-                                                       dict(_METADATA))))
+                                                       dict(PROBE_METADATA))))
 
 
 def old_rule(losses, costs, cost_only, target, beta, temperature):
@@ -99,7 +100,7 @@ class Simulation:
         return value + NOISE * float(torch.randn((), generator=self.noise))
 
     def step(self, rule, beta: float, temperature: float) -> None:
-        k = adaptive_k(float(self.dist.entropy().detach()), _default_lambda(), 2)
+        k = adaptive_k(float(self.dist.entropy().detach()), default_lambda(), 2)
         archs = self.dist.sample(k + self.cost_samples, self.draws)
         blocks = [self.space.arch_blocks(a) for a in archs]
         losses = torch.tensor([self.loss(a, b) for a, b in zip(archs[:k], blocks[:k], strict=True)])

@@ -22,9 +22,10 @@ def measure(name: str) -> dict:
     import torch
 
     from fpnas_zoo import spec_from_dict
-    from search.cost import _METADATA, MultAddsCost
+    from search.cost import MultAddsCost
     from search.probabilistic.algorithm import network_distribution
     from search.probabilistic.space import build_space
+    from search.space import PROBE_METADATA
     from search.supernet import Supernet
 
     space = build_space(name)
@@ -32,7 +33,8 @@ def measure(name: str) -> dict:
     networks = [len(c) for c in space.candidates()]  # distinct blocks per layer: the joint form's logits
     with torch.no_grad():
         h0 = float(network_distribution(space, joint=False).entropy())
-    base = spec_from_dict(space.spec_dict(space.default_blocks(), "probe", (0.5,) * 3, (0.5,) * 3, dict(_METADATA)))
+    base = spec_from_dict(space.spec_dict(space.default_blocks(), "probe", (0.5,) * 3, (0.5,) * 3,
+                                          dict(PROBE_METADATA)))
     started = time.perf_counter()
     net = Supernet(base, space.candidates())
     build_s = time.perf_counter() - started

@@ -162,9 +162,9 @@ class Budget:
 
 def autocast(device: torch.device):
     """The searchers' autocast (`search.engine`): bf16 on CUDA, off on the CPU."""
-    from search.engine import Recipe, _autocast
+    from search.engine import Recipe, recipe_autocast
 
-    return _autocast(Recipe(), device)
+    return recipe_autocast(Recipe(), device)
 
 
 # --------------------------------------------------------------------------- a: zoo inference
@@ -252,7 +252,7 @@ def recipe_training(args: argparse.Namespace) -> list[dict]:
 
     from search.distributed import DistInfo
     from search.engine import train_epoch
-    from search.train import RECIPES, training_parts
+    from search.recipes import RECIPES, training_parts
 
     device, batch, budget = args.device, args.batch, Budget(BUDGET_S["b"])
     dist = DistInfo(rank=0, world_size=1, local_rank=0, device=device)
@@ -305,8 +305,8 @@ def preset(algorithm: str, name: str, batch: int):
     """(algorithm class, its settings of preset `name` at `batch`, the DataSpec of the preset's dataset): what the
     searcher builds its space from. Synthetic stand-ins: the real dataset's size and classes (ImageNet-100 for
     imagefolder, as FP-NAS's paper preset)."""
+    from search.algorithms import ALGORITHMS
     from search.data import DataSpec, input_resolution
-    from search.run import ALGORITHMS
 
     cls = ALGORITHMS[algorithm]
     settings = replace(cls.settings_class(**cls.presets[name]), batch_size=batch)

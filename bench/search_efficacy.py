@@ -4,7 +4,7 @@
     python bench/search_efficacy.py --smoke --work /tmp/se --results /tmp/se/results   # plumbing, about 3 minutes
     python bench/search_efficacy.py --stages search --tag before --code ../before --algos fp-nas
 
-On `cluttered-digits` (search/data.py: a digit at a random place and scale among fragments of other digits and
+On `cluttered-digits` (search/data/cluttered.py: a digit at a random place and scale among fragments of other digits and
 noise, 24x24, fixed train/val/test splits from disjoint source digits), for two spaces, each exactly the space of
 one search command (`STUDY`):
 
@@ -50,16 +50,17 @@ from tqdm import tqdm  # noqa: E402
 
 from fpnas_zoo import count_spec, load_spec, save_spec  # noqa: E402
 from fpnas_zoo.atomic import atomic_write_json  # noqa: E402
+from search.algorithms import ALGORITHMS, settings_from_args  # noqa: E402
 from search.engine import (  # noqa: E402
     Recipe,
     evaluate,
     make_optimizer,
     recalibrate_bn,
-    seed_everything,
     train_epochs,
 )
-from search.run import ALGORITHMS, build_parser, settings_from_args  # noqa: E402
+from search.run import build_parser  # noqa: E402
 from search.runner import SearchRunner  # noqa: E402
+from search.seeding import seed_everything  # noqa: E402
 from search.supernet import FixedArch  # noqa: E402
 
 DATASET = "cluttered-digits"
@@ -67,8 +68,8 @@ RECIPE = "cluttered-digits"  # search.train's recipe for every network trained a
 # The search command of each space (seed and output added per run); the ground truth is drawn from its space.
 STUDY = {
     "fpnas": ["--algo", "fpnas", "--preset", "demo", "--dataset", DATASET, "--width-mult", "0.5", "--stem-stride",
-              "2", "--flops-budget", "1.2e6", "--limit-train", "5000"],
-    "fp-nas": ["--algo", "fp-nas", "--preset", "demo", "--dataset", DATASET, "--flops-target", "0.8e6", "--epochs",
+              "2", "--mult-adds-budget", "1.2e6", "--limit-train", "5000"],
+    "fp-nas": ["--algo", "fp-nas", "--preset", "demo", "--dataset", DATASET, "--mult-adds-target", "0.8e6", "--epochs",
                "10", "--warmup-epochs", "2", "--coarse-to-fine-epochs", "5"],
 }
 FULL = dict(archs=30, train_seeds=(0, 1), search_seeds=(0, 1, 2), epochs=None, rs_epochs=1, limit_train=None,
@@ -88,7 +89,7 @@ SMOKE_SEARCH = {
 def study_limit(algo: str) -> float:
     """The mult-adds limit of the search command of `algo` (FPNAS's budget, FP-NAS's target)."""
     argv = STUDY[algo]
-    return float(next(argv[i + 1] for i, a in enumerate(argv) if a in ("--flops-budget", "--flops-target")))
+    return float(next(argv[i + 1] for i, a in enumerate(argv) if a in ("--mult-adds-budget", "--mult-adds-target")))
 
 
 def search_argv(algo: str, smoke: bool) -> list[str]:
@@ -122,16 +123,16 @@ def limit_ok(runner: SearchRunner, cost: int) -> bool:
 def train_alone(spec_path: Path, out: Path, seed: int, cfg: dict, epochs: int | None = None,
                 threads: int | None = None) -> dict:
     """`search.train`'s train() with the study's recipe; resumes an interrupted run; metrics.json when done."""
-    from search.train import train
+    from search.training import TrainOptions, train
 
     if threads:
         torch.set_num_threads(threads)
     done = out / "metrics.json"
     if done.exists():
         return json.loads(done.read_text())
-    result = train(str(spec_path), DATASET, out, RECIPE, epochs=epochs or cfg["epochs"], seed=seed,
-                   resume=(out / "checkpoint.pt").exists(), limit_train=cfg["limit_train"],
-                   limit_val=cfg["limit_val"], progress=False)
+    result = train(TrainOptions(spec=str(spec_path), dataset=DATASET, out=out, recipe=RECIPE,
+                                epochs=epochs or cfg["epochs"], seed=seed, resume=(out / "checkpoint.pt").exists(),
+                                limit_train=cfg["limit_train"], limit_val=cfg["limit_val"], progress=False))
     return {k: result[k] for k in ("val_top1", "test_top1", "seconds")}
 
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from fpnas_zoo import FpnasZooNet
-from search.engine import _autocast, _inputs
+from search.engine import recipe_autocast, recipe_inputs
 from search.probabilistic.algorithm import PRESETS, FpNasSearch, FpNasSettings
 from search.probabilistic.objective import omega_weights
 from search.runner import SearchRunner
@@ -51,7 +51,7 @@ def two_pass_omega(search: FpNasSearch, images: torch.Tensor, labels: torch.Tens
     for weight, arch, mask in zip(weights.tolist(), blocks, masks, strict=True):
         search.sampled.arch = arch
         torch.manual_seed(mask)
-        with _autocast(search.recipe, search.dist.device):
+        with recipe_autocast(search.recipe, search.dist.device):
             loss = F.cross_entropy(search.model(images).float(), labels)
         (loss * weight).backward()
     search.optimizer.step()
@@ -122,11 +122,11 @@ def overhead_table(search: FpNasSearch, images: torch.Tensor, labels: torch.Tens
     print("|---|---|---|---|---|")
     for batch in batches:
         reps = -(-batch // images.shape[0])
-        x = _inputs(images.repeat(reps, 1, 1, 1)[:batch], search.recipe)
+        x = recipe_inputs(images.repeat(reps, 1, 1, 1)[:batch], search.recipe)
         y = labels.repeat(reps)[:batch]
 
         def step(net, x=x, y=y):
-            with _autocast(search.recipe, device):
+            with recipe_autocast(search.recipe, device):
                 loss = F.cross_entropy(net(x).float(), y)
             loss.backward()
 
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     device = search.dist.device
     search.data.train.set_epoch(0)
     images, labels = next(iter(search.data.train))
-    images = _inputs(images, search.recipe)
+    images = recipe_inputs(images, search.recipe)
     search.model.train()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device {name}, {torch.get_num_threads()} threads, torch {torch.__version__}, FP-NAS demo space "

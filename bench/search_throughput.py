@@ -27,9 +27,9 @@ from torchvision import transforms as T
 from fpnas_zoo import FpnasZooNet, spec_from_dict
 from search.coordinate_descent.algorithm import CandidateSampler
 from search.coordinate_descent.space import fpnas_space
-from search.cost import _METADATA
 from search.data import TensorBatches
 from search.engine import Recipe, make_optimizer
+from search.space import PROBE_METADATA
 from search.supernet import Supernet
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -96,7 +96,7 @@ def main() -> None:
 
     space = fpnas_space(args.blocks, (3, 32, 32), 10, width_mult=args.width_mult)
     choices = space.default_arch()
-    spec = spec_from_dict(space.to_spec_dict(choices, "bench", MEAN, STD, dict(_METADATA)))
+    spec = spec_from_dict(space.to_spec_dict(choices, "bench", MEAN, STD, dict(PROBE_METADATA)))
     arch = space.arch_blocks(choices)
     recipe = Recipe(lr=0.05, weight_decay=5e-4, schedule="fixed")
 

@@ -107,19 +107,20 @@ def check_object(obj: Any, fields: dict[str, Field], file: str, path: str) -> di
     for key in obj:
         if key not in fields:
             allowed = ", ".join(fields)
-            raise SpecError(file, _join(path, key), key, f"a known key (unknown key; allowed: {allowed})")
+            raise SpecError(file, join_path(path, key), key, f"a known key (unknown key; allowed: {allowed})")
     out = {}
     for key, f in fields.items():
         if key not in obj and f.optional:
             continue  # left out, and left out of the result: specs written before the field existed are unchanged
         if key not in obj:  # every other key is explicit: null where it does not apply
-            raise SpecError(file, _join(path, key), None, f"a required key ({f.describe()})")
-        _check_value(obj[key], f, file, _join(path, key))
+            raise SpecError(file, join_path(path, key), None, f"a required key ({f.describe()})")
+        _check_value(obj[key], f, file, join_path(path, key))
         out[key] = obj[key]
     return out
 
 
-def _join(path: str, key: str | int) -> str:
+def join_path(path: str, key: str | int) -> str:
+    """A field's place in an error message: `blocks[3]`, `stem.out_chs`."""
     if isinstance(key, int):
         return f"{path}[{key}]"
     return f"{path}.{key}" if path else key
@@ -155,6 +156,11 @@ def canonical_block(in_chs: int, block: dict) -> dict:
     if "residual" in block and block["out_chs"] == in_chs:
         return {k: v for k, v in block.items() if k != "residual"}
     return block
+
+
+def block_key(block: dict) -> tuple:
+    """A hashable form of a spec block dict (key order and 3 vs 3.0 do not matter)."""
+    return tuple(sorted(block.items()))
 
 
 def _check_residual(in_chs: int, args: dict) -> Iterable[tuple[str, str]]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write_text
-from .schema import ACT, ACTIVATIONS, BLOCK_SCHEMAS, CHANNELS, Field, SpecError, _join, check_object
+from .schema import ACT, ACTIVATIONS, BLOCK_SCHEMAS, CHANNELS, Field, SpecError, check_object, join_path
 
 __all__ = ["ACT", "ACTIVATIONS", "CHANNELS", "Field", "ModelSpec", "SpecError", "check_object", "load_spec",
            "save_spec", "spec_from_dict"]
@@ -197,7 +197,7 @@ def spec_from_dict(data: Any, file: str = "<dict>") -> ModelSpec:
             raise SpecError(file, path + ".type", block["type"], "one of " + ", ".join(map(repr, BLOCK_SCHEMAS)))
         checked = check_object(block, {"type": Field("str"), **block_type.fields}, file, path)
         for key, problem in block_type.check_channels(in_chs, checked):
-            raise SpecError(file, _join(path, key), checked.get(key), problem)
+            raise SpecError(file, join_path(path, key), checked.get(key), problem)
         checked_blocks.append(checked)
         in_chs = checked["out_chs"]
 

@@ -20,7 +20,7 @@ import torch
 
 from fpnas_zoo import checkpoint_filter_fn
 
-from .export import HubError, export, read_checkpoint
+from .exporting import HubError, export, read_checkpoint
 
 
 def convert_official_fpnasnet(checkpoint: str | Path, out: str | Path, overwrite: bool = False,

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .export import HubError, export
+from .exporting import HubError, export
 
 
 def push(model: str | None, checkpoint: str, repo_id: str, private: bool = False, dry_run: bool = False,

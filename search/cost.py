@@ -4,7 +4,7 @@
 one term per block, each measured once and memoised per (input width, input resolution, block dict), so a
 searcher can price thousands of architectures without building them. A subclass says how one block and one whole
 network are measured: `MultAddsCost` counts them with the zoo's own counter (`fpnas_zoo.counting`, on the meta
-device); `search.latency.LatencyCost` looks them up in a table of times measured on the target device. Tests
+device); `search.latency_table.LatencyCost` looks them up in a table of times measured on the target device. Tests
 cross-check the sums against `fpnas_zoo.count_spec` of the built specs.
 """
 from __future__ import annotations
@@ -15,14 +15,8 @@ import torch.nn as nn
 from fpnas_zoo import count_spec, spec_from_dict
 from fpnas_zoo.block_types import BLOCK_TYPES
 from fpnas_zoo.counting import count_mult_adds
-from fpnas_zoo.schema import canonical_block
+from fpnas_zoo.schema import block_key, canonical_block
 from fpnas_zoo.spec import ModelSpec
-
-from .supernet import block_key
-
-# The `search` field of a probe spec (specs need one); nothing reads it.
-_METADATA = {"algorithm": "fpnas", "settings": {}, "seed": 0, "dataset": "-", "budget_mult_adds": None,
-             "measured": {}, "val_top1": None, "wall_time_s": 0.0, "gpu_hours": 0.0}
 
 
 def entry_key(in_chs: int, resolution: int, block: dict) -> tuple[int, int, tuple]:

@@ -12,7 +12,6 @@ wait on the CPU, outside NCCL and its watchdog, for as long as the process group
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -157,21 +156,6 @@ def _init_process_group(backend: str, timeout_minutes: float | None = None) -> N
     tdist.init_process_group(backend=backend, store=tdist.PrefixStore(f"attempt{attempt}", store), rank=rank,
                              world_size=world_size, **timeout)
     _object_group = tdist.new_group(backend="gloo", **timeout) if backend == "nccl" else None
-
-
-def add_dist_timeout_argument(parser: argparse.ArgumentParser) -> None:
-    """`--dist-timeout` of the commands that run under torchrun (`search.run`, `search.train`)."""
-    parser.add_argument("--dist-timeout", type=float, metavar="MINUTES",
-                        help="under torchrun: how long a rank may wait for the others in a collective before the job "
-                             "fails. Ranks wait for objects and barriers on the CPU (gloo), e.g. while another rank "
-                             "trains an FPNAS stage-2 candidate alone: raise it when one candidate's --stage2-epochs "
-                             "take longer. Default: torch's (10 minutes for NCCL, 30 for gloo)")
-
-
-def check_dist_timeout(minutes: float | None) -> None:
-    """A `--dist-timeout` that is not a positive number of minutes is refused naming the option."""
-    if minutes is not None and not minutes > 0:
-        raise ValueError(f"--dist-timeout must be a positive number of minutes, got {minutes:g}")
 
 
 def cleanup() -> None:

@@ -1,8 +1,8 @@
 """The one small training engine shared by both searchers and `python -m search.train`.
 
 Read it top to bottom: recipe -> optimizer/schedule -> model preparation -> one epoch, evaluation, the epoch
-loop -> BN recalibration -> seeding. Everything heavy is stock PyTorch or timm (timm's optimisers and schedulers,
-torch.amp, DDP, torch.compile); this module only wires it together.
+loop -> BN recalibration -> CPU threads (seeding is `search.seeding`). Everything heavy is stock PyTorch or timm
+(timm's optimisers and schedulers, torch.amp, DDP, torch.compile); this module only wires it together.
 
 Data arrives as "Batches": iterables of (images, labels) already on the device, with `__len__`
 (batches per epoch), `set_epoch(epoch)` and `num_samples`.
@@ -10,16 +10,13 @@ Data arrives as "Batches": iterables of (images, labels) already on the device, 
 
 from __future__ import annotations
 
-import argparse
 import os
-import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -27,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from search.distributed import DistInfo
+from search.seeding import derive_seed, seed_everything
 
 SCHEDULES = ("fixed", "cosine", "cosine_restarts", "step")
 POSTFIX_EVERY = 10  # steps between tqdm postfix updates; each update syncs the device for .item()
@@ -141,12 +139,14 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-def _autocast(recipe: Recipe, device: torch.device):
+def recipe_autocast(recipe: Recipe, device: torch.device):
+    """The recipe's autocast on `device` (bf16 or fp16 on CUDA; a no-op elsewhere)."""
     return torch.autocast(device_type=device.type, dtype=getattr(torch, recipe.amp_dtype),
                           enabled=recipe.amp and device.type == "cuda")
 
 
-def _inputs(images: torch.Tensor, recipe: Recipe) -> torch.Tensor:
+def recipe_inputs(images: torch.Tensor, recipe: Recipe) -> torch.Tensor:
+    """A batch in the recipe's memory format (channels_last when it asks for it)."""
     if recipe.channels_last and images.ndim == 4:
         return images.contiguous(memory_format=torch.channels_last)
     return images
@@ -194,11 +194,11 @@ def train_epoch(
 
     bar = tqdm(batches, total=len(batches), desc=desc, disable=not (progress and dist.is_main))
     for step, (images, labels) in enumerate(bar):
-        images = _inputs(images, recipe)
+        images = recipe_inputs(images, recipe)
         targets = labels
         if mixup is not None:
             images, targets = mixup(images, labels)
-        with _autocast(recipe, device):
+        with recipe_autocast(recipe, device):
             if task is None:
                 logits = model(images)
                 loss = F.cross_entropy(logits.float(), targets, label_smoothing=recipe.label_smoothing)
@@ -262,8 +262,8 @@ def evaluate(
     sums = torch.zeros(4, device=device, dtype=torch.float64)  # loss, top1, top5, images
     count = 0  # images, counted on the host: the batches' sizes are known there
     for images, labels in tqdm(batches, total=len(batches), desc=desc, disable=not (progress and dist.is_main)):
-        with _autocast(recipe, device):
-            logits = model(_inputs(images, recipe)).float()
+        with recipe_autocast(recipe, device):
+            logits = model(recipe_inputs(images, recipe)).float()
         k = min(5, logits.shape[1])
         topk = logits.topk(k, dim=1).indices
         hits = topk == labels[:, None]
@@ -351,8 +351,8 @@ def recalibrate_bn(model: nn.Module, batches: Any, dist: DistInfo, max_batches: 
             if recipe is None:
                 module(images)
             else:
-                with _autocast(recipe, dist.device):
-                    module(_inputs(images, recipe))
+                with recipe_autocast(recipe, dist.device):
+                    module(recipe_inputs(images, recipe))
     finally:
         for bn, momentum in zip(bns, momenta, strict=True):
             bn.momentum = momentum
@@ -387,53 +387,3 @@ def cpu_threads(threads: int | None, *, small_workload: bool) -> Iterator[int]:
         yield torch.get_num_threads()
     finally:
         torch.set_num_threads(previous)
-
-
-def add_threads_argument(parser: argparse.ArgumentParser) -> None:
-    """`--threads` of the commands that train (`search.run`, `search.train`), as `cpu_threads` reads it."""
-    parser.add_argument("--threads", type=int, help="CPU threads of torch's ops. Default: 1 for the embedded "
-                        "datasets (small ops gain nothing from more, and lose up to 30x on a core another process "
-                        "is using), else torch's (OMP_NUM_THREADS, which torchrun sets to 1 per process)")
-
-
-# --------------------------------------------------------------------------- seeding and exact resume
-
-
-def derive_seed(*parts: int) -> int:
-    """The one seed derivation of the search: a 63-bit seed from integers (splitmix64-style mixing).
-
-    Everything seeded (an epoch of a block optimisation, a stage-2 candidate, a rank's dropout, a data split, an
-    epoch's crops) takes `derive_seed(run seed, what, which...)`, so a unit's randomness depends on what it is, not
-    on what ran before it, and (seed, 1) and (seed + 1, 0) do not collide as sums would.
-    """
-    h = 0x9E3779B97F4A7C15
-    for p in parts:
-        h = (h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
-        h ^= h >> 31
-    return h & 0x7FFFFFFFFFFFFFFF
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (CPU and all CUDA devices) with one seed (see `derive_seed`)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict:
-    """Every RNG state a training step can consume, for exact resume."""
-    # Plain tuples/lists/tensors only, so a checkpoint holding this loads with torch.load(weights_only=True).
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    numpy_state = (name, keys.tolist(), int(pos), int(has_gauss), float(cached))
-    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from fpnas_zoo.atomic import make_temp_dir
 from search.data import MIN_CLASSES  # what the printed search command takes
-from search.engine import derive_seed
+from search.seeding import derive_seed
 
 _SALT_CLASSES, _SALT_IMAGES = 0xC1A55, 0x1A6E5  # keep the class draw and the per-class image draws independent
 

@@ -2,17 +2,17 @@
 
 Two algorithms of two papers with similar names:
   --algo fpnas    Cui et al., "Fast and Practical Neural Architecture Search" (ICCV 2019): block-wise coordinate
-                  descent over the FPNASNet skeleton, hard mult-adds budget (--flops-budget).
+                  descent over the FPNASNet skeleton, hard mult-adds budget (--mult-adds-budget).
   --algo fp-nas   Yan et al., "FP-NAS: Fast Probabilistic Neural Architecture Search" (CVPR 2021): a probability
                   distribution over FBNetV2-style spaces (--space), adaptive sampling, coarse-to-fine
-                  distributions, soft mult-adds target (--flops-target).
+                  distributions, soft mult-adds target (--mult-adds-target).
 
     python -m search.run --algo fpnas --preset demo --out runs/demo             # CPU, embedded data, minutes
-    python -m search.run --algo fpnas --dataset cifar10 --data-dir ~/data --preset paper --flops-budget 300e6 \\
+    python -m search.run --algo fpnas --dataset cifar10 --data-dir ~/data --preset paper --mult-adds-budget 300e6 \\
         --out runs/c10
     python -m search.run --algo fp-nas --preset demo --out runs/demo-fp-nas     # CPU, embedded data, minutes
     python -m search.run --algo fp-nas --space fbnetv2-f++ --preset paper --dataset imagefolder \\
-        --data-dir ~/imagenet100 --flops-target 238e6 --out runs/s4
+        --data-dir ~/imagenet100 --mult-adds-target 238e6 --out runs/s4
     torchrun --nproc_per_node 8 -m search.run --algo fpnas ...                  # many GPUs, same command
     python -m search.run ... --resume                                            # continue an interrupted search
     torchrun --max-restarts 3 --nproc_per_node 8 -m search.run ... --resume     # restarted and resumed on a crash
@@ -30,30 +30,26 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import fields, replace
 from pathlib import Path
 
-from fpnas_zoo.atomic import check_out_folder
-from fpnas_zoo.device import resolve_device
-
+# latency_limit, own_options and settings_from_args: scripts and tests import them from here too
+from .algorithms import ALGORITHMS, latency_limit, limit_stated_at, own_options, settings_from_args  # noqa: F401
 from .checkpointing import ResumeError
-from .coordinate_descent import FpnasSearch
-from .data import DATASETS, OFFLINE_DATASETS, input_resolution
-from .distributed import add_dist_timeout_argument, check_dist_timeout, cleanup, init_distributed
-from .engine import add_threads_argument, cpu_threads
-from .latency import parse_ms
-from .probabilistic import FpNasSearch
-from .runner import COSTS, SearchAlgorithm, SearchRunner, SearchSettings
-
-# --algo NAME -> the algorithm class; a new searcher is one entry here (its options and presets live on its class).
-ALGORITHMS: dict[str, type[SearchAlgorithm]] = {"fpnas": FpnasSearch, "fp-nas": FpNasSearch}
-
-
-def own_options(algorithm: type[SearchAlgorithm]) -> dict[str, str]:
-    """dest -> option string of the command-line options `algorithm` adds (another algorithm's are refused)."""
-    p = argparse.ArgumentParser(add_help=False)
-    algorithm.add_arguments(p)
-    return {a.dest: a.option_strings[0] for a in p._actions}
+from .cli_common import (
+    add_device_argument,
+    add_dist_timeout_argument,
+    add_resume_argument,
+    add_threads_argument,
+    add_workers_argument,
+    as_typed,
+    check_before_work,
+    error,
+)
+from .data import DATASETS, OFFLINE_DATASETS
+from .distributed import cleanup, init_distributed
+from .engine import cpu_threads
+from .latency_table import parse_ms
+from .runner import COSTS, SearchRunner, SearchSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: the preset's (digits: scikit-learn's embedded 8x8 digits; cluttered-digits: a "
                         "harder task made from them, with a test split no search sees; both offline)")
     p.add_argument("--data-dir", help="where the dataset lives (downloaded there when online, for CIFAR)")
-    p.add_argument("--flops-budget", type=float,
-                   help="--algo fpnas: mult-adds budget b: candidates at or over it get reward -1")
+    p.add_argument("--mult-adds-budget", "--flops-budget", type=float, dest="mult_adds_budget",
+                   help="--algo fpnas: mult-adds budget b: candidates at or over it get reward -1 (--flops-budget is "
+                        "its older name)")
     g = p.add_argument_group("hardware-aware search (latency measured on this device, python -m search.latency)")
     g.add_argument("--cost", choices=COSTS, help="what the budget / target limits: mult-adds (default), or latency "
                    "predicted by --latency-table (the search refuses a table of another space or device)")
@@ -91,9 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images per training step (under torchrun, stage 1 shares each batch out over the processes)")
     p.add_argument("--limit-train", type=int, help="use only this many training images (smoke runs)")
     p.add_argument("--limit-val", type=int, help="use only this many validation images")
-    p.add_argument("--device", help="default: cuda (LOCAL_RANK under torchrun) when available, else cpu")
-    p.add_argument("--workers", type=int, help="DataLoader workers per process (imagefolder). Default: the CPUs this "
-                   "process may use, shared by torchrun's processes on the machine, at most 8")
+    add_device_argument(p)
+    add_workers_argument(p)
     add_threads_argument(p)
     add_dist_timeout_argument(p)
     p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
@@ -102,93 +98,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--algo fpnas: torch.compile each stage-2 candidate (stage 1's supernet runs eager); refused "
                         "by --algo fp-nas, whose every step is new graphs. On a 2-core CPU a compile takes about a "
                         "minute per network and training is no faster (bench/README.md)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it is there, else start "
-                   "afresh (so `torchrun --max-restarts N` continues a search after a crash)")
+    add_resume_argument(p, "search")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     return p
 
 
-def settings_from_args(args: argparse.Namespace) -> SearchSettings:
-    """The preset of `--algo`, with every option given on the command line over it."""
-    algorithm = ALGORITHMS[args.algo]
-    if args.preset is None:  # a real dataset asks for the real search; no dataset, the offline demo
-        args.preset = "paper" if args.dataset not in (None, *OFFLINE_DATASETS) else "demo"
-    mine = own_options(algorithm)
-    for other, cls in ALGORITHMS.items():
-        for dest, option in own_options(cls).items():
-            if other != args.algo and dest not in mine and getattr(args, dest, None) is not None:
-                raise ValueError(f"{option} is an option of --algo {other}, not of --algo {args.algo}")
-    if args.flops_budget is not None and algorithm.cost_limit.option != "--flops-budget":
-        raise ValueError(f"--flops-budget is an option of --algo fpnas; --algo {args.algo} takes "
-                         f"{algorithm.cost_limit.option}")
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be at least 1, got {args.threads}")
-    if args.preset not in algorithm.presets:
-        raise ValueError(f"--preset {args.preset}: --algo {args.algo} has the presets {sorted(algorithm.presets)}")
-    settings = algorithm.settings_class(**algorithm.presets[args.preset])
-    overrides = {f.name: getattr(args, f.name) for f in fields(settings)
-                 if getattr(args, f.name, None) is not None}
-    if args.flops_budget is not None:
-        overrides[algorithm.cost_limit.field] = args.flops_budget
-    overrides.update(latency_limit(args, overrides.get("cost", settings.cost)))
-    return replace(settings, **overrides)
-
-
-def latency_limit(args: argparse.Namespace, cost: str) -> dict:
-    """The settings a latency search takes from --latency-budget / --latency-target (ms) instead of the preset's
-    mult-adds limit; the options that do not fit `cost` or `--algo` refused in one line."""
-    limit = ALGORITHMS[args.algo].cost_limit
-    given = {"--latency-budget": args.latency_budget, "--latency-target": args.latency_target}
-    for option, value in given.items():
-        if value is not None and cost != "latency":
-            raise ValueError(f"{option} is in milliseconds of predicted latency: it needs --cost latency and "
-                             "--latency-table")
-        if value is not None and option != limit.latency_option:
-            raise ValueError(f"{option} is not an option of --algo {args.algo}; it takes {limit.latency_option}")
-    if cost != "latency":
-        return {}
-    if args.flops_budget is not None or getattr(args, limit.field, None) is not None:
-        raise ValueError(f"{limit.option} is in mult-adds; with --cost latency give {limit.latency_option} in "
-                         "milliseconds")
-    if given[limit.latency_option] is None:
-        raise ValueError(f"--cost latency needs {limit.latency_option} (milliseconds, e.g. 4ms)")
-    return {limit.field: given[limit.latency_option]}
-
-
-def limit_stated_at(args: argparse.Namespace) -> int | None:
-    """The image side the cost limit is stated for when it is the preset's (its own dataset's resolution), so the
-    runner can move it to the data's; None when the command line sets it or the preset has none."""
-    algorithm = ALGORITHMS[args.algo]
-    preset = algorithm.presets[args.preset]
-    given = getattr(args, algorithm.cost_limit.field, None) is not None or args.flops_budget is not None
-    if given or preset.get(algorithm.cost_limit.field) is None or args.cost == "latency":
-        return None
-    return input_resolution(preset["dataset"], preset.get("image_size"))
+# The mult-adds limits' older names, still accepted (an error names an option as the command line gave it).
+OLD_NAMES = {"--mult-adds-budget": "--flops-budget", "--mult-adds-target": "--flops-target"}
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
         settings = settings_from_args(args)
-        check_dist_timeout(args.dist_timeout)
-        resolve_device(args.device)  # before any work: a device this machine has
-        check_out_folder(args.out)
+        check_before_work(args)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return error(as_typed(str(e), argv, OLD_NAMES))
     with cpu_threads(args.threads, small_workload=settings.dataset in OFFLINE_DATASETS):
-        return _search(args, settings)
+        return _search(args, settings, argv)
 
 
-def _search(args: argparse.Namespace, settings: SearchSettings) -> int:
+def _search(args: argparse.Namespace, settings: SearchSettings, argv: list[str]) -> int:
     out = Path(args.out)
     # Under torchrun only rank 0 writes OUT (no filesystem shared between ranks is assumed): it answers for all.
     dist = init_distributed(args.device, args.dist_timeout)
     if not args.resume and dist.broadcast_object((out / "checkpoint.pt").exists()):
-        print(f"error: {out} already holds a search (checkpoint.pt); pass --resume to continue it or choose another "
-              "--out", file=sys.stderr)
-        return 2
+        return error(f"{out} already holds a search (checkpoint.pt); pass --resume to continue it or choose another "
+                     "--out")
     try:
         search = SearchRunner(ALGORITHMS[args.algo], settings, out, data_dir=args.data_dir, device=args.device,
                               workers=args.workers, progress=not args.no_progress,
@@ -197,8 +135,7 @@ def _search(args: argparse.Namespace, settings: SearchSettings) -> int:
                               limit_stated_at=limit_stated_at(args))
         spec = search.run(resume=args.resume)
     except (ResumeError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return error(as_typed(str(e), argv, OLD_NAMES))
     if dist.is_main:
         measured = spec.search["measured"]
         cost = spec.search["cost"]

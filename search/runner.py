@@ -28,21 +28,22 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import torch
 
 from fpnas_zoo import count_spec, create_model_from_spec, save_spec, spec_from_dict
-from fpnas_zoo.spec import SCHEMA_VERSION, ModelSpec
+from fpnas_zoo.latency import measure_model
+from fpnas_zoo.spec import ModelSpec
 
 from . import distributed as dist_utils
 from .checkpointing import Checkpointer, Trace
 from .cost import BlockwiseCost, MultAddsCost
 from .data import DataSpec, SearchData, load_data
-from .engine import rng_state, seed_everything, set_rng_state
+from .latency_table import LatencyCost, LatencyTable, TableError, protocol_timer, space_identity
+from .seeding import rng_state, seed_everything, set_rng_state
+from .space import Arch, SearchSpace, searched_spec_dict  # noqa: F401 - searched_spec_dict: its old home
 from .supernet import LAYOUT_VERSION, Supernet
-
-Arch = list[dict]  # an architecture: the zoo's spec block dicts, one per position of the space
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,8 @@ class CostLimit:
 
 
 # FPNAS's hard budget (Cui et al.: reward -1 at or over it) and FP-NAS's soft target (Yan et al.: a cost term).
-BUDGET = CostLimit("budget", "--flops-budget", "budget_mult_adds", hard=True, latency_option="--latency-budget")
-TARGET = CostLimit("target", "--flops-target", "target_mult_adds", hard=False, latency_option="--latency-target")
+BUDGET = CostLimit("budget", "--mult-adds-budget", "budget_mult_adds", hard=True, latency_option="--latency-budget")
+TARGET = CostLimit("target", "--mult-adds-target", "target_mult_adds", hard=False, latency_option="--latency-target")
 COSTS = ("mult-adds", "latency")
 
 
@@ -92,44 +93,6 @@ class SearchSettings:
             raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.seed < 0:
             raise ValueError(f"--seed must be at least 0, got {self.seed}")
-
-
-def searched_spec_dict(*, name: str, input_size: tuple[int, int, int], num_classes: int, mean: Any, std: Any,
-                       stem: dict, blocks: Arch, head: dict, paper: str, conventions: tuple[str, str],
-                       metadata: dict, default_notes: str) -> dict:
-    """The zoo spec of a searched network (provenance 'searched'), as every space writes it: its stem, blocks and
-    head, the data's preprocessing, the paper and counting conventions of its family, and the search's metadata
-    (whose `notes`, if any, become `source.notes`)."""
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "name": name,
-        "input_size": list(input_size),
-        "num_classes": num_classes,
-        "preprocessing": {"crop_pct": 1.0 if input_size[1] <= 64 else 0.875, "interpolation": "bilinear",
-                          "mean": list(mean), "std": list(std)},
-        "stem": stem,
-        "blocks": [dict(b) for b in blocks],
-        "head": head,
-        "provenance": "searched",
-        "source": {"paper": paper, "table": None, "repository": None, "notes": metadata.pop("notes", default_notes)},
-        "paper": {"params_m": None, "params_convention": conventions[0], "mult_adds_m": None,
-                  "mult_adds_convention": conventions[1], "top1": None, "source": "searched here, not in a paper"},
-        "target": None,
-        "search": metadata,
-        "weights": {},
-    }
-
-
-class SearchSpace(Protocol):
-    """What the runner needs of a space: candidates per position, a starting point, and the spec of a point."""
-
-    def candidates(self) -> list[list[dict]]: ...
-
-    def default_blocks(self) -> Arch: ...
-
-    def spec_dict(self, blocks: Arch, name: str, mean: Any, std: Any, metadata: dict) -> dict: ...
-
-    def describe(self) -> dict: ...
 
 
 class SearchAlgorithm:
@@ -282,8 +245,6 @@ class SearchRunner:
     def _latency_cost(self, base: ModelSpec) -> BlockwiseCost:
         """The `--latency-table` as the search's cost, checked against the space and this device (one line if it
         cannot serve), with the entries it lacks measured and added (rank 0 measures; every rank gets the table)."""
-        from .latency import LatencyCost, LatencyTable, TableError, protocol_timer, space_identity
-
         path = self.settings.latency_table
         option = f"--latency-table {path}"
 
@@ -455,11 +416,7 @@ class SearchRunner:
         correction, the predicted latency of the result and its latency measured here with the same protocol."""
         if self.settings.cost == "mult-adds":
             return {"unit": "mult-adds"}
-        from fpnas_zoo.latency import measure_model
-
-        from . import latency
-
-        table: latency.LatencyTable = self.cost_model.table
+        table: LatencyTable = self.cost_model.table
         measured = None
         if self.dist.is_main:
             measured = measure_model(create_model_from_spec(self.spec_of(blocks)), table.protocol)

@@ -29,7 +29,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from fpnas_zoo.block_types import BLOCK_TYPES
 from fpnas_zoo.model import FpnasZooNet, stage_plan
-from fpnas_zoo.schema import canonical_block
+from fpnas_zoo.schema import block_key, canonical_block
 from fpnas_zoo.spec import ModelSpec, spec_from_dict
 
 Arch = list[dict]
@@ -38,11 +38,6 @@ Arch = list[dict]
 # records it and one of another layout is refused: bump it whenever a change here moves what a saved tensor means.
 # 2: one depthwise filter tensor shared by every attention choice (1 kept separate filters per split count).
 LAYOUT_VERSION = 2
-
-
-def block_key(block: dict) -> tuple:
-    """A hashable form of a spec block dict (key order and 3 vs 3.0 do not matter)."""
-    return tuple(sorted(block.items()))
 
 
 # ---------------------------------------------------------------------------------------------

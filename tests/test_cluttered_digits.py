@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
 from search import data as D
-from search.engine import derive_seed
+from search.seeding import derive_seed
 
 
 def _reference(split: str, count: int) -> torch.Tensor:

@@ -13,8 +13,9 @@ import torch
 from conftest import load_script
 
 from fpnas_zoo import FpnasZooNet, count_spec, load_spec, spec_from_dict
-from search.cost import _METADATA, MultAddsCost
+from search.cost import MultAddsCost
 from search.probabilistic.space import F4_LAYERS, L2_LAYERS, SPACES, build_space
+from search.space import PROBE_METADATA
 from search.supernet import Supernet, block_key
 
 SPECS = Path(__file__).parent / "fixtures" / "specs"
@@ -23,7 +24,7 @@ DEMO = dict(width_mult=0.25, layers=(0, 1, 2, 4, 5, 8, 15, 18), choices={"expans
 
 
 def spec_of(space, blocks, name="probe"):
-    return spec_from_dict(space.spec_dict(blocks, name, (0.5,) * 3, (0.25,) * 3, dict(_METADATA)))
+    return spec_from_dict(space.spec_dict(blocks, name, (0.5,) * 3, (0.25,) * 3, dict(PROBE_METADATA)))
 
 
 def shapes(spec):

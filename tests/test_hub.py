@@ -159,7 +159,7 @@ def test_bad_inputs_fail_clearly_and_leave_nothing(trained, tmp_path, case, caps
     else:  # a pickle that would run code must not be loaded
         path = tmp_path / "evil.pt"
         torch.save({"state_dict": {}, "payload": HubError("x")}, path)
-        expected = "holds pickled Python objects (hub.export.HubError), not only tensors"
+        expected = "holds pickled Python objects (hub.exporting.HubError), not only tensors"
     out = tmp_path / "out" / "model.in1k"
     assert export_main(["--model", model, "--checkpoint", str(path), "--out", str(out)]) == 2
     assert expected in capsys.readouterr().err

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import search.latency as latency
+import search.latency_table as latency_table
 from fpnas_zoo import count_spec
 from fpnas_zoo.counting import count_mult_adds
 from search.latency import LatencyCost, LatencyTable, agreement, fit_correction, leave_one_out, random_arch
@@ -40,7 +41,7 @@ def timer_calls(monkeypatch):
         calls.append((type(module).__name__, tuple(input_size)))
         return fake_ms(module, input_size)
 
-    monkeypatch.setattr(latency, "measure", fake)
+    monkeypatch.setattr(latency_table, "measure", fake)
     return calls
 
 
@@ -55,7 +56,7 @@ def built(tmp_path_factory) -> dict:
     """The smoke tables of both searchers' spaces, built once with the fake timer (about 1 min for FP-NAS's)."""
     folder = tmp_path_factory.mktemp("tables")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(latency, "measure", lambda module, input_size, protocol: fake_ms(module, input_size))
+        mp.setattr(latency_table, "measure", lambda module, input_size, protocol: fake_ms(module, input_size))
         return {space: _build(folder / f"{space[0]}.json", space).read_bytes() for space in (FPNAS_SMOKE, FP_NAS_SMOKE)}
 
 
@@ -139,7 +140,7 @@ def test_validate_fits_a_correction_when_whole_networks_differ_from_the_sum(buil
     def whole_networks_slower(module, input_size, protocol):  # a network: 1.25 x its blocks and ends + 0.5 ms
         return 1.25 * fake_ms(module, input_size) + 0.5
 
-    monkeypatch.setattr(latency, "measure", whole_networks_slower)
+    monkeypatch.setattr(latency_table, "measure", whole_networks_slower)
     assert latency_main(["validate", "--table", str(path), "--samples", "12", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "corrected (1.250 x sum +0.500 ms" in printed

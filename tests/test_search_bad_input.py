@@ -15,8 +15,8 @@ from fpnas_zoo.__main__ import main as cli_main
 from search.checkpointing import read_trace
 from search.coordinate_descent.algorithm import PRESETS
 from search.coordinate_descent.space import fpnas_space
-from search.cost import _METADATA
 from search.run import main
+from search.space import PROBE_METADATA
 from search.train import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +28,7 @@ def _smoke_space():
 
 
 def _mult_adds(space, arch) -> int:
-    spec = spec_from_dict(space.to_spec_dict(arch, "probe", (0.5,) * 3, (0.25,) * 3, dict(_METADATA)))
+    spec = spec_from_dict(space.to_spec_dict(arch, "probe", (0.5,) * 3, (0.25,) * 3, dict(PROBE_METADATA)))
     return count_spec(spec).mult_adds
 
 

@@ -1,8 +1,9 @@
-"""search/data.py on real data: the bundled digits, a tiny CIFAR-10 in the real pickle format, a PNG ImageFolder."""
+"""search.data on real data: the bundled digits, a tiny CIFAR-10 in the real pickle format, a PNG ImageFolder."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 from pathlib import Path
 
@@ -106,16 +107,16 @@ def test_digits_shapes_classes_and_range():
 
 
 def test_digits_normalisation_constants():
-    images, labels = D._load_digits()
+    images, labels = D.digits_tensors()
     assert images.shape == (1797, 3, 32, 32) and labels.shape == (1797,)
     assert images.mean().item() == pytest.approx(D.DIGITS_MEAN[0], abs=1e-4)
     assert images.double().std(unbiased=False).item() == pytest.approx(D.DIGITS_STD[0], abs=1e-4)
 
 
 def test_split_is_seeded_disjoint_and_covering():
-    train, val = D._split(1797, 0.1, seed=3, what="digits")
-    train2, val2 = D._split(1797, 0.1, seed=3, what="digits")
-    _, val_other = D._split(1797, 0.1, seed=4, what="digits")
+    train, val = D.split_indices(1797, 0.1, seed=3, what="digits")
+    train2, val2 = D.split_indices(1797, 0.1, seed=3, what="digits")
+    _, val_other = D.split_indices(1797, 0.1, seed=4, what="digits")
     assert torch.equal(val, val2) and torch.equal(train, train2)
     assert not torch.equal(val.sort().values, val_other.sort().values)
     assert len(val) == 180 and set(train.tolist()).isdisjoint(val.tolist())
@@ -309,8 +310,8 @@ def test_an_epoch_started_at_a_batch_makes_only_the_batches_from_it(image_folder
     """`set_epoch(epoch, start)` (a search resumed inside an epoch): the batches from `start` on are those of the
     whole epoch, and the images of the batches before it are never loaded (ImageFolder) nor gathered (in memory)."""
     loaded = []
-    getitem = D._SeededSubset.__getitem__
-    monkeypatch.setattr(D._SeededSubset, "__getitem__", lambda self, item: loaded.append(item) or getitem(self, item))
+    getitem = D.SeededSubset.__getitem__
+    monkeypatch.setattr(D.SeededSubset, "__getitem__", lambda self, item: loaded.append(item) or getitem(self, item))
     data = D.load_data("imagefolder", str(image_folder), batch_size=2, image_size=16, val_size=3, workers=0)
     digits = D.load_data("digits", batch_size=16, limit_train=96, limit_val=40)
     for batches in (data.train, data.val, digits.train, digits.val):
@@ -332,7 +333,7 @@ def test_an_epoch_started_at_a_batch_makes_only_the_batches_from_it(image_folder
 def test_loader_workers_scale_with_the_cpus_of_each_rank(image_folder, monkeypatch):
     """Default DataLoader workers: the CPUs this process may run on over torchrun's processes on the machine
     (LOCAL_WORLD_SIZE), at least 1 and at most 8; `--workers` overrides; a negative count is refused naming it."""
-    monkeypatch.setattr(D.os, "sched_getaffinity", lambda pid: set(range(24)), raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(24)), raising=False)
     for ranks, expected in ((None, 8), ("1", 8), ("4", 6), ("8", 3), ("32", 1)):
         if ranks is None:
             monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)

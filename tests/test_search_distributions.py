@@ -589,7 +589,7 @@ def test_default_lambda_starts_the_default_space_at_14_samples():
     """H0 of the default fbnetv2-f++ at 224 px, the FD start (zero logits) over distinct networks, by brute force:
     every tuple of a layer at the product of 1 / n_m, summed per block_key. ceil(λ · H0) = 14. Old code: λ was
     14 / Σ log n_m = 14 / 105.97 (over tuples), which over networks gives ceil(0.1321 · 88.65) = 12."""
-    from search.probabilistic.algorithm import _default_lambda
+    from search.probabilistic.algorithm import default_lambda
     from search.probabilistic.space import build_space
 
     space = build_space("fbnetv2-f++", (3, 224, 224), 1000)
@@ -598,5 +598,5 @@ def test_default_lambda_starts_the_default_space_at_14_samples():
         p = b.fd_probs([[0.0] * n for n in b.sizes])
         h0 -= (p * np.log(p)).sum()
     assert 88 < h0 < 89
-    assert math.ceil(_default_lambda() * h0) == 14
+    assert math.ceil(default_lambda() * h0) == 14
     assert abs(ArchDistribution(space.sizes(), uses=space.used_variables()).entropy().item() - h0) < 1e-3

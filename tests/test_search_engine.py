@@ -22,18 +22,15 @@ from conftest import free_port
 from search import distributed
 from search.engine import (
     Recipe,
-    derive_seed,
     evaluate,
     make_optimizer,
     make_scheduler,
     prepare_model,
     recalibrate_bn,
-    rng_state,
-    seed_everything,
-    set_rng_state,
     train_epoch,
     unwrap,
 )
+from search.seeding import derive_seed, rng_state, seed_everything, set_rng_state
 
 CPU = distributed.DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 
@@ -255,7 +252,7 @@ def test_recalibration_runs_under_the_autocast_and_memory_format_of_evaluation(m
             seen.append((list(active), x.is_contiguous(memory_format=torch.channels_last)))
             return self.net(x)
 
-    monkeypatch.setattr(engine, "_autocast", autocast)
+    monkeypatch.setattr(engine, "recipe_autocast", autocast)
     recipe = Recipe(channels_last=True)
     model = Probe()
     x, y = separable_task(32)

@@ -23,7 +23,7 @@ from search.data import load_data
 from search.distributed import DistInfo
 from search.engine import Recipe, evaluate
 from search.probabilistic import algorithm as algorithm_module
-from search.probabilistic.algorithm import PRESETS, FpNasSearch, FpNasSettings, _default_lambda, cost_excess
+from search.probabilistic.algorithm import PRESETS, FpNasSearch, FpNasSettings, cost_excess, default_lambda
 from search.probabilistic.space import build_space
 from search.run import main
 from search.runner import SearchRunner
@@ -107,9 +107,9 @@ def test_trace_records_every_step_with_k_entropy_costs_and_weights(smoke_run):
     h0 = sum(math.log(n[0]) + math.log(n[4]) + (1 - ("skip" in layer.variables[0].choices) / n[0])
              * math.log(n[1] * n[2] * n[3]) for layer, n in zip(space.layers, space.sizes(), strict=True))
     assert steps[0]["entropy"] == pytest.approx(h0, abs=1e-3)
-    assert steps[0]["K"] == max(2, math.ceil(_default_lambda() * h0))
+    assert steps[0]["K"] == max(2, math.ceil(default_lambda() * h0))
     for r in steps:
-        assert r["K"] == max(2, math.ceil(_default_lambda() * r["entropy"]))
+        assert r["K"] == max(2, math.ceil(default_lambda() * r["entropy"]))
         assert len(r["costs"]) == r["K"] and len(r["layer_entropy"]) == len(space.layers)
         assert sum(r["layer_entropy"]) == pytest.approx(r["entropy"], abs=1e-3)
     search_steps = [r for r in steps if r["phase"] == "search"]

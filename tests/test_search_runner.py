@@ -10,8 +10,9 @@ from fpnas_zoo.spec import SEARCH_FIELDS
 from search.checkpointing import read_trace
 from search.coordinate_descent.space import fpnas_space
 from search.data import DataSpec, SearchData, input_resolution
-from search.engine import Recipe, derive_seed, evaluate, recalibrate_bn
+from search.engine import Recipe, evaluate, recalibrate_bn
 from search.runner import SearchAlgorithm, SearchSettings
+from search.seeding import derive_seed
 
 
 @dataclass

@@ -17,7 +17,8 @@ import torch
 
 from fpnas_zoo import FpnasZooNet, count_spec, spec_from_dict
 from search.coordinate_descent.space import fpnas_space
-from search.cost import _METADATA, MultAddsCost
+from search.cost import MultAddsCost
+from search.space import PROBE_METADATA
 from search.supernet import Supernet
 
 SPECS = Path(__file__).parent / "fixtures" / "specs"
@@ -25,7 +26,8 @@ SPECS = Path(__file__).parent / "fixtures" / "specs"
 
 def fpnas_case():
     space = fpnas_space(6, (3, 32, 32), 10, width_mult=0.5)
-    base = spec_from_dict(space.to_spec_dict(space.default_arch(), "probe", (0.5,) * 3, (0.25,) * 3, dict(_METADATA)))
+    base = spec_from_dict(space.to_spec_dict(space.default_arch(), "probe", (0.5,) * 3, (0.25,) * 3,
+                                             dict(PROBE_METADATA)))
     candidates = space.candidates()
     rng = random.Random(1)
     archs = [space.arch_blocks([rng.choice(space.choices(i)) for i in range(space.num_blocks)]) for _ in range(2)]

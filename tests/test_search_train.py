@@ -10,8 +10,8 @@ from conftest import torchrun_two
 import fpnas_zoo
 from fpnas_zoo import save_spec, spec_from_dict
 from search.coordinate_descent.space import fpnas_space
-from search.cost import _METADATA
 from search.distributed import DistInfo
+from search.space import PROBE_METADATA
 from search.train import RECIPES, Cutout, main
 
 
@@ -19,7 +19,7 @@ from search.train import RECIPES, Cutout, main
 def tiny_spec(tmp_path):
     space = fpnas_space(4, (3, 32, 32), 10, width_mult=0.25, expansions=(3,), kernels=(3,))
     spec = spec_from_dict(space.to_spec_dict(space.default_arch(), "tiny_searched", (0.3,) * 3, (0.3,) * 3,
-                                             dict(_METADATA)))
+                                             dict(PROBE_METADATA)))
     path = tmp_path / "spec.json"
     save_spec(spec, path)
     return path

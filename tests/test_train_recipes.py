@@ -106,20 +106,20 @@ class Interrupted(Exception):
 
 
 def test_resume_equals_uninterrupted_with_ema_randaugment_and_mixup(imagenet, tmp_path, monkeypatch):
-    import search.train
+    import search.training
 
     extra = ("--epochs", "2", "--mixup", "0.2", "--seed", "3")
     whole = _run(tmp_path / "whole", imagenet, *extra)
-    epochs = search.train.train_epochs
+    epochs = search.training.train_epochs
 
     def crash_after_one_epoch(*args, **kwargs):
         yield next(epochs(*args, **kwargs))  # epoch 1 is trained and checkpointed, then the process dies
         raise Interrupted
 
-    monkeypatch.setattr(search.train, "train_epochs", crash_after_one_epoch)
+    monkeypatch.setattr(search.training, "train_epochs", crash_after_one_epoch)
     with pytest.raises(Interrupted):
         _run(tmp_path / "split", imagenet, *extra)
-    monkeypatch.setattr(search.train, "train_epochs", epochs)
+    monkeypatch.setattr(search.training, "train_epochs", epochs)
     resumed = _run(tmp_path / "split", imagenet, "--resume", *extra)
     a, b = (torch.load(tmp_path / name / "checkpoint.pt", weights_only=True) for name in ("whole", "split"))
     for key in ("state_dict", "state_dict_ema"):

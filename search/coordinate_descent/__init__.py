@@ -4,7 +4,8 @@
 shortcut per position, over the zoo's `fpnas` block), `algorithm` the two-stage search under a hard mult-adds
 budget. Not to be confused with Yan et al.'s FP-NAS (`search.probabilistic`, `--algo fp-nas`).
 """
-from .algorithm import FpnasSearch, FpnasSettings
+from .algorithm import CoordinateDescentSearch, CoordinateDescentSettings, FpnasSearch, FpnasSettings
 from .space import FpnasSpace, fpnas_space
 
-__all__ = ["FpnasSearch", "FpnasSettings", "FpnasSpace", "fpnas_space"]
+__all__ = ["CoordinateDescentSearch", "CoordinateDescentSettings", "FpnasSearch", "FpnasSettings", "FpnasSpace",
+           "fpnas_space"]

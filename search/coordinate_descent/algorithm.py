@@ -9,7 +9,7 @@ For each of the T block optimisations t (position p = t mod N):
            supernet) and keep the best; its trained weights go back into the supernet. Under torchrun the E
            trainings are shared out over the ranks, each one alone on its rank.
 Every unit of work (an epoch, a candidate) is seeded from (seed, t, unit), and the whole state is checkpointed
-after each one, so `--resume` continues to the same final spec as an uninterrupted run. `FpnasSearch` is the
+after each one, so `--resume` continues to the same final spec as an uninterrupted run. `CoordinateDescentSearch` is the
 algorithm only; `search.runner.SearchRunner` supplies the data, supernet, cost, checkpoint, trace and spec.
 """
 from __future__ import annotations
@@ -26,7 +26,6 @@ from ..checkpointing import recorded_cost
 from ..data import DataSpec
 from ..engine import (
     Recipe,
-    derive_seed,
     evaluate,
     make_optimizer,
     make_scheduler,
@@ -35,15 +34,16 @@ from ..engine import (
     train_epochs,
 )
 from ..runner import SearchAlgorithm, SearchRunner, SearchSettings
+from ..seeding import derive_seed
 from ..supernet import Supernet
 from .space import Choice, FpnasSpace, fpnas_space
 
 
 @dataclass
-class FpnasSettings(SearchSettings):
+class CoordinateDescentSettings(SearchSettings):
     """Everything that defines an FPNAS search (a checkpoint from other settings is refused)."""
 
-    budget: float | None = None  # mult-adds (--flops-budget); at or over it the reward is -1
+    budget: float | None = None  # mult-adds (--mult-adds-budget); at or over it the reward is -1
     num_blocks: int = 16  # the paper's N: block positions searched
     stage1_epochs: int = 4  # P: supernet epochs (shared weights) per block optimisation
     stage2_epochs: int = 4  # Q: epochs of each kept candidate, trained alone
@@ -136,12 +136,12 @@ class SearchState:
     decisions: list[dict] = field(default_factory=list)
 
 
-class FpnasSearch(SearchAlgorithm):
+class CoordinateDescentSearch(SearchAlgorithm):
     """The FPNAS algorithm over an `FpnasSpace`; the runner holds the data, supernet, cost, checkpoint and trace."""
 
     name = "fpnas"
     summary = "block-wise coordinate descent with two-stage weight sharing (Cui et al.)"
-    settings_class = FpnasSettings
+    settings_class = CoordinateDescentSettings
     presets = PRESETS
 
     @classmethod
@@ -160,7 +160,7 @@ class FpnasSearch(SearchAlgorithm):
         p.add_argument("--width-mult", type=float, help="scale the skeleton's widths (small demos)")
 
     @classmethod
-    def make_space(cls, settings: FpnasSettings, data: DataSpec) -> FpnasSpace:
+    def make_space(cls, settings: CoordinateDescentSettings, data: DataSpec) -> FpnasSpace:
         return fpnas_space(settings.num_blocks, tuple(data.input_size), data.num_classes, settings.width_mult,
                            tuple(settings.expansions), tuple(settings.kernels), stem_stride=settings.stem_stride)
 
@@ -354,3 +354,7 @@ class FpnasSearch(SearchAlgorithm):
         self.state.stage1_results, self.state.stage2_results = [], []
         self.save()
         self.runner.write_plots()
+
+
+# The names before the classes were named after their folder (FpnasSearch and FpNasSearch differed by one capital).
+FpnasSearch, FpnasSettings = CoordinateDescentSearch, CoordinateDescentSettings

@@ -13,7 +13,7 @@ from timm.layers import make_divisible
 
 from fpnas_zoo.block_types import BLOCK_TYPES
 
-from ..runner import searched_spec_dict
+from ..space import searched_spec_dict
 
 # The official FPNASNet skeleton (16 searched blocks): widths and ImageNet strides.
 OFFICIAL_WIDTHS = (24, 24, 40, 40, 40, 80, 80, 80, 80, 112, 112, 112, 192, 192, 192, 320)

@@ -5,8 +5,9 @@ variables, `distributions` the architecture distribution P(A | alpha) over each 
 `algorithm` the search (adaptive sampling, coarse-to-fine, a soft mult-adds target). Not to be confused with Cui
 et al.'s FPNAS (`search.coordinate_descent`, `--algo fpnas`).
 """
-from .algorithm import FpNasSearch, FpNasSettings
+from .algorithm import FpNasSearch, FpNasSettings, ProbabilisticSearch, ProbabilisticSettings
 from .distributions import ArchDistribution, adaptive_k
 from .space import SPACES, FbnetSpace, build_space
 
-__all__ = ["SPACES", "ArchDistribution", "FbnetSpace", "FpNasSearch", "FpNasSettings", "adaptive_k", "build_space"]
+__all__ = ["SPACES", "ArchDistribution", "FbnetSpace", "FpNasSearch", "FpNasSettings", "ProbabilisticSearch",
+           "ProbabilisticSettings", "adaptive_k", "build_space"]

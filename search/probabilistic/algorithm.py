@@ -24,8 +24,8 @@ What the paper leaves open, and what this implementation does (and why):
   bench/README.md "FP-NAS objective").
 * Importance weights for omega need every sample's loss, yet only one network's graph is held at a time: each
   sample runs forward and backward once, its gradient scaled by an online softmax of the losses so far and the sum
-  normalised after the last (`FpNasSearch.train_omega`): exactly sum_k w_k grad loss_k, with K forwards instead of
-  the 2K of a pass without gradients for the weights followed by the weighted passes (bench/search_step.py).
+  normalised after the last (`ProbabilisticSearch.train_omega`): exactly sum_k w_k grad loss_k, with K forwards
+  instead of the 2K of a pass without gradients for the weights followed by the weighted passes (bench/search_step.py).
 * Baseline: the importance weights sum to one, so subtracting 1/K centres them, and the cost part subtracts the
   mean of its samples: samples that are all equally good (or all equally over target) give no update, and the
   estimate keeps its expectation (E[grad log P] = 0) with less variance. With K = 1 nothing can be compared; K_min
@@ -47,14 +47,15 @@ What the paper leaves open, and what this implementation does (and why):
   importance weights and the same alpha gradient (an all-reduce of K numbers instead of alpha's gradient); omega's
   weighted gradient goes through DDP, all-reduced once per step (the first K - 1 backward passes under `no_sync`).
 
-`FpNasSearch` is the algorithm only; `search.runner.SearchRunner` supplies data, supernet, cost, checkpoint, trace.
+`ProbabilisticSearch` is the algorithm only; `search.runner.SearchRunner` supplies data, supernet, cost, checkpoint,
+trace.
 """
 from __future__ import annotations
 
 import argparse
 import math
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import cache
 
 import torch
@@ -68,17 +69,16 @@ from fpnas_zoo.atomic import atomic_torch_save
 from ..data import DataSpec
 from ..engine import (
     Recipe,
-    _autocast,
-    _inputs,
-    derive_seed,
     evaluate,
     make_optimizer,
     make_scheduler,
     prepare_model,
     recalibrate_bn,
-    seed_everything,
+    recipe_autocast,
+    recipe_inputs,
 )
-from ..runner import TARGET, SearchAlgorithm, SearchRunner, SearchSettings
+from ..runner import TARGET, SearchAlgorithm, SearchRunner
+from ..seeding import derive_seed, seed_everything
 from .distributions import ArchDistribution, adaptive_k
 from .objective import (
     DEFAULT_BETA,
@@ -90,96 +90,10 @@ from .objective import (
     cost_excess,
     omega_weights,
 )
+from .settings import PRESETS, ProbabilisticSettings
 from .space import SPACES, FbnetSpace, build_space
 
 PAPER = "Yan et al., FP-NAS: Fast Probabilistic Neural Architecture Search, CVPR 2021"
-
-
-@dataclass
-class FpNasSettings(SearchSettings):
-    """Everything that defines an FP-NAS search (a checkpoint from other settings is refused)."""
-
-    renamed = {"budget": "target"}  # checkpoints written before the soft target had its own name
-
-    target: float | None = None  # mult-adds target of the cost term (--flops-target); not a hard budget
-    space: str = "fbnetv2-f++"
-    image_size: int | None = None  # imagefolder only; default: the space's resolution
-    width_mult: float = 1.0
-    stem_stride: int | None = None  # override the space's (small demos: 32-px digits searched at 16x16)
-    layers: tuple[int, ...] | None = None  # keep only these layers of the space (reduced spaces)
-    choices: dict | None = None  # override choice values per variable (reduced spaces)
-    epochs: int = 90
-    warmup_epochs: int = 10  # omega only
-    coarse_to_fine_epochs: int = 30  # theta: factorized until then, joint after
-    coarse_to_fine: bool = True
-    lam: float | None = None  # adaptive K = max(k_min, ceil(lam * H)); None: DEFAULT_LAMBDA
-    k_min: int = 2
-    samples: int | None = None  # fixed K (PARSEC); overrides adaptive sampling
-    beta: float = DEFAULT_BETA  # nats of mean cross-entropy per unit of log(1 + cost excess)
-    temperature: float = DEFAULT_TEMPERATURE  # of alpha's importance weights (1: batch mean; 1/B: batch sum)
-    omega_temperature: float = DEFAULT_OMEGA_TEMPERATURE  # of omega's importance weights
-    cost_samples: int = DEFAULT_COST_SAMPLES  # extra architectures per step priced (not trained) for the cost term
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 4e-5
-    eta_min: float = 0.0
-    alpha_lr: float = 0.01
-    alpha_weight_decay: float = 0.0
-    trace_every: int = 1  # trace a step record every this many steps
-    checkpoint_every: int = 0  # also checkpoint every this many steps of the search (0: at each epoch's end only)
-
-    def check(self) -> None:
-        """Settings the algorithm cannot run with are refused with the option that sets them."""
-        if self.space not in SPACES:
-            raise ValueError(f"--space {self.space}: expected one of {', '.join(SPACES)}")
-        if not self.width_mult > 0:
-            raise ValueError(f"--width-mult must be > 0 (it scales every width of the space), got {self.width_mult}")
-        if self.epochs < 1:
-            raise ValueError(f"--epochs must be at least 1, got {self.epochs}")
-        if not 0 <= self.warmup_epochs < self.epochs:
-            raise ValueError(f"--warmup-epochs must be in [0, --epochs {self.epochs}), got {self.warmup_epochs}")
-        if self.coarse_to_fine and not 0 <= self.coarse_to_fine_epochs <= self.epochs:
-            raise ValueError(f"--coarse-to-fine-epochs (theta) {self.coarse_to_fine_epochs} is beyond the "
-                             f"{self.epochs} epochs of the search (expected 0..{self.epochs}, or --no-coarse-to-fine)")
-        if self.lam is not None and not self.lam > 0:
-            raise ValueError(f"--lambda must be > 0 (K = max(K_min, ceil(lambda * entropy))), got {self.lam}")
-        if self.k_min < 2:
-            raise ValueError(f"--k-min must be at least 2 (importance weights compare samples), got {self.k_min}")
-        if self.samples is not None and self.samples < 2:
-            raise ValueError(f"--samples must be at least 2 (importance weights compare samples), got {self.samples}")
-        if self.beta < 0:
-            raise ValueError(f"--beta must be >= 0, got {self.beta}")
-        for option, value in (("--temperature", self.temperature), ("--omega-temperature", self.omega_temperature)):
-            if not value > 0:
-                raise ValueError(f"{option} must be > 0, got {value}")
-        if self.cost_samples < 0:
-            raise ValueError(f"--cost-samples must be >= 0, got {self.cost_samples}")
-        if self.target is None:
-            raise ValueError("--flops-target is required: FP-NAS's cost term C(A) = max(0, cost/target - 1) needs it")
-        super().check()
-
-
-PRESETS: dict[str, dict] = {
-    # F++ on ImageNet-100 (python -m search.imagenet_subset), 8 GPUs with a global batch of 1024 as the paper;
-    # epochs, warm-up, theta and the learning rates are not in the paper: FBNet's search schedule (90 epochs,
-    # 10 warm-up epochs of weights only, Adam 0.01 for alpha, SGD with cosine decay for omega), theta = one third.
-    "paper": dict(dataset="imagefolder", space="fbnetv2-f++", epochs=90, warmup_epochs=10, coarse_to_fine_epochs=30,
-                  batch_size=1024, lr=0.4, weight_decay=4e-5, alpha_lr=0.01, target=238e6,
-                  calib_images=2000, trace_every=10, checkpoint_every=500),
-    # CPU, embedded digits, minutes: a reduced FBNetV2-F space (8 layers at quarter width, searched at 16x16: kernel
-    # 3/5/skip, ReLU/h-swish, SE on/off, expansion 3/6, width x0.75/x1/x1.25 per layer) with a target below the
-    # space's middle, so the cost term has work to do. Per-layer widths train because stride-1 layers keep their
-    # residual across a width change (`residual: "pad"`, bench/README.md). (--space fbnetv2-f++ works too.)
-    "demo": dict(dataset="digits", space="fbnetv2-f", width_mult=0.25, stem_stride=2,
-                 layers=(0, 1, 2, 4, 5, 8, 15, 18), choices={"expansion": (3, 6)}, epochs=30,
-                 warmup_epochs=5, coarse_to_fine_epochs=15, batch_size=64, lr=0.1, weight_decay=5e-4, alpha_lr=0.1,
-                 target=0.6e6, calib_images=256),
-    # Seconds: for tests.
-    "smoke": dict(dataset="digits", space="fbnetv2-f++", width_mult=0.25, stem_stride=2, layers=(0, 1, 4, 8, 15),
-                  choices={"expansion": (2, 4), "width": (0.75, 1.0)}, epochs=3, warmup_epochs=1,
-                  coarse_to_fine_epochs=2, batch_size=32, lr=0.1, alpha_lr=0.05, target=0.6e6,
-                  calib_images=64, limit_train=256, limit_val=64),
-}
 
 
 def network_distribution(space: FbnetSpace, joint: bool) -> ArchDistribution:
@@ -187,7 +101,7 @@ def network_distribution(space: FbnetSpace, joint: bool) -> ArchDistribution:
     return ArchDistribution(space.sizes(), joint=joint, uses=space.used_variables())
 
 
-class _Sampled(nn.Module):
+class Sampled(nn.Module):
     """The supernet running `self.arch` (set before each call): what DDP wraps for omega's updates."""
 
     def __init__(self, supernet: nn.Module):
@@ -198,13 +112,13 @@ class _Sampled(nn.Module):
         return self.supernet(x, self.arch)
 
 
-class FpNasSearch(SearchAlgorithm):
+class ProbabilisticSearch(SearchAlgorithm):
     """The FP-NAS algorithm over an `FbnetSpace`; the runner holds data, supernet, cost, checkpoint and trace."""
 
     name = "fp_nas"
     summary = ("Yan et al.'s FP-NAS: probabilistic search over FBNetV2 spaces with adaptive sampling and "
                "coarse-to-fine distributions (not Cui et al.'s FPNAS, which is --algo fpnas)")
-    settings_class = FpNasSettings
+    settings_class = ProbabilisticSettings
     presets = PRESETS
     split_train = True
     cost_limit = TARGET
@@ -216,7 +130,7 @@ class FpNasSearch(SearchAlgorithm):
     def add_arguments(cls, p: argparse.ArgumentParser) -> None:
         g = p.add_argument_group("--algo fp-nas")
         g.add_argument("--space", help=f"search space: {', '.join(SPACES)} (default fbnetv2-f++)")
-        g.add_argument("--flops-target", type=float, dest="target",
+        g.add_argument("--mult-adds-target", "--flops-target", type=float, dest="target",
                        help="mult-adds target TAR of the cost term C(A) = max(0, cost/TAR - 1)")
         g.add_argument("--epochs", type=int, help="search epochs")
         g.add_argument("--warmup-epochs", type=int, help="first epochs train only the weights")
@@ -226,7 +140,7 @@ class FpNasSearch(SearchAlgorithm):
                        help="the joint distribution from the start (PARSEC's parameterisation)")
         g.add_argument("--lambda", type=float, dest="lam",
                        help=f"adaptive sampling K = max(K_min, ceil(lambda * entropy in nats)); default "
-                            f"{_default_lambda():.4f} (14 samples at the start of the default fbnetv2-f++ space)")
+                            f"{default_lambda():.4f} (14 samples at the start of the default fbnetv2-f++ space)")
         g.add_argument("--k-min", type=int, help="fewest samples per step (default 2)")
         g.add_argument("--samples", type=int, help="fixed K samples per step (PARSEC), instead of adaptive")
         g.add_argument("--beta", type=float, help=f"weight of the cost term: nats of mean cross-entropy per unit of "
@@ -244,7 +158,7 @@ class FpNasSearch(SearchAlgorithm):
                        "whole search (default: each epoch's end only)")
 
     @classmethod
-    def make_space(cls, settings: FpNasSettings, data: DataSpec) -> FbnetSpace:
+    def make_space(cls, settings: ProbabilisticSettings, data: DataSpec) -> FbnetSpace:
         space = build_space(settings.space, tuple(data.input_size), data.num_classes, width_mult=settings.width_mult,
                            layers=None if settings.layers is None else tuple(settings.layers),
                            choices=None if settings.choices is None else
@@ -256,10 +170,10 @@ class FpNasSearch(SearchAlgorithm):
         s = self.settings = runner.settings
         self.space, self.dist, self.supernet = runner.space, runner.dist, runner.supernet
         self.data, self.trace, self.progress = runner.data, runner.trace, runner.progress
-        self.lam = s.lam if s.lam is not None else _default_lambda()
+        self.lam = s.lam if s.lam is not None else default_lambda()
         self.recipe = Recipe(lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay, schedule="cosine",
                              epochs=s.epochs, eta_min=s.eta_min, **runner.recipe_overrides)
-        self.sampled = _Sampled(self.supernet)
+        self.sampled = Sampled(self.supernet)
         self.model = prepare_model(self.sampled, self.recipe, self.dist, find_unused_parameters=True)
         self.optimizer = make_optimizer(self.supernet, self.recipe)
         # a step takes one batch of each half: the shorter half sets the steps per epoch
@@ -388,7 +302,7 @@ class FpNasSearch(SearchAlgorithm):
 
         # omega: one forward and one backward per sample, weighted by its importance weight (`train_omega`)
         images, labels = w_batch
-        images = _inputs(images, self.recipe)
+        images = recipe_inputs(images, self.recipe)
         self.model.train()
         masks = [derive_seed(s.seed, 5, epoch, step, dist.rank, i) for i in range(k)]
         losses = self.train_omega(images, labels, blocks, masks)
@@ -410,7 +324,7 @@ class FpNasSearch(SearchAlgorithm):
         # E[-beta log(1 + C(A))] / T (the k samples and `cost_samples` more, priced only); see objective.py
         images, labels = a_batch
         masks = [derive_seed(s.seed, 6, epoch, step, dist.rank, i) for i in range(k)]
-        a_losses = self.losses(_inputs(images, self.recipe), labels, blocks, masks)
+        a_losses = self.losses(recipe_inputs(images, self.recipe), labels, blocks, masks)
         fetched = torch.cat([loss.reshape(1), a_losses]).cpu()  # the step's one wait for the device
         loss, a_losses = float(fetched[0]), fetched[1:]
         accuracy = accuracy_coefficients(a_losses, s.temperature)
@@ -450,7 +364,7 @@ class FpNasSearch(SearchAlgorithm):
             torch.manual_seed(mask)
             accumulate = i < len(blocks) - 1 and isinstance(self.model, DDP)
             with self.model.no_sync() if accumulate else nullcontext():
-                with _autocast(self.recipe, self.dist.device):
+                with recipe_autocast(self.recipe, self.dist.device):
                     loss = F.cross_entropy(self.model(images).float(), labels)
                 mean = self.dist.all_reduce_mean(loss.detach().clone())  # every rank weighs with the same losses
                 logit = -mean / tau
@@ -478,7 +392,7 @@ class FpNasSearch(SearchAlgorithm):
         out = []
         for arch, mask in zip(blocks, masks, strict=True):
             torch.manual_seed(mask)
-            with _autocast(self.recipe, self.dist.device):
+            with recipe_autocast(self.recipe, self.dist.device):
                 out.append(F.cross_entropy(self.supernet(images, arch).float(), labels))
         return self.dist.all_reduce_mean(torch.stack(out))
 
@@ -525,10 +439,14 @@ class FpNasSearch(SearchAlgorithm):
 
 
 @cache
-def _default_lambda() -> float:
+def default_lambda() -> float:
     """14 / H0, rounded down to 4 decimals, H0 the entropy over networks of the factorized start (zero logits) of
     the default fbnetv2-f++ space (224 px), 88.65 nats: the search starts at the paper's 14 samples
     (ceil(lambda * H0) = 14)."""
     space = build_space("fbnetv2-f++", (3, 224, 224), 1000)
     h0 = float(ArchDistribution(space.sizes(), uses=space.used_variables()).entropy().detach())
     return math.floor(14 / h0 * 1e4) / 1e4
+
+
+# The names before the classes were named after their folder (FpnasSearch and FpNasSearch differed by one capital).
+FpNasSearch, FpNasSettings = ProbabilisticSearch, ProbabilisticSettings

@@ -31,12 +31,11 @@ from dataclasses import asdict, dataclass
 
 from timm.layers import make_divisible
 
-from fpnas_zoo.schema import canonical_block
+from fpnas_zoo.schema import block_key, canonical_block
 from fpnas_zoo.spec import spec_from_dict
 
-from ..cost import _METADATA, BlockwiseCost, MultAddsCost
-from ..runner import searched_spec_dict
-from ..supernet import block_key
+from ..cost import BlockwiseCost, MultAddsCost
+from ..space import PROBE_METADATA, searched_spec_dict
 
 SPACES = ("fbnetv2-f", "fbnetv2-f++", "fp-nas-l")
 FP_NAS_PAPER = "Yan et al., FP-NAS: Fast Probabilistic Neural Architecture Search, CVPR 2021"
@@ -298,7 +297,7 @@ class FbnetSpace:
         mult-adds the candidates that cannot be extreme are skipped (`_dominant`); a measured cost tries all."""
         prune = cost is None
         cost = cost or MultAddsCost(spec_from_dict(self.spec_dict(self.default_blocks(), "probe", (0.5,) * 3,
-                                                                  (0.5,) * 3, dict(_METADATA))))
+                                                                  (0.5,) * 3, dict(PROBE_METADATA))))
         better = (lambda a, b: a > b) if largest else (lambda a, b: a < b)
         res = -(-self.input_size[1] // self.stem_stride)
         states: dict[int, tuple[float, list[dict]]] = {self.stem_chs: (0.0, [])}  # width -> (cost so far, blocks)

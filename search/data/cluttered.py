@@ -1,0 +1,89 @@
+"""cluttered-digits: a harder task made offline from scikit-learn's digits (a digit at a random place and scale
+among fragments of other digits and noise), with train, validation and test splits from disjoint source digits."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from search.seeding import derive_seed
+
+# cluttered-digits: how many of scikit-learn's 1797 digits each split draws from (disjoint source images), how many
+# 24x24 images each split holds, and the fixed seed they are made from (the data never depends on a run's --seed).
+CLUTTERED_SOURCES = {"train": 1197, "val": 300, "test": 300}
+CLUTTERED_IMAGES = {"train": 5000, "val": 2000, "test": 3000}
+CLUTTERED_SEED = 0xD161
+CLUTTERED_CANVAS = 24
+CLUTTERED_SCALES = (12, 18)  # the digit's side in pixels, uniform over [low, high]
+CLUTTERED_FRAGMENTS = 3  # pieces of other digits of the same split per image
+CLUTTERED_FRAGMENT_SIDE = (4, 7)  # a fragment's side in pixels, uniform over [low, high]
+CLUTTERED_NOISE = 0.1  # standard deviation of the Gaussian pixel noise on [0, 1] intensities
+
+
+def cluttered_sources(seed: int = CLUTTERED_SEED) -> dict[str, torch.Tensor]:
+    """Indices into scikit-learn's digits of each split's source images: one seeded permutation cut three ways."""
+    perm = torch.randperm(sum(CLUTTERED_SOURCES.values()), generator=torch.Generator().manual_seed(seed))
+    out, start = {}, 0
+    for split, n in CLUTTERED_SOURCES.items():
+        out[split] = perm[start:start + n]
+        start += n
+    return out
+
+
+def make_cluttered_digits(split: str, count: int | None = None,
+                          seed: int = CLUTTERED_SEED) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``cluttered-digits`` images of one split: ``(images uint8 (N, 1, 24, 24), labels, sources (N, 1 + F))``.
+
+    Each image: one digit of the split's source pool, scaled to a random side in ``CLUTTERED_SCALES`` and placed at a
+    random position on a black 24x24 canvas; ``CLUTTERED_FRAGMENTS`` random square pieces of other digits of the same
+    pool (scaled the same way) placed at random positions (pixel-wise maximum, so they may cover the digit); Gaussian
+    noise; clipped to [0, 1] and stored as uint8. The label is the placed digit's. ``sources`` lists the digits used
+    (the placed one first), so a test can check that no split borrows from another's pool. Deterministic in
+    ``(split, count, seed)``; about a second for all three splits.
+    """
+    from sklearn.datasets import load_digits
+
+    if split not in CLUTTERED_SOURCES:
+        raise ValueError(f"cluttered-digits has the splits {', '.join(CLUTTERED_SOURCES)}; got {split!r}")
+    digits = load_digits()
+    pool = cluttered_sources(seed)[split]
+    base = torch.tensor(digits.images, dtype=torch.float32)[pool, None].div_(16.0)
+    labels_all = torch.tensor(digits.target, dtype=torch.long)[pool]
+    low, high = CLUTTERED_SCALES
+    resized = {side: F.interpolate(base, size=(side, side), mode="bilinear", align_corners=False).clamp_(0, 1)
+               for side in range(low, high + 1)}
+    n = CLUTTERED_IMAGES[split] if count is None else count
+    g = torch.Generator().manual_seed(derive_seed(seed, list(CLUTTERED_SOURCES).index(split)))
+    size = CLUTTERED_CANVAS
+    canvas = torch.zeros(n, 1, size, size)
+    picks = torch.randint(len(pool), (n, 1 + CLUTTERED_FRAGMENTS), generator=g)
+    sides = torch.randint(low, high + 1, (n, 1 + CLUTTERED_FRAGMENTS), generator=g)
+    f_low, f_high = CLUTTERED_FRAGMENT_SIDE
+    frag_sides = torch.randint(f_low, f_high + 1, (n, CLUTTERED_FRAGMENTS), generator=g)
+    u = torch.rand(n, 1 + CLUTTERED_FRAGMENTS, 4, generator=g)  # uniform draws for crop and placement offsets
+    # Every scaled digit on an (high x high) tile, zero beyond its side: tiles[side - low, digit].
+    tiles = torch.zeros(high - low + 1, len(pool), high, high)
+    for side, image in resized.items():
+        tiles[side - low, :, :side, :side] = image[:, 0]
+    ar = torch.arange(high)
+    rows, cols = ar.view(1, -1, 1), ar.view(1, 1, -1)
+    flat = canvas.view(n, -1)
+    for j in range(1 + CLUTTERED_FRAGMENTS):  # each paste is one vectorised gather and scatter over all images
+        side = sides[:, j]
+        tile = tiles[side - low, picks[:, j]]  # (n, high, high)
+        if j:  # a fragment: a square piece of the scaled digit, moved to the tile's corner
+            piece = frag_sides[:, j - 1]
+            cy = (u[:, j, 0] * (side - piece + 1)).long().view(-1, 1, 1)
+            cx = (u[:, j, 1] * (side - piece + 1)).long().view(-1, 1, 1)
+            src_r, src_c = (cy + rows).clamp(max=high - 1), (cx + cols).clamp(max=high - 1)
+            tile = tile[torch.arange(n).view(-1, 1, 1), src_r, src_c]
+            side = piece
+        h = side.view(-1, 1, 1)
+        tile = tile * ((rows < h) & (cols < h))
+        y = (u[:, j, 2] * (size - side + 1)).long().view(-1, 1, 1)
+        x = (u[:, j, 3] * (size - side + 1)).long().view(-1, 1, 1)
+        index = ((y + rows).clamp(max=size - 1) * size + (x + cols).clamp(max=size - 1)).view(n, -1)
+        # Pixels outside the pasted square carry 0 and land inside the canvas: a maximum with 0 changes nothing.
+        flat.scatter_reduce_(1, index, tile.reshape(n, -1), reduce="amax")
+    canvas.add_(torch.randn(canvas.shape, generator=g), alpha=CLUTTERED_NOISE).clamp_(0, 1)
+    images = canvas.mul_(255).round_().to(torch.uint8)
+    return images, labels_all[picks[:, 0]], pool[picks]
