@@ -3,11 +3,11 @@ import pytest
 import segmentation_models_pytorch as smp
 import timm
 import torch
+from conftest import model_sweep
 from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.ops import FeaturePyramidNetwork
 
 import fpnas_zoo
-from conftest import model_sweep
 
 IMAGENET = sorted(n for n, s in fpnas_zoo.registered_specs().items() if s.input_size[1] >= 224)
 SMP_ARCHS = {

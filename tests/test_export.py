@@ -14,10 +14,10 @@ import pytest
 import timm
 import torch
 import torch.nn as nn
+from conftest import model_sweep
 from PIL import Image
 
 import fpnas_zoo
-from conftest import model_sweep
 from fpnas_zoo import create_model_from_spec, load_spec, save_spec, spec_from_dict
 from fpnas_zoo.__main__ import main
 from fpnas_zoo.export import (

@@ -2,7 +2,10 @@
 has tests: each is listed here with a fast test that imports it (or runs it as `python -m`) and calls it. A new
 module without an entry, an entry whose test is gone or marked slow, or a test that no longer touches its module
 fails here."""
+# ruff: noqa: E501  (node ids are long)
 import ast
+import importlib
+import importlib.util
 import os
 import pkgutil
 import subprocess
@@ -16,6 +19,59 @@ PACKAGES = ("fpnas_zoo", "search", "hub")
 
 # module -> one fast test that exercises it (a node id; parametrised tests by their function name)
 FAST_TESTS = {
+    "fpnas_zoo.__main__": "tests/test_cli.py::test_info_by_name_and_by_path_agree",
+    "fpnas_zoo.atomic": "tests/test_atomic.py::test_cpu_tensors_keeps_the_structure_and_every_value",
+    "fpnas_zoo.block_types": "tests/test_block_types.py::test_each_type_builds_a_module_with_the_specs_channels_and_stride",
+    "fpnas_zoo.blocks": "tests/test_fbnetv2_blocks.py::test_pad_residual_adds_the_zero_padded_or_truncated_input",
+    "fpnas_zoo.checkpoint": "tests/test_fpnasnet.py::test_official_checkpoint_reproduces_official_outputs",
+    "fpnas_zoo.counting": "tests/test_zoo_numbers.py::test_model_lands_on_its_paper_numbers",
+    "fpnas_zoo.device": "tests/test_device.py::test_a_device_this_machine_lacks_is_one_line_naming_the_option",
+    "fpnas_zoo.export": "tests/test_export.py::test_every_registered_model_matches_onnx_runtime",
+    "fpnas_zoo.latency": "tests/test_latency_protocol.py::test_eager_takes_the_median_of_the_timed_passes_on_its_thread_count",
+    "fpnas_zoo.model": "tests/test_fbnetv2_blocks.py::test_pad_residual_spec_builds_counts_and_round_trips",
+    "fpnas_zoo.registry": "tests/test_hub_any_spec.py::test_the_generic_entry_point_builds_a_spec_dict_or_file",
+    "fpnas_zoo.schema": "tests/test_spec.py::test_invalid_json_and_missing_file_are_spec_errors",
+    "fpnas_zoo.spec": "tests/test_packaging.py::test_specs_are_found_through_importlib_resources",
+    "fpnas_zoo.validate": "tests/test_validate.py::test_the_library_functions_score_a_rigged_checkpoint",
+    "hub.card": "tests/test_packaging.py::test_each_paper_has_one_year_in_the_package_metadata_readme_and_model_cards",
+    "hub.convert": "tests/test_hub.py::test_convert_official_checkpoint",
+    "hub.export": "tests/test_hub.py::test_bad_inputs_fail_clearly_and_leave_nothing",
+    "hub.exporting": "tests/test_hub_any_spec.py::test_export_config_names_the_generic_entry_point_with_the_spec",
+    "hub.push": "tests/test_hub.py::test_export_and_push_take_spec_classes_and_tag_from_a_search_train_checkpoint",
+    "search.algorithms": "tests/test_search_fpnas.py::test_paper_symbols_are_aliases_of_the_named_options",
+    "search.checkpointing": "tests/test_search_fpnas.py::test_resume_refuses_a_checkpoint_of_another_run",
+    "search.cli_common": "tests/test_cli_common.py::test_checks_before_work_name_the_option",
+    "search.coordinate_descent.algorithm": "tests/test_search_fpnas.py::test_smoke_search_writes_a_zoo_spec_trace_and_plots",
+    "search.coordinate_descent.space": "tests/test_search_supernet.py::test_candidates_share_weights_by_the_slicing_rules",
+    "search.cost": "tests/test_search_supernet.py::test_cost_equals_the_zoo_counter_of_the_built_spec",
+    "search.data.batches": "tests/test_search_data.py::test_rank_sharding",
+    "search.data.cluttered": "tests/test_cluttered_digits.py::test_images_match_a_pixel_by_pixel_reference",
+    "search.data.datasets": "tests/test_search_data.py::test_digits_shapes_classes_and_range",
+    "search.data.loading": "tests/test_search_data.py::test_imagefolder_does_not_touch_global_rng",
+    "search.data.sources": "tests/test_search_data.py::test_digits_normalisation_constants",
+    "search.demo": "tests/test_demo.py::test_a_failed_step_stops_the_demo_with_its_log_and_ends_the_steps_beside_it",
+    "search.distributed": "tests/test_search_engine.py::test_objects_and_barriers_go_through_the_object_group",
+    "search.engine": "tests/test_search_engine.py::test_cosine_restarts_restart_after_t0_epochs_and_cycles_grow_by_t_mult",
+    "search.imagenet_subset": "tests/test_imagenet_subset.py::test_draw_depends_on_seed_not_listing_order",
+    "search.latency": "tests/test_latency_search.py::test_latency_cli_refusals",
+    "search.latency_table": "tests/test_latency_search.py::test_the_prediction_of_a_network_is_the_count_of_the_built_spec",
+    "search.plots": "tests/test_plots.py::test_coordinate_descent_plots_are_three_pngs",
+    "search.probabilistic.algorithm": "tests/test_search_fp_nas.py::test_trace_records_every_step_with_k_entropy_costs_and_weights",
+    "search.probabilistic.distributions": "tests/test_search_distributions.py::test_adaptive_k",
+    "search.probabilistic.objective": "tests/test_search_fp_nas_objective.py::test_accuracy_coefficients_are_centred_importance_weights",
+    "search.probabilistic.settings": "tests/test_search_fp_nas.py::test_coarse_to_fine_switches_at_theta_without_changing_the_distribution",
+    "search.probabilistic.space": "tests/test_fbnet_space.py::test_fbnetv2_f4_with_split_attention_for_se_is_a_point_of_f_plus_plus",
+    "search.recipes": "tests/test_search_train.py::test_cutout_zeroes_one_16x16_square_per_image_clipped_at_borders",
+    "search.run": "tests/test_search_fpnas.py::test_counts_below_one_are_refused_naming_the_option",
+    "search.runner": "tests/test_search_runner.py::test_a_second_algorithm_runs_through_the_runner_and_the_cli",
+    "search.seeding": "tests/test_search_engine.py::test_rng_state_round_trip_gives_identical_training_runs",
+    "search.space": "tests/test_search_supernet.py::test_cost_equals_the_zoo_counter_of_the_built_spec",
+    "search.supernet": "tests/test_fbnet_space.py::test_supernet_over_a_reduced_space_computes_the_zoo_model_of_a_point",
+    "search.train": "tests/test_search_train.py::test_train_writes_a_checkpoint_timm_loads_and_metrics",
+    "search.training": "tests/test_train_recipes.py::test_resume_equals_uninterrupted_with_ema_randaugment_and_mixup",
+    "bench/fp_nas_objective.py": "tests/test_search_fp_nas_objective.py::test_cost_coefficients_grow_with_the_excess_and_vanish_under_the_target",
+    "bench/gpu_check.py": "tests/test_gpu_check.py::test_a_failing_section_is_recorded_and_the_others_still_run",
+    "bench/search_efficacy.py": "tests/test_search_efficacy.py::test_percentile_regret_and_task_quality_by_hand",
 }
 
 
@@ -55,20 +111,45 @@ def fast_tier() -> set[str]:
     return {line.split("[")[0] for line in done.stdout.splitlines() if "::" in line}
 
 
+def defined_in(package: str, name: str) -> str | None:
+    """The module that defines `package.name` (a re-exported function or class), or None."""
+    obj = getattr(importlib.import_module(package), name, None)
+    return getattr(obj, "__module__", None)
+
+
 def touches(test_file: Path, module: str) -> bool:
-    """The test file imports `module` (or a name from it), runs it with -m, or loads the bench script."""
+    """The test file imports `module` or a name defined there (also through a package that re-exports it, or as an
+    attribute of an imported module: `from search import data as D; D.load_data`), runs it with -m, or loads the
+    bench script."""
     tree = ast.parse(test_file.read_text())
+    aliases = {}  # local name -> module it stands for
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import) and any(a.name == module or a.name.startswith(f"{module}.")
-                                                for a in node.names):
+        if isinstance(node, ast.Import):
+            if any(a.name == module for a in node.names):
+                return True
+            aliases.update({a.asname: a.name for a in node.names if a.asname})
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == module:
+                return True
+            for a in node.names:
+                full = f"{node.module}.{a.name}"
+                if full == module or (node.module.partition(".")[0] in PACKAGES
+                                      and defined_in(node.module, a.name) == module):
+                    return True
+                if importlib.util.find_spec(node.module) and _is_module(full):
+                    aliases[a.asname or a.name] = full
+        elif isinstance(node, ast.Constant) and node.value == module:  # python -m module, load_script("bench/...")
             return True
-        if isinstance(node, ast.ImportFrom) and node.module and (
-                node.module == module or any(f"{node.module}.{a.name}" == module for a in node.names)):
-            return True
-        if isinstance(node, ast.Constant) and node.value in (module, f"{module}.py") and (
-                module.startswith("bench/") or "." in module or module in PACKAGES):
-            return True
-    return False
+    return any(isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+               and aliases[node.value.id].partition(".")[0] in PACKAGES
+               and defined_in(aliases[node.value.id], node.attr) == module for node in ast.walk(tree))
+
+
+def _is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def test_every_module_and_tested_bench_script_is_listed():

@@ -14,6 +14,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 import torch.distributed as tdist
 
 ROOT = Path(__file__).resolve().parents[1]

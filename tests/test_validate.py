@@ -72,3 +72,16 @@ def test_validate_with_random_weights_says_so(tmp_path, image_folder, capsys):
     assert main(["validate", "--model", "fpnasnet_cifar", "--data-dir", str(image_folder), "--workers", "0",
                  "--checkpoint", str(ckpt), "--out", str(out)]) == 0
     assert "RANDOM" not in capsys.readouterr().out
+
+
+def test_the_library_functions_score_a_rigged_checkpoint(tmp_path, image_folder):
+    """fpnas_zoo.validate as a library: build_eval_model takes the checkpoint, validate counts against the folders'
+    labels (0, 1, 2; 4 images each). The rigged head ranks classes 1..5 first for every image."""
+    from fpnas_zoo.validate import build_eval_model, validate
+
+    ckpt = tmp_path / "rigged.pt"
+    rigged_checkpoint(ckpt, "fpnasnet_cifar")
+    result = validate(build_eval_model("fpnasnet_cifar", checkpoint=str(ckpt)), str(image_folder), workers=0,
+                      device="cpu", progress=False)
+    assert result["images"] == 12
+    assert result["top1"] == pytest.approx(100 * 4 / 12) and result["top5"] == pytest.approx(100 * 8 / 12)
