@@ -163,3 +163,22 @@ def test_the_listed_fast_test_exists_and_touches_its_module(module, fast_tier):
     node = FAST_TESTS[module]
     assert node in fast_tier, f"{module}: {node} is not in the fast tier (gone, renamed or marked slow)"
     assert touches(ROOT / node.split("::")[0], module), f"{node} neither imports nor runs {module}"
+
+
+def test_the_fast_part_of_a_model_sweep_holds_every_block_variant_of_the_zoo():
+    """conftest.model_sweep keeps one model per family in the fast tier: between them, every block type, attention,
+    split count, split stride, activation and residual kind of the bundled specs."""
+    from conftest import model_sweep
+
+    import fpnas_zoo
+
+    specs = fpnas_zoo.registered_specs()
+
+    def variants(names) -> dict[str, set]:
+        blocks = [b for name in names for b in specs[name].blocks]
+        return {"type": {b["type"] for b in blocks}, "attention": {b.get("attention") for b in blocks},
+                "splits": {b.get("splits") for b in blocks}, "split stride": {b["stride"] for b in blocks if b.get("split")},
+                "act": {b.get("act") for b in blocks}, "residual": {b.get("residual") for b in blocks}}
+
+    fast = [value for value in model_sweep(sorted(specs)) if isinstance(value, str)]
+    assert len(fast) < len(specs) and variants(fast) == variants(specs)
