@@ -12,6 +12,12 @@ import fpnas_zoo  # noqa: F401  (registers the zoo with timm)
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).resolve().parents[1]
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test-all` runs two xdist workers on two cores: one thread each, and for the processes they start. A
+    # multi-threaded op waits for all its threads, so one that shares a core with the other worker stalls.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 pytest_plugins = ["tiers", "pytester"]  # tiers: the markers slow / distributed / serial and --fast-limit
 
 

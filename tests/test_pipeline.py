@@ -1,5 +1,6 @@
-"""The searcher -> Hub path as a user runs it: search (smoke) -> search.train -> hub.export -> the printed
-`local-dir:` load, and `hf-hub:` from a Hugging Face cache, offline; outputs equal the trained model's."""
+"""The searcher -> Hub path as a user runs it (`make demo`, one retrain epoch): search -> search.train -> hub.export
+-> the printed `local-dir:` load, and `hf-hub:` from a Hugging Face cache, offline; outputs equal the trained
+model's."""
 import json
 import os
 import re
@@ -25,14 +26,14 @@ def run(*argv, env=None):
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    """`make demo`'s pipeline with the smoke search preset: search -> train -> export (no --model: the checkpoint
-    records its spec) -> local-dir load -> validate, each step the CLI a user runs."""
+    """`make demo`'s pipeline (its search presets, one retrain epoch): search -> train -> export (no --model: the
+    checkpoint records its spec) -> local-dir load -> validate, each step the CLI a user runs."""
     tmp = tmp_path_factory.mktemp("pipeline")
-    shown = run("-m", "search.demo", "--preset", "smoke", "--epochs", "1", "--out", str(tmp))
+    shown = run("-m", "search.demo", "--epochs", "1", "--out", str(tmp))
     steps = [line for line in shown.splitlines() if re.match(r"\[\d/7\] ", line)]
     assert [line[:5] for line in steps] == [f"[{i}/7]" for i in range(1, 8)], shown
     printed = (tmp / "logs" / "5_export.log").read_text()
-    return tmp, printed, steps
+    return tmp, printed, steps + [line for line in shown.splitlines() if line.startswith("done in ")]
 
 
 def trained_model(tmp: Path) -> torch.nn.Module:
@@ -95,3 +96,17 @@ def test_validate_of_the_export_agrees_with_training_on_the_held_out_images(pipe
     assert abs(validated["top1"] - trained["val_top1"]) <= 100 / 180 + 1e-9
     assert "searched architecture" in steps[5]
     assert "fp-nas search: fp_nas_digits_seed0" in steps[2] and "target" in steps[2]
+
+
+def shape(line: str, out: str) -> str:
+    """A summary line with what varies between runs (numbers, the output folder) left out."""
+    return re.sub(r"[-+]?\d+(\.\d+)?", "N", line.replace(out, "OUT"))
+
+
+def test_the_readme_sample_is_what_the_demo_prints(pipeline):
+    """README.md's sample output of `make demo` has the lines the demo prints, in order, word for word but for
+    numbers and the output folder."""
+    tmp, _, printed = pipeline
+    readme = (ROOT / "README.md").read_text()
+    sample = readme.split("<!-- demo-sample")[1].split("```")[1].strip().splitlines()
+    assert [shape(line, "runs/demo") for line in sample] == [shape(line, str(tmp)) for line in printed]
