@@ -11,6 +11,7 @@ from fpnas_zoo.__main__ import main
 FPNASNET = Path(__file__).parents[1] / "arch_specs" / "fpnas" / "fpnasnet.json"
 
 
+@pytest.mark.slow
 def test_list_prints_measured_and_paper_numbers(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out

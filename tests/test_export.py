@@ -163,6 +163,7 @@ def test_stem_alignment_keeps_outputs_and_leaves_other_models_alone():
         assert aligned_stem(other) is other
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch", [1, 5])
 def test_dynamic_batch(exported, batch):
     model, path = exported("fpnasnet")
@@ -172,6 +173,7 @@ def test_dynamic_batch(exported, batch):
     assert_close(ort_run(path, x), eager(model, x))
 
 
+@pytest.mark.slow
 def test_metadata_round_trip(exported):
     spec = load_spec(SPECS / "fbnetv2_f4.json")  # unregistered: its cfg comes from the spec alone
     _, path = exported(spec.name, spec)
@@ -358,6 +360,7 @@ def test_unexportable_model_fails_in_one_line_naming_model_and_op(tmp_path):
     assert not (tmp_path / "u.onnx").exists()
 
 
+@pytest.mark.slow
 def test_failed_check_says_by_how_much_and_writes_nothing(exported, tmp_path):
     model, _ = exported("fpnasnet_cifar")
     with pytest.raises(ExportError, match=r"^fpnasnet_cifar: ONNX Runtime's output differs from PyTorch's by "

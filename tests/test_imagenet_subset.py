@@ -50,6 +50,7 @@ def _classes(out: Path) -> list[str]:
     return out.joinpath("classes.txt").read_text().split()
 
 
+@pytest.mark.slow
 def test_cli_links_and_hint_reads_with_load_data(imagenet, tmp_path):
     out = tmp_path / "in4"
     cmd = [sys.executable, "-m", "search.imagenet_subset", "--imagenet", str(imagenet), "--classes", "4",

@@ -51,6 +51,7 @@ def _strip(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in rows]
 
 
+@pytest.mark.slow
 def test_smoke_search_writes_a_zoo_spec_of_ir_and_skip_blocks(smoke_run):
     spec = load_spec(smoke_run / "spec.json")
     assert spec.provenance == "searched" and spec.search["algorithm"] == "fp_nas"
@@ -66,6 +67,7 @@ def test_smoke_search_writes_a_zoo_spec_of_ir_and_skip_blocks(smoke_run):
     assert space.arch_blocks(space.locate(spec.blocks)) == [dict(b) for b in spec.blocks]
 
 
+@pytest.mark.slow
 def test_printed_inspect_hint_opens_the_spec(smoke_run):
     """search.run prints `inspect: python -m fpnas_zoo info OUT/spec.json`: it works on an FP-NAS spec."""
     run = subprocess.run([sys.executable, "-m", "fpnas_zoo", "info", str(smoke_run / "spec.json")],
@@ -73,6 +75,7 @@ def test_printed_inspect_hint_opens_the_spec(smoke_run):
     assert run.returncode == 0 and "(searched)" in run.stdout, run.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_exported_weights_are_the_supernets_and_score_what_the_search_measured(smoke_run):
     """weights.pth (the supernet's tensors of the final architecture, BN recalibrated) in the zoo's own model: its
     validation top-1 is the one the search recorded for the supernet running that architecture."""
@@ -87,6 +90,7 @@ def test_exported_weights_are_the_supernets_and_score_what_the_search_measured(s
     assert top1 == pytest.approx(spec.search["val_top1"], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_the_found_spec_trains_with_search_train(smoke_run, tmp_path):
     """docs/fp-nas.md's retrain command on a searched FP-NAS spec (one epoch)."""
     run = subprocess.run([sys.executable, "-m", "search.train", "--spec", str(smoke_run / "spec.json"), "--dataset",
@@ -97,6 +101,7 @@ def test_the_found_spec_trains_with_search_train(smoke_run, tmp_path):
     assert (tmp_path / "checkpoint.pt").is_file() and (tmp_path / "metrics.json").is_file()
 
 
+@pytest.mark.slow
 def test_trace_records_every_step_with_k_entropy_costs_and_weights(smoke_run):
     trace = read_trace(smoke_run / "trace.jsonl")
     steps = [r for r in trace if r["event"] == "step"]
@@ -131,6 +136,7 @@ def test_trace_records_every_step_with_k_entropy_costs_and_weights(smoke_run):
     assert search_steps[-1]["entropy"] < h0
 
 
+@pytest.mark.slow
 def test_coarse_to_fine_switches_at_theta_without_changing_the_distribution(smoke_run):
     trace = read_trace(smoke_run / "trace.jsonl")
     switch = [r for r in trace if r["event"] == "coarse_to_fine"]
@@ -145,6 +151,7 @@ def test_coarse_to_fine_switches_at_theta_without_changing_the_distribution(smok
     assert switch[0]["entropy"] < before["entropy"] + 1  # (same distribution: checked exactly in distributions)
 
 
+@pytest.mark.slow
 def test_plots_are_written(smoke_run):
     for png in ("entropy_and_samples.png", "sample_costs.png", "val_accuracy.png", "choice_probabilities.png"):
         assert (smoke_run / "plots" / png).read_bytes()[:4] == b"\x89PNG"
@@ -239,6 +246,7 @@ def test_checkpoint_every_counts_the_searchs_steps_and_a_resume_keeps_counting(s
     assert _strip(read_trace(tmp_path / "trace.jsonl")) == _strip(read_trace(smoke_run / "trace.jsonl"))
 
 
+@pytest.mark.slow
 def test_the_soft_target_is_called_target_in_the_spec(smoke_run):
     """FP-NAS's target is not FPNAS's hard budget: the spec records `target_mult_adds`, and no budget."""
     written = json.loads((smoke_run / "spec.json").read_text())["search"]
@@ -246,6 +254,7 @@ def test_the_soft_target_is_called_target_in_the_spec(smoke_run):
     assert "target" in written["settings"] and "budget" not in written["settings"]
 
 
+@pytest.mark.slow
 def test_a_spec_and_a_checkpoint_that_call_the_target_budget_still_read(smoke_run, tmp_path):
     """Specs and checkpoints written before the rename call the target `budget`: the spec loads with it as
     `target_mult_adds`, and the checkpoint resumes (the finished search writes its spec again)."""
@@ -264,6 +273,7 @@ def test_a_spec_and_a_checkpoint_that_call_the_target_budget_still_read(smoke_ru
     assert load_spec(out / "spec.json").blocks == load_spec(smoke_run / "spec.json").blocks
 
 
+@pytest.mark.slow
 def test_written_tensors_load_on_a_machine_without_cuda(smoke_run, assert_loads_on_cpu):
     """weights.pth and checkpoint.pt hold CPU tensors: they load without map_location where CUDA is hidden."""
     assert_loads_on_cpu(smoke_run / "weights.pth", smoke_run / "checkpoint.pt")
@@ -294,10 +304,11 @@ def test_fpnas_refuses_fp_nas_options(tmp_path, capsys):
     assert "--space is an option of --algo fp-nas" in capsys.readouterr().err
 
 
-def test_help_tells_the_two_algorithms_apart():
-    run = subprocess.run([sys.executable, "-m", "search.run", "--help"], capture_output=True, text=True, cwd=ROOT)
-    assert run.returncode == 0
-    text = " ".join(run.stdout.split())
+def test_help_tells_the_two_algorithms_apart(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
     assert "Cui et al." in text and "Yan et al." in text and "--flops-target" in text
 
 
@@ -510,6 +521,8 @@ def test_two_process_omega_step_all_reduces_once_and_is_the_weighted_gradient(tw
         assert torch.equal(grad, two_ranks[1]["step"][name]), name
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_each_process_loads_the_data_once_and_calibrates_on_whole_batches(two_ranks):
     """FP-NAS trains nothing alone, so a rank loads only its share of the data (once), whose calibration batches are
     whole ones (the smoke preset's 64 images in steps of 32), as one process recalibrates."""

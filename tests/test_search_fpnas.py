@@ -53,6 +53,7 @@ def test_written_checkpoint_loads_on_a_machine_without_cuda(smoke_run, assert_lo
     assert_loads_on_cpu(smoke_run / "checkpoint.pt")
 
 
+@pytest.mark.slow
 def test_compile_compiles_each_stage2_network_and_leaves_the_supernet_eager(tmp_path, monkeypatch):
     """--compile: stage 1 runs another candidate every step, each a new graph (dynamo stops compiling after 8 and
     runs eager), so its supernet stays eager; each stage-2 network, trained alone, is compiled after a dynamo reset,

@@ -161,6 +161,7 @@ def test_distillation_loss_is_task_loss_plus_kl_on_the_teachers_inputs():
     assert loss.item() == pytest.approx(0.4 * smooth.item() + 0.7 * kl.item(), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_teacher_from_a_zoo_checkpoint_trains(imagenet, tmp_path):
     _run(tmp_path / "teacher", imagenet, "--epochs", "1")
     metrics = _run(tmp_path / "student", imagenet, "--epochs", "1", "--teacher", "fpnasnet_cifar",
@@ -187,6 +188,7 @@ def test_bad_training_options_exit_2_with_one_line(argv, expected, imagenet, tmp
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_ema_weights_reach_pretrained_true_of_the_registered_name(tmp_path):
     """Trained on a 1000-class ImageFolder, exported by hub.export (tag in1k from the data), served from a Hugging
     Face cache: `timm.create_model("fpnasnet_c", pretrained=True)` holds the checkpoint's EMA weights."""

@@ -76,6 +76,7 @@ README_COLUMNS = {  # a README model table's header cell -> the counts it shows,
 }
 
 
+@pytest.mark.slow
 def test_readme_model_tables_state_the_counts_their_headers_name():
     """Both model tables of the README show, in every count column, what `count_spec` measures in the convention its
     header names (the parentheses as `python -m fpnas_zoo list` uses them), at the precision printed."""
