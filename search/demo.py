@@ -1,6 +1,6 @@
 """`python -m search.demo`: the whole pipeline on the embedded digits data, offline, as a user runs it.
 
-    python -m search.demo --out runs/demo            # what `make demo` runs (about 9 minutes on 2 CPU cores)
+    python -m search.demo --out runs/demo            # what `make demo` runs (about 3 minutes on 2 CPU cores)
 
 Steps, each the command a user would type (run as a subprocess; its full output goes to OUT/logs/):
   1. the zoo table (`python -m fpnas_zoo demo`: every registered model built, counted and run)
@@ -32,7 +32,8 @@ from .checkpointing import read_trace
 
 STEPS = 7
 # The FP-NAS step shortens its preset's schedule (30 epochs: 5 warm-up, 15 factorised) to 12 (2 warm-up,
-# 6 factorised) so that the whole demo takes about a minute or two; the entropy still falls by more than half.
+# 6 factorised), so that it takes about as long as the FPNAS search beside it (10 epochs left its supernet at 70%
+# top-1, 12 at 94%, on one machine).
 FP_NAS_SCHEDULE = {"demo": ["--epochs", "12", "--warmup-epochs", "2", "--theta", "6"]}
 
 
@@ -113,6 +114,28 @@ class Pipeline:
         print(f"[{number}/{STEPS}] {text}  ({self.seconds[number]:.0f} s)", flush=True)
 
 
+def fpnas_summary(search: Path) -> str:
+    spec = json.loads((search / "spec.json").read_text())
+    found = spec["search"]
+    budget, cost = found["budget_mult_adds"], found["measured"]["mult_adds"]
+    verdict = "within" if budget is None or cost < budget else "OVER"
+    budget_text = "no budget" if budget is None else f"budget {budget / 1e6:.2f}M: {verdict}"
+    return (f"search: {spec['name']}, {cost / 1e6:.2f}M mult-adds ({budget_text}), "
+            f"{found['measured']['params'] / 1e6:.3f}M params, supernet val top-1 {found['val_top1']:.1f}%")
+
+
+def fp_nas_summary(search: Path) -> str:
+    spec = load_spec(search / "spec.json")  # a spec of an earlier version reads under today's names
+    found = spec.search
+    target, cost = found["target_mult_adds"], found["measured"]["mult_adds"]
+    steps = [r for r in read_trace(search / "trace.jsonl") if r["event"] == "step"]
+    return (f"fp-nas search: {spec.name}, {cost / 1e6:.2f}M mult-adds (target {target / 1e6:.2f}M: "
+            f"{cost / target - 1:+.0%}), K {steps[0]['K']} -> {steps[-1]['K']} samples per step as the entropy "
+            f"fell {steps[0]['entropy']:.1f} -> {found['distribution']['entropy_nats']:.1f} nats, "
+            f"{found['distribution']['samples_drawn']} architectures sampled, supernet val top-1 "
+            f"{found['val_top1']:.1f}%")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m search.demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -125,42 +148,28 @@ def main(argv: list[str] | None = None) -> int:
     if out.exists():
         shutil.rmtree(out)
     demo = Pipeline(out)
-    search, train, export, images = out / "search", out / "train", out / "export", out / "heldout"
+    search, fp_search, train, export = out / "search", out / "search-fp-nas", out / "train", out / "export"
 
-    fp_search = out / "search-fp-nas"
+    # Steps 1-3 start together; step 4 starts as soon as the FPNAS search (step 2) has ended.
     zoo = demo.start(1, "zoo", ["-m", "fpnas_zoo", "demo"])
     fpnas = demo.start(2, "search", ["-m", "search.run", "--algo", "fpnas", "--preset", args.preset, "--out",
                                      str(search), "--no-progress"])
     fp_nas = demo.start(3, "search_fp_nas", ["-m", "search.run", "--algo", "fp-nas", "--preset", args.preset,
                                              *FP_NAS_SCHEDULE.get(args.preset, []), "--out", str(fp_search),
                                              "--no-progress"])
+    count = write_heldout_imagefolder(out / "heldout")  # what step 7 validates on
 
     table = demo.wait(zoo)
     print(table.split("\nForward pass")[0])
     demo.say(1, f"zoo: {table.count('finite=True')} registered models built, counted and run")
-
     demo.wait(fpnas)
-    spec = json.loads((search / "spec.json").read_text())
-    found = spec["search"]
-    budget, cost = found["budget_mult_adds"], found["measured"]["mult_adds"]
-    verdict = "within" if budget is None or cost < budget else "OVER"
-    budget_text = "no budget" if budget is None else f"budget {budget / 1e6:.2f}M: {verdict}"
-    demo.say(2, f"search: {spec['name']}, {cost / 1e6:.2f}M mult-adds ({budget_text}), "
-                f"{found['measured']['params'] / 1e6:.3f}M params, supernet val top-1 {found['val_top1']:.1f}%")
-
+    retrain = demo.start(4, "train", ["-m", "search.train", "--spec", str(search / "spec.json"), "--dataset",
+                                      "digits", "--recipe", "demo", "--epochs", str(args.epochs), "--out", str(train),
+                                      "--no-progress"])
+    demo.say(2, fpnas_summary(search))
     demo.wait(fp_nas)
-    spec = load_spec(fp_search / "spec.json")  # a spec of an earlier version reads under today's names
-    found = spec.search
-    target, cost = found["target_mult_adds"], found["measured"]["mult_adds"]
-    steps = [r for r in read_trace(fp_search / "trace.jsonl") if r["event"] == "step"]
-    demo.say(3, f"fp-nas search: {spec.name}, {cost / 1e6:.2f}M mult-adds (target {target / 1e6:.2f}M: "
-                f"{cost / target - 1:+.0%}), K {steps[0]['K']} -> {steps[-1]['K']} samples per step as the entropy "
-                f"fell {steps[0]['entropy']:.1f} -> {found['distribution']['entropy_nats']:.1f} nats, "
-                f"{found['distribution']['samples_drawn']} architectures sampled, supernet val top-1 "
-                f"{found['val_top1']:.1f}%")
-
-    demo.run(4, "train", ["-m", "search.train", "--spec", str(search / "spec.json"), "--dataset", "digits",
-                          "--recipe", "demo", "--epochs", str(args.epochs), "--out", str(train), "--no-progress"])
+    demo.say(3, fp_nas_summary(fp_search))
+    demo.wait(retrain)
     metrics = json.loads((train / "metrics.json").read_text())
     demo.say(4, f"retrain: {metrics['epochs']} epochs, held-out top-1 {metrics['val_top1']:.1f}%")
 
@@ -168,17 +177,19 @@ def main(argv: list[str] | None = None) -> int:
                            "--metrics", str(train / "metrics.json")])
     demo.say(5, f"export: {', '.join(sorted(f.name for f in export.iterdir()))} in {export}")
 
-    loaded = demo.run(6, "load", ["-c", "import timm, fpnas_zoo; "
+    # Steps 6 and 7 both read the export only: they run together.
+    result_file = out / "validate.json"
+    load = demo.start(6, "load", ["-c", "import timm, fpnas_zoo; "
                                         f"m = timm.create_model('local-dir:{export}', pretrained=True); "
                                         "print(m.pretrained_cfg['notes'][0].split(':')[0], "
                                         "sum(p.numel() for p in m.parameters()))"])
+    validate = demo.start(7, "validate", ["-m", "fpnas_zoo", "validate", "--model", f"local-dir:{export}",
+                                          "--data-dir", str(out / "heldout"), "--workers", "0", "--out",
+                                          str(result_file)])
+    loaded = demo.wait(load)
     demo.say(6, f"timm.create_model('local-dir:{export}', pretrained=True): {loaded.split()[-1]} parameters, "
                 f"{loaded.split()[0]} architecture")
-
-    count = write_heldout_imagefolder(images)
-    result_file = out / "validate.json"
-    demo.run(7, "validate", ["-m", "fpnas_zoo", "validate", "--model", f"local-dir:{export}", "--data-dir",
-                             str(images), "--workers", "0", "--out", str(result_file)])
+    demo.wait(validate)
     result = json.loads(result_file.read_text())
     demo.say(7, f"validate on {count} held-out digits written as PNGs: top-1 {result['top1']:.1f}% "
                 f"(search.train measured {metrics['val_top1']:.1f}% on the same images as tensors)")
