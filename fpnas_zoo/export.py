@@ -185,7 +185,8 @@ def aligned_stem(model: nn.Module, multiple: int = ALIGN_CHANNELS) -> nn.Module:
 
     ONNX Runtime's CPU convolutions run in a channel-blocked layout (NCHWc, 8 or 16 channels a block) only for widths
     it can block; at 34 it falls back to plain NCHW kernels and layout conversions for the stem, the depthwise conv
-    and the pointwise conv after it, the largest maps of the network (bench/README.md, part 4). The padded
+    and the pointwise conv after it, the largest maps of the network
+    (bench/results/2026-11-24-inference-eager-vs-onnxruntime.md). The padded
     channels carry zeros all the way (zero weights, BN with zero scale and shift, ReLU(0) = 0) and meet zero
     weights in the pointwise conv, so outputs are unchanged; the cost is a few million mult-adds at the stem.
     Other models are returned as they are."""

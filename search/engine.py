@@ -254,7 +254,7 @@ def evaluate(
     (`unwrap`): DDP's forward broadcasts rank 0's buffers on every call, a collective that is pointless once weights
     are in sync and deadlocks when ranks hold unequal numbers of batches; and a compiled network would compile two
     more graphs here (no_grad is another graph, the last smaller batch a third) for a pass that is a small part of
-    a run's time (bench/README.md).
+    a run's time.
     """
     model = unwrap(model)
     model.eval()
@@ -373,7 +373,8 @@ def cpu_threads(threads: int | None, *, small_workload: bool) -> Iterator[int]:
     embedded datasets, 8x8 and 24x24 images) runs on one thread and anything else on torch's default. Each op of
     a small network is too short to gain from a second thread, and every parallel region waits for all its threads:
     when another busy process holds one of the cores, the thread waiting for it stalls each op for a scheduler
-    time slice, which made the demo search up to 30x slower on a 2-core machine (bench/README.md, "A shared CPU").
+    time slice, which made the demo search up to 30x slower on a 2-core machine
+    (bench/results/2026-11-29-shared-cpu.md).
     One thread also fixes the float summation order, so a small run gives the same numbers on any core count.
     """
     if threads is not None and threads < 1:

@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true",
                    help="--algo fpnas: torch.compile each stage-2 candidate (stage 1's supernet runs eager); refused "
                         "by --algo fp-nas, whose every step is new graphs. On a 2-core CPU a compile takes about a "
-                        "minute per network and training is no faster (bench/README.md)")
+                        "minute per network and training is no faster (bench/results/2026-11-29-compile-cost.md)")
     add_resume_argument(p, "search")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     return p

@@ -15,7 +15,8 @@ of an MBConv are one tensor of shape (channels, splits, k, k) for every attentio
 split 0, split attention with r splits uses splits 0..r-1 (laid out as the zoo's `SplitAttnDw` wants them, channel
 c's r filters at c * r + j, by a reshape), so every attention choice of a layer computes with the same filters.
 Sharing them matters: with separate filters per attention choice, architectures that mix the choices layer by layer
-barely train (bench/README.md). The rest of split attention (its BN over r maps, its two 1x1 convs) stays per r.
+barely train (bench/results/2026-11-24-fp-nas-mixing.md). The rest of split attention (its BN over r maps, its two 1x1
+convs) stays per r.
 """
 from __future__ import annotations
 

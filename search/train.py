@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                    "(5000); 0 trains on all of it and reports no validation accuracy. Default: the dataset's")
     p.add_argument("--compile", action="store_true", help="torch.compile the network for training (one graph; "
                    "evaluation runs eager). On a 2-core CPU the compile takes about a minute and training is no "
-                   "faster (bench/README.md)")
+                   "faster (bench/results/2026-11-29-compile-cost.md)")
     p.add_argument("--image-size", type=int, help="imagefolder: the training and test resolution. Default: the "
                    "model's own with the ImageNet recipes (fp_nas_s1pp 128, fp_nas_l2 288, ...), else 224")
     p.add_argument("--amp", default="bf16", choices=("bf16", "fp16", "off"), help="autocast on CUDA (ignored on the "

@@ -1,4 +1,5 @@
-"""Product text speaks of the product: the README, docs/, bench/ (text and file names), the tests' file and function
+"""Product text speaks of the product: the README, docs/, bench/ (text and file names), the code of fpnas_zoo/,
+search/, hub/ and tools/ with its comments and messages, the Makefile and CI script, the tests' file and function
 names and their docstrings and comments, and the benchmark result tags carry no tracker numbers, "part N" labels or
 talk of who worked when ("this session", "was lent"). A result says when and on what it was measured instead."""
 import ast
@@ -30,7 +31,9 @@ def offences(text: str) -> list[tuple[int, str]]:
 
 
 def product_files() -> list[Path]:
-    files = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*")), *sorted((ROOT / "bench").rglob("*")),
+    files = [ROOT / "README.md", ROOT / "Makefile", ROOT / ".ci" / "run", ROOT / "pyproject.toml",
+             *(p for folder in ("docs", "bench", "fpnas_zoo", "search", "hub", "tools", "arch_specs")
+               for p in sorted((ROOT / folder).rglob("*"))),
              *sorted(p for p in (ROOT / "tests").glob("*.py") if p.name != Path(__file__).name)]
     return [p for p in files if p.is_file() and "__pycache__" not in p.parts]
 
@@ -50,7 +53,7 @@ def test_product_text_has_no_process_talk():
     for path in product_files():
         rel = path.relative_to(ROOT)
         bad += [f"{rel}: file name has {m!r}" for _, m in offences(str(rel))]
-        if path.suffix in TEXT_SUFFIXES:
+        if path.suffix in TEXT_SUFFIXES or path.name in ("Makefile", "run"):
             bad += [f"{rel}:{n}: {m!r}" for n, m in offences(path.read_text(errors="replace"))]
     assert not bad, "process talk in product text:\n" + "\n".join(bad)
 

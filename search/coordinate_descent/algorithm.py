@@ -171,7 +171,8 @@ class CoordinateDescentSearch(SearchAlgorithm):
         self.data, self.trace = runner.data, runner.trace
         overrides = runner.recipe_overrides
         # --compile compiles stage 2's networks only: stage 1 runs another candidate at its position every step, and
-        # each is a new graph to torch.compile (it stops after 8 and runs eager): bench/README.md.
+        # each is a new graph to torch.compile (it stops after 8 and runs eager):
+        # bench/results/2026-11-29-compile-cost.md.
         self.recipe1 = Recipe(lr=settings.lr_stage1, weight_decay=settings.weight_decay, schedule="fixed",
                               epochs=settings.stage1_epochs, **{**overrides, "compile": False})
         self.recipe2 = Recipe(lr=settings.lr_stage2, weight_decay=settings.weight_decay, schedule="cosine",

@@ -21,7 +21,7 @@ What the paper leaves open, and what this implementation does (and why):
   sample 0.1% over the target as on one 90% over and, beside a batch-mean likelihood, decided alone (every search
   ended at 45-49% of its target). The defaults tau = 1, beta = 1, 64 priced samples come from a controlled
   experiment (bench/fp_nas_objective.py, kept by tests/test_search_fp_nas_objective.py; numbers in
-  bench/README.md "FP-NAS objective").
+  bench/results/2026-11-29-fp-nas-objective.md).
 * Importance weights for omega need every sample's loss, yet only one network's graph is held at a time: each
   sample runs forward and backward once, its gradient scaled by an online softmax of the losses so far and the sum
   normalised after the last (`ProbabilisticSearch.train_omega`): exactly sum_k w_k grad loss_k, with K forwards
@@ -124,7 +124,7 @@ class ProbabilisticSearch(SearchAlgorithm):
     cost_limit = TARGET
     compile_refusal = ("--algo fp-nas trains only its weight-sharing supernet, and each architecture it samples is "
                        "a new graph to torch.compile (dynamo stops compiling after 8 and runs eager); see "
-                       "bench/README.md")
+                       "bench/results/2026-11-29-compile-cost.md")
 
     @classmethod
     def add_arguments(cls, p: argparse.ArgumentParser) -> None:

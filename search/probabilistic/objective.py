@@ -14,7 +14,8 @@ is worth, whatever the batch size, K or units of cost. The penalty grows with th
 target. tau = 1 is the batch-mean likelihood, tau = 1/B the paper's batch-sum one (one-hot weights).
 
 Why (bench/fp_nas_objective.py, a controlled experiment with a known answer, kept by
-tests/test_search_fp_nas_objective.py; numbers in bench/README.md "FP-NAS objective"): the rule before, the paper's
+tests/test_search_fp_nas_objective.py; numbers in bench/results/2026-11-29-fp-nas-objective.md): the rule before, the
+paper's
 beta log C(alpha) beside softmax(-L) - 1/K on the same K samples, let cost decide (a known good choice at equal cost
 had only P 0.65 after 50 alpha steps; every demo search ended at 45-49% of its target): the normalised costs
 C_k / sum C_j of the paper's gradient push as hard on a sample 0.1% over the target as on one 90% over, and with only

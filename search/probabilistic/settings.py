@@ -84,7 +84,8 @@ PRESETS: dict[str, dict] = {
     # CPU, embedded digits, minutes: a reduced FBNetV2-F space (8 layers at quarter width, searched at 16x16: kernel
     # 3/5/skip, ReLU/h-swish, SE on/off, expansion 3/6, width x0.75/x1/x1.25 per layer) with a target below the
     # space's middle, so the cost term has work to do. Per-layer widths train because stride-1 layers keep their
-    # residual across a width change (`residual: "pad"`, bench/README.md). (--space fbnetv2-f++ works too.)
+    # residual across a width change (`residual: "pad"`, bench/results/2026-11-24-fp-nas-mixing.md). (--space
+    # fbnetv2-f++ works too.)
     "demo": dict(dataset="digits", space="fbnetv2-f", width_mult=0.25, stem_stride=2,
                  layers=(0, 1, 2, 4, 5, 8, 15, 18), choices={"expansion": (3, 6)}, epochs=30,
                  warmup_epochs=5, coarse_to_fine_epochs=15, batch_size=64, lr=0.1, weight_decay=5e-4, alpha_lr=0.1,

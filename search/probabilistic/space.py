@@ -10,7 +10,8 @@ Residuals across width changes: at a stride-1 layer where the published network 
 layer is as wide as the space's previous layer, or the stem), a drawn width that differs from the drawn input width
 would switch the zoo block's identity path off (an `ir` adds it only when the widths match; a `skip` becomes a 1x1
 conv). Drawn per layer, that switches identity paths on and off from step to step and the shared weights barely
-learn (bench/README.md). There, `arch_blocks` gives the block the zoo's `residual: 'pad'` (the input zero-padded or
+learn (bench/results/2026-11-24-fp-nas-mixing.md). There, `arch_blocks` gives the block the zoo's `residual: 'pad'`
+(the input zero-padded or
 truncated to the block's width, FBNetV2's supernet rule) exactly where the widths differ: so the field appears only
 where it changes the computation, and the published networks, whose widths match there, stay points with identical
 block dicts. Layers where the published network changes width (a stage's first layer, and at small inputs the layer
@@ -91,7 +92,8 @@ ACTS = (RE, HS)
 ATTENTIONS = ("none", "se", "sa1", "sa2", "sa4")
 STEM_CHS, HEAD_CHS, PRE_LOGITS_CHS = 16, 1344, 1984  # [code: mobile-vision fbnetv2_f4/_l2] stem 16, ir_pool 224x6
 # The block types that keep a layer's identity path across a width change. A skip too: as a 1x1 conv + BN + ReLU it
-# is not an identity, and per-layer k3/skip + width mixing learns faster with the padded identity (bench/README.md).
+# is not an identity, and per-layer k3/skip + width mixing learns faster with the padded identity
+# (bench/results/2026-11-24-fp-nas-mixing.md).
 PAD_RESIDUAL = ("ir", "skip")
 
 
