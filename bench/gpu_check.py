@@ -1,5 +1,8 @@
 """One prepared GPU check (run by hand whenever a GPU is at hand; bench/results/gpu-check.md).
 
+One file over 500 lines on purpose: it is copied to a lent GPU machine and run there as one script, with its
+sections, their time budgets and the table it prints in one place.
+
     python bench/gpu_check.py --out bench/gpu_check.json                    # one H100/H200, sized for 8 minutes
     python bench/gpu_check.py --out bench/gpu_check_ac.json --only a,c      # a rerun of some sections
     python bench/gpu_check.py --device cpu --tiny --out /tmp/gpu_check.json # the plumbing on a CPU: a minute or two

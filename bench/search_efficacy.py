@@ -1,5 +1,8 @@
 """Do the searchers find better networks than chance? Ground truth, random-search baselines and supernet ranking.
 
+One script of about 540 lines on purpose: the study's stages (ground truth, searches, baselines, tables, plot) share
+its settings and resume from one work folder, and it is run by hand as one command.
+
     python bench/search_efficacy.py                    # the whole study (resumable: run it again to continue)
     python bench/search_efficacy.py --smoke --work /tmp/se --results /tmp/se/results   # plumbing, about 3 minutes
     python bench/search_efficacy.py --stages search --tag before --code ../before --algos fp-nas
