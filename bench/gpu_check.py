@@ -1,6 +1,6 @@
 """One prepared GPU check (run by hand whenever a GPU is at hand; bench/results/gpu-check.md).
 
-One file over 500 lines on purpose: it is copied to a lent GPU machine and run there as one script, with its
+One file over 500 lines on purpose: it is run on a GPU machine as one script, with its
 sections, their time budgets and the table it prints in one place.
 
     python bench/gpu_check.py --out bench/gpu_check.json                    # one H100/H200, sized for 8 minutes
