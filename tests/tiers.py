@@ -2,8 +2,8 @@
 
 Markers (declared here, enforced by --strict-markers in pyproject.toml):
   slow         whole searches, trainings, subprocess CLIs, exports of every model: `make test-all` (CI) only
-  distributed  torchrun or a process group of several processes
-  serial       needs the whole machine (torchrun's processes, timings): never beside another test under xdist
+  distributed  torchrun or a process group of several processes: `make test-all` runs these alone, the rest over
+               two pytest-xdist workers
 
 `make test` runs `-m "not slow" --fast-limit 20`: a test that is not marked slow and takes longer than 20 s in its
 setup or its call is named at the end and fails the run, so the fast tier does not creep.
@@ -14,8 +14,7 @@ import pytest
 
 MARKERS = {
     "slow": "whole searches, trainings, subprocess CLIs, sweeps of every model: run by `make test-all` only",
-    "distributed": "starts several processes (torchrun, a process group)",
-    "serial": "needs the whole machine (several processes, timings): run apart from the parallel part of test-all",
+    "distributed": "starts several processes (torchrun, a process group): run alone by `make test-all`",
 }
 
 
