@@ -18,7 +18,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
 
-pytest_plugins = ["tiers", "pytester"]  # tiers: the markers slow / distributed / serial and --fast-limit
+pytest_plugins = ["tiers", "pytester"]  # tiers: the markers slow and distributed, and --fast-limit
 
 
 # Model sweeps: every registered model (and the generic entry point fpnas_zoo_spec) runs in `make test-all`; the
