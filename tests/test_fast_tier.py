@@ -136,7 +136,7 @@ def touches(test_file: Path, module: str) -> bool:
                 if full == module or (node.module.partition(".")[0] in PACKAGES
                                       and defined_in(node.module, a.name) == module):
                     return True
-                if importlib.util.find_spec(node.module) and _is_module(full):
+                if _is_module(full):
                     aliases[a.asname or a.name] = full
         elif isinstance(node, ast.Constant) and node.value == module:  # python -m module, load_script("bench/...")
             return True
