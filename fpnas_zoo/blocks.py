@@ -53,6 +53,32 @@ class DepthwiseSeparable(nn.Module):
         return self.bn2(self.conv_pw(self.bn1(self.conv_dw(x))))
 
 
+class StridedPointwiseConv(nn.Conv2d):
+    """A 1x1 conv with a stride (a shortcut or skip that halves the resolution), safe to train channels-last on a CPU.
+
+    oneDNN's channels-last backward kernel for strided 1x1 convs corrupts the heap (SIGSEGV, `free(): invalid next
+    size`) for narrow inputs: 8 or 12 channels at 56 px and above, batch 2 and up, torch 2.14 on x86 CPUs;
+    `fpnasnet*` at 224 px feed it 12. While autograd records (`torch.is_grad_enabled()`), the conv therefore runs at
+    stride 1 over the input subsampled by its stride, which is the same computation for a 1x1 kernel without padding
+    (outputs and gradients equal) and never reaches that kernel. Without autograd (inference, `torch.no_grad()`
+    exports) it is the plain strided conv. Parameters and state_dict keys are nn.Conv2d's."""
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 2, bias: bool = False, device=None, dtype=None):
+        super().__init__(in_chs, out_chs, 1, stride=stride, bias=bias, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            return F.conv2d(x[:, :, :: self.stride[0], :: self.stride[1]], self.weight, self.bias, 1, 0, 1, self.groups)
+        return self._conv_forward(x, self.weight, self.bias)
+
+
+def pointwise_conv(in_chs: int, out_chs: int, stride: int = 1, device=None, dtype=None) -> nn.Conv2d:
+    """A bias-free 1x1 conv: timm's at stride 1, `StridedPointwiseConv` when it has a stride."""
+    if stride > 1:
+        return StridedPointwiseConv(in_chs, out_chs, stride, device=device, dtype=dtype)
+    return create_conv2d(in_chs, out_chs, 1, device=device, dtype=dtype)
+
+
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """ShuffleNet's channel shuffle: out[g' * G + g] = in[g * C/G + g'] for G groups."""
     return torch.channel_shuffle(x, groups)
@@ -110,7 +136,7 @@ class FpnasBlock(nn.Module):
 
         self.has_shortcut = shortcut
         if shortcut and (spec_stride > 1 or branch_in != branch_out):
-            conv = create_conv2d(branch_in, branch_out, 1, stride=stride, **dd)
+            conv = pointwise_conv(branch_in, branch_out, stride=stride, **dd)
             self.shortcut = nn.Sequential()
             self.shortcut.add_module("conv", conv)
             self.shortcut.add_module("bn", norm_act_layer(branch_out, apply_act=False, **dd))
@@ -257,7 +283,7 @@ class Skip(nn.Module):
         if residual == "pad" and spec_stride == 1 and in_chs != out_chs:
             self.conv, self.bn = PadOrTruncate(in_chs, out_chs), nn.Identity()  # no conv: the identity path
         elif in_chs != out_chs or spec_stride > 1:
-            self.conv = create_conv2d(in_chs, out_chs, 1, stride=stride, device=device, dtype=dtype)
+            self.conv = pointwise_conv(in_chs, out_chs, stride=stride, device=device, dtype=dtype)
             self.bn = norm_act_layer_for(norm_layer, nn.ReLU)(out_chs, inplace=True, device=device, dtype=dtype)
         else:
             self.conv, self.bn = nn.Identity(), nn.Identity()

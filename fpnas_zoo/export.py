@@ -159,7 +159,7 @@ def _example(model: nn.Module, batch: int, seed: int) -> torch.Tensor:
 def _trace(model: nn.Module, name: str) -> torch.export.ExportedProgram:
     x = _example(model, TRACE_BATCH, seed=0)
     try:
-        with _quiet():
+        with _quiet(), torch.no_grad():  # an inference graph (see blocks.StridedPointwiseConv)
             return torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
     except Exception as e:  # noqa: BLE001 - any exporter failure becomes one line naming the model and the op
         raise _failure(name, "torch.export", e) from e
