@@ -14,9 +14,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import (
+    BatchNormAct2d,
     DropPath,
     FrozenBatchNormAct2d,
     SEModule,
+    SyncBatchNormAct,
     create_conv2d,
     get_norm_act_layer,
     make_divisible,
@@ -170,6 +172,15 @@ class SplitAttnDw(nn.Module):
     The conv gives r maps per channel (the r splits); their sum is pooled, passed through
     fc1 -> BN -> ReLU -> fc2, and a softmax across the splits (a sigmoid when r = 1, SE-like gating)
     weighs the splits before they are summed. Reduction width: `make_divisible(chs * rd_ratio, 8)`.
+
+    In training (and with a norm layer that has no running statistics) the block runs the grouped conv with r
+    filters per channel and 5-D tensors (B, C, r, H, W), so that BatchNorm sees all C * r maps in one call (and a
+    SyncBatchNorm its process group). In inference it computes the same function as r depthwise convs with one filter
+    per channel, each followed by its slice of the BatchNorm, and keeps every tensor 4-D: pooling as
+    global average pooling of each split, the weighting as r multiplies and adds. Those are the shapes that oneDNN and
+    ONNX Runtime's channel-blocked (NCHWc) kernels run fast, with no layout reorders around the block; the grouped
+    conv with r filters per channel and the 5-D reductions have no such kernels
+    (bench/results/2026-12-05-zoo-profile.md). Parameters and state_dict keys are the same in both.
     """
 
     def __init__(self, chs: int, kernel_size: int = 3, stride: int = 1, dilation: int = 1, radix: int = 2,
@@ -184,14 +195,47 @@ class SplitAttnDw(nn.Module):
         self.fc1 = nn.Conv2d(chs, rd_chs, 1, **dd)
         self.bn1 = norm_act_layer_for(norm_layer, nn.ReLU)(rd_chs, inplace=True, **dd)
         self.fc2 = nn.Conv2d(rd_chs, chs * radix, 1, **dd)
+        # BatchNorm on stored statistics (BatchNormAct2d, and the Sync / Frozen copies timm converts it to) can be
+        # applied a slice of channels at a time in eval mode; other norm layers take the grouped path
+        self.split_in_eval = isinstance(self.bn0, (BatchNormAct2d, SyncBatchNormAct, FrozenBatchNormAct2d)) \
+            and self.bn0.running_mean is not None
+        # the conv's geometry and the BatchNorm's eps as plain numbers, which TorchScript reads here (not from the
+        # submodules)
+        self.dw_stride, self.dw_padding = list(self.conv.stride), list(self.conv.padding)
+        self.dw_dilation, self.chs, self.bn_eps = list(self.conv.dilation), chs, float(getattr(self.bn0, "eps", 1e-5))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training or not self.split_in_eval:
+            return self._forward_grouped(x)
+        return self._forward_split(x)
+
+    def _forward_grouped(self, x: torch.Tensor) -> torch.Tensor:
         # grouped conv with groups=chs puts a channel's r filters next to each other: (B, C, r, H, W)
         splits = self.bn0(self.conv(x)).unflatten(1, (-1, self.radix))
         attn = self.fc2(self.bn1(self.fc1(splits.sum(2).mean((2, 3), keepdim=True))))
         attn = attn.unflatten(1, (-1, self.radix))
         attn = attn.softmax(dim=2) if self.radix > 1 else attn.sigmoid()
         return (splits * attn).sum(2)
+
+    def _forward_split(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.radix
+        maps = []
+        for j in range(r):  # split j: the filters and BatchNorm entries at j, j + r, j + 2r, ... (the conv has no bias)
+            y = F.conv2d(x, self.conv.weight[j::r], None, self.dw_stride, self.dw_padding, self.dw_dilation, self.chs)
+            y = F.batch_norm(y, self.bn0.running_mean[j::r], self.bn0.running_var[j::r], self.bn0.weight[j::r],
+                             self.bn0.bias[j::r], False, 0.0, self.bn_eps)
+            maps.append(self.bn0.act(y))
+        pooled = F.adaptive_avg_pool2d(maps[0], 1)  # the mean of the sum of the splits, as the sum of their means
+        for y in maps[1:]:
+            pooled = pooled + F.adaptive_avg_pool2d(y, 1)
+        attn = self.fc2(self.bn1(self.fc1(pooled)))
+        if r == 1:
+            return maps[0] * attn.sigmoid()
+        attn = attn.unflatten(1, (-1, r)).softmax(dim=2)  # (B, C, r, 1, 1): small
+        out = maps[0] * attn[:, :, 0]
+        for j in range(1, r):
+            out = out + maps[j] * attn[:, :, j]
+        return out
 
 
 class PadOrTruncate(nn.Module):
