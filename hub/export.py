@@ -10,8 +10,9 @@ Checkpoints are read with `torch.load(weights_only=True)` or as safetensors: a c
 """
 from __future__ import annotations
 
-import argparse
 import sys
+
+from fpnas_zoo.command_line import ArgumentParser, error
 
 # The library half lives in hub.exporting; tests and scripts import these names from here too.
 from .exporting import (  # noqa: F401
@@ -27,8 +28,7 @@ from .exporting import (  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hub.export", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m hub.export", description=__doc__)
     p.add_argument("--model", help="registered zoo model, or a spec file (default: the spec a search.train "
                    "checkpoint records)")
     p.add_argument("--checkpoint", required=True, help="search.train checkpoint, raw/EMA state_dict or safetensors")
@@ -48,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         out = export(args.model, args.checkpoint, args.out, args.tag, args.metrics, args.num_classes, args.dataset,
                      overwrite=args.overwrite, trust_pickle=args.trust_pickle, onnx=args.onnx)
     except HubError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return error(e)
     files = ", ".join(sorted(f.name for f in out.iterdir()))
     print(f"exported {args.model or args.checkpoint} -> {out} ({files}); load with "
           f"timm.create_model('local-dir:{out}', pretrained=True) after `import fpnas_zoo`")

@@ -13,7 +13,7 @@ import torch.nn as nn
 from timm.models import save_for_hf
 
 from fpnas_zoo import CheckpointError, checkpoint_filter_fn, count_model, create_model_from_spec, resolve_spec
-from fpnas_zoo.atomic import make_temp_dir, new_file_mode
+from fpnas_zoo.atomic import check_out_file, make_temp_dir, new_file_mode
 from fpnas_zoo.checkpoint import checkpoint_spec, load_checkpoint_file, unwrap_state_dict
 from fpnas_zoo.export import ExportError, export_onnx
 from fpnas_zoo.registry import GENERIC_ENTRYPOINT, checkpoint_mismatch
@@ -140,6 +140,10 @@ def export(model: str | None, checkpoint: str | Path, out: str | Path, tag: str 
     out = Path(out)
     if out.exists() and not overwrite:
         raise HubError(f"{out} already exists; choose another --out or pass --overwrite")
+    try:  # before the checkpoint is read: a folder that can be written beside
+        check_out_file(out, "--out", folder_ok=True)
+    except ValueError as e:
+        raise HubError(str(e)) from None
     net, spec = load_model(model, checkpoint, num_classes, trust_pickle)
     scores = read_metrics(metrics)
     dataset, dataset_tag = dataset_and_tag(dataset or (scores or {}).get("dataset") or

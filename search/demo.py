@@ -14,7 +14,6 @@ One line of results per step. A step that fails stops the demo with its log's la
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import shutil
@@ -27,6 +26,8 @@ from pathlib import Path
 import torch
 
 from fpnas_zoo import load_spec
+from fpnas_zoo.atomic import check_out_folder
+from fpnas_zoo.command_line import ArgumentParser, error
 
 from .checkpointing import read_trace
 
@@ -137,14 +138,17 @@ def fp_nas_summary(search: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m search.demo", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m search.demo", description=__doc__)
     p.add_argument("--out", default="runs/demo", help="folder for every step's output (replaced if it exists)")
     p.add_argument("--preset", default="demo", choices=("demo", "smoke"),
                    help="search preset (smoke: seconds, for tests)")
     p.add_argument("--epochs", type=int, default=3, help="retrain epochs (search.train's demo recipe)")
     args = p.parse_args(argv)
     out = Path(args.out)
+    try:
+        check_out_folder(out)
+    except ValueError as e:
+        return error(e)
     if out.exists():
         shutil.rmtree(out)
     demo = Pipeline(out)

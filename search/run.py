@@ -33,6 +33,8 @@ import sys
 from pathlib import Path
 
 # latency_limit, own_options and settings_from_args: scripts and tests import them from here too
+from fpnas_zoo.command_line import ArgumentParser
+
 from .algorithms import ALGORITHMS, latency_limit, limit_stated_at, own_options, settings_from_args  # noqa: F401
 from .checkpointing import ResumeError
 from .cli_common import (
@@ -53,8 +55,7 @@ from .runner import COSTS, SearchRunner, SearchSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m search.run", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m search.run", description=__doc__)
     p.add_argument("--algo", choices=sorted(ALGORITHMS), default="fpnas",
                    help="; ".join(f"{name}: {cls.summary}" for name, cls in ALGORITHMS.items()))
     presets = sorted({name for cls in ALGORITHMS.values() for name in cls.presets})

@@ -23,6 +23,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from fpnas_zoo.command_line import ArgumentParser
 from fpnas_zoo.spec import SpecError
 
 from . import distributed as dist_utils
@@ -50,8 +51,7 @@ def _val_size(value: float | None) -> int | float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m search.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m search.train", description=__doc__)
     p.add_argument("--spec", required=True, help="a registered zoo model or a spec file (e.g. runs/c10/spec.json)")
     p.add_argument("--dataset", default="cifar10", choices=DATASETS,
                    help="digits and cluttered-digits are made offline from scikit-learn's digits (README.md)")
