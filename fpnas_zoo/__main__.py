@@ -12,7 +12,7 @@ import torch
 from . import registered_specs, resolve_spec
 from .atomic import check_out_file
 from .checkpoint import CheckpointError
-from .command_line import ArgumentParser, error
+from .command_line import ArgumentParser, error, naming
 from .counting import Counts, count_params, count_spec, flop_counts, paper_deviation, target_deviation
 from .device import resolve_device
 from .latency import Protocol
@@ -241,7 +241,9 @@ def load_command_model(args: argparse.Namespace) -> torch.nn.Module | None:
     try:
         return build_eval_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint,
                                 num_classes=args.num_classes)
-    except (SpecError, CheckpointError, FileNotFoundError) as e:
+    except SpecError as e:
+        error(naming("--model", args.model, e) if e.file == str(args.model) else e)
+    except (CheckpointError, FileNotFoundError) as e:
         error(e)
     except Exception as e:  # noqa: BLE001 - unreadable file, weights that do not fit or cannot be had: one line
         source = f"--checkpoint {args.checkpoint}" if args.checkpoint else "--pretrained"

@@ -27,6 +27,13 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
+def naming(option: str, value: object, message: object) -> str:
+    """`message` (about `value`, which it may already start with) as the line of the option the user typed:
+    `--spec runs/s/spec.json: cannot read it (...)`."""
+    text, value = one_line(message), str(value)
+    return f"{option} {text}" if text.startswith(value) else f"{option} {value}: {text}"
+
+
 def error(message: object, status: int = 2) -> int:
     """Print `error: message` on one line of stderr; returns `status`: 2 for a refused value (as argparse's), 1 for
     work that failed."""

@@ -326,4 +326,5 @@ def resolve_spec(name_or_path: str | os.PathLike) -> ModelSpec:
     if os.path.exists(name_or_path) or str(name_or_path).endswith(".json"):
         return load_spec(name_or_path)
     raise SpecError(str(name_or_path), "", str(name_or_path),
-                    "a registered zoo model (see `python -m fpnas_zoo list`) or a spec file path")
+                    "a registered zoo model (see `python -m fpnas_zoo list`) or a spec file path",
+                    reason="no zoo model of that name, and no such file")

@@ -15,6 +15,7 @@ from timm.models import save_for_hf
 from fpnas_zoo import CheckpointError, checkpoint_filter_fn, count_model, create_model_from_spec, resolve_spec
 from fpnas_zoo.atomic import check_out_file, make_temp_dir, new_file_mode
 from fpnas_zoo.checkpoint import checkpoint_spec, load_checkpoint_file, unwrap_state_dict
+from fpnas_zoo.command_line import naming
 from fpnas_zoo.export import ExportError, export_onnx
 from fpnas_zoo.registry import GENERIC_ENTRYPOINT, checkpoint_mismatch
 from fpnas_zoo.spec import ModelSpec, SpecError
@@ -62,7 +63,7 @@ def load_model(model: str | None, checkpoint: str | Path, num_classes: int | Non
     try:
         spec = resolve_spec(model) if model is not None else checkpoint_spec(raw)
     except SpecError as e:
-        raise HubError(str(e)) from None
+        raise HubError(naming("--model", model, e) if model is not None else str(e)) from None
     if spec is None:
         raise HubError(f"{checkpoint}: records no spec (not a search.train checkpoint); pass --model NAME|SPEC.json")
     try:

@@ -23,7 +23,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from fpnas_zoo.command_line import ArgumentParser
+from fpnas_zoo import resolve_spec
+from fpnas_zoo.command_line import ArgumentParser, naming
 from fpnas_zoo.spec import SpecError
 
 from . import distributed as dist_utils
@@ -96,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     add_dist_timeout_argument(p)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    try:
+        resolve_spec(args.spec)  # a spec that cannot be read, before anything else
+    except SpecError as e:
+        return error(naming("--spec", args.spec, e))
     try:
         check_before_work(args)
     except ValueError as e:
