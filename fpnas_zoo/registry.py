@@ -58,8 +58,8 @@ PROVENANCE_NOTES = {
     "official": "official architecture: block for block the authors' released model definition",
     "reconstructed": "reconstructed architecture: the paper publishes its size and accuracy, not its structure; "
                      "this spec is our reconstruction (see the spec's source.notes)",
-    "searched": "searched architecture: found by this project's searcher (`python -m search.run`; see the spec's "
-                "search field)",
+    "searched": "searched architecture: found by this project's searcher, `python -m search.run`; its settings are in "
+                "the spec's search field",
 }
 
 
@@ -69,10 +69,12 @@ def paper_ids(spec: ModelSpec) -> str:
 
 
 def provenance_note(spec: ModelSpec) -> str:
-    note = PROVENANCE_NOTES.get(spec.provenance, spec.provenance)
     if spec.provenance == "searched" and spec.search:
-        note += f" ({spec.search['algorithm']} on {spec.search['dataset']}, seed {spec.search['seed']})"
-    return note
+        search = spec.search
+        algo = search["algorithm"].replace("_", "-")  # as --algo spells it (specs record fp_nas)
+        return (f"searched architecture: found by this project's searcher, `python -m search.run --algo {algo}` on "
+                f"{search['dataset']} with seed {search['seed']}; its settings are in the spec's search field")
+    return PROVENANCE_NOTES.get(spec.provenance, spec.provenance)
 
 
 def pretrained_cfgs(spec: ModelSpec) -> dict[str, dict[str, Any]]:

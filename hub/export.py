@@ -2,6 +2,7 @@
 
     python -m hub.export --model fpnasnet_a --checkpoint runs/a/checkpoint.pt --out export/fpnasnet_a.in1k \\
         [--tag in1k] [--metrics metrics.json] [--num-classes N] [--onnx]
+    python -m hub.export --checkpoint runs/demo-search --out export/demo-search   # what a search found, as it left it
 
 The folder holds config.json (timm's, plus the spec itself), model.safetensors and a README.md model card;
 with `--onnx` also model.onnx (dynamic batch, preprocessing in its metadata, checked with ONNX Runtime).
@@ -31,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m hub.export", description=__doc__)
     p.add_argument("--model", help="registered zoo model, or a spec file (default: the spec a search.train "
                    "checkpoint records)")
-    p.add_argument("--checkpoint", required=True, help="search.train checkpoint, raw/EMA state_dict or safetensors")
+    p.add_argument("--checkpoint", required=True, help="search.train checkpoint, raw/EMA state_dict or safetensors; "
+                   "or a finished search's folder (search.run --out), which exports the network found with the "
+                   "supernet's weights of it (spec.json and weights.pth)")
     p.add_argument("--out", required=True, help="the folder to create")
     p.add_argument("--tag", help="weights tag (default: the dataset trained on, which a search.train checkpoint, its "
                    "metrics or --dataset names; else in1k / cifar10 / cifar100 by the number of classes)")
