@@ -87,7 +87,7 @@ def latency_limit(args: Any, cost: str) -> dict:
         raise ValueError(f"{limit.option} is in mult-adds; with --cost latency give {limit.latency_option} in "
                          "milliseconds")
     if given[limit.latency_option] is None:
-        raise ValueError(f"--cost latency needs {limit.latency_option} (milliseconds, e.g. 4ms)")
+        raise ValueError(f"--cost latency needs {limit.latency_option} (milliseconds, e.g. 0.25ms)")
     return {limit.field: given[limit.latency_option]}
 
 

@@ -1,6 +1,7 @@
 """`python -m search.demo`: the whole pipeline on the embedded digits data, offline, as a user runs it.
 
-    python -m search.demo --out runs/demo            # what `make demo` runs (about 2.5 minutes on 2 CPU cores)
+    python -m search.demo --out runs/demo            # what `make demo` runs (minutes on a CPU; README.md has a
+                                                     # dated sample with each step's time)
 
 Steps, each the command a user would type (run as a subprocess; its full output goes to OUT/logs/):
   1. the zoo table (`python -m fpnas_zoo demo`: every registered model built, counted and run)

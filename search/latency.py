@@ -3,7 +3,7 @@
     python -m search.latency build --space fbnetv2-f --preset demo --runtime onnxruntime --threads 1 \\
         --batch-size 1 --out lut.json
     python -m search.latency validate --table lut.json --samples 50
-    python -m search.run --algo fp-nas --preset demo --cost latency --latency-table lut.json --latency-target 4ms \\
+    python -m search.run --algo fp-nas --preset demo --cost latency --latency-table lut.json --latency-target 0.25ms \\
         --out runs/lat
 
 The protocol (`fpnas_zoo.latency`, the same one `python -m fpnas_zoo list --latency` uses): each block is the
