@@ -125,9 +125,11 @@ def current_cfg(spec: ModelSpec, tag: str | None = None):
 
 def check_pretrained_available(spec: ModelSpec, cfg) -> None:
     """Fail in seconds, with what to do, where timm would fail late or after a minute of retries."""
-    how = (f"Train one (`python -m search.train --spec {spec.name} ...`) and push it (`python -m hub.push`), set "
-           f"{HUB_ORG_ENV} to an organisation that has pushed it, or load a local file with "
-           "`pretrained_cfg_overlay=dict(file='path/to/weights')`.")
+    org = os.environ.get(HUB_ORG_ENV)
+    hub = (f"check that {HUB_ORG_ENV}={org} names an organisation that has pushed it" if org else
+           f"set {HUB_ORG_ENV} to an organisation that has pushed it")
+    how = (f"Train one (`python -m search.train --spec {spec.name} ...`) and push it (`python -m hub.push`), {hub}, "
+           "or load a local file with `pretrained_cfg_overlay=dict(file='path/to/weights')`.")
     if cfg.file:
         if not os.path.exists(cfg.file):  # a file, or a `local-dir:` folder
             raise PretrainedWeightsError(f"{spec.name}: weights file {cfg.file} does not exist")

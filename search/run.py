@@ -127,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         return _search(args, settings, argv)
 
 
+def _top1(value: float | None) -> str:
+    """The supernet's validation top-1 of the network found, as the summary line prints it."""
+    return "no validation top-1" if value is None else f"val top-1 {value:.2f}%"
+
+
 def _search(args: argparse.Namespace, settings: SearchSettings, argv: list[str]) -> int:
     out = Path(args.out)
     # Under torchrun only rank 0 writes OUT (no filesystem shared between ranks is assumed): it answers for all.
@@ -149,7 +154,7 @@ def _search(args: argparse.Namespace, settings: SearchSettings, argv: list[str])
         latency = (f", latency {cost['predicted_ms']:.3f} ms predicted, {cost['measured_ms']:.3f} ms measured "
                    f"({cost['protocol']['runtime']})" if cost["unit"] == "ms" else "")
         print(f"searched {spec.name}: {measured['params'] / 1e6:.3f}M params, {measured['mult_adds'] / 1e6:.2f}M "
-              f"mult-adds{latency}, val top-1 {spec.search['val_top1']}; wrote {out / 'spec.json'}")
+              f"mult-adds{latency}, {_top1(spec.search['val_top1'])}; wrote {out / 'spec.json'}")
         print(f"inspect: python -m fpnas_zoo info {out / 'spec.json'}")
     cleanup()
     return 0
