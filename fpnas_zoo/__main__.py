@@ -10,7 +10,9 @@ from pathlib import Path
 import torch
 
 from . import registered_specs, resolve_spec
+from .atomic import check_out_file
 from .checkpoint import CheckpointError
+from .command_line import ArgumentParser, error, naming
 from .counting import Counts, count_params, count_spec, flop_counts, paper_deviation, target_deviation
 from .device import resolve_device
 from .latency import Protocol
@@ -174,14 +176,13 @@ def _latencies(specs: list[ModelSpec], args: argparse.Namespace) -> list[dict] |
     try:
         protocol = latency_protocol(args)
     except ValueError as e:
-        return _error(e)
+        return error(e)
     if protocol is None:
         return []
     try:
         return measure_latencies(specs, protocol)
     except ExportError as e:  # ONNX Runtime times the exported model: a model that cannot be exported
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return error(e, 1)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -229,28 +230,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _error(message: object) -> int:
-    """One `error:` line (whitespace folded, so a multi-line exception stays one line) and exit status 2."""
-    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
-    return 2
-
-
 def load_command_model(args: argparse.Namespace) -> torch.nn.Module | None:
     """The model `validate` and `export` run (--model, --pretrained, --checkpoint), or None after one error line."""
     from .validate import build_eval_model
 
     if args.num_classes is not None and (args.checkpoint is None or args.num_classes < 1):
-        _error(f"--num-classes {args.num_classes}: the number of outputs of --checkpoint's classifier (a positive "
+        error(f"--num-classes {args.num_classes}: the number of outputs of --checkpoint's classifier (a positive "
                "count, with --checkpoint)")
         return None
     try:
         return build_eval_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint,
                                 num_classes=args.num_classes)
-    except (SpecError, CheckpointError, FileNotFoundError) as e:
-        _error(e)
+    except SpecError as e:
+        error(naming("--model", args.model, e) if e.file == str(args.model) else e)
+    except (CheckpointError, FileNotFoundError) as e:
+        error(e)
     except Exception as e:  # noqa: BLE001 - unreadable file, weights that do not fit or cannot be had: one line
         source = f"--checkpoint {args.checkpoint}" if args.checkpoint else "--pretrained"
-        _error(f"{source}: cannot load weights into {args.model} ({str(e) or e.__class__.__name__})")
+        error(f"{source}: cannot load weights into {args.model} ({str(e) or e.__class__.__name__})")
     return None
 
 
@@ -259,11 +256,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from .validate import validate
 
     if not Path(args.data_dir).is_dir():
-        return _error(f"--data-dir {args.data_dir}: not a directory (expected an ImageFolder tree)")
-    try:  # before the model is built: a device this machine has
+        return error(f"--data-dir {args.data_dir}: not a directory (expected an ImageFolder tree)")
+    out = Path(args.out or f"validate-{Path(args.model.split(':', 1)[-1]).stem}.json")
+    try:  # before the model is built: a device this machine has, and a result file that can be written
         resolve_device(args.device)
+        check_out_file(out, "--out")
     except ValueError as e:
-        return _error(e)
+        return error(e)
     model = load_command_model(args)
     if model is None:
         return 2
@@ -271,11 +270,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         result = validate(model, args.data_dir, batch_size=args.batch_size, workers=args.workers,
                           device=args.device)
     except (ValueError, OSError) as e:  # e.g. more class folders than the model has classes
-        return _error(e)
+        return error(e)
     carried = args.pretrained or args.model.startswith(("local-dir:", "hf-hub:"))  # an export holds its weights
     result = {"model": args.model, "weights": args.checkpoint or ("pretrained" if carried else "random"),
               "data_dir": str(args.data_dir), **result}
-    out = Path(args.out or f"validate-{Path(args.model.split(':', 1)[-1]).stem}.json")
     atomic_write_json(out, result)
     weights = (" with RANDOM weights (no --pretrained or --checkpoint): a score of chance, not of the model"
                if result["weights"] == "random" else "")
@@ -287,16 +285,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import ExportError, export_model
 
-    if Path(args.out).is_dir():
-        return _error(f"--out {args.out}: is a directory (expected a file path)")
+    try:  # before the model is built and exported
+        check_out_file(args.out, "--out")
+    except ValueError as e:
+        return error(e)
     model = load_command_model(args)
     if model is None:
         return 2
     try:
         result = export_model(model, args.out, args.format, name=model.spec.name, atol=args.atol)
     except ExportError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return error(e, 1)
+    except OSError as e:  # the file could not be written after all (disk full, ...): the user's path, not a temp name
+        return error(f"--out {args.out}: cannot write it ({e.strerror or e.__class__.__name__})")
     m = result.metadata
     print(f"exported {m['model']} ({args.format}, dynamic batch) -> {result.path}; checked on a random batch: max abs "
           f"difference to PyTorch {result.max_abs_diff:.2g}; input {m['input_size']}, mean {m['mean']}, "
@@ -324,7 +325,7 @@ def add_latency_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m fpnas_zoo", description=__doc__)
+    parser = ArgumentParser(prog="python -m fpnas_zoo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("list", help="every registered model: measured params / mult-adds next to the paper's "
                        "(with --latency, also its latency here)")
@@ -371,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except (SpecError, CheckpointError, FileNotFoundError) as e:
-        return _error(e)
+        return error(e)
 
 
 if __name__ == "__main__":

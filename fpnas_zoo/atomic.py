@@ -12,12 +12,65 @@ from typing import Any
 
 def check_out_folder(path: str | os.PathLike, option: str = "--out") -> None:
     """ValueError naming `option` when `path` cannot be the folder a command writes into: it, or the nearest of its
-    parents that exists, is a file."""
+    parents that exists, is a file, or it cannot be made or written into.
+
+    Checked by doing it, as the command would (permissions alone do not tell: root may write anywhere but /proc):
+    the folders missing are made, a probe file is written into the last, and all of it is removed again, so the
+    check leaves nothing behind. A command calls it before any work: no epoch is lost to a typo in `--out`."""
     path = Path(path)
     existing = next((p for p in (path, *path.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
         where = "is a file" if existing == path else f"is inside {existing}, which is a file"
         raise ValueError(f"{option} {path}: {where}; expected a folder (new or existing) to write into")
+    _probe_folder(path, option, path)
+
+
+def check_out_file(path: str | os.PathLike, option: str = "--out", folder_ok: bool = False) -> None:
+    """ValueError naming `option` when `path` cannot be written as a new file (or, with `folder_ok`, a folder renamed
+    into place) beside its siblings: it is a folder (without `folder_ok`), or its folder cannot be made or written
+    into (`check_out_folder`'s probe, which leaves nothing behind)."""
+    path = Path(path)
+    if path.is_dir() and not folder_ok:
+        raise ValueError(f"{option} {path}: is a folder; expected the path of a file to write")
+    existing = next((p for p in path.parents if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ValueError(f"{option} {path}: is inside {existing}, which is a file; expected a path in a folder")
+    _probe_folder(path.parent, option, path)
+
+
+def _probe_folder(folder: Path, option: str, shown: Path) -> None:
+    """Make `folder` (and the parents it lacks), write and delete a probe file in it, then remove the folders made;
+    ValueError naming `option` and the user's path `shown` when any of it fails."""
+    made: list[Path] = []
+    try:
+        for _ in range(3):  # another process (a torchrun rank) may remove a folder it made between our steps
+            missing = [p for p in (folder, *folder.parents) if not p.exists()]
+            for p in reversed(missing):
+                try:
+                    p.mkdir()
+                    made.append(p)
+                except FileExistsError:
+                    pass
+                except OSError as e:
+                    where = "the folder" if p == shown else f"the folder {p}"
+                    raise ValueError(f"{option} {shown}: cannot create {where} ({e.strerror or e})") from None
+            try:
+                fd, probe = _open_temp(folder / "write-probe")
+            except OSError as e:
+                if isinstance(e, FileNotFoundError) and not folder.is_dir():
+                    continue
+                where = "the folder" if folder == shown else f"the folder {folder}"
+                raise ValueError(f"{option} {shown}: cannot write into {where} ({e.strerror or e})") from None
+            os.close(fd)
+            probe.unlink()
+            return
+        raise ValueError(f"{option} {shown}: cannot write into {folder} (it keeps disappearing)")
+    finally:
+        for p in reversed(made):
+            try:
+                p.rmdir()
+            except OSError:  # another writer put something there meanwhile: theirs now
+                pass
 
 
 def _temp_name(path: Path) -> Path:

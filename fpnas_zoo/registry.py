@@ -58,8 +58,8 @@ PROVENANCE_NOTES = {
     "official": "official architecture: block for block the authors' released model definition",
     "reconstructed": "reconstructed architecture: the paper publishes its size and accuracy, not its structure; "
                      "this spec is our reconstruction (see the spec's source.notes)",
-    "searched": "searched architecture: found by this project's searcher (`python -m search.run`; see the spec's "
-                "search field)",
+    "searched": "searched architecture: found by this project's searcher, `python -m search.run`; its settings are in "
+                "the spec's search field",
 }
 
 
@@ -69,10 +69,12 @@ def paper_ids(spec: ModelSpec) -> str:
 
 
 def provenance_note(spec: ModelSpec) -> str:
-    note = PROVENANCE_NOTES.get(spec.provenance, spec.provenance)
     if spec.provenance == "searched" and spec.search:
-        note += f" ({spec.search['algorithm']} on {spec.search['dataset']}, seed {spec.search['seed']})"
-    return note
+        search = spec.search
+        algo = search["algorithm"].replace("_", "-")  # as --algo spells it (specs record fp_nas)
+        return (f"searched architecture: found by this project's searcher, `python -m search.run --algo {algo}` on "
+                f"{search['dataset']} with seed {search['seed']}; its settings are in the spec's search field")
+    return PROVENANCE_NOTES.get(spec.provenance, spec.provenance)
 
 
 def pretrained_cfgs(spec: ModelSpec) -> dict[str, dict[str, Any]]:
@@ -123,9 +125,11 @@ def current_cfg(spec: ModelSpec, tag: str | None = None):
 
 def check_pretrained_available(spec: ModelSpec, cfg) -> None:
     """Fail in seconds, with what to do, where timm would fail late or after a minute of retries."""
-    how = (f"Train one (`python -m search.train --spec {spec.name} ...`) and push it (`python -m hub.push`), set "
-           f"{HUB_ORG_ENV} to an organisation that has pushed it, or load a local file with "
-           "`pretrained_cfg_overlay=dict(file='path/to/weights')`.")
+    org = os.environ.get(HUB_ORG_ENV)
+    hub = (f"check that {HUB_ORG_ENV}={org} names an organisation that has pushed it" if org else
+           f"set {HUB_ORG_ENV} to an organisation that has pushed it")
+    how = (f"Train one (`python -m search.train --spec {spec.name} ...`) and push it (`python -m hub.push`), {hub}, "
+           "or load a local file with `pretrained_cfg_overlay=dict(file='path/to/weights')`.")
     if cfg.file:
         if not os.path.exists(cfg.file):  # a file, or a `local-dir:` folder
             raise PretrainedWeightsError(f"{spec.name}: weights file {cfg.file} does not exist")
@@ -326,4 +330,5 @@ def resolve_spec(name_or_path: str | os.PathLike) -> ModelSpec:
     if os.path.exists(name_or_path) or str(name_or_path).endswith(".json"):
         return load_spec(name_or_path)
     raise SpecError(str(name_or_path), "", str(name_or_path),
-                    "a registered zoo model (see `python -m fpnas_zoo list`) or a spec file path")
+                    "a registered zoo model (see `python -m fpnas_zoo list`) or a spec file path",
+                    reason="no zoo model of that name, and no such file")

@@ -16,14 +16,16 @@ ACTIVATIONS = ("relu", "relu6", "hard_swish", "swish")
 
 
 class SpecError(ValueError):
-    """A spec failed validation. `file`, `path`, `value` and `expected` say where and why."""
+    """A spec failed validation. `file`, `path`, `value` and `expected` say where and why; a spec that cannot be had
+    at all (no such file, no such model) says so in `reason` instead of a field and a value."""
 
-    def __init__(self, file: str, path: str, value: Any, expected: str):
+    def __init__(self, file: str, path: str, value: Any, expected: str, reason: str | None = None):
         self.file, self.path, self.value, self.expected = file, path, value, expected
         shown = repr(value)
         if len(shown) > 80:
             shown = shown[:77] + "..."
-        super().__init__(f"{file}: {path or '<root>'}: got {shown}, expected {expected}")
+        super().__init__(f"{file}: {reason}; expected {expected}" if reason else
+                         f"{file}: {path or '<root>'}: got {shown}, expected {expected}")
 
 
 # ---------------------------------------------------------------------------------------------

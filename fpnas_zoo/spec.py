@@ -255,7 +255,8 @@ def load_spec(path: str | os.PathLike) -> ModelSpec:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
-        raise SpecError(file, "", None, f"a readable file ({e.strerror})") from None
+        raise SpecError(file, "", None, "a readable spec file (JSON)",
+                        reason=f"cannot read it ({e.strerror})") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:

@@ -10,7 +10,6 @@ original weights loaded through the zoo's checkpoint filter.
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import timm
 import torch
 
 from fpnas_zoo import checkpoint_filter_fn
+from fpnas_zoo.command_line import ArgumentParser, error
 
 from .exporting import HubError, export, read_checkpoint
 
@@ -43,8 +43,7 @@ def convert_official_fpnasnet(checkpoint: str | Path, out: str | Path, overwrite
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hub.convert", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m hub.convert", description=__doc__)
     p.add_argument("--official-fpnasnet", required=True, help="FPNASNet@73.34.pt from jiequancui/FPNASNet")
     p.add_argument("--out", required=True)
     p.add_argument("--overwrite", action="store_true")
@@ -54,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         diff = convert_official_fpnasnet(args.official_fpnasnet, args.out, args.overwrite, args.trust_pickle)
     except HubError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return error(e)
     print(f"converted {args.official_fpnasnet} -> {args.out}; outputs identical to the original (max diff {diff})")
     return 0
 

@@ -2,6 +2,7 @@
 
     python -m hub.export --model fpnasnet_a --checkpoint runs/a/checkpoint.pt --out export/fpnasnet_a.in1k \\
         [--tag in1k] [--metrics metrics.json] [--num-classes N] [--onnx]
+    python -m hub.export --checkpoint runs/demo-search --out export/demo-search   # what a search found, as it left it
 
 The folder holds config.json (timm's, plus the spec itself), model.safetensors and a README.md model card;
 with `--onnx` also model.onnx (dynamic batch, preprocessing in its metadata, checked with ONNX Runtime).
@@ -10,8 +11,9 @@ Checkpoints are read with `torch.load(weights_only=True)` or as safetensors: a c
 """
 from __future__ import annotations
 
-import argparse
 import sys
+
+from fpnas_zoo.command_line import ArgumentParser, error
 
 # The library half lives in hub.exporting; tests and scripts import these names from here too.
 from .exporting import (  # noqa: F401
@@ -27,11 +29,12 @@ from .exporting import (  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hub.export", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m hub.export", description=__doc__)
     p.add_argument("--model", help="registered zoo model, or a spec file (default: the spec a search.train "
                    "checkpoint records)")
-    p.add_argument("--checkpoint", required=True, help="search.train checkpoint, raw/EMA state_dict or safetensors")
+    p.add_argument("--checkpoint", required=True, help="search.train checkpoint, raw/EMA state_dict or safetensors; "
+                   "or a finished search's folder (search.run --out), which exports the network found with the "
+                   "supernet's weights of it (spec.json and weights.pth)")
     p.add_argument("--out", required=True, help="the folder to create")
     p.add_argument("--tag", help="weights tag (default: the dataset trained on, which a search.train checkpoint, its "
                    "metrics or --dataset names; else in1k / cifar10 / cifar100 by the number of classes)")
@@ -48,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         out = export(args.model, args.checkpoint, args.out, args.tag, args.metrics, args.num_classes, args.dataset,
                      overwrite=args.overwrite, trust_pickle=args.trust_pickle, onnx=args.onnx)
     except HubError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return error(e)
     files = ", ".join(sorted(f.name for f in out.iterdir()))
     print(f"exported {args.model or args.checkpoint} -> {out} ({files}); load with "
           f"timm.create_model('local-dir:{out}', pretrained=True) after `import fpnas_zoo`")

@@ -13,8 +13,9 @@ import torch.nn as nn
 from timm.models import save_for_hf
 
 from fpnas_zoo import CheckpointError, checkpoint_filter_fn, count_model, create_model_from_spec, resolve_spec
-from fpnas_zoo.atomic import make_temp_dir, new_file_mode
+from fpnas_zoo.atomic import check_out_file, make_temp_dir, new_file_mode
 from fpnas_zoo.checkpoint import checkpoint_spec, load_checkpoint_file, unwrap_state_dict
+from fpnas_zoo.command_line import naming
 from fpnas_zoo.export import ExportError, export_onnx
 from fpnas_zoo.registry import GENERIC_ENTRYPOINT, checkpoint_mismatch
 from fpnas_zoo.spec import ModelSpec, SpecError
@@ -54,6 +55,37 @@ def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> dict[str, t
         raise HubError(f"{path}: not a readable checkpoint ({e.__class__.__name__}: {first[:200]})") from None
 
 
+def searched_network(model: str | None, checkpoint: str | Path,
+                     trust_pickle: bool = False) -> tuple[str | None, Path]:
+    """(model, checkpoint) to export. What a search left (`python -m search.run --out DIR`) stands for the network it
+    found: DIR itself, DIR/checkpoint.pt (the supernet and the search's state, which no single network loads) and
+    DIR/weights.pth without `model` all give (DIR/spec.json, DIR/weights.pth). Anything else comes back as given."""
+    path = Path(checkpoint)
+    folder = None
+    if path.is_dir():
+        folder = path
+    elif model is None and path.name == "weights.pth" and (path.parent / "spec.json").is_file():
+        folder = path.parent
+    elif path.is_file() and (path.parent / "spec.json").is_file() and path.suffix != ".safetensors":
+        raw = read_checkpoint_file(path, trust_pickle)
+        if isinstance(raw, dict) and "supernet" in raw and isinstance(raw.get("identity"), dict):
+            folder = path.parent
+    if folder is None:
+        return model, path
+    spec, weights = folder / "spec.json", folder / "weights.pth"
+    if not spec.is_file():
+        raise HubError(f"--checkpoint {checkpoint}: a folder without spec.json; expected a checkpoint file or the "
+                       "folder of a finished search (python -m search.run --out)")
+    if not weights.is_file():
+        raise HubError(f"--checkpoint {checkpoint}: the search left no weights.pth (searches write it when they "
+                       f"finish); retrain its network and export that: python -m search.train --spec {spec} "
+                       "--out RUN, then python -m hub.export --checkpoint RUN/checkpoint.pt")
+    if model is not None and Path(model) != spec:
+        raise HubError(f"--model {model}: --checkpoint {checkpoint} is a search, which exports the network it found "
+                       f"({spec}); leave out --model")
+    return str(spec), weights
+
+
 def load_model(model: str | None, checkpoint: str | Path, num_classes: int | None = None,
                trust_pickle: bool = False) -> tuple[nn.Module, ModelSpec]:
     """The zoo model of `model` (name or spec file; None: the spec a `search.train` checkpoint records) holding the
@@ -62,7 +94,7 @@ def load_model(model: str | None, checkpoint: str | Path, num_classes: int | Non
     try:
         spec = resolve_spec(model) if model is not None else checkpoint_spec(raw)
     except SpecError as e:
-        raise HubError(str(e)) from None
+        raise HubError(naming("--model", model, e) if model is not None else str(e)) from None
     if spec is None:
         raise HubError(f"{checkpoint}: records no spec (not a search.train checkpoint); pass --model NAME|SPEC.json")
     try:
@@ -140,10 +172,16 @@ def export(model: str | None, checkpoint: str | Path, out: str | Path, tag: str 
     out = Path(out)
     if out.exists() and not overwrite:
         raise HubError(f"{out} already exists; choose another --out or pass --overwrite")
+    try:  # before the checkpoint is read: a folder that can be written beside
+        check_out_file(out, "--out", folder_ok=True)
+    except ValueError as e:
+        raise HubError(str(e)) from None
+    model, checkpoint = searched_network(model, checkpoint, trust_pickle)
     net, spec = load_model(model, checkpoint, num_classes, trust_pickle)
     scores = read_metrics(metrics)
     dataset, dataset_tag = dataset_and_tag(dataset or (scores or {}).get("dataset") or
-                                           trained_on(checkpoint, trust_pickle), net.num_classes)
+                                           trained_on(checkpoint, trust_pickle) or (spec.search or {}).get("dataset"),
+                                           net.num_classes)
     tag = tag or dataset_tag
     tmp = make_temp_dir(out)
     try:

@@ -9,11 +9,12 @@ The token comes from the usual places (HF_TOKEN, `hf auth login`); it is never p
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
 from pathlib import Path
+
+from fpnas_zoo.command_line import ArgumentParser, error
 
 from .exporting import HubError, export
 
@@ -60,8 +61,7 @@ def _upload(folder: Path, repo_id: str, private: bool, architecture: str) -> Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hub.push", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m hub.push", description=__doc__)
     p.add_argument("--model", help="registered zoo model, or a spec file (default: the spec a search.train "
                    "checkpoint records)")
     p.add_argument("--checkpoint", required=True)
@@ -77,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         files = push(args.model, args.checkpoint, args.repo_id, args.private, args.dry_run, args.tag, args.metrics,
                      args.num_classes, args.dataset)
     except HubError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return error(e)
     verb = "would upload" if args.dry_run else "uploaded"
     print(f"{verb} to https://huggingface.co/{args.repo_id}{' (private)' if args.private else ''}:")
     for name, size in files:

@@ -61,7 +61,13 @@ def settings_from_args(args: Any) -> SearchSettings:
     if budget is not None:
         overrides[algorithm.cost_limit.field] = budget
     overrides.update(latency_limit(args, overrides.get("cost", settings.cost)))
-    return replace(settings, **overrides)
+    settings = replace(settings, **overrides)
+    limit = getattr(settings, algorithm.cost_limit.field, None)
+    if limit is not None and not limit > 0:  # refused here, naming the option, not later as a field of the spec
+        option, unit = ((algorithm.cost_limit.option, "mult-adds") if settings.cost == "mult-adds" else
+                        (algorithm.cost_limit.latency_option, "milliseconds"))
+        raise ValueError(f"{option} must be > 0 ({unit}), got {limit:g}")
+    return settings
 
 
 def latency_limit(args: Any, cost: str) -> dict:
@@ -81,7 +87,7 @@ def latency_limit(args: Any, cost: str) -> dict:
         raise ValueError(f"{limit.option} is in mult-adds; with --cost latency give {limit.latency_option} in "
                          "milliseconds")
     if given[limit.latency_option] is None:
-        raise ValueError(f"--cost latency needs {limit.latency_option} (milliseconds, e.g. 4ms)")
+        raise ValueError(f"--cost latency needs {limit.latency_option} (milliseconds, e.g. 0.25ms)")
     return {limit.field: given[limit.latency_option]}
 
 

@@ -20,6 +20,10 @@ class ResumeError(ValueError):
 def _refusal(path: Path, saved: dict, current: dict) -> str | None:
     """One line for what no resume can cross: a supernet of another layout (`search.supernet.LAYOUT_VERSION`),
     another number of processes (BatchNorm statistics and each rank's random state are per process)."""
+    if saved.get("algorithm") != current.get("algorithm") and "algorithm" in current:
+        shown = str(saved.get("algorithm")).replace("_", "-")  # as --algo spells it (checkpoints record fp_nas)
+        return (f"{path} holds an {shown} search, and this run is --algo {str(current['algorithm']).replace('_', '-')}"
+                f": resume it with --algo {shown}, or choose another --out")
     if "supernet_layout" in current and saved.get("supernet_layout") != current["supernet_layout"]:
         layout = saved.get("supernet_layout") or "from before layouts were numbered"
         return (f"{path} holds a supernet of layout {layout}, written by another version of search; this version "

@@ -4,9 +4,9 @@ one-line error they print."""
 from __future__ import annotations
 
 import argparse
-import sys
 
 from fpnas_zoo.atomic import check_out_folder
+from fpnas_zoo.command_line import error  # noqa: F401 - the one-line refusal, known here to the training commands
 from fpnas_zoo.device import resolve_device
 
 
@@ -49,16 +49,11 @@ def check_dist_timeout(minutes: float | None) -> None:
 
 def check_before_work(args: argparse.Namespace) -> None:
     """What a command checks before any work (ValueError naming the option): `--dist-timeout`, a `--device` this
-    machine has, and an `--out` folder it can write into."""
+    machine has, and an `--out` folder it can make and write into."""
     check_dist_timeout(args.dist_timeout)
     resolve_device(args.device)
     check_out_folder(args.out)
 
-
-def error(message: object) -> int:
-    """Print `error: message` on one line of stderr; the exit status of a refused command (2)."""
-    print(f"error: {message}", file=sys.stderr)
-    return 2
 
 
 def as_typed(message: str, argv: list[str], old_names: dict[str, str]) -> str:

@@ -1,6 +1,7 @@
 """`python -m search.demo`: the whole pipeline on the embedded digits data, offline, as a user runs it.
 
-    python -m search.demo --out runs/demo            # what `make demo` runs (about 2.5 minutes on 2 CPU cores)
+    python -m search.demo --out runs/demo            # what `make demo` runs (minutes on a CPU; README.md has a
+                                                     # dated sample with each step's time)
 
 Steps, each the command a user would type (run as a subprocess; its full output goes to OUT/logs/):
   1. the zoo table (`python -m fpnas_zoo demo`: every registered model built, counted and run)
@@ -14,7 +15,6 @@ One line of results per step. A step that fails stops the demo with its log's la
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import shutil
@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 
 from fpnas_zoo import load_spec
+from fpnas_zoo.atomic import check_out_folder
+from fpnas_zoo.command_line import ArgumentParser, error
 
 from .checkpointing import read_trace
 
@@ -137,14 +139,17 @@ def fp_nas_summary(search: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m search.demo", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m search.demo", description=__doc__)
     p.add_argument("--out", default="runs/demo", help="folder for every step's output (replaced if it exists)")
     p.add_argument("--preset", default="demo", choices=("demo", "smoke"),
                    help="search preset (smoke: seconds, for tests)")
     p.add_argument("--epochs", type=int, default=3, help="retrain epochs (search.train's demo recipe)")
     args = p.parse_args(argv)
     out = Path(args.out)
+    try:
+        check_out_folder(out)
+    except ValueError as e:
+        return error(e)
     if out.exists():
         shutil.rmtree(out)
     demo = Pipeline(out)

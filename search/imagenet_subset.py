@@ -30,7 +30,8 @@ import torch
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm import tqdm
 
-from fpnas_zoo.atomic import make_temp_dir
+from fpnas_zoo.atomic import check_out_file, make_temp_dir
+from fpnas_zoo.command_line import ArgumentParser, error
 from search.data import MIN_CLASSES  # what the printed search command takes
 from search.seeding import derive_seed
 
@@ -100,6 +101,10 @@ def make_subset(
         raise SubsetError(f"--imagenet {imagenet}: has no train/ folder (expected train/<wnid>/ class folders)")
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise SubsetError(f"--out {out}: exists and is not an empty folder (choose a new path)")
+    try:  # the subset is made beside OUT and renamed into place
+        check_out_file(out, "--out", folder_ok=True)
+    except ValueError as e:
+        raise SubsetError(str(e)) from None
     if images_per_class is not None and images_per_class < 1:
         raise SubsetError(f"--images-per-class {images_per_class}: expected a positive image count")
     available = _class_dirs(source / "train")
@@ -167,8 +172,7 @@ def make_subset(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m search.imagenet_subset", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m search.imagenet_subset", description=__doc__)
     p.add_argument("--imagenet", required=True, help="ImageNet root holding train/<wnid>/ (and optionally val/<wnid>/)")
     p.add_argument("--out", required=True, help="new (or empty) folder for the subset")
     p.add_argument("--classes", type=int,
@@ -193,8 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             command=shlex.join(["python", "-m", "search.imagenet_subset", *argv]),
         )
     except SubsetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return error(e)
     out = shlex.quote(str(Path(args.out).expanduser().absolute()))
     counts = " + ".join(f"{n} {split}" for split, n in summary["images"].items())
     kind = "copies" if args.copy else "symlinks"

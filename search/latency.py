@@ -3,7 +3,7 @@
     python -m search.latency build --space fbnetv2-f --preset demo --runtime onnxruntime --threads 1 \\
         --batch-size 1 --out lut.json
     python -m search.latency validate --table lut.json --samples 50
-    python -m search.run --algo fp-nas --preset demo --cost latency --latency-table lut.json --latency-target 4ms \\
+    python -m search.run --algo fp-nas --preset demo --cost latency --latency-table lut.json --latency-target 0.25ms \\
         --out runs/lat
 
 The protocol (`fpnas_zoo.latency`, the same one `python -m fpnas_zoo list --latency` uses): each block is the
@@ -37,6 +37,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from fpnas_zoo.atomic import check_out_file
+from fpnas_zoo.command_line import ArgumentParser
 from fpnas_zoo.latency import RUNTIMES, Protocol
 
 from .algorithms import SPACE_OPTIONS, space_from_options
@@ -66,6 +68,7 @@ def _protocol(args: argparse.Namespace) -> Protocol:
 
 def cmd_build(args: argparse.Namespace) -> int:
     protocol = _protocol(args)
+    check_out_file(args.out, "--out")  # before any block is timed
     options = {name: getattr(args, name) for name in SPACE_OPTIONS}
     space, base = space_from_options(options)
     identity, out = space_identity(base, space), Path(args.out)
@@ -103,6 +106,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.samples < 3:
         raise ValueError(f"--samples must be at least 3 (a correction is fitted on the others), got {args.samples}")
     table = LatencyTable.load(args.table, "--table")
+    check_out_file(args.table, "--table")  # updated in place, with its plot beside it
     why = table.device_refusal()
     if why:
         raise TableError(f"--table {args.table}: {why}; validate it on the device it was built on")
@@ -160,8 +164,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m search.latency", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m search.latency", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="time every block a search space can meet on this device")
     b.add_argument("--space", required=True, help="fpnas (the FPNASNet skeleton of --algo fpnas) or an FP-NAS "
@@ -200,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except ValueError as e:
-        return error(" ".join(str(e).split()))
+        return error(e)
 
 
 if __name__ == "__main__":

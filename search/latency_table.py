@@ -50,7 +50,7 @@ def parse_ms(text: str | float) -> float:
     """'4ms', '4 ms', '4' or 4.0 -> 4.0 (milliseconds); argparse's type for the latency limits."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms)?\s*", str(text))
     if not m or float(m.group(1)) <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive time in milliseconds such as 4ms, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive time in milliseconds such as 0.25ms, got {text!r}")
     return float(m.group(1))
 
 

@@ -20,10 +20,15 @@ Two algorithms of two papers with similar names:
 Hardware-aware: search for latency measured on this device instead of mult-adds, from a table of the space's
 blocks timed here (`python -m search.latency --help` explains the protocol):
     python -m search.latency build --space fbnetv2-f --preset demo --runtime onnxruntime --out lut.json
-    python -m search.run --algo fp-nas --preset demo --cost latency --latency-table lut.json --latency-target 4ms \
+    python -m search.run --algo fp-nas --preset demo --cost latency --latency-table lut.json --latency-target 0.25ms \\
         --out runs/lat
+A limit must lie inside the range of the space's networks on the device: 0.25 ms does for this space under ONNX
+Runtime on a 2-core x86-64 CPU (2026-11-29, bench/results/2026-11-29-latency-tables.md); elsewhere a limit outside
+the range is refused in one line that gives the range.
 
-`--out` receives spec.json (provenance 'searched'), trace.jsonl, plots/*.png and checkpoint.pt.
+`--out` receives spec.json (provenance 'searched'), weights.pth (the supernet's weights of the network found),
+trace.jsonl, plots/*.png and checkpoint.pt. `python -m hub.export --checkpoint OUT --out EXPORT` exports the network
+found with those weights, in the layout timm loads.
 """
 from __future__ import annotations
 
@@ -33,6 +38,8 @@ import sys
 from pathlib import Path
 
 # latency_limit, own_options and settings_from_args: scripts and tests import them from here too
+from fpnas_zoo.command_line import ArgumentParser
+
 from .algorithms import ALGORITHMS, latency_limit, limit_stated_at, own_options, settings_from_args  # noqa: F401
 from .checkpointing import ResumeError
 from .cli_common import (
@@ -53,10 +60,9 @@ from .runner import COSTS, SearchRunner, SearchSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m search.run", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m search.run", description=__doc__)
     p.add_argument("--algo", choices=sorted(ALGORITHMS), default="fpnas",
-                   help="; ".join(f"{name}: {cls.summary}" for name, cls in ALGORITHMS.items()))
+                   help="; ".join(f"{name}: {cls.summary}" for name, cls in ALGORITHMS.items()) + ". Default: fpnas")
     presets = sorted({name for cls in ALGORITHMS.values() for name in cls.presets})
     p.add_argument("--preset", choices=presets,
                    help="paper: the paper's settings; demo: CPU minutes on embedded data; smoke: seconds. Default: "
@@ -76,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "predicted by --latency-table (the search refuses a table of another space or device)")
     g.add_argument("--latency-table", help="--cost latency: the table python -m search.latency build wrote")
     g.add_argument("--latency-budget", type=parse_ms, metavar="MS",
-                   help="--algo fpnas with --cost latency: the hard budget in milliseconds (e.g. 4ms)")
+                   help="--algo fpnas with --cost latency: the hard budget in milliseconds (e.g. 0.5ms), inside the "
+                        "range of the space's networks on this device")
     g.add_argument("--latency-target", type=parse_ms, metavar="MS",
                    help="--algo fp-nas with --cost latency: the soft target of the cost term in milliseconds")
     p.add_argument("--seed", type=int, help="default 0")
@@ -120,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         return _search(args, settings, argv)
 
 
+def _top1(value: float | None) -> str:
+    """The supernet's validation top-1 of the network found, as the summary line prints it."""
+    return "no validation top-1" if value is None else f"val top-1 {value:.2f}%"
+
+
 def _search(args: argparse.Namespace, settings: SearchSettings, argv: list[str]) -> int:
     out = Path(args.out)
     # Under torchrun only rank 0 writes OUT (no filesystem shared between ranks is assumed): it answers for all.
@@ -142,7 +154,7 @@ def _search(args: argparse.Namespace, settings: SearchSettings, argv: list[str])
         latency = (f", latency {cost['predicted_ms']:.3f} ms predicted, {cost['measured_ms']:.3f} ms measured "
                    f"({cost['protocol']['runtime']})" if cost["unit"] == "ms" else "")
         print(f"searched {spec.name}: {measured['params'] / 1e6:.3f}M params, {measured['mult_adds'] / 1e6:.2f}M "
-              f"mult-adds{latency}, val top-1 {spec.search['val_top1']}; wrote {out / 'spec.json'}")
+              f"mult-adds{latency}, {_top1(spec.search['val_top1'])}; wrote {out / 'spec.json'}")
         print(f"inspect: python -m fpnas_zoo info {out / 'spec.json'}")
     cleanup()
     return 0

@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 import torch
 
 from fpnas_zoo import count_spec, create_model_from_spec, save_spec, spec_from_dict
+from fpnas_zoo.atomic import atomic_torch_save
 from fpnas_zoo.latency import measure_model
 from fpnas_zoo.spec import ModelSpec
 
@@ -430,7 +431,9 @@ class SearchRunner:
                                                                    "mult_adds_spearman")} if validation else None}
 
     def finish(self) -> ModelSpec:
-        """The found architecture as a zoo spec with its provenance; rank 0 writes OUT/spec.json."""
+        """The found architecture as a zoo spec with its provenance; rank 0 writes OUT/weights.pth (the supernet's
+        weights of it, which load strictly into the spec's model: `python -m hub.export --checkpoint OUT` exports
+        the two) and then OUT/spec.json."""
         blocks = self.algorithm.best_arch()
         counts = count_spec(self.spec_of(blocks))
         gpus = self.dist.world_size if self.dist.device.type == "cuda" else 0
@@ -451,6 +454,7 @@ class SearchRunner:
         }
         spec = self.spec_of(blocks, metadata)
         if self.dist.is_main:
+            atomic_torch_save(self.out / "weights.pth", self.supernet.export(blocks))
             save_spec(spec, self.out / "spec.json")
         self.write_plots()
         return spec

@@ -23,6 +23,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from fpnas_zoo import resolve_spec
+from fpnas_zoo.command_line import ArgumentParser, naming
 from fpnas_zoo.spec import SpecError
 
 from . import distributed as dist_utils
@@ -50,8 +52,7 @@ def _val_size(value: float | None) -> int | float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m search.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m search.train", description=__doc__)
     p.add_argument("--spec", required=True, help="a registered zoo model or a spec file (e.g. runs/c10/spec.json)")
     p.add_argument("--dataset", default="cifar10", choices=DATASETS,
                    help="digits and cluttered-digits are made offline from scikit-learn's digits (README.md)")
@@ -96,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     add_dist_timeout_argument(p)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    try:
+        resolve_spec(args.spec)  # a spec that cannot be read, before anything else
+    except SpecError as e:
+        return error(naming("--spec", args.spec, e))
     try:
         check_before_work(args)
     except ValueError as e:

@@ -24,6 +24,7 @@ FAST_TESTS = {
     "fpnas_zoo.block_types": "tests/test_block_types.py::test_each_type_builds_a_module_with_the_specs_channels_and_stride",
     "fpnas_zoo.blocks": "tests/test_fbnetv2_blocks.py::test_pad_residual_adds_the_zero_padded_or_truncated_input",
     "fpnas_zoo.checkpoint": "tests/test_fpnasnet.py::test_official_checkpoint_reproduces_official_outputs",
+    "fpnas_zoo.command_line": "tests/test_command_line.py::test_subcommands_share_the_one_line_parser",
     "fpnas_zoo.counting": "tests/test_zoo_numbers.py::test_model_lands_on_its_paper_numbers",
     "fpnas_zoo.device": "tests/test_device.py::test_a_device_this_machine_lacks_is_one_line_naming_the_option",
     "fpnas_zoo.export": "tests/test_export.py::test_every_registered_model_matches_onnx_runtime",

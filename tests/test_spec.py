@@ -86,7 +86,8 @@ def test_invalid_json_and_missing_file_are_spec_errors(tmp_path):
     path = write(tmp_path, '{"name": "x",\n  oops}')
     with pytest.raises(SpecError, match=r"spec\.json: line 2 column 3: .*valid JSON"):
         load_spec(path)
-    with pytest.raises(SpecError, match="a readable file"):
+    with pytest.raises(SpecError, match=r"missing\.json: cannot read it \(No such file or directory\); expected a "
+                       "readable spec file"):
         load_spec(tmp_path / "missing.json")
 
 

@@ -185,8 +185,12 @@ def test_prune_intermediate_layers(name):
         assert model(x).ndim == 4  # head and pooling pruned
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 @pytest.mark.parametrize("name", model_sweep(MODELS))
 def test_torchscript_matches_eager(name):
+    """TorchScript is deprecated in torch (its warning is expected here, and silenced); timm still scripts every model
+    in its own tests, and users of older deployments script them: every zoo model must still script to the same
+    outputs."""
     model = timm.create_model(name).eval()
     scripted = torch.jit.script(model)
     x = small_input(name)
@@ -203,8 +207,11 @@ def test_torch_export_matches_eager(name):
         assert torch.allclose(exported.module()(x), model(x), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 @pytest.mark.parametrize("name", model_sweep(MODELS))
 def test_fx_trace_equals_eager_exactly_and_backprops(name):
+    """fx traces equal eager and backpropagate; the traced graph still scripts (timm's own check; TorchScript's
+    deprecation warning is expected there and silenced)."""
     model = timm.create_model(name).eval()
     x = small_input(name)
     graph = create_feature_extractor(model, {"classifier": "out"})

@@ -64,8 +64,6 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from fpnas_zoo.atomic import atomic_torch_save
-
 from ..data import DataSpec
 from ..engine import (
     Recipe,
@@ -264,7 +262,6 @@ class ProbabilisticSearch(SearchAlgorithm):
             self.end_epoch()
         self.trace.write(event="distribution", **self.distribution_summary())
         self.runner.save()
-        self.write_weights()
 
     def train_epoch(self) -> None:
         s, epoch = self.settings, self.epoch
@@ -426,11 +423,6 @@ class ProbabilisticSearch(SearchAlgorithm):
                            for name, label, m in zip(names, labels, marginals, strict=True)})
         return {"layers": layers, "entropy": round(self.entropy(), 4),
                 "joint": self.distribution.joint}
-
-    def write_weights(self) -> None:
-        """OUT/weights.pth: the supernet's weights of the final architecture, loadable into its spec's model."""
-        if self.dist.is_main:
-            atomic_torch_save(self.runner.out / "weights.pth", self.supernet.export(self.best_arch()))
 
     def write_plots(self, trace_path, out_dir) -> None:
         from ..plots import write_fp_nas_plots
