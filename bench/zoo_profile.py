@@ -30,6 +30,7 @@ from pathlib import Path
 import timm
 import torch
 from tqdm import tqdm
+from zoo_latency import GROUPED, build, has_split_attention  # bench/ is the script's folder, first on sys.path
 
 from fpnas_zoo.atomic import atomic_write_json
 from fpnas_zoo.blocks import PadOrTruncate, SplitAttnDw
@@ -40,19 +41,6 @@ ROOT = Path(__file__).parents[1]
 DEFAULT_MODELS = ("fp_nas_s1pp", "fp_nas_s2pp", "fp_nas_s3pp", "fp_nas_s4pp", "fp_nas_l0", "fpnasnet",
                   "mobilenetv2_100", "efficientnet_b0")
 REORDERS = ("ReorderInput", "ReorderOutput", "Transpose")
-GROUPED = "@grouped"  # suffix of a variant run on split attention's grouped (training-time) path
-
-
-def build(name: str) -> torch.nn.Module:
-    base = name.removesuffix(GROUPED)
-    model = timm.create_model(base).eval()
-    if name.endswith(GROUPED):
-        for m in model.modules():
-            if isinstance(m, SplitAttnDw):
-                m.split_in_eval = False
-    return model
-
-
 def _scopes(proto) -> tuple[dict[str, str], dict[str, str]]:
     """For each node of the exported graph and each value it produces: the module classes it came from."""
     by_node, by_value = {}, {}
@@ -176,8 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     names = list(args.models)
     if args.grouped:
-        names += [n + GROUPED for n in args.models
-                  if any(isinstance(m, SplitAttnDw) for m in build(n).modules())]
+        names += [n + GROUPED for n in args.models if has_split_attention(n)]
     rows = {}
     for name in tqdm(names, desc="models", file=sys.stderr):
         model = build(name)
@@ -185,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.redirect_stdout(sys.stderr):
             onnx, _ = onnx_bytes(model, name=name)
         model.eval()
-        rows[name] = {"input_size": list(input_size), "mult_adds": count_model(model).mult_adds,
+        rows[name] = {"input_size": list(input_size), "mult_adds": count_model(model, input_size).mult_adds,
                       "has_pad_residual": any(isinstance(m, PadOrTruncate) for m in model.modules())}
         for batch in args.batches:
             rows[name][f"ort@{batch}"] = profile_ort(onnx, batch, input_size, args.runs)
