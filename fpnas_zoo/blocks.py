@@ -176,7 +176,7 @@ class SplitAttnDw(nn.Module):
     In training (and with a norm layer that has no running statistics) the block runs the grouped conv with r
     filters per channel and 5-D tensors (B, C, r, H, W), so that BatchNorm sees all C * r maps in one call (and a
     SyncBatchNorm its process group). In inference it computes the same function as r depthwise convs with one filter
-    per channel, each followed by its slice of the BatchNorm, and keeps every tensor 4-D: pooling as
+    per channel, each with its slice of the BatchNorm folded in, and keeps every tensor 4-D: pooling as
     global average pooling of each split, the weighting as r multiplies and adds. Those are the shapes that oneDNN and
     ONNX Runtime's channel-blocked (NCHWc) kernels run fast, with no layout reorders around the block; the grouped
     conv with r filters per channel and the 5-D reductions have no such kernels
@@ -219,11 +219,14 @@ class SplitAttnDw(nn.Module):
 
     def _forward_split(self, x: torch.Tensor) -> torch.Tensor:
         r = self.radix
+        # the BatchNorm on stored statistics folded into the filters (a per-filter scale) and a bias, as an exporter
+        # or timm's fusion would; split j takes the filters at j, j + r, j + 2r, ... (the conv has no bias)
+        scale = self.bn0.weight * torch.rsqrt(self.bn0.running_var + self.bn_eps)
+        shift = self.bn0.bias - self.bn0.running_mean * scale
+        weight = self.conv.weight * scale.view(-1, 1, 1, 1)
         maps = []
-        for j in range(r):  # split j: the filters and BatchNorm entries at j, j + r, j + 2r, ... (the conv has no bias)
-            y = F.conv2d(x, self.conv.weight[j::r], None, self.dw_stride, self.dw_padding, self.dw_dilation, self.chs)
-            y = F.batch_norm(y, self.bn0.running_mean[j::r], self.bn0.running_var[j::r], self.bn0.weight[j::r],
-                             self.bn0.bias[j::r], False, 0.0, self.bn_eps)
+        for j in range(r):
+            y = F.conv2d(x, weight[j::r], shift[j::r], self.dw_stride, self.dw_padding, self.dw_dilation, self.chs)
             maps.append(self.bn0.act(y))
         pooled = F.adaptive_avg_pool2d(maps[0], 1)  # the mean of the sum of the splits, as the sum of their means
         for y in maps[1:]:

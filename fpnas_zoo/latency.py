@@ -32,6 +32,8 @@ import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
+from .blocks import StridedPointwiseConv
+
 RUNTIMES = ("eager", "onnxruntime", "cuda")
 
 
@@ -85,10 +87,11 @@ def device_fingerprint(runtime: str) -> dict:
 
 
 class _BatchNormLeaves(fx.Tracer):
-    """torch.fx's tracer, with every BatchNorm (timm's BatchNormAct2d included) kept as one module to fold."""
+    """torch.fx's tracer, with every BatchNorm (timm's BatchNormAct2d included) kept as one module to fold, and every
+    convolution (the zoo's StridedPointwiseConv included) as one module to fold it into."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, _BatchNorm) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (_BatchNorm, nn.Conv2d)) or super().is_leaf_module(m, qualname)
 
 
 def _set_module(root: nn.Module, path: str, module: nn.Module) -> None:
@@ -114,7 +117,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
             continue
         src = node.args[0] if node.args else None
         conv = modules.get(src.target) if isinstance(src, fx.Node) and src.op == "call_module" else None
-        if type(conv) is not nn.Conv2d or len(src.users) != 1:
+        if type(conv) not in (nn.Conv2d, StridedPointwiseConv) or len(src.users) != 1:  # plain weights, no hooks
             continue
         folded = copy.deepcopy(conv)
         folded.weight, folded.bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var,
