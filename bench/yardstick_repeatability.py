@@ -1,0 +1,165 @@
+"""Does a ground-truth recipe rank architectures the same way twice? Test-retest of the search-efficacy yardstick.
+
+    python bench/yardstick_repeatability.py [--space fp-nas] [--networks 10] [--seeds 0 1 2] [--epochs 3 8]
+                                            [--jobs 2] [--work runs/yardstick] [--out FILE.json]
+
+Draws `--networks` architectures uniformly from one study space (bench/search_efficacy.py's `STUDY`), keeping only
+those whose mult-adds lie in [0.85, 1.0] x the search's limit, so that cost cannot explain their ranking. Trains each
+alone with the study's `cluttered-digits` recipe at every `--epochs` setting for every seed (resumable: finished
+trainings are kept in `--work`). Then reports per setting, over the in-band networks:
+- Kendall tau between every two seeds of test top-1 (and their mean);
+- the correlation between two seeds of the cost-adjusted residuals (test top-1 minus a least-squares fit on
+  log mult-adds);
+- the pooled seed standard deviation and the architecture standard deviation beyond it;
+- the intraclass correlation ICC(1) = var_arch / (var_arch + var_seed): the test-retest ceiling of a one-seed
+  ranking. Its Spearman-Brown step-up k * ICC / (1 + (k - 1) * ICC) is the ceiling for the mean of k seeds.
+Writes every training and statistic to `--out` (atomically) and prints a markdown table for bench/results/.
+The seed-pair statistics come from at most a dozen networks, so their own spread is wide (a Kendall tau over 10 items
+moves by about 0.2 between samples): the script measures whether a recipe clears a bar, not which recipe is best.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import itertools
+import math
+import random
+import statistics
+import sys
+from pathlib import Path
+
+from search_efficacy import ROOT, make_runner, run_jobs, sample_arch  # bench/ is the script's folder
+
+from fpnas_zoo import count_spec, save_spec
+from fpnas_zoo.atomic import atomic_write_json
+
+BAND = (0.85, 1.0)
+
+
+def draw_in_band(runner, n: int, seed: str, max_draws: int = 20000) -> list[tuple[list[dict], int]]:
+    """`n` uniform architectures whose mult-adds lie in BAND x the search's limit (rejection sampling)."""
+    rng, limit, found = random.Random(seed), runner.limit(), []
+    for _ in range(max_draws):
+        blocks = sample_arch(runner, rng)
+        cost = count_spec(runner.spec_of(blocks, name="probe")).mult_adds
+        if BAND[0] * limit <= cost <= BAND[1] * limit:
+            found.append((blocks, cost))
+            if len(found) == n:
+                return found
+    raise SystemExit(f"--networks {n}: only {len(found)} of {max_draws} uniform draws fell in {BAND} x the limit")
+
+
+def kendall_tau(a: list[float], b: list[float]) -> float:
+    """Kendall's tau-b of two equally long lists (ties count for neither side)."""
+    concordant = discordant = ties_a = ties_b = 0
+    for i, j in itertools.combinations(range(len(a)), 2):
+        da, db = a[i] - a[j], b[i] - b[j]
+        if da == 0 and db == 0:
+            continue
+        if da == 0:
+            ties_a += 1
+        elif db == 0:
+            ties_b += 1
+        elif (da > 0) == (db > 0):
+            concordant += 1
+        else:
+            discordant += 1
+    denom = math.sqrt((concordant + discordant + ties_a) * (concordant + discordant + ties_b))
+    return (concordant - discordant) / denom if denom else float("nan")
+
+
+def pearson(a: list[float], b: list[float]) -> float:
+    ma, mb = statistics.fmean(a), statistics.fmean(b)
+    sa = math.sqrt(sum((x - ma) ** 2 for x in a))
+    sb = math.sqrt(sum((y - mb) ** 2 for y in b))
+    return sum((x - ma) * (y - mb) for x, y in zip(a, b, strict=True)) / (sa * sb) if sa and sb else float("nan")
+
+
+def residuals(acc: list[float], cost: list[float]) -> list[float]:
+    """acc minus its least-squares line on log(cost)."""
+    x = [math.log(c) for c in cost]
+    mx, my = statistics.fmean(x), statistics.fmean(acc)
+    sxx = sum((v - mx) ** 2 for v in x)
+    slope = sum((v - mx) * (y - my) for v, y in zip(x, acc, strict=True)) / sxx if sxx else 0.0
+    return [y - (my + slope * (v - mx)) for v, y in zip(x, acc, strict=True)]
+
+
+def repeatability(acc: list[list[float]], cost: list[float]) -> dict:
+    """Statistics of acc[network][seed] (test top-1, %) over networks of costs `cost`."""
+    n, k = len(acc), len(acc[0])
+    by_seed = [[acc[i][s] for i in range(n)] for s in range(k)]
+    pairs = list(itertools.combinations(range(k), 2))
+    taus = [kendall_tau(by_seed[s], by_seed[t]) for s, t in pairs]
+    res = [residuals(col, cost) for col in by_seed]
+    res_r = [pearson(res[s], res[t]) for s, t in pairs]
+    var_seed = statistics.fmean(statistics.variance(row) for row in acc)  # pooled within-network variance
+    var_means = statistics.variance([statistics.fmean(row) for row in acc])
+    var_arch = max(0.0, var_means - var_seed / k)  # one-way random effects
+    icc = var_arch / (var_arch + var_seed) if var_arch + var_seed else float("nan")
+    return {"networks": n, "seeds": k, "kendall_tau_pairs": taus, "kendall_tau": statistics.fmean(taus),
+            "residual_r_pairs": res_r, "residual_r": statistics.fmean(res_r), "seed_sd": math.sqrt(var_seed),
+            "arch_sd": math.sqrt(var_arch), "icc1": icc, "icc_mean_of_seeds": k * icc / (1 + (k - 1) * icc),
+            "mean_top1": statistics.fmean(statistics.fmean(row) for row in acc)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", default="fp-nas", choices=("fpnas", "fp-nas"), help="the study space (default fp-nas)")
+    p.add_argument("--networks", type=int, default=10, help="in-band networks (default 10)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)")
+    p.add_argument("--epochs", type=int, nargs="+", default=[3, 8], help="recipe lengths to compare (default 3 8)")
+    p.add_argument("--jobs", type=int, default=2, help="trainings at a time, one thread each (default 2)")
+    p.add_argument("--limit-train", type=int, help="train on the first N images (plumbing checks)")
+    p.add_argument("--limit-val", type=int, help="validate and test on the first N images (plumbing checks)")
+    p.add_argument("--work", type=Path, default=ROOT / "runs" / "yardstick", help="specs and trainings")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "yardstick_repeatability.json")
+    args = p.parse_args(argv)
+    if args.networks < 3 or len(args.seeds) < 2:
+        p.error("--networks must be at least 3 and --seeds at least two values")
+    runner = make_runner(args.space, False, 0, args.work / "space" / args.space)
+    drawn = draw_in_band(runner, args.networks, f"yardstick-{args.space}")
+    cfg = {"epochs": None, "limit_train": args.limit_train, "limit_val": args.limit_val}
+    nets, jobs = [], []
+    for i, (blocks, cost) in enumerate(drawn):
+        spec_path = args.work / args.space / f"net{i:02d}.json"
+        spec_path.parent.mkdir(parents=True, exist_ok=True)
+        save_spec(runner.spec_of(blocks, name=f"yardstick_{args.space.replace('-', '_')}_{i:02d}"), spec_path)
+        nets.append({"name": f"net{i:02d}", "mult_adds": cost, "blocks": blocks, "runs": {}})
+        for epochs in args.epochs:
+            for seed in args.seeds:
+                out = args.work / args.space / f"net{i:02d}_e{epochs}_s{seed}"
+                jobs.append(((i, epochs, seed), str(spec_path), str(out), seed, dict(cfg, epochs=epochs),
+                             1 if args.jobs > 1 else None))
+
+    def done(key, result):
+        i, epochs, seed = key
+        nets[i]["runs"][f"e{epochs}_s{seed}"] = result
+
+    run_jobs(jobs, args.jobs, f"yardstick {args.space}", done)
+    cost = [n["mult_adds"] for n in nets]
+    stats = {}
+    for epochs in args.epochs:
+        acc = [[n["runs"][f"e{epochs}_s{s}"]["test_top1"] for s in args.seeds] for n in nets]
+        stats[str(epochs)] = repeatability(acc, cost)
+        stats[str(epochs)]["seconds_per_training"] = statistics.fmean(
+            n["runs"][f"e{epochs}_s{s}"]["seconds"] for n in nets for s in args.seeds)
+    result = {"date": datetime.date.today().isoformat(), "command": " ".join(["python", *sys.argv]),
+              "space": args.space, "limit": runner.limit(), "band": BAND, "seeds": args.seeds, "networks": nets,
+              "stats": stats}
+    atomic_write_json(args.out, result)
+    print(f"\n{args.space} space, {len(nets)} networks in {BAND} x the limit ({runner.limit():.3g} mult-adds), "
+          f"seeds {args.seeds}\n")
+    print("| epochs | mean test top-1 | Kendall tau, seed pairs | residual r, seed pairs | seed sd (pp) "
+          "| arch sd (pp) | ICC one seed | ICC mean of seeds | s per training |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for epochs, s in stats.items():
+        print(f"| {epochs} | {s['mean_top1']:.1f} | {s['kendall_tau']:.2f} "
+              f"({', '.join(f'{t:.2f}' for t in s['kendall_tau_pairs'])}) | {s['residual_r']:.2f} "
+              f"({', '.join(f'{r:.2f}' for r in s['residual_r_pairs'])}) | {s['seed_sd']:.2f} | {s['arch_sd']:.2f} "
+              f"| {s['icc1']:.2f} | {s['icc_mean_of_seeds']:.2f} | {s['seconds_per_training']:.0f} |")
+    print(f"\nwrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
