@@ -8,9 +8,9 @@ import pytest
 import timm
 import torch
 import torch.nn as nn
+from conftest import model_sweep
 
 import fpnas_zoo  # noqa: F401 - registers the zoo
-from conftest import model_sweep
 from fpnas_zoo.blocks import SplitAttnDw
 
 SPLIT_ATTENTION_MODELS = ("fp_nas_s1pp", "fp_nas_s2pp", "fp_nas_s3pp", "fp_nas_s4pp", "fp_nas_l0", "fp_nas_l1",

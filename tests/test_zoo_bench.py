@@ -7,8 +7,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import ROOT, load_script
+
 from fpnas_zoo.blocks import SplitAttnDw
 
 
