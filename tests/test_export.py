@@ -322,8 +322,8 @@ def test_offline_pretrained_message_is_whole(tmp_path):
                           "--out", str(tmp_path / "c.onnx")], capture_output=True, text=True, cwd=ROOT, env=env)
     assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
     assert "nothing cached for Hub repo my-org/fpnasnet_c.in1k" in run.stderr
-    assert run.stderr.strip().endswith("and push it (`python -m hub.push`), set FPNAS_ZOO_HUB_ORG to an organisation "
-                                       "that has pushed it, or load a local file with "
+    assert run.stderr.strip().endswith("and push it (`python -m hub.push`), check that FPNAS_ZOO_HUB_ORG=my-org names "
+                                       "an organisation that has pushed it, or load a local file with "
                                        "`pretrained_cfg_overlay=dict(file='path/to/weights')`.)")
     assert list(tmp_path.iterdir()) in ([], [tmp_path / "hf"])
 

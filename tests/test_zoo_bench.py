@@ -48,3 +48,24 @@ def test_the_profile_command_runs(tmp_path):
         assert ort["category_share"]["split attention"] > 0
         assert 0 < row["eager@1"]["split_attention_share"] < 1
     assert "| `fp_nas_s1pp@grouped` |" in run.stdout
+
+
+def test_the_readme_speed_table_is_the_committed_measurement():
+    """Every row of the README's speed table shows what bench/zoo_latency.json recorded, at the precision printed."""
+    import re
+
+    result = json.loads((ROOT / "bench" / "zoo_latency.json").read_text())
+    rows = {r["name"]: r for r in result["models"]}
+    text = (ROOT / "README.md").read_text()
+    (table,) = re.findall(r"^(\| model \| ORT ms @1 .*\n\|[-|]+\n(?:\|.*\n)+)", text, re.M)
+    lines = table.splitlines()[2:]
+    assert len(lines) == len([n for n in rows if not n.endswith("@grouped")])
+    base = rows["mobilenetv2_100"]
+    for line in lines:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        row = rows[cells[0].split("`")[1]]
+        ort1, ort32 = row["ms"]["onnxruntime"]["1"], row["images_per_s"]["onnxruntime"]["32"]
+        assert cells[1:5] == [f"{ort1:.2f}", f"{ort32:.1f}", f"{row['ms']['eager']['1']:.2f}",
+                              f"{row['images_per_s']['eager']['32']:.1f}"], cells
+        assert cells[5] == (f"{base['ms']['onnxruntime']['1'] / ort1:.2f} / "
+                            f"{ort32 / base['images_per_s']['onnxruntime']['32']:.2f}")
