@@ -59,7 +59,7 @@ class StridedPointwiseConv(nn.Conv2d):
     """A 1x1 conv with a stride (a shortcut or skip that halves the resolution), safe to train channels-last on a CPU.
 
     oneDNN's channels-last backward kernel for strided 1x1 convs corrupts the heap (SIGSEGV, `free(): invalid next
-    size`) for narrow inputs: 8 or 12 channels at 56 px and above, batch 2 and up, torch 2.14 on x86 CPUs;
+    size`) for narrow inputs: 8 or 12 channels at 56 px and above, batch 2 and up (torch 2.14, an Intel Xeon);
     `fpnasnet*` at 224 px feed it 12. While autograd records (`torch.is_grad_enabled()`), the conv therefore runs at
     stride 1 over the input subsampled by its stride, which is the same computation for a 1x1 kernel without padding
     (outputs and gradients equal) and never reaches that kernel. Without autograd (inference, `torch.no_grad()`
@@ -176,11 +176,11 @@ class SplitAttnDw(nn.Module):
     In training (and with a norm layer that has no running statistics) the block runs the grouped conv with r
     filters per channel and 5-D tensors (B, C, r, H, W), so that BatchNorm sees all C * r maps in one call (and a
     SyncBatchNorm its process group). In inference it computes the same function as r depthwise convs with one filter
-    per channel, each with its slice of the BatchNorm folded in, and keeps every tensor 4-D: pooling as
-    global average pooling of each split, the weighting as r multiplies and adds. Those are the shapes that oneDNN and
-    ONNX Runtime's channel-blocked (NCHWc) kernels run fast, with no layout reorders around the block; the grouped
-    conv with r filters per channel and the 5-D reductions have no such kernels
-    (bench/results/2026-12-05-zoo-profile.md). Parameters and state_dict keys are the same in both.
+    per channel, each with its slice of the BatchNorm folded in, and keeps every large tensor 4-D: pooling as
+    global average pooling of each split, the weighting as r multiplies and adds. Depthwise convs are what oneDNN and
+    ONNX Runtime's channel-blocked (NCHWc) kernels run fast; the grouped conv with r filters per channel and the 5-D
+    reductions have no such kernels (1.2-1.9x faster models under ONNX Runtime,
+    bench/results/2026-12-05-zoo-blocks.md). Parameters and state_dict keys are the same in both.
     """
 
     def __init__(self, chs: int, kernel_size: int = 3, stride: int = 1, dilation: int = 1, radix: int = 2,
