@@ -476,11 +476,21 @@ def plot(tables: dict, rows: list[dict], path: Path) -> None:
 # ----------------------------------------------------------------------------- main
 
 
+def output_folders(smoke: bool, work: str | None, results: str | None) -> tuple[Path, Path]:
+    """The work and results folders: the study's own by default; a smoke run's results stay in its work folder."""
+    work_path = Path(work) if work else ROOT / "runs" / ("search_efficacy-smoke" if smoke else "search_efficacy")
+    if results:
+        return work_path, Path(results)
+    return work_path, work_path / "results" if smoke else ROOT / "bench" / "search_efficacy"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="plumbing only: a few networks, tiny trainings and searches")
-    p.add_argument("--work", default=str(ROOT / "runs" / "search_efficacy"), help="checkpoints and logs")
-    p.add_argument("--results", default=str(ROOT / "bench" / "search_efficacy"), help="tables and the plot")
+    p.add_argument("--work", help="checkpoints and logs (default runs/search_efficacy, with --smoke "
+                   "runs/search_efficacy-smoke)")
+    p.add_argument("--results", help="tables and the plot (default bench/search_efficacy, the committed results; "
+                   "with --smoke WORK/results, so that a smoke run never writes over them)")
     p.add_argument("--stages", default="gt,search,baselines,report")
     p.add_argument("--algos", default="fpnas,fp-nas")
     p.add_argument("--epochs", type=int, help="epochs of every network trained alone (ground truth, found networks); "
@@ -492,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = dict(SMOKE if args.smoke else FULL)
     if args.epochs is not None:
         cfg["epochs"] = args.epochs
-    work, results = Path(args.work), Path(args.results)
+    work, results = output_folders(args.smoke, args.work, args.results)
     results.mkdir(parents=True, exist_ok=True)
     stages, algos = args.stages.split(","), args.algos.split(",")
     unknown = [a for a in algos if a not in STUDY]

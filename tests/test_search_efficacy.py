@@ -37,13 +37,24 @@ def test_percentile_regret_and_task_quality_by_hand():
     assert q["bin_spreads"] == pytest.approx([4.5, 15.5, 12.0])
 
 
+def test_a_smoke_run_never_defaults_to_the_committed_results():
+    study = load_script("bench/search_efficacy.py")
+    committed = ROOT / "bench" / "search_efficacy"
+    work, results = study.output_folders(True, None, None)
+    assert results == work / "results" and committed not in (work, results, *results.parents)
+    assert study.output_folders(False, None, None)[1] == committed  # the full study writes the committed tables
+    assert study.output_folders(True, "/tmp/w", "/tmp/r") == (Path("/tmp/w"), Path("/tmp/r"))
+
+
 @pytest.mark.slow
 def test_smoke_study_writes_tables_measures_and_plot(tmp_path):
     """The command docs/search.md gives, in --smoke mode: every stage runs and leaves what the report needs."""
     results = tmp_path / "results"
+    committed = {p: p.read_bytes() for p in (ROOT / "bench" / "search_efficacy").iterdir() if p.is_file()}
     done = subprocess.run([sys.executable, "bench/search_efficacy.py", "--smoke", "--work", str(tmp_path / "work"),
                            "--results", str(results)], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert {p: p.read_bytes() for p in committed} == committed  # the committed study is left as it was
     for algo in ("fpnas", "fp-nas"):
         table = json.loads((results / f"ground_truth_{algo}.json").read_text())
         names = [n["name"] for n in table["networks"]]
