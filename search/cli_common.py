@@ -55,7 +55,6 @@ def check_before_work(args: argparse.Namespace) -> None:
     check_out_folder(args.out)
 
 
-
 def as_typed(message: str, argv: list[str], old_names: dict[str, str]) -> str:
     """`message` naming each option by the name `argv` gave it: `old_names` maps an option to the older name it still
     answers to, and a user who typed the older name reads that name in the error."""

@@ -36,7 +36,7 @@ from ..engine import (
 from ..runner import SearchAlgorithm, SearchRunner, SearchSettings
 from ..seeding import derive_seed
 from ..supernet import Supernet
-from .space import MIN_BLOCKS, OFFICIAL_WIDTHS, Choice, FpnasSpace, fpnas_space
+from .space import Choice, FpnasSpace, check_num_blocks, fpnas_space
 
 
 @dataclass
@@ -60,9 +60,7 @@ class CoordinateDescentSettings(SearchSettings):
 
     def check(self) -> None:
         """Counts the algorithm cannot run with are refused with the option that sets them."""
-        if not MIN_BLOCKS <= self.num_blocks <= len(OFFICIAL_WIDTHS):
-            raise ValueError(f"--blocks (N) must be in [{MIN_BLOCKS}, {len(OFFICIAL_WIDTHS)}] (the FPNASNet skeleton "
-                             f"has {len(OFFICIAL_WIDTHS)} positions), got {self.num_blocks}")
+        check_num_blocks(self.num_blocks, "--blocks (N)")
         options = {"stage1_epochs": "--stage1-epochs (P)",
                    "stage2_epochs": "--stage2-epochs (Q)", "candidates_kept": "--candidates-kept (E)",
                    "block_optimisations": "--block-optimisations (T)"}

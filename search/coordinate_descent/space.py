@@ -19,6 +19,16 @@ from ..space import searched_spec_dict
 OFFICIAL_WIDTHS = (24, 24, 40, 40, 40, 80, 80, 80, 80, 112, 112, 112, 192, 192, 192, 320)
 OFFICIAL_STRIDES = (2, 1, 2, 1, 1, 2, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1)
 MIN_BLOCKS = 4  # a smaller skeleton than its four stride-2 positions is not FPNASNet's
+
+
+def check_num_blocks(num_blocks: int, name: str = "num_blocks") -> None:
+    """ValueError naming `name` (the argument, or the option a command line gave) when the skeleton cannot have
+    `num_blocks` searched positions."""
+    if not MIN_BLOCKS <= num_blocks <= len(OFFICIAL_WIDTHS):
+        raise ValueError(f"{name} must be in [{MIN_BLOCKS}, {len(OFFICIAL_WIDTHS)}] (the FPNASNet skeleton has "
+                         f"{len(OFFICIAL_WIDTHS)} positions), got {num_blocks}")
+
+
 FPNAS_PAPER = "Cui et al., Fast and Practical Neural Architecture Search (FPNAS), ICCV 2019"
 
 
@@ -123,9 +133,7 @@ def fpnas_space(num_blocks: int = 16, input_size: tuple[int, int, int] = (3, 224
     """
     if stem_stride is not None and stem_stride not in (1, 2):
         raise ValueError(f"--stem-stride must be 1 or 2, got {stem_stride}")
-    if not MIN_BLOCKS <= num_blocks <= len(OFFICIAL_WIDTHS):
-        raise ValueError(f"num_blocks must be in [{MIN_BLOCKS}, {len(OFFICIAL_WIDTHS)}] (the FPNASNet skeleton has "
-                         f"{len(OFFICIAL_WIDTHS)} positions), got {num_blocks}")
+    check_num_blocks(num_blocks)
     keep = {i for i, s in enumerate(OFFICIAL_STRIDES) if s == 2} | {15}
     rest = [i for i in range(16) if i not in keep]
     extra = num_blocks - len(keep)
