@@ -74,6 +74,20 @@ def torchrun_two(*program: str, env: dict | None = None, timeout: float = 300) -
         env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), **(env or {})))
 
 
+def randomise_batchnorm(model: torch.nn.Module, seed: int = 0) -> None:
+    """BatchNorm statistics and affine far from their initial identity, so that a wrong fold or a misaligned slice of
+    them shows in the outputs."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(0.5 * torch.randn(n, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(n, generator=g))
+                m.weight.copy_(1 + 0.3 * torch.randn(n, generator=g))
+                m.bias.copy_(0.3 * torch.randn(n, generator=g))
+
+
 def load_script(relative: str):
     """A script of the repository that is not a package module (bench/*.py, tools/*.py), imported by path."""
     import importlib.util

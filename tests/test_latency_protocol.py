@@ -14,6 +14,7 @@ import pytest
 import timm
 import torch
 import torch.nn as nn
+from conftest import randomise_batchnorm
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import fpnas_zoo.export
@@ -22,19 +23,6 @@ from fpnas_zoo.__main__ import main
 from fpnas_zoo.latency import Protocol, fold_batchnorm, measure, measure_runs
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _randomise_batchnorm(model: nn.Module, seed: int = 0) -> None:
-    """BatchNorm statistics and affine far from their initial identity, so a wrong fold shows in the outputs."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, _BatchNorm):
-                n = m.num_features
-                m.running_mean.copy_(0.5 * torch.randn(n, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(n, generator=g))
-                m.weight.copy_(1 + 0.3 * torch.randn(n, generator=g))
-                m.bias.copy_(0.3 * torch.randn(n, generator=g))
 
 
 def _batchnorms_after_conv(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
@@ -65,7 +53,7 @@ def _batchnorms_after_conv(model: nn.Module, x: torch.Tensor) -> tuple[int, int]
 def test_fold_batchnorm_keeps_outputs_and_leaves_no_batchnorm_after_a_conv(name, input_size):
     torch.manual_seed(0)
     model = timm.create_model(name)
-    _randomise_batchnorm(model)
+    randomise_batchnorm(model)
     x = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(1))
     total, after_conv = _batchnorms_after_conv(model, x)
     assert after_conv > 0

@@ -8,7 +8,7 @@ import pytest
 import timm
 import torch
 import torch.nn as nn
-from conftest import model_sweep
+from conftest import model_sweep, randomise_batchnorm
 
 import fpnas_zoo  # noqa: F401 - registers the zoo
 from fpnas_zoo.blocks import SplitAttnDw
@@ -25,23 +25,11 @@ def frozen_forward(block: SplitAttnDw, x: torch.Tensor) -> torch.Tensor:
     return (splits * attn).sum(2)
 
 
-def _randomise_batchnorm(model: nn.Module, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
-                m.running_mean.copy_(torch.rand(n, generator=g) * 0.6 - 0.3)
-                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-
-
 @pytest.mark.parametrize("name", model_sweep(SPLIT_ATTENTION_MODELS))
 def test_inference_path_equals_the_frozen_forward_on_the_zoo_model(name):
     torch.manual_seed(0)
     model = timm.create_model(name)
-    _randomise_batchnorm(model)
+    randomise_batchnorm(model)
     model.eval()
     blocks = [m for m in model.modules() if isinstance(m, SplitAttnDw)]
     assert {b.radix for b in blocks} >= {1, 2}
@@ -64,7 +52,7 @@ def test_inference_path_equals_the_frozen_forward_on_the_zoo_model(name):
 def test_both_paths_of_one_block_agree_and_keep_their_parameters(radix, stride):
     torch.manual_seed(radix * 10 + stride)
     block = SplitAttnDw(24, kernel_size=5, stride=stride, radix=radix, act_layer=nn.Hardswish)
-    _randomise_batchnorm(block, seed=radix)
+    randomise_batchnorm(block, seed=radix)
     # the parameters and state_dict keys every checkpoint and the Hub exports carry
     assert {k: tuple(v.shape) for k, v in block.state_dict().items() if not k.endswith("num_batches_tracked")} == {
         "conv.weight": (24 * radix, 1, 5, 5),
@@ -102,7 +90,7 @@ def test_inference_path_runs_under_torchscript_and_onnx_runtime():
 
     torch.manual_seed(0)
     block = SplitAttnDw(16, radix=4)
-    _randomise_batchnorm(block)
+    randomise_batchnorm(block)
     block.eval()
     x = torch.randn(2, 16, 12, 12)
     with torch.no_grad():
