@@ -99,9 +99,12 @@ def search_argv(algo: str, smoke: bool) -> list[str]:
     return STUDY[algo] + (SMOKE_SEARCH[algo] if smoke else [])
 
 
-def make_runner(algo: str, smoke: bool, seed: int, out: Path) -> SearchRunner:
-    """The wiring of the search command of `algo` (its space, data, cost and supernet), without running it."""
-    args = build_parser().parse_args(search_argv(algo, smoke) + ["--seed", str(seed), "--out", str(out)])
+def make_runner(algo: str, smoke: bool, seed: int, out: Path, dataset: str = DATASET) -> SearchRunner:
+    """The wiring of the search command of `algo` (its space, data, cost and supernet), without running it;
+    `dataset` replaces the study's."""
+    argv = search_argv(algo, smoke)
+    argv[argv.index("--dataset") + 1] = dataset
+    args = build_parser().parse_args(argv + ["--seed", str(seed), "--out", str(out)])
     settings = settings_from_args(args)
     return SearchRunner(ALGORITHMS[args.algo], settings, out, progress=False)
 
@@ -133,7 +136,7 @@ def train_alone(spec_path: Path, out: Path, seed: int, cfg: dict, epochs: int | 
     done = out / "metrics.json"
     if done.exists():
         return json.loads(done.read_text())
-    result = train(TrainOptions(spec=str(spec_path), dataset=DATASET, out=out, recipe=RECIPE,
+    result = train(TrainOptions(spec=str(spec_path), dataset=cfg.get("dataset", DATASET), out=out, recipe=RECIPE,
                                 epochs=epochs or cfg["epochs"], seed=seed, resume=(out / "checkpoint.pt").exists(),
                                 limit_train=cfg["limit_train"], limit_val=cfg["limit_val"], progress=False))
     return {k: result[k] for k in ("val_top1", "test_top1", "seconds")}

@@ -28,7 +28,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from search_efficacy import ROOT, make_runner, run_jobs, sample_arch  # bench/ is the script's folder
+from search_efficacy import DATASET, ROOT, make_runner, run_jobs, sample_arch  # bench/ is the script's folder
 
 from fpnas_zoo import count_spec, save_spec
 from fpnas_zoo.atomic import atomic_write_json
@@ -108,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--networks", type=int, default=10, help="in-band networks (default 10)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)")
     p.add_argument("--epochs", type=int, nargs="+", default=[3, 8], help="recipe lengths to compare (default 3 8)")
+    p.add_argument("--dataset", default=DATASET, choices=("cluttered-digits", "marked-digits"),
+                   help=f"the task every network is trained on (default {DATASET}, the study's)")
     p.add_argument("--jobs", type=int, default=2, help="trainings at a time, one thread each (default 2)")
     p.add_argument("--limit-train", type=int, help="train on the first N images (plumbing checks)")
     p.add_argument("--limit-val", type=int, help="validate and test on the first N images (plumbing checks)")
@@ -116,18 +118,19 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.networks < 3 or len(args.seeds) < 2:
         p.error("--networks must be at least 3 and --seeds at least two values")
-    runner = make_runner(args.space, False, 0, args.work / "space" / args.space)
+    runner = make_runner(args.space, False, 0, args.work / "space" / args.space, args.dataset)
     drawn = draw_in_band(runner, args.networks, f"yardstick-{args.space}")
-    cfg = {"epochs": None, "limit_train": args.limit_train, "limit_val": args.limit_val}
+    cfg = {"epochs": None, "limit_train": args.limit_train, "limit_val": args.limit_val, "dataset": args.dataset}
+    tag = args.space if args.dataset == DATASET else f"{args.space}-{args.dataset}"
     nets, jobs = [], []
     for i, (blocks, cost) in enumerate(drawn):
-        spec_path = args.work / args.space / f"net{i:02d}.json"
+        spec_path = args.work / tag / f"net{i:02d}.json"
         spec_path.parent.mkdir(parents=True, exist_ok=True)
         save_spec(runner.spec_of(blocks, name=f"yardstick_{args.space.replace('-', '_')}_{i:02d}"), spec_path)
         nets.append({"name": f"net{i:02d}", "mult_adds": cost, "blocks": blocks, "runs": {}})
         for epochs in args.epochs:
             for seed in args.seeds:
-                out = args.work / args.space / f"net{i:02d}_e{epochs}_s{seed}"
+                out = args.work / tag / f"net{i:02d}_e{epochs}_s{seed}"
                 jobs.append(((i, epochs, seed), str(spec_path), str(out), seed, dict(cfg, epochs=epochs),
                              1 if args.jobs > 1 else None))
 
@@ -144,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         stats[str(epochs)]["seconds_per_training"] = statistics.fmean(
             n["runs"][f"e{epochs}_s{s}"]["seconds"] for n in nets for s in args.seeds)
     result = {"date": datetime.date.today().isoformat(), "command": " ".join(["python", *sys.argv]),
-              "space": args.space, "limit": runner.limit(), "band": BAND, "seeds": args.seeds, "networks": nets,
+              "space": args.space, "dataset": args.dataset, "limit": runner.limit(), "band": BAND, "seeds": args.seeds,
+              "networks": nets,
               "stats": stats}
     atomic_write_json(args.out, result)
     print(f"\n{args.space} space, {len(nets)} networks in {BAND} x the limit ({runner.limit():.3g} mult-adds), "

@@ -87,3 +87,97 @@ def make_cluttered_digits(split: str, count: int | None = None,
     canvas.add_(torch.randn(canvas.shape, generator=g), alpha=CLUTTERED_NOISE).clamp_(0, 1)
     images = canvas.mul_(255).round_().to(torch.uint8)
     return images, labels_all[picks[:, 0]], pool[picks]
+
+
+# marked-digits: several whole digits on one canvas, the one to name framed by a one-pixel box; the others are
+# distractors. Telling which digit carries the frame ties a digit's shape to a mark around it, so what a network
+# can see at once (kernel sizes, depth before each reduction) matters more than on cluttered-digits.
+MARKED_IMAGES = {"train": 20000, "val": 5000, "test": 10000}
+MARKED_SEED = 0x3A4D
+MARKED_CANVAS = 24
+MARKED_SCALES = (9, 12)  # every digit's side in pixels, uniform over [low, high]
+MARKED_DISTRACTORS = 2  # whole digits without a frame
+MARKED_FRAGMENTS = 2  # pieces of other digits, as cluttered-digits' fragments
+MARKED_FRAGMENT_SIDE = (3, 5)
+MARKED_NOISE = 0.1
+
+
+def _paste(flat: torch.Tensor, tile: torch.Tensor, side: torch.Tensor, y: torch.Tensor, x: torch.Tensor,
+           size: int) -> None:
+    """Paste each image's square ``tile[i, :side[i], :side[i]]`` at (y[i], x[i]) of ``flat`` (n, size * size) by
+    pixel-wise maximum (pixels beyond a tile's side are zeroed first, so they change nothing)."""
+    n, high = tile.shape[0], tile.shape[-1]
+    ar = torch.arange(high)
+    rows, cols = ar.view(1, -1, 1), ar.view(1, 1, -1)
+    h = side.view(-1, 1, 1)
+    tile = tile * ((rows < h) & (cols < h))
+    y, x = y.view(-1, 1, 1), x.view(-1, 1, 1)
+    index = ((y + rows).clamp(max=size - 1) * size + (x + cols).clamp(max=size - 1)).view(n, -1)
+    flat.scatter_reduce_(1, index, tile.reshape(n, -1), reduce="amax")
+
+
+def make_marked_digits(split: str, count: int | None = None,
+                       seed: int = MARKED_SEED) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``marked-digits`` images of one split: ``(images uint8 (N, 1, 24, 24), labels, sources (N, 1 + D))``.
+
+    Each image, with the split's source pool of :func:`cluttered_sources` (the same disjoint pools as
+    cluttered-digits): the target digit, scaled to a side in ``MARKED_SCALES`` and placed at least one pixel from
+    every border, with a one-pixel frame of full intensity around it; ``MARKED_DISTRACTORS`` other digits of the pool
+    scaled the same way, anywhere; ``MARKED_FRAGMENTS`` square pieces of further digits; all pasted by pixel-wise
+    maximum, so a distractor may cross the frame; Gaussian noise; clipped and stored as uint8. The label is the
+    target's. The random draws, in order: picks (N, 1 + D + F), sides (N, 1 + D + F), fragment sides (N, F),
+    uniforms (N, 1 + D + F, 4) for crop and placement, noise. ``sources`` lists the target then the distractors.
+    """
+    from sklearn.datasets import load_digits
+
+    if split not in CLUTTERED_SOURCES:
+        raise ValueError(f"marked-digits has the splits {', '.join(CLUTTERED_SOURCES)}; got {split!r}")
+    digits = load_digits()
+    pool = cluttered_sources(seed)[split]
+    base = torch.tensor(digits.images, dtype=torch.float32)[pool, None].div_(16.0)
+    labels_all = torch.tensor(digits.target, dtype=torch.long)[pool]
+    low, high = MARKED_SCALES
+    d, f, size = MARKED_DISTRACTORS, MARKED_FRAGMENTS, MARKED_CANVAS
+    n = MARKED_IMAGES[split] if count is None else count
+    g = torch.Generator().manual_seed(derive_seed(seed, list(CLUTTERED_SOURCES).index(split)))
+    objects = 1 + d + f
+    picks = torch.randint(len(pool), (n, objects), generator=g)
+    sides = torch.randint(low, high + 1, (n, objects), generator=g)
+    frag_sides = torch.randint(MARKED_FRAGMENT_SIDE[0], MARKED_FRAGMENT_SIDE[1] + 1, (n, f), generator=g)
+    u = torch.rand(n, objects, 4, generator=g)
+    tiles = torch.zeros(high - low + 1, len(pool), high, high)
+    for side in range(low, high + 1):
+        tiles[side - low, :, :side, :side] = F.interpolate(base, size=(side, side), mode="bilinear",
+                                                           align_corners=False).clamp_(0, 1)[:, 0]
+    canvas = torch.zeros(n, 1, size, size)
+    flat = canvas.view(n, -1)
+    everyone = torch.arange(n).view(-1, 1, 1)
+    ar = torch.arange(high)
+    for j in range(objects):
+        side = sides[:, j]
+        tile = tiles[side - low, picks[:, j]]
+        if j > d:  # a fragment: a square piece of the scaled digit, moved to the tile's corner
+            piece = frag_sides[:, j - 1 - d]
+            cy = (u[:, j, 0] * (side - piece + 1)).long().view(-1, 1, 1)
+            cx = (u[:, j, 1] * (side - piece + 1)).long().view(-1, 1, 1)
+            tile = tile[everyone, (cy + ar.view(1, -1, 1)).clamp(max=high - 1),
+                        (cx + ar.view(1, 1, -1)).clamp(max=high - 1)]
+            side = piece
+        if j == 0:  # the target: one pixel clear of the borders for its frame
+            y = 1 + (u[:, j, 2] * (size - side - 1)).long()
+            x = 1 + (u[:, j, 3] * (size - side - 1)).long()
+            target = (side, y, x)
+        else:
+            y = (u[:, j, 2] * (size - side + 1)).long()
+            x = (u[:, j, 3] * (size - side + 1)).long()
+        _paste(flat, tile, side, y, x, size)
+    side, y, x = target
+    rows, cols = torch.arange(size).view(1, -1, 1), torch.arange(size).view(1, 1, -1)
+    top, left = (y - 1).view(-1, 1, 1), (x - 1).view(-1, 1, 1)
+    bottom, right = (y + side).view(-1, 1, 1), (x + side).view(-1, 1, 1)
+    inside = (rows >= top) & (rows <= bottom) & (cols >= left) & (cols <= right)
+    edge = inside & ((rows == top) | (rows == bottom) | (cols == left) | (cols == right))
+    canvas[:, 0].masked_fill_(edge, 1.0)
+    canvas.add_(torch.randn(canvas.shape, generator=g), alpha=MARKED_NOISE).clamp_(0, 1)
+    images = canvas.mul_(255).round_().to(torch.uint8)
+    return images, labels_all[picks[:, 0]], pool[picks[:, :1 + d]]

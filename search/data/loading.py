@@ -18,12 +18,10 @@ from .batches import (
     loader_workers,
     seeded_generator,
 )
-from .cluttered import CLUTTERED_CANVAS, make_cluttered_digits
+from .cluttered import make_cluttered_digits, make_marked_digits
 from .datasets import (
     CIFAR_MEAN,
     CIFAR_STD,
-    CLUTTERED_MEAN,
-    CLUTTERED_STD,
     DATASETS,
     DEFAULT_VAL_SIZE,
     DIGITS_MEAN,
@@ -32,6 +30,7 @@ from .datasets import (
     IMAGENET_STD,
     DataSpec,
     SearchData,
+    dataset_mean_std,
     input_resolution,
 )
 from .sources import digits_tensors, imagefolder_root, load_cifar
@@ -82,9 +81,9 @@ def load_data(
     device = torch.device(device)
     workers = loader_workers(workers)
     calib_batch_size = batch_size if calib_batch_size is None else calib_batch_size
-    if dataset == "cluttered-digits":
+    if dataset in GENERATED:
         if val_size not in (None, 0):
-            raise ValueError(f"val_size (--val-size): cluttered-digits has fixed train/val/test splits made from "
+            raise ValueError(f"val_size (--val-size): {dataset} has fixed train/val/test splits made from "
                              f"disjoint source digits; got {val_size}, expected none (or 0: no validation)")
     else:
         val_size = DEFAULT_VAL_SIZE[dataset] if val_size is None else val_size
@@ -99,8 +98,8 @@ def load_data(
     native = input_resolution(dataset)
     if image_size not in (None, native):
         raise ValueError(f"{dataset} is {native}x{native}; image_size must be None or {native}, got {image_size}")
-    if dataset == "cluttered-digits":
-        return _load_cluttered(**common)
+    if dataset in GENERATED:
+        return _load_generated(dataset, **common)
     return _load_in_memory(dataset, data_dir, download, **common)
 
 
@@ -145,16 +144,23 @@ def _load_in_memory(dataset: str, data_dir: str | None, download: bool, *, batch
                       None if arch_idx is None else batches(arch_idx, True))
 
 
-def _load_cluttered(*, batch_size: int, device: torch.device, seed: int, val_size: int | float | None,
-                    calib_images: int, limit_train: int | None, limit_val: int | None, rank: int, world_size: int,
-                    split_train: bool, calib_batch_size: int) -> SearchData:
-    """cluttered-digits: fixed splits from disjoint source digits; `seed` orders and augments, never changes them."""
-    spec = DataSpec("cluttered-digits", 10, (3, CLUTTERED_CANVAS, CLUTTERED_CANVAS), CLUTTERED_MEAN, CLUTTERED_STD)
-    train_x, train_y, _ = make_cluttered_digits("train")
+# The datasets generated offline from scikit-learn's digits with fixed train/val/test splits: their generators.
+GENERATED = {"cluttered-digits": make_cluttered_digits, "marked-digits": make_marked_digits}
+
+
+def _load_generated(dataset: str, *, batch_size: int, device: torch.device, seed: int,
+                    val_size: int | float | None, calib_images: int, limit_train: int | None, limit_val: int | None,
+                    rank: int, world_size: int, split_train: bool, calib_batch_size: int) -> SearchData:
+    """cluttered-digits and marked-digits: fixed splits from disjoint source digits; `seed` orders and augments,
+    never changes them."""
+    side = input_resolution(dataset)
+    spec = DataSpec(dataset, 10, (3, side, side), *dataset_mean_std(dataset))
+    make = GENERATED[dataset]
+    train_x, train_y, _ = make("train")
     # Kept in a seeded random order, so limit_train and split_train take random subsets.
     train_idx = limit_indices(torch.randperm(len(train_y), generator=seeded_generator(seed, SALT_SPLIT)), limit_train,
                        "limit_train")
-    train_idx, arch_idx = halves(train_idx, split_train, "cluttered-digits")
+    train_idx, arch_idx = halves(train_idx, split_train, dataset)
     calib_idx = train_idx[calib_positions(train_idx.numel(), calib_images, seed)]
 
     def batches(x: torch.Tensor, y: torch.Tensor, train: bool, shard: bool = True) -> TensorBatches:
@@ -165,10 +171,10 @@ def _load_cluttered(*, batch_size: int, device: torch.device, seed: int, val_siz
     if val_size == 0:  # train on the training split only and report nothing held out (search.train --val-size 0)
         val = batches(train_x[:0], train_y[:0], False)
     else:
-        val_x, val_y, _ = make_cluttered_digits("val")
+        val_x, val_y, _ = make("val")
         val_idx = limit_indices(torch.arange(len(val_y)), limit_val, "limit_val")
         val = batches(val_x[val_idx], val_y[val_idx], False)
-    test_x, test_y, _ = make_cluttered_digits("test")
+    test_x, test_y, _ = make("test")
     return SearchData(spec, batches(train_x[train_idx], train_y[train_idx], True), val,
                       batches(train_x[calib_idx], train_y[calib_idx], False, False),
                       None if arch_idx is None else batches(train_x[arch_idx], train_y[arch_idx], True),
