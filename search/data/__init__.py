@@ -50,6 +50,7 @@ from .cluttered import (
     CLUTTERED_SOURCES,
     cluttered_sources,
     make_cluttered_digits,
+    make_marked_digits,
 )
 from .datasets import (
     CIFAR_MEAN,
@@ -117,5 +118,6 @@ __all__ = [
     "load_data",
     "loader_workers",
     "make_cluttered_digits",
+    "make_marked_digits",
     "split_indices",
 ]
