@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--networks", type=int, default=10, help="in-band networks (default 10)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)")
     p.add_argument("--epochs", type=int, nargs="+", default=[3, 8], help="recipe lengths to compare (default 3 8)")
-    p.add_argument("--dataset", default=DATASET, choices=("cluttered-digits", "marked-digits"),
+    p.add_argument("--dataset", default=DATASET, choices=("cluttered-digits", "marked-digits", "crowded-digits"),
                    help=f"the task every network is trained on (default {DATASET}, the study's)")
     p.add_argument("--jobs", type=int, default=2, help="trainings at a time, one thread each (default 2)")
     p.add_argument("--limit-train", type=int, help="train on the first N images (plumbing checks)")

@@ -23,7 +23,7 @@ from .space import PROBE_METADATA
 ALGORITHMS: dict[str, type[SearchAlgorithm]] = {"fpnas": CoordinateDescentSearch, "fp-nas": ProbabilisticSearch}
 
 # The class count of the in-memory datasets (imagefolder's is its folder's; a latency table is told it).
-CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10, "cluttered-digits": 10, "marked-digits": 10}
+CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10, **{name: 10 for name in OFFLINE_DATASETS}}
 
 
 def own_options(algorithm: type[SearchAlgorithm]) -> dict[str, str]:

@@ -48,9 +48,11 @@ from .cluttered import (
     CLUTTERED_SCALES,
     CLUTTERED_SEED,
     CLUTTERED_SOURCES,
+    SCENES,
+    DigitScene,
     cluttered_sources,
     make_cluttered_digits,
-    make_marked_digits,
+    make_scene,
 )
 from .datasets import (
     CIFAR_MEAN,
@@ -118,6 +120,8 @@ __all__ = [
     "load_data",
     "loader_workers",
     "make_cluttered_digits",
-    "make_marked_digits",
+    "make_scene",
+    "SCENES",
+    "DigitScene",
     "split_indices",
 ]

@@ -2,6 +2,8 @@
 among fragments of other digits and noise), with train, validation and test splits from disjoint source digits."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -89,17 +91,33 @@ def make_cluttered_digits(split: str, count: int | None = None,
     return images, labels_all[picks[:, 0]], pool[picks]
 
 
+@dataclass(frozen=True)
+class DigitScene:
+    """How a generated digit scene is made (see :func:`make_scene`): the canvas side, every digit's side range,
+    how many whole distractor digits and pieces of digits surround the one to name, whether that one is framed, the
+    noise, the images per split and the seed the data is made from."""
+
+    name: str
+    canvas: int
+    scales: tuple[int, int]
+    distractors: int
+    fragments: int
+    fragment_side: tuple[int, int]
+    noise: float
+    framed: bool
+    images: dict
+    seed: int
+
+
 # marked-digits: several whole digits on one canvas, the one to name framed by a one-pixel box; the others are
-# distractors. Telling which digit carries the frame ties a digit's shape to a mark around it, so what a network
-# can see at once (kernel sizes, depth before each reduction) matters more than on cluttered-digits.
-MARKED_IMAGES = {"train": 20000, "val": 5000, "test": 10000}
-MARKED_SEED = 0x3A4D
-MARKED_CANVAS = 24
-MARKED_SCALES = (9, 12)  # every digit's side in pixels, uniform over [low, high]
-MARKED_DISTRACTORS = 2  # whole digits without a frame
-MARKED_FRAGMENTS = 2  # pieces of other digits, as cluttered-digits' fragments
-MARKED_FRAGMENT_SIDE = (3, 5)
-MARKED_NOISE = 0.1
+# distractors. Telling which digit carries the frame ties a digit's shape to a mark around it.
+MARKED = DigitScene("marked-digits", canvas=24, scales=(9, 12), distractors=2, fragments=2, fragment_side=(3, 5),
+                    noise=0.1, framed=True, images={"train": 20000, "val": 5000, "test": 10000}, seed=0x3A4D)
+# crowded-digits: one small digit among many pieces of others, in stronger noise: a recognition task that stays
+# short of its ceiling for small networks, with no frame to find.
+CROWDED = DigitScene("crowded-digits", canvas=24, scales=(9, 13), distractors=0, fragments=5, fragment_side=(3, 6),
+                     noise=0.15, framed=False, images={"train": 20000, "val": 5000, "test": 10000}, seed=0xC40D)
+SCENES = {scene.name: scene for scene in (MARKED, CROWDED)}
 
 
 def _paste(flat: torch.Tensor, tile: torch.Tensor, side: torch.Tensor, y: torch.Tensor, x: torch.Tensor,
@@ -116,34 +134,38 @@ def _paste(flat: torch.Tensor, tile: torch.Tensor, side: torch.Tensor, y: torch.
     flat.scatter_reduce_(1, index, tile.reshape(n, -1), reduce="amax")
 
 
-def make_marked_digits(split: str, count: int | None = None,
-                       seed: int = MARKED_SEED) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The ``marked-digits`` images of one split: ``(images uint8 (N, 1, 24, 24), labels, sources (N, 1 + D))``.
+def make_scene(scene: DigitScene | str, split: str, count: int | None = None,
+               seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The images of one split of a generated scene (``scene`` or its name in ``SCENES``):
+    ``(images uint8 (N, 1, canvas, canvas), labels, sources (N, 1 + D))``.
 
-    Each image, with the split's source pool of :func:`cluttered_sources` (the same disjoint pools as
-    cluttered-digits): the target digit, scaled to a side in ``MARKED_SCALES`` and placed at least one pixel from
-    every border, with a one-pixel frame of full intensity around it; ``MARKED_DISTRACTORS`` other digits of the pool
-    scaled the same way, anywhere; ``MARKED_FRAGMENTS`` square pieces of further digits; all pasted by pixel-wise
-    maximum, so a distractor may cross the frame; Gaussian noise; clipped and stored as uint8. The label is the
-    target's. The random draws, in order: picks (N, 1 + D + F), sides (N, 1 + D + F), fragment sides (N, F),
-    uniforms (N, 1 + D + F, 4) for crop and placement, noise. ``sources`` lists the target then the distractors.
+    Each image, with the split's source pool of :func:`cluttered_sources` (disjoint pools, as cluttered-digits): the
+    target digit, scaled to a side in ``scales``, placed at least one pixel from every border and, if ``framed``,
+    boxed by a one-pixel frame of full intensity; ``distractors`` other digits of the pool scaled the same way,
+    anywhere; ``fragments`` square pieces (sides in ``fragment_side``) of further digits; all pasted by pixel-wise
+    maximum, so anything may cross anything; Gaussian noise; clipped and stored as uint8. The label is the target's.
+    The random draws, in order: picks (N, 1 + D + F), sides (N, 1 + D + F), fragment sides (N, F), uniforms
+    (N, 1 + D + F, 4) for crop and placement, noise. ``sources`` lists the target then the distractors.
+    ``seed`` (default the scene's) fixes the data; a run's seed never changes it.
     """
     from sklearn.datasets import load_digits
 
+    scene = SCENES[scene] if isinstance(scene, str) else scene
+    seed = scene.seed if seed is None else seed
     if split not in CLUTTERED_SOURCES:
-        raise ValueError(f"marked-digits has the splits {', '.join(CLUTTERED_SOURCES)}; got {split!r}")
+        raise ValueError(f"{scene.name} has the splits {', '.join(CLUTTERED_SOURCES)}; got {split!r}")
     digits = load_digits()
     pool = cluttered_sources(seed)[split]
     base = torch.tensor(digits.images, dtype=torch.float32)[pool, None].div_(16.0)
     labels_all = torch.tensor(digits.target, dtype=torch.long)[pool]
-    low, high = MARKED_SCALES
-    d, f, size = MARKED_DISTRACTORS, MARKED_FRAGMENTS, MARKED_CANVAS
-    n = MARKED_IMAGES[split] if count is None else count
+    low, high = scene.scales
+    d, f, size = scene.distractors, scene.fragments, scene.canvas
+    n = scene.images[split] if count is None else count
     g = torch.Generator().manual_seed(derive_seed(seed, list(CLUTTERED_SOURCES).index(split)))
     objects = 1 + d + f
     picks = torch.randint(len(pool), (n, objects), generator=g)
     sides = torch.randint(low, high + 1, (n, objects), generator=g)
-    frag_sides = torch.randint(MARKED_FRAGMENT_SIDE[0], MARKED_FRAGMENT_SIDE[1] + 1, (n, f), generator=g)
+    frag_sides = torch.randint(scene.fragment_side[0], scene.fragment_side[1] + 1, (n, f), generator=g)
     u = torch.rand(n, objects, 4, generator=g)
     tiles = torch.zeros(high - low + 1, len(pool), high, high)
     for side in range(low, high + 1):
@@ -163,7 +185,7 @@ def make_marked_digits(split: str, count: int | None = None,
             tile = tile[everyone, (cy + ar.view(1, -1, 1)).clamp(max=high - 1),
                         (cx + ar.view(1, 1, -1)).clamp(max=high - 1)]
             side = piece
-        if j == 0:  # the target: one pixel clear of the borders for its frame
+        if j == 0:  # the target: one pixel clear of the borders (room for its frame)
             y = 1 + (u[:, j, 2] * (size - side - 1)).long()
             x = 1 + (u[:, j, 3] * (size - side - 1)).long()
             target = (side, y, x)
@@ -171,13 +193,14 @@ def make_marked_digits(split: str, count: int | None = None,
             y = (u[:, j, 2] * (size - side + 1)).long()
             x = (u[:, j, 3] * (size - side + 1)).long()
         _paste(flat, tile, side, y, x, size)
-    side, y, x = target
-    rows, cols = torch.arange(size).view(1, -1, 1), torch.arange(size).view(1, 1, -1)
-    top, left = (y - 1).view(-1, 1, 1), (x - 1).view(-1, 1, 1)
-    bottom, right = (y + side).view(-1, 1, 1), (x + side).view(-1, 1, 1)
-    inside = (rows >= top) & (rows <= bottom) & (cols >= left) & (cols <= right)
-    edge = inside & ((rows == top) | (rows == bottom) | (cols == left) | (cols == right))
-    canvas[:, 0].masked_fill_(edge, 1.0)
-    canvas.add_(torch.randn(canvas.shape, generator=g), alpha=MARKED_NOISE).clamp_(0, 1)
+    if scene.framed:
+        side, y, x = target
+        rows, cols = torch.arange(size).view(1, -1, 1), torch.arange(size).view(1, 1, -1)
+        top, left = (y - 1).view(-1, 1, 1), (x - 1).view(-1, 1, 1)
+        bottom, right = (y + side).view(-1, 1, 1), (x + side).view(-1, 1, 1)
+        inside = (rows >= top) & (rows <= bottom) & (cols >= left) & (cols <= right)
+        edge = inside & ((rows == top) | (rows == bottom) | (cols == left) | (cols == right))
+        canvas[:, 0].masked_fill_(edge, 1.0)
+    canvas.add_(torch.randn(canvas.shape, generator=g), alpha=scene.noise).clamp_(0, 1)
     images = canvas.mul_(255).round_().to(torch.uint8)
     return images, labels_all[picks[:, 0]], pool[picks[:, :1 + d]]

@@ -1,6 +1,7 @@
 """`load_data`: a dataset's seeded train / validation / calibration (and test) batches on the device."""
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -18,7 +19,7 @@ from .batches import (
     loader_workers,
     seeded_generator,
 )
-from .cluttered import make_cluttered_digits, make_marked_digits
+from .cluttered import SCENES, make_cluttered_digits, make_scene
 from .datasets import (
     CIFAR_MEAN,
     CIFAR_STD,
@@ -145,13 +146,14 @@ def _load_in_memory(dataset: str, data_dir: str | None, download: bool, *, batch
 
 
 # The datasets generated offline from scikit-learn's digits with fixed train/val/test splits: their generators.
-GENERATED = {"cluttered-digits": make_cluttered_digits, "marked-digits": make_marked_digits}
+GENERATED = {"cluttered-digits": make_cluttered_digits,
+             **{name: functools.partial(make_scene, name) for name in SCENES}}
 
 
 def _load_generated(dataset: str, *, batch_size: int, device: torch.device, seed: int,
                     val_size: int | float | None, calib_images: int, limit_train: int | None, limit_val: int | None,
                     rank: int, world_size: int, split_train: bool, calib_batch_size: int) -> SearchData:
-    """cluttered-digits and marked-digits: fixed splits from disjoint source digits; `seed` orders and augments,
+    """cluttered-digits and the scenes: fixed splits from disjoint source digits; `seed` orders and augments,
     never changes them."""
     side = input_resolution(dataset)
     spec = DataSpec(dataset, 10, (3, side, side), *dataset_mean_std(dataset))
