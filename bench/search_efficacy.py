@@ -15,8 +15,9 @@ RESULTS/<dataset>), for two spaces, each exactly the space of one search command
    the space's smallest and largest, and extra uniform draws kept only when their mult-adds fall in [0.85, 1.0] x
    the search's limit (rejection sampling) until 20 networks are in that band; each network records how it was
    drawn (`draw`: uniform, extreme, band), and statistics of "a random network" use the uniform draws only. Each
-   is trained alone by `search.train`'s `train` with the task's recipe for the scoring seeds 0, 1, 2; test top-1
-   and mult-adds in RESULTS/<dataset>/ground_truth_<space>.json. `--jobs 2` trains two at a time, one thread each.
+   is trained alone by `search.train`'s `train` with the `cluttered-digits` recipe (on either task) for the
+   scoring seeds 0, 1, 2; test top-1 and mult-adds in RESULTS/<dataset>/ground_truth_<space>.json. `--jobs 2`
+   trains two at a time, one thread each.
 2. searches (stage `search`): `python -m search.run` of each searcher for 3 runs k = 0, 1, 2 (search seed
    1000 + k); each found network trained alone exactly as the ground truth (scoring seeds). The search's cost is
    the wall time of that subprocess as the study measures it (start-up, data, checkpoints and plots included).
