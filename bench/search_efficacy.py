@@ -105,11 +105,12 @@ STUDY = {
 }
 # train_seeds score a network (its test top-1 is their mean); proxy_seed + k seeds everything that chooses in run k.
 FULL = dict(archs=40, band_networks=20, train_seeds=(0, 1, 2), search_seeds=(0, 1, 2), proxy_seed=1000,
-            epochs=None, rs_epochs=1, anytime=(0.5, 1.0, 2.0), ws_score_share=0.25, limit_train=None, limit_val=None)
+            epochs=None, rs_epochs=1, anytime=(0.5, 1.0, 2.0), ws_score_share=0.25, budget_share=1.0, limit_train=None,
+            limit_val=None)
 # --smoke: the plumbing only (numbers meaningless): few networks, one epoch on a few hundred images, tiny searches,
-# random search's trace only to the budget (under 2 minutes).
+# baselines given half the search's time and random search's trace only to it (under 2 minutes).
 SMOKE = dict(FULL, archs=2, band_networks=1, train_seeds=(0, 1), search_seeds=(0,), epochs=1, anytime=(0.5, 1.0),
-             limit_train=256, limit_val=128)
+             budget_share=0.5, limit_train=256, limit_val=128)
 SMOKE_SEARCH = {
     "fpnas": ["--block-optimisations", "1", "--limit-train", "128", "--limit-val", "64"],
     "fp-nas": ["--epochs", "2", "--warmup-epochs", "1", "--coarse-to-fine-epochs", "1", "--limit-train", "128",
@@ -814,7 +815,7 @@ def main(argv: list[str] | None = None) -> int:
                 if not f.exists():
                     continue
                 searches.append(json.loads(f.read_text()))
-                budget = searches[-1]["wall_time_s"]
+                budget = searches[-1]["wall_time_s"] * cfg["budget_share"]  # 1 but in --smoke
                 if "baselines" in stages:  # every searcher run gets both baselines at its own budget
                     baselines.append(random_search(algo, k, tag, budget, tables[algo], cfg, work, args.smoke))
                     baselines.append(weight_sharing(algo, k, tag, budget, tables[algo], cfg, work, args.smoke))
