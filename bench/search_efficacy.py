@@ -1,35 +1,53 @@
 """Do the searchers find better networks than chance? Ground truth, random-search baselines and supernet ranking.
 
-One script of about 540 lines on purpose: the study's stages (ground truth, searches, baselines, tables, plot) share
-its settings and resume from one work folder, and it is run by hand as one command.
+One script on purpose: the study's stages (ground truth, searches, baselines, tables, plot) share its settings and
+resume from one work folder, and it is run by hand as one command.
 
     python bench/search_efficacy.py                    # the whole study (resumable: run it again to continue)
-    python bench/search_efficacy.py --smoke --work /tmp/se --results /tmp/se/results   # plumbing, about 3 minutes
-    python bench/search_efficacy.py --stages search --tag before --code ../before --algos fp-nas
+    python bench/search_efficacy.py --smoke            # plumbing, under 2 minutes, in runs/search_efficacy-smoke
+    python bench/search_efficacy.py --stages search,baselines,report --tag before --code ../before --algos fp-nas
+    python bench/search_efficacy.py --dataset marked-digits   # the same study on another task, in its own folders
 
-On `cluttered-digits` (search/data/cluttered.py: a digit at a random place and scale among fragments of other digits and
-noise, 24x24, fixed train/val/test splits from disjoint source digits), for two spaces, each exactly the space of
-one search command (`STUDY`):
+On one task (`--dataset`, default `cluttered-digits`; every folder of the study is per task: WORK/<dataset>,
+RESULTS/<dataset>), for two spaces, each exactly the space of one search command (`STUDY`):
 
-1. ground truth (stage `gt`): 30 architectures drawn uniformly (every search variable of every position uniform),
-   plus the space's smallest and largest, each trained alone by `search.train`'s `train` with the `cluttered-digits`
-   recipe for 2 seeds; test top-1 and mult-adds in RESULTS/ground_truth_<space>.json. `--jobs 2` trains two at
-   a time, one thread each (throughput only; no time is compared in this stage).
-2. searches (stage `search`): `python -m search.run` of each searcher for 3 seeds; each found network trained alone
-   exactly as the ground truth. Wall time recorded: it is the baselines' budget.
-3. baselines (stage `baselines`), per searcher and seed, with that search's wall time, one at a time on the machine:
-   random search (ground-truth architectures under the search's limit, in a seeded random order, each trained alone
-   for 1 epoch until the time is used; the best by validation kept) and random search with weight sharing (the
-   space's supernet trained with a uniformly drawn architecture per step, then the ground-truth architectures under
-   the limit ranked by validation top-1 after BatchNorm recalibration; the best kept). Both choose among the
-   ground-truth networks (themselves uniform draws), so their choice's standalone test top-1 is in the table.
-   The uniform supernet also ranks all ground-truth networks: Kendall tau and Spearman rho against standalone test.
-4. report (stage `report`): RESULTS/results.json, RESULTS/search_efficacy.png and a Markdown summary on stdout.
+1. ground truth (stage `gt`): 40 architectures drawn uniformly (every search variable of every position uniform),
+   the space's smallest and largest, and extra uniform draws kept only when their mult-adds fall in [0.85, 1.0] x
+   the search's limit (rejection sampling) until 20 networks are in that band; each network records how it was
+   drawn (`draw`: uniform, extreme, band), and statistics of "a random network" use the uniform draws only. Each
+   is trained alone by `search.train`'s `train` with the `cluttered-digits` recipe (on either task) for the
+   scoring seeds 0, 1, 2; test top-1 and mult-adds in RESULTS/<dataset>/ground_truth_<space>.json. `--jobs 2`
+   trains two at a time, one thread each.
+2. searches (stage `search`): `python -m search.run` of each searcher for 3 runs k = 0, 1, 2 (search seed
+   1000 + k); each found network trained alone exactly as the ground truth (scoring seeds). The search's cost is
+   the wall time of that subprocess as the study measures it (start-up, data, checkpoints and plots included).
+3. baselines (stage `baselines`), per searcher run (every tag) with that run's wall time, one at a time:
+   random search (fresh uniform draws within the limit, each trained alone for 1 epoch with seed 1000 + k, until the
+   time is used, the best by validation kept; one trace per space and k, run on to 2x the longest budget, so the
+   picks at 0.5x, 1x and 2x any budget are prefixes of it) and random search with weight sharing (the space's
+   supernet trained with a uniformly drawn architecture per step, seed 1000 + k, for 3/4 of the time, then fresh
+   in-limit draws scored on the trained supernet by validation top-1 after BatchNorm recalibration until the time
+   is used; the best kept). Each unit is timed from its first line, model and data construction included. Both
+   picks are then trained alone with the scoring seeds, exactly as the searchers' picks. Afterwards (not timed) the
+   trained supernet scores every ground-truth network: Kendall tau against standalone test top-1, over all of them
+   and over the in-band ones, beside the Kendall tau of mult-adds alone.
+4. report (stage `report`): RESULTS/<dataset>/results.json, search_efficacy.png and a Markdown summary on stdout.
+   Every pick is measured against the same ground truth: its percentile among the uniform in-limit networks,
+   regret to the best in-limit network, cost-adjusted residual (test top-1 minus the uniform in-limit networks'
+   least-squares line on log mult-adds; bootstrap 90% interval over those networks), the number k of random
+   in-limit networks whose expected best equals it, and its gain over the average random in-limit network.
+   Every budget is also given in standalone epochs (seconds / the mean wall time of one 1-epoch training alone,
+   random search's, in the same study). Two more rows per space: the largest ground-truth network under the limit
+   (no search) and the best in-band ground-truth network (an oracle). The ground truth's test-retest statistics
+   over its in-band networks (seed-pair Kendall tau, residual r, ICC) are the yardstick's ceiling.
 
-Each unit of work (one training, one search, one baseline) writes its result when done and is skipped when run
-again, so a killed study continues where it stopped (an interrupted search or training resumes from its checkpoint).
-`--tag before --code DIR` runs the searches with the code in DIR (another checkout, e.g. before a fix) and files
-them under that tag; the ground truth and baselines are shared.
+Scoring seeds (the trainings that give a pick its test top-1) and proxy seeds (every training that chooses:
+searches, 1-epoch trainings, supernets) never overlap (`plan`). Each unit of work (one training, one search, one
+baseline) writes its result when done and is skipped when run again, so a killed study continues where it stopped
+(an interrupted search or training resumes from its checkpoint; a resumed search's time is that of its last
+attempt only, and is flagged). `--tag before --code DIR` runs the searches with the code in DIR (another checkout,
+e.g. before a fix) and files them under that tag; the ground truth is shared, and each tag's runs get baselines at
+their own budgets.
 """
 from __future__ import annotations
 
@@ -47,8 +65,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # efficacy_stats, this script's neighbour
 
 import torch  # noqa: E402
+from efficacy_stats import (  # noqa: E402
+    BAND,
+    equivalent_draws,
+    kendall_tau,
+    percentile,
+    repeatability,
+    residual_interval,
+)
 from tqdm import tqdm  # noqa: E402
 
 from fpnas_zoo import count_spec, load_spec, save_spec  # noqa: E402
@@ -67,6 +94,7 @@ from search.seeding import seed_everything  # noqa: E402
 from search.supernet import FixedArch  # noqa: E402
 
 DATASET = "cluttered-digits"
+DATASETS = ("cluttered-digits", "marked-digits")
 RECIPE = "cluttered-digits"  # search.train's recipe for every network trained alone
 # The search command of each space (seed and output added per run); the ground truth is drawn from its space.
 STUDY = {
@@ -75,15 +103,20 @@ STUDY = {
     "fp-nas": ["--algo", "fp-nas", "--preset", "demo", "--dataset", DATASET, "--mult-adds-target", "0.8e6", "--epochs",
                "10", "--warmup-epochs", "2", "--coarse-to-fine-epochs", "5"],
 }
-FULL = dict(archs=30, train_seeds=(0, 1), search_seeds=(0, 1, 2), epochs=None, rs_epochs=1, limit_train=None,
+# train_seeds score a network (its test top-1 is their mean); proxy_seed + k seeds everything that chooses in run k.
+FULL = dict(archs=40, band_networks=20, train_seeds=(0, 1, 2), search_seeds=(0, 1, 2), proxy_seed=1000,
+            epochs=None, rs_epochs=1, anytime=(0.5, 1.0, 2.0), ws_score_share=0.25, budget_share=1.0, limit_train=None,
             limit_val=None)
-# --smoke: the plumbing only (numbers meaningless): few networks, one epoch on a few hundred images, tiny searches.
-SMOKE = dict(archs=2, train_seeds=(0, 1), search_seeds=(0,), epochs=1, rs_epochs=1, limit_train=256, limit_val=128)
+# --smoke: the plumbing only (numbers meaningless): few networks, one epoch on a few hundred images, tiny searches,
+# baselines given half the search's time and random search's trace only to it (under 2 minutes).
+SMOKE = dict(FULL, archs=2, band_networks=1, train_seeds=(0, 1), search_seeds=(0,), epochs=1, anytime=(0.5, 1.0),
+             budget_share=0.5, limit_train=256, limit_val=128)
 SMOKE_SEARCH = {
     "fpnas": ["--block-optimisations", "1", "--limit-train", "128", "--limit-val", "64"],
     "fp-nas": ["--epochs", "2", "--warmup-epochs", "1", "--coarse-to-fine-epochs", "1", "--limit-train", "128",
                "--limit-val", "64"],
 }
+BASELINES = ("random search", "random search with weight sharing")
 
 
 # ----------------------------------------------------------------------------- spaces
@@ -95,16 +128,16 @@ def study_limit(algo: str) -> float:
     return float(next(argv[i + 1] for i, a in enumerate(argv) if a in ("--mult-adds-budget", "--mult-adds-target")))
 
 
-def search_argv(algo: str, smoke: bool) -> list[str]:
-    return STUDY[algo] + (SMOKE_SEARCH[algo] if smoke else [])
+def search_argv(algo: str, smoke: bool, dataset: str = DATASET) -> list[str]:
+    argv = STUDY[algo] + (SMOKE_SEARCH[algo] if smoke else [])
+    argv[argv.index("--dataset") + 1] = dataset
+    return argv
 
 
 def make_runner(algo: str, smoke: bool, seed: int, out: Path, dataset: str = DATASET) -> SearchRunner:
     """The wiring of the search command of `algo` (its space, data, cost and supernet), without running it;
     `dataset` replaces the study's."""
-    argv = search_argv(algo, smoke)
-    argv[argv.index("--dataset") + 1] = dataset
-    args = build_parser().parse_args(argv + ["--seed", str(seed), "--out", str(out)])
+    args = build_parser().parse_args(search_argv(algo, smoke, dataset) + ["--seed", str(seed), "--out", str(out)])
     settings = settings_from_args(args)
     return SearchRunner(ALGORITHMS[args.algo], settings, out, progress=False)
 
@@ -121,6 +154,57 @@ def limit_ok(runner: SearchRunner, cost: int) -> bool:
     """Within the search's limit: under FPNAS's hard budget, at or under FP-NAS's target."""
     limit = runner.limit()
     return limit is None or (cost < limit if runner.algorithm_class.cost_limit.hard else cost <= limit)
+
+
+def draw_in_limit(runner: SearchRunner, rng: random.Random, band: bool = False,
+                  max_draws: int = 100000) -> tuple[list[dict], int]:
+    """The next uniform draw of `rng` within the limit (and in BAND x the limit with `band`): rejection sampling."""
+    for _ in range(max_draws):
+        blocks = sample_arch(runner, rng)
+        cost = runner.mult_adds(blocks)
+        if limit_ok(runner, cost) and (not band or cost >= BAND[0] * runner.limit()):
+            return blocks, cost
+    raise SystemExit(f"none of {max_draws} uniform draws fell within the limit{' band' if band else ''}")
+
+
+def within(table: dict, cost: float, band: bool = False) -> bool:
+    """`limit_ok` for a ground-truth table (which records its limit), optionally in BAND x the limit too."""
+    limit = table["limit"]
+    ok = cost < limit if table["limit_hard"] else cost <= limit
+    return ok and (not band or cost >= BAND[0] * limit)
+
+
+# ----------------------------------------------------------------------------- seeds
+
+
+def proxy_seed(cfg: dict, k: int) -> int:
+    """The seed of every training that chooses in run k (search, 1-epoch trainings, supernet): never a scoring seed."""
+    return cfg["proxy_seed"] + k
+
+
+def plan(cfg: dict, algos: list[str], tags: list[str]) -> list[dict]:
+    """Every training the stages launch, with its role ('score' gives a test top-1, 'proxy' chooses) and seed;
+    the stages take their seeds from the same two sources (cfg['train_seeds'], proxy_seed)."""
+    jobs = []
+    for algo in algos:
+        jobs += [{"stage": "gt", "unit": f"{algo} ground truth", "role": "score", "seed": s}
+                 for s in cfg["train_seeds"]]
+        for k in cfg["search_seeds"]:
+            units = [("search", f"{algo} search, {tag}, run {k}") for tag in tags]
+            units += [("baselines", f"{algo} random search, run {k}")]  # one trace for every tag
+            units += [("baselines", f"{algo} weight sharing, {tag}, run {k}") for tag in tags]
+            for stage, unit in units:
+                jobs.append({"stage": stage, "unit": f"{unit}: choosing", "role": "proxy", "seed": proxy_seed(cfg, k)})
+                jobs += [{"stage": stage, "unit": f"{unit}: its pick", "role": "score", "seed": s}
+                         for s in cfg["train_seeds"]]
+    return jobs
+
+
+def check_seeds(cfg: dict) -> None:
+    jobs = plan(cfg, list(STUDY), ["after"])
+    clash = {j["seed"] for j in jobs if j["role"] == "proxy"} & {j["seed"] for j in jobs if j["role"] == "score"}
+    if clash:
+        raise SystemExit(f"proxy and scoring seeds overlap: {sorted(clash)}")
 
 
 # ----------------------------------------------------------------------------- training alone
@@ -140,6 +224,12 @@ def train_alone(spec_path: Path, out: Path, seed: int, cfg: dict, epochs: int | 
                                 epochs=epochs or cfg["epochs"], seed=seed, resume=(out / "checkpoint.pt").exists(),
                                 limit_train=cfg["limit_train"], limit_val=cfg["limit_val"], progress=False))
     return {k: result[k] for k in ("val_top1", "test_top1", "seconds")}
+
+
+def score_pick(spec_path: Path, out: Path, cfg: dict) -> dict:
+    """A pick trained alone with every scoring seed: its runs and their mean test top-1 (as the ground truth)."""
+    runs = {str(s): train_alone(spec_path, out / f"alone_s{s}", s, cfg) for s in cfg["train_seeds"]}
+    return {"runs": runs, "test_top1": statistics.mean(r["test_top1"] for r in runs.values())}
 
 
 def _train_job(job: tuple) -> tuple:
@@ -170,22 +260,39 @@ def run_jobs(jobs: list[tuple], workers: int, desc: str, on_done) -> None:
 # ----------------------------------------------------------------------------- stage 1: ground truth
 
 
+def draw_ground_truth(runner: SearchRunner, algo: str, cfg: dict) -> list[tuple[str, str, list[dict], int]]:
+    """(name, draw, blocks, mult-adds) of the ground truth: the extremes, cfg['archs'] uniform draws (seed
+    'ground-truth-<space>'), then uniform draws kept only in BAND x the limit (seed 'ground-truth-band-<space>')
+    until cfg['band_networks'] networks of all are in the band."""
+    low, high = runner.extreme_blocks()
+    nets = [("smallest", "extreme", low, runner.mult_adds(low)), ("largest", "extreme", high, runner.mult_adds(high))]
+    rng = random.Random(f"ground-truth-{algo}")
+    for i in range(cfg["archs"]):
+        blocks = sample_arch(runner, rng)
+        nets.append((f"random{i:02d}", "uniform", blocks, runner.mult_adds(blocks)))
+    band_rng = random.Random(f"ground-truth-band-{algo}")
+    in_band = sum(limit_ok(runner, c) and c >= BAND[0] * runner.limit() for *_, c in nets)
+    for i in range(max(0, cfg["band_networks"] - in_band)):
+        blocks, cost = draw_in_limit(runner, band_rng, band=True)
+        nets.append((f"band{i:02d}", "band", blocks, cost))
+    return nets
+
+
 def ground_truth(algo: str, cfg: dict, work: Path, results: Path, jobs: int, smoke: bool) -> dict:
     path = results / f"ground_truth_{algo}.json"
     table = json.loads(path.read_text()) if path.exists() else None
-    runner = make_runner(algo, smoke, 0, work / "spaces" / algo)
+    runner = make_runner(algo, smoke, 0, work / "spaces" / algo, cfg["dataset"])
     if table is None:  # draw the architectures once; the table is the record of what to train
-        rng = random.Random(f"ground-truth-{algo}")
-        archs = list(zip(("smallest", "largest"), runner.extreme_blocks(), strict=True))
-        archs += [(f"random{i:02d}", sample_arch(runner, rng)) for i in range(cfg["archs"])]
         networks = []
-        for name, blocks in archs:
+        for name, draw, blocks, _cost in draw_ground_truth(runner, algo, cfg):
             spec = runner.spec_of(blocks, name=f"gt_{algo.replace('-', '_')}_{name}")
             counts = count_spec(spec)
-            networks.append({"name": name, "blocks": blocks, "mult_adds": counts.mult_adds, "params": counts.params,
-                             "runs": {}})
-        table = {"space": algo, "dataset": DATASET, "recipe": RECIPE,
-                 "search_command": shlex.join(["python", "-m", "search.run", *search_argv(algo, smoke)]),
+            networks.append({"name": name, "draw": draw, "blocks": blocks, "mult_adds": counts.mult_adds,
+                             "params": counts.params, "runs": {}})
+        table = {"space": algo, "dataset": cfg["dataset"], "recipe": RECIPE, "limit": runner.limit(),
+                 "limit_hard": runner.algorithm_class.cost_limit.hard, "band": list(BAND),
+                 "search_command": shlex.join(["python", "-m", "search.run",
+                                               *search_argv(algo, smoke, cfg["dataset"])]),
                  "command": shlex.join(["python", "bench/search_efficacy.py", *sys.argv[1:]]),
                  "train_seeds": list(cfg["train_seeds"]), "networks": networks}
         atomic_write_json(path, table)
@@ -213,36 +320,50 @@ def gt_test(net: dict) -> float:
     return statistics.mean([r["test_top1"] for r in net["runs"].values()])
 
 
+def same_blocks(a: list[dict], b: list[dict]) -> bool:
+    """Equal architectures, whether or not one went through JSON (tuples read back as lists)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def gt_lookup(table: dict, blocks: list[dict]) -> dict | None:
+    """The ground-truth network of these blocks, if it was drawn."""
+    return next((n for n in table["networks"] if same_blocks(n["blocks"], blocks)), None)
+
+
 # ----------------------------------------------------------------------------- stage 2: searches
 
 
-def run_search(algo: str, seed: int, cfg: dict, work: Path, tag: str, code: Path | None, smoke: bool) -> dict:
-    out = work / "search" / tag / f"{algo}_s{seed}"
+def run_search(algo: str, k: int, cfg: dict, work: Path, tag: str, code: Path | None, smoke: bool) -> dict:
+    """Search run k (seed proxy_seed(k)) timed as a whole subprocess; its pick trained alone with the scoring seeds."""
+    out = work / "search" / tag / f"{algo}_s{k}"
     result_path = out / "efficacy.json"
     if result_path.exists():
         return json.loads(result_path.read_text())
-    spec_path = out / "spec.json"
+    spec_path, clock_path = out / "spec.json", out / "study_clock.json"
     if not spec_path.exists():
-        argv = [sys.executable, "-m", "search.run", *search_argv(algo, smoke), "--seed", str(seed), "--out",
-                str(out), "--no-progress"]
-        if (out / "checkpoint.pt").exists():
-            argv.append("--resume")
+        resumed = (out / "checkpoint.pt").exists()
+        argv = [sys.executable, "-m", "search.run", *search_argv(algo, smoke, cfg["dataset"]), "--seed",
+                str(proxy_seed(cfg, k)), "--out", str(out), "--no-progress"] + (["--resume"] if resumed else [])
         env = dict(os.environ)
         cwd = code or ROOT
         env["PYTHONPATH"] = str(cwd)
+        started = time.perf_counter()
         done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - started
         out.mkdir(parents=True, exist_ok=True)
         (out / "search.log").write_text(done.stdout + "\n--- stderr ---\n" + done.stderr)
         if done.returncode != 0:
-            raise SystemExit(f"search {algo} seed {seed} failed; see {out / 'search.log'}")
+            raise SystemExit(f"search {algo} run {k} failed; see {out / 'search.log'}")
+        atomic_write_json(clock_path, {"wall_time_s": wall, "resumed": resumed})
+    if not clock_path.exists():
+        raise SystemExit(f"{out}: a search without the study's clock; delete the folder and run it again")
+    clock = json.loads(clock_path.read_text())
     spec = load_spec(spec_path)
-    runs = {}
-    for s in cfg["train_seeds"]:
-        runs[str(s)] = train_alone(spec_path, out / f"alone_s{s}", s, cfg)
-    result = {"algo": algo, "seed": seed, "tag": tag, "wall_time_s": spec.search["wall_time_s"],
-              "mult_adds": count_spec(spec).mult_adds, "blocks": [dict(b) for b in spec.blocks],
-              "search_val_top1": spec.search.get("val_top1"), "runs": runs,
-              "test_top1": statistics.mean([r["test_top1"] for r in runs.values()])}
+    scored = score_pick(spec_path, out, cfg)
+    result = {"algo": algo, "seed": k, "search_seed": proxy_seed(cfg, k), "tag": tag,
+              "wall_time_s": clock["wall_time_s"], "resumed": clock["resumed"],
+              "searcher_wall_time_s": spec.search["wall_time_s"], "mult_adds": count_spec(spec).mult_adds,
+              "blocks": [dict(b) for b in spec.blocks], "search_val_top1": spec.search.get("val_top1"), **scored}
     atomic_write_json(result_path, result)
     return result
 
@@ -250,31 +371,75 @@ def run_search(algo: str, seed: int, cfg: dict, work: Path, tag: str, code: Path
 # ----------------------------------------------------------------------------- stage 3: baselines
 
 
-def random_search(algo: str, seed: int, budget_s: float, table: dict, cfg: dict, work: Path, smoke: bool) -> dict:
-    """Ground-truth architectures under the limit, in a seeded order, each trained alone for `rs_epochs` until the
-    search's wall time is used; the best by validation top-1 (only trainings finished within the time count)."""
-    out = work / "baselines" / f"rs_{algo}_s{seed}"
+def rs_trace(algo: str, k: int, until_s: float, cfg: dict, work: Path, smoke: bool) -> dict:
+    """Random search run k: fresh uniform draws within the limit (seed 'rs-<space>-<k>'), each trained alone for
+    `rs_epochs` with seed proxy_seed(k), until `until_s` seconds of the unit's clock are used. The clock starts at
+    its first line (runner and data included) and adds each trial's whole wall time (draw, spec, model, data,
+    training); the trace is kept and a later call that asks for more time continues it where it stopped."""
+    out = work / "baselines" / f"rs_{algo}_s{k}"
+    path = out / "trace.json"
+    trace = json.loads(path.read_text()) if path.exists() else None
+    if trace is not None and trace["trials"] and trace["trials"][-1]["at_s"] >= until_s:
+        return trace
+    started = time.perf_counter()
+    runner = make_runner(algo, smoke, proxy_seed(cfg, k), out / "space", cfg["dataset"])
+    if trace is None:
+        trace = {"algo": algo, "seed": k, "proxy_seed": proxy_seed(cfg, k), "epochs": cfg["rs_epochs"],
+                 "setup_s": time.perf_counter() - started, "trials": []}
+    rng = random.Random(f"rs-{algo}-{k}")
+    for trial in trace["trials"]:  # replay the draws made, so that the sequence continues
+        assert same_blocks(draw_in_limit(runner, rng)[0], trial["blocks"]), "random search's draws changed"
+    at = trace["trials"][-1]["at_s"] if trace["trials"] else trace["setup_s"]
+    while at < until_s:
+        t0 = time.perf_counter()
+        name = f"rs{len(trace['trials']):03d}"
+        blocks, cost = draw_in_limit(runner, rng)
+        spec_path = out / f"{name}.json"
+        save_spec(runner.spec_of(blocks, name=f"rs_{algo.replace('-', '_')}_{k}_{name}"), spec_path)
+        r = train_alone(spec_path, out / name, proxy_seed(cfg, k), cfg, epochs=cfg["rs_epochs"])
+        wall = time.perf_counter() - t0
+        at += wall
+        trace["trials"].append({"name": name, "blocks": blocks, "mult_adds": cost, "val_top1": r["val_top1"],
+                                "wall_s": wall, "train_s": r["seconds"], "at_s": at})
+        atomic_write_json(path, trace)
+    return trace
+
+
+def pick_at(trace: dict, budget_s: float) -> dict:
+    """The trial random search keeps at `budget_s`: the best by validation top-1 of those finished within it (the
+    first trial, flagged, if none finished), with how many finished and when the last did."""
+    done = [t for t in trace["trials"] if t["at_s"] <= budget_s]
+    if not done:
+        return dict(trace["trials"][0], trials=1, used_s=trace["trials"][0]["at_s"], over_budget=True)
+    best = max(done, key=lambda t: t["val_top1"])
+    return dict(best, trials=len(done), used_s=done[-1]["at_s"], over_budget=False)
+
+
+def random_search(algo: str, k: int, tag: str, budget_s: float, table: dict, cfg: dict, work: Path,
+                  smoke: bool) -> dict:
+    out = work / "baselines" / tag / f"rs_{algo}_s{k}"
     path = out / "result.json"
     if path.exists():
         return json.loads(path.read_text())
-    runner = make_runner(algo, smoke, seed, work / "spaces" / algo)
-    pool = [i for i, n in enumerate(table["networks"]) if limit_ok(runner, n["mult_adds"])]
-    random.Random(f"rs-{algo}-{seed}").shuffle(pool)
-    tried, used = [], 0.0
-    for i in pool:
-        net = table["networks"][i]
-        spec_path = work / "gt" / algo / f"{net['name']}.json"
-        started = time.perf_counter()
-        r = train_alone(spec_path, out / f"{net['name']}", seed, cfg, epochs=cfg["rs_epochs"])
-        seconds = r.get("seconds", time.perf_counter() - started)
-        if used + seconds > budget_s and tried:
-            break
-        used += seconds
-        tried.append({"index": i, "name": net["name"], "val_top1": r["val_top1"], "seconds": seconds})
-    best = max(tried, key=lambda t: t["val_top1"])
-    net = table["networks"][best["index"]]
-    result = {"method": "random search", "algo": algo, "seed": seed, "budget_s": budget_s, "used_s": used,
-              "tried": tried, "chosen": best["name"], "mult_adds": net["mult_adds"], "test_top1": gt_test(net)}
+    trace = rs_trace(algo, k, max(cfg["anytime"]) * budget_s, cfg, work, smoke)
+    trace_dir = work / "baselines" / f"rs_{algo}_s{k}"
+    pick = pick_at(trace, budget_s)
+    scored = score_pick(trace_dir / f"{pick['name']}.json", trace_dir / f"{pick['name']}_score", cfg)
+    anytime = {}
+    for f in cfg["anytime"]:
+        p = pick_at(trace, f * budget_s)
+        net = gt_lookup(table, p["blocks"])
+        test = scored["test_top1"] if p["name"] == pick["name"] else gt_test(net) if net else None
+        anytime[str(f)] = {"budget_s": f * budget_s, "chosen": p["name"], "trials": p["trials"],
+                           "over_budget": p["over_budget"], "val_top1": p["val_top1"], "mult_adds": p["mult_adds"],
+                           "test_top1": test,
+                           "scored_by": ("scoring seeds" if p["name"] == pick["name"] else "ground truth" if net
+                                         else None)}
+    result = {"method": "random search", "algo": algo, "seed": k, "tag": tag, "proxy_seed": trace["proxy_seed"],
+              "budget_s": budget_s, "used_s": pick["used_s"], "over_budget": pick["over_budget"],
+              "trials": pick["trials"], "one_epoch_s": [t["wall_s"] for t in trace["trials"]],
+              "chosen": pick["name"], "blocks": pick["blocks"], "mult_adds": pick["mult_adds"],
+              "val_top1": pick["val_top1"], **scored, "anytime": anytime}
     atomic_write_json(path, result)
     return result
 
@@ -296,107 +461,196 @@ class _Uniform(torch.nn.Module):
         return self.supernet(x, sample_arch(self.runner, self.rng))
 
 
-def weight_sharing(algo: str, seed: int, budget_s: float, table: dict, cfg: dict, work: Path, smoke: bool) -> dict:
-    """Random search with weight sharing: the supernet trained with uniform sampling, then the ground-truth
-    architectures under the limit ranked by recalibrated validation top-1, all within the search's wall time.
-    Afterwards (not timed) every ground-truth network is scored the same way, for the ranking measures."""
-    from scipy.stats import kendalltau, spearmanr
-
-    out = work / "baselines" / f"ws_{algo}_s{seed}"
-    path = out / "result.json"
+def weight_sharing(algo: str, k: int, tag: str, budget_s: float, table: dict, cfg: dict, work: Path,
+                   smoke: bool) -> dict:
+    """Random search with weight sharing, timed from its first line: the supernet trained with uniform sampling
+    (seed proxy_seed(k)) while another epoch fits in (1 - ws_score_share) of the time (at least one epoch), then
+    fresh in-limit draws scored on the trained supernet (recalibrated validation top-1) while another fits in the
+    time (at least one); the best is trained alone with the scoring seeds. Afterwards (not timed) the trained
+    supernet scores every ground-truth network, for the ranking measures."""
+    out = work / "baselines" / tag / f"ws_{algo}_s{k}"
+    path, chosen_path = out / "result.json", out / "chosen.json"
     if path.exists():
         return json.loads(path.read_text())
-    started = time.perf_counter()
-    runner = make_runner(algo, smoke, seed, out)
-    seed_everything(seed)
-    recipe = Recipe(lr=0.05, weight_decay=5e-4, schedule="fixed", epochs=10 ** 6)
-    model = _Uniform(runner, seed)
-    optimizer = make_optimizer(runner.supernet, recipe)
-    pool = [i for i, n in enumerate(table["networks"]) if limit_ok(runner, n["mult_adds"])]
-    t0 = time.perf_counter()
-    first = _eval_arch(runner, table["networks"][pool[0]]["blocks"], recipe)  # what one evaluation costs
-    eval_s = time.perf_counter() - t0
-    epochs, epoch_s = 0, 0.0
-    for _epoch, _ in train_epochs(model, runner.full_data.train, optimizer, None, recipe, runner.dist, start=0,
-                                 stop=10 ** 6, seed=seed, desc="uniform supernet", progress=False):
-        epochs += 1
-        elapsed = time.perf_counter() - started
-        epoch_s = elapsed / epochs  # an upper bound on one more epoch (includes setup)
-        if elapsed + epoch_s + eval_s * len(pool) > budget_s:
-            break
-    scores = {pool[0]: first}
-    for i in pool[1:]:
-        scores[i] = _eval_arch(runner, table["networks"][i]["blocks"], recipe)
-    used = time.perf_counter() - started
-    best = max(scores, key=scores.get)
-    net = table["networks"][best]
-    # Ranking quality over every ground-truth network (not part of the timed search).
-    all_scores = [_eval_arch(runner, n["blocks"], recipe) if i not in scores else scores[i]
-                  for i, n in enumerate(table["networks"])]
-    truth = [gt_test(n) for n in table["networks"]]
-    result = {"method": "random search with weight sharing", "algo": algo, "seed": seed, "budget_s": budget_s,
-              "used_s": used, "supernet_epochs": epochs, "candidates": len(pool), "chosen": net["name"],
-              "mult_adds": net["mult_adds"], "test_top1": gt_test(net),
-              "supernet_val_top1": all_scores,
-              "kendall_tau": float(kendalltau(all_scores, truth).statistic),
-              "spearman_rho": float(spearmanr(all_scores, truth).statistic)}
+    if not chosen_path.exists():
+        started = time.perf_counter()
+        seed = proxy_seed(cfg, k)
+        runner = make_runner(algo, smoke, seed, out / "space", cfg["dataset"])
+        seed_everything(seed)
+        recipe = Recipe(lr=0.05, weight_decay=5e-4, schedule="fixed", epochs=10 ** 6)
+        model = _Uniform(runner, seed)
+        optimizer = make_optimizer(runner.supernet, recipe)
+        setup_s = time.perf_counter() - started
+        epochs = 0
+        for _epoch, _ in train_epochs(model, runner.full_data.train, optimizer, None, recipe, runner.dist, start=0,
+                                     stop=10 ** 6, seed=seed, desc="uniform supernet", progress=False):
+            epochs += 1
+            elapsed = time.perf_counter() - started
+            if elapsed + (elapsed - setup_s) / epochs > (1 - cfg["ws_score_share"]) * budget_s:
+                break
+        trained_s = time.perf_counter() - started
+        rng, candidates = random.Random(f"ws-draws-{algo}-{k}"), []
+        while True:  # every candidate is scored on the trained supernet
+            t0 = time.perf_counter()
+            blocks, cost = draw_in_limit(runner, rng)
+            candidates.append({"blocks": blocks, "mult_adds": cost, "val_top1": _eval_arch(runner, blocks, recipe),
+                               "eval_s": time.perf_counter() - t0})
+            elapsed = candidates[-1]["at_s"] = time.perf_counter() - started
+            if elapsed + statistics.mean(c["eval_s"] for c in candidates) > budget_s:
+                break
+        used = time.perf_counter() - started
+        best = max(candidates, key=lambda c: c["val_top1"])
+        save_spec(runner.spec_of(best["blocks"], name=f"ws_{algo.replace('-', '_')}_{k}"), out / "chosen_spec.json")
+        # Not timed: the trained supernet's ranking of the ground truth, beside that of mult-adds alone.
+        nets = table["networks"]
+        scores = [_eval_arch(runner, n["blocks"], recipe) for n in nets]
+        pool = [i for i, n in enumerate(nets) if within(table, n["mult_adds"])]
+        gt_pick = nets[max(pool, key=lambda i: scores[i])] if pool else None
+        atomic_write_json(chosen_path, {
+            "budget_s": budget_s, "setup_s": setup_s, "trained_s": trained_s, "used_s": used,
+            "supernet_epochs": epochs, "candidates": candidates, "chosen": best, "supernet_val_top1": scores,
+            "ground_truth_pick": gt_pick and {"name": gt_pick["name"], "mult_adds": gt_pick["mult_adds"],
+                                              "test_top1": gt_test(gt_pick)},
+            **ranking(table, scores)})
+    chosen = json.loads(chosen_path.read_text())
+    scored = score_pick(out / "chosen_spec.json", out, cfg)
+    result = {"method": "random search with weight sharing", "algo": algo, "seed": k, "tag": tag,
+              "proxy_seed": proxy_seed(cfg, k), **{k_: v for k_, v in chosen.items() if k_ != "chosen"},
+              "blocks": chosen["chosen"]["blocks"], "mult_adds": chosen["chosen"]["mult_adds"],
+              "val_top1": chosen["chosen"]["val_top1"], **scored}
     atomic_write_json(path, result)
     return result
+
+
+def ranking(table: dict, scores: list[float]) -> dict:
+    """Kendall tau of `scores` (one per ground-truth network) and of mult-adds alone against the ground truth's
+    test top-1, over all networks and over the in-band ones."""
+    nets = table["networks"]
+    truth, cost = [gt_test(n) for n in nets], [n["mult_adds"] for n in nets]
+    band = [i for i, n in enumerate(nets) if within(table, n["mult_adds"], band=True)]
+    sub = lambda xs: [xs[i] for i in band]  # noqa: E731
+    return {"kendall_tau": kendall_tau(scores, truth), "kendall_tau_band": kendall_tau(sub(scores), sub(truth)),
+            "mult_adds_kendall_tau": kendall_tau(cost, truth),
+            "mult_adds_kendall_tau_band": kendall_tau(sub(cost), sub(truth)), "band_networks": len(band)}
 
 
 # ----------------------------------------------------------------------------- stage 4: report
 
 
-def percentile_and_regret(table: dict, cost: int, test: float) -> tuple[float, float, int]:
-    """Among ground-truth networks of equal or lower cost: the share (%) with lower test top-1 (ties count half),
-    the best one's test top-1 minus `test`, and how many there are."""
-    peers = [gt_test(n) for n in table["networks"] if n["mult_adds"] <= cost]
-    if not peers:
-        return float("nan"), float("nan"), 0
-    below = sum(1.0 if p < test else 0.5 if p == test else 0.0 for p in peers)
-    return 100.0 * below / len(peers), max(peers) - test, len(peers)
+def reference(table: dict) -> dict:
+    """What every pick of a space is measured against: the uniform in-limit ground truth (mean test top-1 and
+    mult-adds) and the best in-limit network of any draw."""
+    uni = [n for n in table["networks"] if n.get("draw", "uniform") == "uniform" and within(table, n["mult_adds"])]
+    every = [gt_test(n) for n in table["networks"] if within(table, n["mult_adds"])]
+    return {"tests": [gt_test(n) for n in uni], "costs": [n["mult_adds"] for n in uni],
+            "best": max(every) if every else float("nan")}
+
+
+def pick_measures(table: dict, cost: float, test: float) -> dict:
+    """One pick against the ground truth: percentile among the uniform in-limit networks (ties half), regret to the
+    best in-limit network, cost-adjusted residual with its bootstrap 90% interval, equivalent random draws, and the
+    gain over the average uniform in-limit network."""
+    ref = reference(table)
+    if len(ref["tests"]) < 2:
+        nan = float("nan")
+        return {"percentile": nan, "regret": nan, "residual": nan, "residual_90": [nan, nan],
+                "equivalent_draws": nan, "over_average": nan, "reference_networks": len(ref["tests"])}
+    res, lo, hi = residual_interval(ref["tests"], ref["costs"], cost, test, seed=f"bootstrap-{table['space']}")
+    return {"percentile": percentile(ref["tests"], test), "regret": ref["best"] - test, "residual": res,
+            "residual_90": [lo, hi], "equivalent_draws": equivalent_draws(ref["tests"], test),
+            "over_average": test - statistics.mean(ref["tests"]), "reference_networks": len(ref["tests"])}
 
 
 def task_quality(table: dict) -> dict:
-    """The task's bar: over ground-truth networks of comparable cost (three equal-count cost bins),
-    best minus median standalone test top-1, against the seed-to-seed standard deviation of one network."""
+    """The task's bar: over uniform ground-truth networks of comparable cost (three equal-count cost bins),
+    best minus median standalone test top-1, against the seed-to-seed standard deviation of one network (all)."""
     nets = sorted(table["networks"], key=lambda n: n["mult_adds"])
     seed_sd = statistics.mean([statistics.stdev([r["test_top1"] for r in n["runs"].values()]) for n in nets
-                    if len(n["runs"]) > 1])
-    bins = [nets[len(nets) * b // 3: len(nets) * (b + 1) // 3] for b in range(3)]
+                               if len(n["runs"]) > 1])
+    uni = [n for n in nets if n.get("draw", "uniform") == "uniform"]
+    bins = [uni[len(uni) * b // 3: len(uni) * (b + 1) // 3] for b in range(3)]
     spreads = [max(map(gt_test, b)) - statistics.median(map(gt_test, b)) for b in bins if b]
     return {"seed_sd": seed_sd, "bin_spreads": spreads, "mean_spread": statistics.mean(spreads),
             "ratio": statistics.mean(spreads) / seed_sd if seed_sd > 0 else float("inf"),
             "test_range": [min(map(gt_test, nets)), max(map(gt_test, nets))]}
 
 
+def yardstick(table: dict) -> dict | None:
+    """The ground truth's test-retest over its in-band networks (all scoring seeds): the ceiling of any ranking."""
+    nets = [n for n in table["networks"] if within(table, n["mult_adds"], band=True)]
+    seeds = sorted(set.intersection(*(set(n["runs"]) for n in nets))) if nets else []
+    if len(nets) < 3 or len(seeds) < 2:
+        return None
+    return repeatability([[n["runs"][s]["test_top1"] for s in seeds] for n in nets], [n["mult_adds"] for n in nets])
+
+
+def searcher_method(r: dict) -> str:
+    return f"{r['algo']} search" + (f" ({r['tag']})" if r["tag"] != "after" else "")
+
+
 def report(tables: dict, searches: list[dict], baselines: list[dict], results: Path) -> dict:
+    traces: dict[tuple, list] = {}  # one trace per space and run, shared by the tags: its longest record
+    for b in baselines:
+        if b["method"] == BASELINES[0] and len(b["one_epoch_s"]) > len(traces.get((b["algo"], b["seed"]), [])):
+            traces[b["algo"], b["seed"]] = b["one_epoch_s"]
+    one_epoch = {}
+    for a in tables:
+        times = [t for (algo, _), ts in traces.items() if algo == a for t in ts]
+        one_epoch[a] = statistics.mean(times) if times else None
     rows = []
-    for r in searches + baselines:
-        table = tables[r["algo"]]
-        pct, regret, peers = percentile_and_regret(table, r["mult_adds"], r["test_top1"])
-        method = r.get("method") or (f"{r['algo']} search" + (f" ({r['tag']})" if r["tag"] != "after" else ""))
-        rows.append({"space": r["algo"], "method": method, "seed": r["seed"], "test_top1": r["test_top1"],
-                     "mult_adds": r["mult_adds"], "percentile": pct, "regret": regret, "peers": peers,
-                     "seconds": r.get("wall_time_s", r.get("used_s"))})
+
+    def row(space, method, tag, seed, r, seconds, budget):
+        epochs = seconds / one_epoch[space] if seconds is not None and one_epoch[space] else None
+        rows.append({"space": space, "method": method, "tag": tag, "seed": seed, "test_top1": r["test_top1"],
+                     "mult_adds": r["mult_adds"], "seconds": seconds, "epochs_equivalent": epochs,
+                     "budget_s": budget, **pick_measures(tables[space], r["mult_adds"], r["test_top1"])})
+
+    for r in searches:
+        row(r["algo"], searcher_method(r), r["tag"], r["seed"], r, r["wall_time_s"], r["wall_time_s"])
+    for r in baselines:
+        row(r["algo"], r["method"], r["tag"], r["seed"], r, r["used_s"], r["budget_s"])
+    for a, t in tables.items():
+        under = [n for n in t["networks"] if within(t, n["mult_adds"])]
+        band = [n for n in under if within(t, n["mult_adds"], band=True)]
+        for method, net in (("largest under the limit (no search)",
+                             max(under, key=lambda n: n["mult_adds"]) if under else None),
+                            ("best in-band ground truth (oracle)", max(band, key=gt_test) if band else None)):
+            if net:
+                row(a, method, None, None, {"test_top1": gt_test(net), "mult_adds": net["mult_adds"]}, None, None)
     wins = {}
-    for r in rows:  # per searcher (and tag) and seed: does it beat each baseline of the same seed?
-        if r["method"].endswith(("search", "(before)")) and "random" not in r["method"]:
-            for base in ("random search", "random search with weight sharing"):
-                other = [b for b in rows if b["space"] == r["space"] and b["method"] == base and b["seed"] == r["seed"]]
+    for r in rows:  # every searcher run (every tag) against each baseline given its own budget
+        if r["method"] in {searcher_method(s) for s in searches}:
+            for base in BASELINES:
+                other = [b for b in rows if (b["space"], b["method"], b["tag"], b["seed"]) ==
+                         (r["space"], base, r["tag"], r["seed"])]
                 if other:
                     w = wins.setdefault(f"{r['method']} vs {base}", [0, 0])
                     w[0] += r["test_top1"] > other[0]["test_top1"]
                     w[1] += 1
     limits = {}
     for a, t in tables.items():
-        under = [gt_test(n) for n in t["networks"] if n["mult_adds"] <= study_limit(a)]
-        limits[a] = {"limit": study_limit(a), "networks": len(under), "best": max(under, default=None),
-                     "median": statistics.median(under) if under else None}
-    summary = {"tasks": {a: task_quality(t) for a, t in tables.items()}, "rows": rows, "wins": wins,
-               "under_limit": limits,
-               "ranking": {a: {k: [b[k] for b in baselines if b["algo"] == a and "kendall_tau" in b]
-                               for k in ("kendall_tau", "spearman_rho")} for a in tables}}
+        ref = reference(t)
+        limits[a] = {"limit": t["limit"], "uniform_networks": len(ref["tests"]), "best": ref["best"],
+                     "mean": statistics.mean(ref["tests"]) if ref["tests"] else None,
+                     "median": statistics.median(ref["tests"]) if ref["tests"] else None,
+                     "band_networks": sum(within(t, n["mult_adds"], band=True) for n in t["networks"]),
+                     "one_epoch_s": one_epoch[a]}
+    ws = [b for b in baselines if b["method"] == BASELINES[1]]
+    ranks = {}
+    for a, t in tables.items():
+        alone = ranking(t, [n["mult_adds"] for n in t["networks"]])
+        ranks[a] = {"supernet_kendall_tau": [b["kendall_tau"] for b in ws if b["algo"] == a],
+                    "supernet_kendall_tau_band": [b["kendall_tau_band"] for b in ws if b["algo"] == a],
+                    "mult_adds_kendall_tau": alone["kendall_tau"], "mult_adds_kendall_tau_band":
+                        alone["kendall_tau_band"], "band_networks": alone["band_networks"],
+                    "supernet_ground_truth_pick": [b["ground_truth_pick"] for b in ws if b["algo"] == a]}
+    anytime = [{"space": b["algo"], "tag": b["tag"], "seed": b["seed"], "picks": b["anytime"]}
+               for b in baselines if b["method"] == BASELINES[0]]
+    summary = {"dataset": next(iter(tables.values()))["dataset"], "tasks": {a: task_quality(t) for a, t in
+                                                                            tables.items()},
+               "rows": rows, "wins": wins, "under_limit": limits, "anytime": anytime,
+               "ranking": ranks,
+               "yardstick": {a: yardstick(t) for a, t in tables.items()}}
     atomic_write_json(results / "results.json", summary)
     plot(tables, rows, results / "search_efficacy.png")
     print(markdown(summary))
@@ -404,39 +658,58 @@ def report(tables: dict, searches: list[dict], baselines: list[dict], results: P
 
 
 def _ms(xs: list[float], digits: int = 1) -> str:
-    xs = [x for x in xs if not (isinstance(x, float) and math.isnan(x))]
+    xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
     if not xs:
         return "n/a"
+    if any(math.isinf(x) for x in xs):
+        return ", ".join("∞" if math.isinf(x) else f"{x:.{digits}f}" for x in xs)
     sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
     return f"{statistics.mean(xs):.{digits}f} ± {sd:.{digits}f}"
 
 
 def markdown(summary: dict) -> str:
-    lines = ["| space | task: best − median per cost bin (pp) | seed-to-seed sd (pp) | ratio | test top-1 range |",
+    lines = [f"Task: {summary['dataset']}", "",
+             "| space | task: best − median per cost bin (pp) | seed-to-seed sd (pp) | ratio | test top-1 range |",
              "|---|---|---|---|---|"]
     for a, q in summary["tasks"].items():
         lines.append(f"| {a} | {', '.join(f'{s:.1f}' for s in q['bin_spreads'])} (mean {q['mean_spread']:.1f}) | "
                      f"{q['seed_sd']:.2f} | {q['ratio']:.1f}× | {q['test_range'][0]:.1f}–{q['test_range'][1]:.1f} |")
-    lines += ["", "| space | method | seeds | test top-1 (%) | M mult-adds | percentile at ≤ cost | regret (pp) | "
-              "seconds |", "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| space | method | budget of | runs | test top-1 (%) | M mult-adds | seconds | standalone epochs | "
+              "percentile | regret (pp) | residual (pp) | equivalent draws | over average (pp) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple, list] = {}
     for r in summary["rows"]:
-        groups.setdefault((r["space"], r["method"]), []).append(r)
-    for (space, method), rs in groups.items():
-        lines.append(f"| {space} | {method} | {len(rs)} | {_ms([r['test_top1'] for r in rs])} | "
-                     f"{_ms([r['mult_adds'] / 1e6 for r in rs], 2)} | {_ms([r['percentile'] for r in rs], 0)} | "
-                     f"{_ms([r['regret'] for r in rs])} | {_ms([r['seconds'] or 0 for r in rs], 0)} |")
-    lines += ["", "| space | limit (M mult-adds) | ground-truth networks within it | their best | median |",
-              "|---|---|---|---|---|"]
+        groups.setdefault((r["space"], r["method"], r["tag"]), []).append(r)
+    for (space, method, tag), rs in groups.items():
+        ci = " ".join(f"[{r['residual_90'][0]:.1f}, {r['residual_90'][1]:.1f}]" for r in rs)
+        lines.append(f"| {space} | {method} | {tag or '–'} | {len(rs)} | {_ms([r['test_top1'] for r in rs])} | "
+                     f"{_ms([r['mult_adds'] / 1e6 for r in rs], 2)} | {_ms([r['seconds'] for r in rs], 0)} | "
+                     f"{_ms([r['epochs_equivalent'] for r in rs])} | {_ms([r['percentile'] for r in rs], 0)} | "
+                     f"{_ms([r['regret'] for r in rs])} | {_ms([r['residual'] for r in rs])} (90%: {ci}) | "
+                     f"{_ms([r['equivalent_draws'] for r in rs])} | {_ms([r['over_average'] for r in rs])} |")
+    lines += ["", "| space | limit (M mult-adds) | uniform draws within it | best in-limit | mean | median | in-band "
+              "networks | s per 1-epoch training |", "|---|---|---|---|---|---|---|---|"]
     for a, u in summary["under_limit"].items():
-        if u["networks"]:
-            lines.append(f"| {a} | {u['limit'] / 1e6:.2f} | {u['networks']} | {u['best']:.1f} | {u['median']:.1f} |")
-    lines += ["", "| comparison (same seed) | searcher better in |", "|---|---|"]
+        if u["uniform_networks"]:
+            lines.append(f"| {a} | {u['limit'] / 1e6:.2f} | {u['uniform_networks']} | {u['best']:.1f} | "
+                         f"{u['mean']:.1f} | {u['median']:.1f} | {u['band_networks']} | "
+                         f"{u['one_epoch_s'] or float('nan'):.1f} |")
+    lines += ["", "| comparison (same run, its budget) | searcher better in |", "|---|---|"]
     for k, (w, n) in summary["wins"].items():
-        lines.append(f"| {k} | {w} of {n} seeds |")
-    lines += ["", "| space | Kendall τ (uniform supernet vs standalone) | Spearman ρ |", "|---|---|---|"]
+        lines.append(f"| {k} | {w} of {n} runs |")
+    lines += ["", "| space | budget of | run | random search at a share of the budget: trials, test top-1 |",
+              "|---|---|---|---|"]
+    for c in summary["anytime"]:
+        cells = [f"{f}×: {p['trials']}, " + (f"{p['test_top1']:.1f}" if p["test_top1"] is not None else
+                                             f"not scored (val {p['val_top1']:.1f})") for f, p in c["picks"].items()]
+        lines.append(f"| {c['space']} | {c['tag']} | {c['seed']} | {' / '.join(cells)} |")
+    lines += ["", "| space | Kendall τ, trained supernet: all / in-band | mult-adds alone: all / in-band | "
+              "ground truth seed pairs, in-band (ceiling) | ICC |", "|---|---|---|---|---|"]
     for a, k in summary["ranking"].items():
-        lines.append(f"| {a} | {_ms(k['kendall_tau'], 2)} | {_ms(k['spearman_rho'], 2)} |")
+        y = summary["yardstick"][a]
+        lines.append(f"| {a} | {_ms(k['supernet_kendall_tau'], 2)} / {_ms(k['supernet_kendall_tau_band'], 2)} | "
+                     f"{k['mult_adds_kendall_tau']:.2f} / {k['mult_adds_kendall_tau_band']:.2f} | "
+                     + (f"{y['kendall_tau']:.2f} | {y['icc1']:.2f} |" if y else "n/a | n/a |"))
     return "\n".join(lines)
 
 
@@ -447,28 +720,31 @@ def plot(tables: dict, rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(tables), figsize=(6.5 * len(tables), 5), squeeze=False)
-    markers = ["*", "P", "X", "D", "s", "^", "v"]
+    markers = ["*", "P", "X", "D", "s", "^", "v", "<", ">"]
     for ax, (algo, table) in zip(axes[0], tables.items(), strict=True):
-        xs = [n["mult_adds"] / 1e6 for n in table["networks"]]
-        ys = [gt_test(n) for n in table["networks"]]
-        errs = [statistics.stdev([r["test_top1"] for r in n["runs"].values()]) if len(n["runs"]) > 1 else 0
-                for n in table["networks"]]
-        ax.errorbar(xs, ys, yerr=errs, fmt="o", color="0.6", ms=4, label="ground truth (mean ± sd of seeds)")
-        methods = sorted({r["method"] for r in rows if r["space"] == algo})
-        for m, method in enumerate(methods):
-            for r in (r for r in rows if r["space"] == algo and r["method"] == method):
-                ax.scatter(r["mult_adds"] / 1e6, r["test_top1"], marker=markers[m % len(markers)], s=90, color=f"C{m}",
-                           label=method if r["seed"] == min(x["seed"] for x in rows if x["method"] == method
-                                                            and x["space"] == algo) else None, zorder=3)
-                ax.annotate(str(r["seed"]), (r["mult_adds"] / 1e6, r["test_top1"]), fontsize=7,
-                            xytext=(4, 4), textcoords="offset points")
-        ax.axvline(study_limit(algo) / 1e6, color="0.3", ls="--", lw=1,
+        for draw, color in (("uniform", "0.6"), ("extreme", "0.3"), ("band", "tab:olive")):
+            nets = [n for n in table["networks"] if n.get("draw", "uniform") == draw]
+            errs = [statistics.stdev([r["test_top1"] for r in n["runs"].values()]) if len(n["runs"]) > 1 else 0
+                    for n in nets]
+            ax.errorbar([n["mult_adds"] / 1e6 for n in nets], [gt_test(n) for n in nets], yerr=errs, fmt="o",
+                        color=color, ms=4, label=f"ground truth, {draw} (mean ± sd of seeds)")
+        methods = sorted({(r["method"], r["tag"] or "") for r in rows if r["space"] == algo})
+        for m, (method, tag) in enumerate(methods):
+            mine = [r for r in rows if r["space"] == algo and r["method"] == method and (r["tag"] or "") == tag]
+            for j, r in enumerate(mine):
+                ax.scatter(r["mult_adds"] / 1e6, r["test_top1"], marker=markers[m % len(markers)], s=90,
+                           color=f"C{m}", label=(method + (f" [{tag}]" if tag and tag not in method else ""))
+                           if j == 0 else None, zorder=3)
+                if r["seed"] is not None:
+                    ax.annotate(str(r["seed"]), (r["mult_adds"] / 1e6, r["test_top1"]), fontsize=7,
+                                xytext=(4, 4), textcoords="offset points")
+        ax.axvline(table["limit"] / 1e6, color="0.3", ls="--", lw=1,
                    label="FPNAS budget" if algo == "fpnas" else "FP-NAS target")
-        ax.set_title(f"{algo} space on {DATASET} (numbers: search seed)")
+        ax.set_title(f"{algo} space on {table['dataset']} (numbers: run)")
         ax.set_xlabel("mult-adds (M)")
         ax.set_ylabel("standalone test top-1 (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6)
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
@@ -480,7 +756,8 @@ def plot(tables: dict, rows: list[dict], path: Path) -> None:
 
 
 def output_folders(smoke: bool, work: str | None, results: str | None) -> tuple[Path, Path]:
-    """The work and results folders: the study's own by default; a smoke run's results stay in its work folder."""
+    """The work and results folders: the study's own by default; a smoke run's results stay in its work folder.
+    The study writes into a subfolder per task of each."""
     work_path = Path(work) if work else ROOT / "runs" / ("search_efficacy-smoke" if smoke else "search_efficacy")
     if results:
         return work_path, Path(results)
@@ -491,21 +768,25 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="plumbing only: a few networks, tiny trainings and searches")
     p.add_argument("--work", help="checkpoints and logs (default runs/search_efficacy, with --smoke "
-                   "runs/search_efficacy-smoke)")
+                   "runs/search_efficacy-smoke), in a subfolder per --dataset")
     p.add_argument("--results", help="tables and the plot (default bench/search_efficacy, the committed results; "
-                   "with --smoke WORK/results, so that a smoke run never writes over them)")
+                   "with --smoke WORK/results, so that a smoke run never writes over them), in a subfolder per "
+                   "--dataset")
+    p.add_argument("--dataset", default=DATASET, choices=DATASETS,
+                   help=f"the task of the searches and of every training (default {DATASET})")
     p.add_argument("--stages", default="gt,search,baselines,report")
     p.add_argument("--algos", default="fpnas,fp-nas")
-    p.add_argument("--epochs", type=int, help="epochs of every network trained alone (ground truth, found networks); "
+    p.add_argument("--epochs", type=int, help="epochs of every network trained alone (ground truth, picks); "
                    "default: the cluttered-digits recipe's 3. Use a new --work and --results with it")
     p.add_argument("--jobs", type=int, default=1, help="ground-truth trainings at a time (one thread each if > 1)")
     p.add_argument("--tag", default="after", help="files the searches under this name (stage search)")
     p.add_argument("--code", help="run the searches with the code of this checkout (stage search)")
     args = p.parse_args(argv)
-    cfg = dict(SMOKE if args.smoke else FULL)
+    cfg = dict(SMOKE if args.smoke else FULL, dataset=args.dataset)
     if args.epochs is not None:
         cfg["epochs"] = args.epochs
-    work, results = output_folders(args.smoke, args.work, args.results)
+    check_seeds(cfg)
+    work, results = (folder / args.dataset for folder in output_folders(args.smoke, args.work, args.results))
     results.mkdir(parents=True, exist_ok=True)
     stages, algos = args.stages.split(","), args.algos.split(",")
     unknown = [a for a in algos if a not in STUDY]
@@ -520,30 +801,29 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     tables = {a: ground_truth(a, cfg, work, results, args.jobs, args.smoke) if "gt" in stages else
               json.loads((results / f"ground_truth_{a}.json").read_text()) for a in algos}
-    searches, baselines = [], []
-    tags = sorted({args.tag} | {d.name for d in (work / "search").glob("*") if d.is_dir()}) if (
-        work / "search").exists() else [args.tag]
     for algo in algos:
-        for seed in cfg["search_seeds"]:
+        for k in cfg["search_seeds"]:
             if "search" in stages:
-                run_search(algo, seed, cfg, work, args.tag, Path(args.code).resolve() if args.code else None,
+                run_search(algo, k, cfg, work, args.tag, Path(args.code).resolve() if args.code else None,
                            args.smoke)
+    tags = sorted(d.name for d in (work / "search").glob("*") if d.is_dir()) if (work / "search").exists() else []
+    searches, baselines = [], []
     for algo in algos:
-        for seed in cfg["search_seeds"]:
+        for k in cfg["search_seeds"]:
             for tag in tags:
-                f = work / "search" / tag / f"{algo}_s{seed}" / "efficacy.json"
-                if f.exists():
-                    searches.append(json.loads(f.read_text()))
-            after = work / "search" / "after" / f"{algo}_s{seed}" / "efficacy.json"
-            if "baselines" in stages and after.exists():
-                budget = json.loads(after.read_text())["wall_time_s"]
-                baselines.append(random_search(algo, seed, budget, tables[algo], cfg, work, args.smoke))
-                baselines.append(weight_sharing(algo, seed, budget, tables[algo], cfg, work, args.smoke))
-            elif "baselines" not in stages:  # report what earlier runs measured
-                for kind in ("rs", "ws"):
-                    f = work / "baselines" / f"{kind}_{algo}_s{seed}" / "result.json"
-                    if f.exists():
-                        baselines.append(json.loads(f.read_text()))
+                f = work / "search" / tag / f"{algo}_s{k}" / "efficacy.json"
+                if not f.exists():
+                    continue
+                searches.append(json.loads(f.read_text()))
+                budget = searches[-1]["wall_time_s"] * cfg["budget_share"]  # 1 but in --smoke
+                if "baselines" in stages:  # every searcher run gets both baselines at its own budget
+                    baselines.append(random_search(algo, k, tag, budget, tables[algo], cfg, work, args.smoke))
+                    baselines.append(weight_sharing(algo, k, tag, budget, tables[algo], cfg, work, args.smoke))
+                else:  # report what earlier runs measured
+                    for kind in ("rs", "ws"):
+                        b = work / "baselines" / tag / f"{kind}_{algo}_s{k}" / "result.json"
+                        if b.exists():
+                            baselines.append(json.loads(b.read_text()))
     if "report" in stages:
         report(tables, searches, baselines, results)
     return 0

@@ -21,19 +21,17 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import itertools
-import math
 import random
 import statistics
 import sys
 from pathlib import Path
 
-from search_efficacy import DATASET, ROOT, make_runner, run_jobs, sample_arch  # bench/ is the script's folder
+# bench/ is the script's folder; the statistics are efficacy_stats.py's, shared with the study
+from efficacy_stats import BAND, kendall_tau, pearson, repeatability, residuals  # noqa: F401 (re-exported)
+from search_efficacy import DATASET, ROOT, make_runner, run_jobs, sample_arch
 
 from fpnas_zoo import count_spec, save_spec
 from fpnas_zoo.atomic import atomic_write_json
-
-BAND = (0.85, 1.0)
 
 
 def draw_in_band(runner, n: int, seed: str, max_draws: int = 20000) -> list[tuple[list[dict], int]]:
@@ -47,59 +45,6 @@ def draw_in_band(runner, n: int, seed: str, max_draws: int = 20000) -> list[tupl
             if len(found) == n:
                 return found
     raise SystemExit(f"--networks {n}: only {len(found)} of {max_draws} uniform draws fell in {BAND} x the limit")
-
-
-def kendall_tau(a: list[float], b: list[float]) -> float:
-    """Kendall's tau-b of two equally long lists (ties count for neither side)."""
-    concordant = discordant = ties_a = ties_b = 0
-    for i, j in itertools.combinations(range(len(a)), 2):
-        da, db = a[i] - a[j], b[i] - b[j]
-        if da == 0 and db == 0:
-            continue
-        if da == 0:
-            ties_a += 1
-        elif db == 0:
-            ties_b += 1
-        elif (da > 0) == (db > 0):
-            concordant += 1
-        else:
-            discordant += 1
-    denom = math.sqrt((concordant + discordant + ties_a) * (concordant + discordant + ties_b))
-    return (concordant - discordant) / denom if denom else float("nan")
-
-
-def pearson(a: list[float], b: list[float]) -> float:
-    ma, mb = statistics.fmean(a), statistics.fmean(b)
-    sa = math.sqrt(sum((x - ma) ** 2 for x in a))
-    sb = math.sqrt(sum((y - mb) ** 2 for y in b))
-    return sum((x - ma) * (y - mb) for x, y in zip(a, b, strict=True)) / (sa * sb) if sa and sb else float("nan")
-
-
-def residuals(acc: list[float], cost: list[float]) -> list[float]:
-    """acc minus its least-squares line on log(cost)."""
-    x = [math.log(c) for c in cost]
-    mx, my = statistics.fmean(x), statistics.fmean(acc)
-    sxx = sum((v - mx) ** 2 for v in x)
-    slope = sum((v - mx) * (y - my) for v, y in zip(x, acc, strict=True)) / sxx if sxx else 0.0
-    return [y - (my + slope * (v - mx)) for v, y in zip(x, acc, strict=True)]
-
-
-def repeatability(acc: list[list[float]], cost: list[float]) -> dict:
-    """Statistics of acc[network][seed] (test top-1, %) over networks of costs `cost`."""
-    n, k = len(acc), len(acc[0])
-    by_seed = [[acc[i][s] for i in range(n)] for s in range(k)]
-    pairs = list(itertools.combinations(range(k), 2))
-    taus = [kendall_tau(by_seed[s], by_seed[t]) for s, t in pairs]
-    res = [residuals(col, cost) for col in by_seed]
-    res_r = [pearson(res[s], res[t]) for s, t in pairs]
-    var_seed = statistics.fmean(statistics.variance(row) for row in acc)  # pooled within-network variance
-    var_means = statistics.variance([statistics.fmean(row) for row in acc])
-    var_arch = max(0.0, var_means - var_seed / k)  # one-way random effects
-    icc = var_arch / (var_arch + var_seed) if var_arch + var_seed else float("nan")
-    return {"networks": n, "seeds": k, "kendall_tau_pairs": taus, "kendall_tau": statistics.fmean(taus),
-            "residual_r_pairs": res_r, "residual_r": statistics.fmean(res_r), "seed_sd": math.sqrt(var_seed),
-            "arch_sd": math.sqrt(var_arch), "icc1": icc, "icc_mean_of_seeds": k * icc / (1 + (k - 1) * icc),
-            "mean_top1": statistics.fmean(statistics.fmean(row) for row in acc)}
 
 
 def main(argv: list[str] | None = None) -> int:
