@@ -94,7 +94,7 @@ from search.seeding import seed_everything  # noqa: E402
 from search.supernet import FixedArch  # noqa: E402
 
 DATASET = "cluttered-digits"
-DATASETS = ("cluttered-digits", "marked-digits")
+DATASETS = ("cluttered-digits", "marked-digits", "crowded-digits")  # the tasks the study can run on
 RECIPE = "cluttered-digits"  # search.train's recipe for every network trained alone
 # The search command of each space (seed and output added per run); the ground truth is drawn from its space.
 STUDY = {

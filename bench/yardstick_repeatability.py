@@ -28,7 +28,7 @@ from pathlib import Path
 
 # bench/ is the script's folder; the statistics are efficacy_stats.py's, shared with the study
 from efficacy_stats import BAND, kendall_tau, pearson, repeatability, residuals  # noqa: F401 (re-exported)
-from search_efficacy import DATASET, ROOT, make_runner, run_jobs, sample_arch
+from search_efficacy import DATASET, DATASETS, ROOT, make_runner, run_jobs, sample_arch
 
 from fpnas_zoo import count_spec, save_spec
 from fpnas_zoo.atomic import atomic_write_json
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--networks", type=int, default=10, help="in-band networks (default 10)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)")
     p.add_argument("--epochs", type=int, nargs="+", default=[3, 8], help="recipe lengths to compare (default 3 8)")
-    p.add_argument("--dataset", default=DATASET, choices=("cluttered-digits", "marked-digits", "crowded-digits"),
+    p.add_argument("--dataset", default=DATASET, choices=DATASETS,
                    help=f"the task every network is trained on (default {DATASET}, the study's)")
     p.add_argument("--jobs", type=int, default=2, help="trainings at a time, one thread each (default 2)")
     p.add_argument("--limit-train", type=int, help="train on the first N images (plumbing checks)")
