@@ -134,10 +134,12 @@ def search_argv(algo: str, smoke: bool, dataset: str = DATASET) -> list[str]:
     return argv
 
 
-def make_runner(algo: str, smoke: bool, seed: int, out: Path, dataset: str = DATASET) -> SearchRunner:
+def make_runner(algo: str, smoke: bool, seed: int, out: Path, dataset: str = DATASET,
+                extra: list[str] = ()) -> SearchRunner:
     """The wiring of the search command of `algo` (its space, data, cost and supernet), without running it;
-    `dataset` replaces the study's."""
-    args = build_parser().parse_args(search_argv(algo, smoke, dataset) + ["--seed", str(seed), "--out", str(out)])
+    `dataset` replaces the study's; `extra` options are appended (a repeated option's last value wins)."""
+    args = build_parser().parse_args(search_argv(algo, smoke, dataset) + list(extra)
+                                     + ["--seed", str(seed), "--out", str(out)])
     settings = settings_from_args(args)
     return SearchRunner(ALGORITHMS[args.algo], settings, out, progress=False)
 

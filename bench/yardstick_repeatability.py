@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import random
+import shlex
 import statistics
 import sys
 from pathlib import Path
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, nargs="+", default=[3, 8], help="recipe lengths to compare (default 3 8)")
     p.add_argument("--dataset", default=DATASET, choices=DATASETS,
                    help=f"the task every network is trained on (default {DATASET}, the study's)")
+    p.add_argument("--search-args", default="", help="options appended to the space's search command, e.g. "
+                   "\"--width-mult 0.5 --mult-adds-target 3.2e6\" (a wider space and its limit)")
     p.add_argument("--jobs", type=int, default=2, help="trainings at a time, one thread each (default 2)")
     p.add_argument("--limit-train", type=int, help="train on the first N images (plumbing checks)")
     p.add_argument("--limit-val", type=int, help="validate and test on the first N images (plumbing checks)")
@@ -63,10 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.networks < 3 or len(args.seeds) < 2:
         p.error("--networks must be at least 3 and --seeds at least two values")
-    runner = make_runner(args.space, False, 0, args.work / "space" / args.space, args.dataset)
+    runner = make_runner(args.space, False, 0, args.work / "space" / args.space, args.dataset,
+                         shlex.split(args.search_args))
     drawn = draw_in_band(runner, args.networks, f"yardstick-{args.space}")
     cfg = {"epochs": None, "limit_train": args.limit_train, "limit_val": args.limit_val, "dataset": args.dataset}
     tag = args.space if args.dataset == DATASET else f"{args.space}-{args.dataset}"
+    if args.search_args:
+        tag += "-" + "".join(c if c.isalnum() or c in ".-" else "_" for c in args.search_args.replace("--", ""))
     nets, jobs = [], []
     for i, (blocks, cost) in enumerate(drawn):
         spec_path = args.work / tag / f"net{i:02d}.json"
@@ -92,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         stats[str(epochs)]["seconds_per_training"] = statistics.fmean(
             n["runs"][f"e{epochs}_s{s}"]["seconds"] for n in nets for s in args.seeds)
     result = {"date": datetime.date.today().isoformat(), "command": " ".join(["python", *sys.argv]),
-              "space": args.space, "dataset": args.dataset, "limit": runner.limit(), "band": BAND, "seeds": args.seeds,
+              "space": args.space, "dataset": args.dataset, "search_args": args.search_args, "limit": runner.limit(),
+              "band": BAND, "seeds": args.seeds,
               "networks": nets,
               "stats": stats}
     atomic_write_json(args.out, result)

@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="default 0")
     p.add_argument("--stem-stride", type=int, choices=(1, 2),
                    help="the stem's stride, over the space's (2 searches a 32-px task at half resolution)")
+    p.add_argument("--width-mult", type=float, help="scale every width of the space (default the preset's)")
     for cls in ALGORITHMS.values():
         cls.add_arguments(p)
     p.add_argument("--batch-size", type=int,

@@ -143,3 +143,32 @@ def test_a_preset_keeps_its_own_limit_on_its_own_dataset(tmp_path):
     args = run.build_parser().parse_args(["--preset", "demo", "--dataset", "cluttered-digits", "--flops-budget",
                                           "3e6", "--out", str(tmp_path)])
     assert run.limit_stated_at(args) is None  # a limit given is taken as given
+
+
+@pytest.mark.parametrize("algo", ["fpnas", "fp-nas"])
+def test_width_mult_is_an_option_of_both_searchers(algo):
+    """`--width-mult` reaches either searcher's space: the widths are those of the space built by hand at that
+    multiplier, not the preset's."""
+    from search.algorithms import ALGORITHMS, settings_from_args
+    from search.probabilistic.space import build_space
+    from search.run import build_parser
+
+    args = build_parser().parse_args(["--algo", algo, "--dataset", "cluttered-digits", "--width-mult", "0.75",
+                                      "--out", "x"])
+    settings = settings_from_args(args)
+    assert settings.width_mult == 0.75
+    data = DataSpec("cluttered-digits", 10, (3, 24, 24), (0.5,) * 3, (0.5,) * 3)
+    space = ALGORITHMS[algo].make_space(settings, data)
+    spec = space.spec_dict(space.default_blocks(), "w", data.mean, data.std, {})
+    if algo == "fp-nas":
+        by_hand = build_space(settings.space, (3, 24, 24), 10, width_mult=0.75, layers=settings.layers,
+                              choices=settings.choices)
+    else:
+        by_hand = fpnas_space(settings.num_blocks, (3, 24, 24), 10, 0.75, tuple(settings.expansions),
+                              tuple(settings.kernels), stem_stride=settings.stem_stride)
+    expected = by_hand.spec_dict(by_hand.default_blocks(), "w", data.mean, data.std, {})
+    assert spec["stem"]["out_chs"] == expected["stem"]["out_chs"]
+    assert [b["out_chs"] for b in spec["blocks"]] == [b["out_chs"] for b in expected["blocks"]]
+    preset = ALGORITHMS[algo].make_space(settings_from_args(build_parser().parse_args(
+        ["--algo", algo, "--dataset", "cluttered-digits", "--out", "x"])), data)
+    assert preset.spec_dict(preset.default_blocks(), "w", data.mean, data.std, {})["stem"] != spec["stem"]

@@ -158,7 +158,6 @@ class CoordinateDescentSearch(SearchAlgorithm):
         ):
             p.add_argument(f"--{name.replace('_', '-')}", f"--{symbol}", type=int, dest=name, metavar=symbol,
                            help=f"the paper's {symbol}: {text}")
-        p.add_argument("--width-mult", type=float, help="scale the skeleton's widths (small demos)")
 
     @classmethod
     def make_space(cls, settings: CoordinateDescentSettings, data: DataSpec) -> FpnasSpace:
