@@ -224,7 +224,8 @@ def train_alone(spec_path: Path, out: Path, seed: int, cfg: dict, epochs: int | 
         return json.loads(done.read_text())
     result = train(TrainOptions(spec=str(spec_path), dataset=cfg.get("dataset", DATASET), out=out, recipe=RECIPE,
                                 epochs=epochs or cfg["epochs"], seed=seed, resume=(out / "checkpoint.pt").exists(),
-                                limit_train=cfg["limit_train"], limit_val=cfg["limit_val"], progress=False))
+                                limit_train=cfg["limit_train"], limit_val=cfg["limit_val"],
+                                ema_decay=cfg.get("ema_decay"), progress=False))
     return {k: result[k] for k in ("val_top1", "test_top1", "seconds")}
 
 

@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"the task every network is trained on (default {DATASET}, the study's)")
     p.add_argument("--search-args", default="", help="options appended to the space's search command, e.g. "
                    "\"--width-mult 0.5 --mult-adds-target 3.2e6\" (a wider space and its limit)")
+    p.add_argument("--ema-decay", type=float, help="evaluate an exponential moving average of the weights with this "
+                   "decay (timm's ModelEmaV3), instead of the recipe's last weights")
     p.add_argument("--jobs", type=int, default=2, help="trainings at a time, one thread each (default 2)")
     p.add_argument("--limit-train", type=int, help="train on the first N images (plumbing checks)")
     p.add_argument("--limit-val", type=int, help="validate and test on the first N images (plumbing checks)")
@@ -69,8 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     runner = make_runner(args.space, False, 0, args.work / "space" / args.space, args.dataset,
                          shlex.split(args.search_args))
     drawn = draw_in_band(runner, args.networks, f"yardstick-{args.space}")
-    cfg = {"epochs": None, "limit_train": args.limit_train, "limit_val": args.limit_val, "dataset": args.dataset}
+    cfg = {"epochs": None, "limit_train": args.limit_train, "limit_val": args.limit_val, "dataset": args.dataset,
+           "ema_decay": args.ema_decay}
     tag = args.space if args.dataset == DATASET else f"{args.space}-{args.dataset}"
+    if args.ema_decay:
+        tag += f"-ema{args.ema_decay:g}"
     if args.search_args:
         tag += "-" + "".join(c if c.isalnum() or c in ".-" else "_" for c in args.search_args.replace("--", ""))
     nets, jobs = [], []
@@ -98,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         stats[str(epochs)]["seconds_per_training"] = statistics.fmean(
             n["runs"][f"e{epochs}_s{s}"]["seconds"] for n in nets for s in args.seeds)
     result = {"date": datetime.date.today().isoformat(), "command": " ".join(["python", *sys.argv]),
-              "space": args.space, "dataset": args.dataset, "search_args": args.search_args, "limit": runner.limit(),
+              "space": args.space, "dataset": args.dataset, "search_args": args.search_args,
+              "ema_decay": args.ema_decay, "limit": runner.limit(),
               "band": BAND, "seeds": args.seeds,
               "networks": nets,
               "stats": stats}
