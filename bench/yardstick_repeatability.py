@@ -2,11 +2,15 @@
 
     python bench/yardstick_repeatability.py [--space fp-nas] [--networks 10] [--seeds 0 1 2] [--epochs 3 8]
                                             [--jobs 2] [--work runs/yardstick] [--out FILE.json]
+                                            [--dataset crowded-digits] [--ema-decay 0.995]
+                                            [--search-args "--width-mult 0.5 --mult-adds-target 2.7e6"]
 
 Draws `--networks` architectures uniformly from one study space (bench/search_efficacy.py's `STUDY`), keeping only
 those whose mult-adds lie in [0.85, 1.0] x the search's limit, so that cost cannot explain their ranking. Trains each
-alone with the study's `cluttered-digits` recipe at every `--epochs` setting for every seed (resumable: finished
-trainings are kept in `--work`). Then reports per setting, over the in-band networks:
+alone with the study's `cluttered-digits` recipe on `--dataset` (default the study's task) at every `--epochs`
+setting for every seed (resumable: finished trainings are kept in `--work`). `--search-args` changes the space
+(e.g. its width and limit) and `--ema-decay` scores an average of the weights instead of the last ones.
+Then reports per setting, over the in-band networks:
 - Kendall tau between every two seeds of test top-1 (and their mean);
 - the correlation between two seeds of the cost-adjusted residuals (test top-1 minus a least-squares fit on
   log mult-adds);
@@ -64,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit-train", type=int, help="train on the first N images (plumbing checks)")
     p.add_argument("--limit-val", type=int, help="validate and test on the first N images (plumbing checks)")
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "yardstick", help="specs and trainings")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "yardstick_repeatability.json")
+    p.add_argument("--out", type=Path, help="default bench/yardstick/<space>[-<dataset>][-ema<decay>][-<search "
+                   "args>].json (the committed results; each setting its own file)")
     args = p.parse_args(argv)
     if args.networks < 3 or len(args.seeds) < 2:
         p.error("--networks must be at least 3 and --seeds at least two values")
@@ -94,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         i, epochs, seed = key
         nets[i]["runs"][f"e{epochs}_s{seed}"] = result
 
-    run_jobs(jobs, args.jobs, f"yardstick {args.space}", done)
+    run_jobs(jobs, args.jobs, f"yardstick {tag}", done)
     cost = [n["mult_adds"] for n in nets]
     stats = {}
     for epochs in args.epochs:
@@ -108,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
               "band": BAND, "seeds": args.seeds,
               "networks": nets,
               "stats": stats}
-    atomic_write_json(args.out, result)
+    out = args.out or ROOT / "bench" / "yardstick" / f"{tag}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, result)
     print(f"\n{args.space} space, {len(nets)} networks in {BAND} x the limit ({runner.limit():.3g} mult-adds), "
           f"seeds {args.seeds}\n")
     print("| epochs | mean test top-1 | Kendall tau, seed pairs | residual r, seed pairs | seed sd (pp) "
@@ -119,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
               f"({', '.join(f'{t:.2f}' for t in s['kendall_tau_pairs'])}) | {s['residual_r']:.2f} "
               f"({', '.join(f'{r:.2f}' for r in s['residual_r_pairs'])}) | {s['seed_sd']:.2f} | {s['arch_sd']:.2f} "
               f"| {s['icc1']:.2f} | {s['icc_mean_of_seeds']:.2f} | {s['seconds_per_training']:.0f} |")
-    print(f"\nwrote {args.out}", file=sys.stderr)
+    print(f"\nwrote {out}", file=sys.stderr)
     return 0
 
 

@@ -31,11 +31,18 @@ def test_statistics_agree_with_scipy_and_a_hand_built_case():
 
 
 @pytest.mark.slow
-def test_the_command_runs_at_a_toy_size(tmp_path):
+@pytest.mark.parametrize("options", [[], ["--space", "fp-nas", "--dataset", "crowded-digits", "--search-args",
+                                          "--width-mult 0.5 --mult-adds-target 2.7e6", "--ema-decay", "0.9"]],
+                         ids=["study", "wider-crowded-ema"])
+def test_the_command_runs_at_a_toy_size(tmp_path, options):
+    """End to end at a toy size; with options, the task, the space's width and limit, and the EMA reach every
+    network and training (checked on the files the trainings leave, not on the script's own record)."""
+    from fpnas_zoo import load_spec
+
     out = tmp_path / "y.json"
     command = [sys.executable, "bench/yardstick_repeatability.py", "--networks", "3", "--seeds", "0", "1",
                "--epochs", "1", "--jobs", "1", "--limit-train", "128", "--limit-val", "64", "--work",
-               str(tmp_path / "work"), "--out", str(out)]
+               str(tmp_path / "work"), "--out", str(out), *options]
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     run = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -45,3 +52,10 @@ def test_the_command_runs_at_a_toy_size(tmp_path):
         assert 0.85 * result["limit"] <= net["mult_adds"] <= result["limit"]
         assert set(net["runs"]) == {"e1_s0", "e1_s1"}
     assert "| 1 |" in run.stdout
+    if options:
+        assert result["limit"] == 2.7e6 and result["dataset"] == "crowded-digits"
+        (folder,) = (tmp_path / "work").glob("fp-nas-crowded-digits-ema0.9-*")
+        spec = load_spec(folder / "net00.json")
+        assert spec.stem["out_chs"] == 8 and spec.preprocessing["mean"][0] == 0.1724  # width 0.5; the task's
+        metrics = json.loads((folder / "net00_e1_s0" / "metrics.json").read_text())
+        assert metrics["weights"] == "ema"
