@@ -8,7 +8,7 @@ resume from one work folder, and it is run by hand as one command.
     python bench/search_efficacy.py --stages search,baselines,report --tag before --code ../before --algos fp-nas
     python bench/search_efficacy.py --dataset marked-digits   # the same study on another task, in its own folders
 
-On one task (`--dataset`, default `cluttered-digits`; every folder of the study is per task: WORK/<dataset>,
+On one task (`--dataset`, default `crowded-digits`; every folder of the study is per task: WORK/<dataset>,
 RESULTS/<dataset>), for two spaces, each exactly the space of one search command (`STUDY`):
 
 1. ground truth (stage `gt`): 40 architectures drawn uniformly (every search variable of every position uniform),
@@ -93,15 +93,17 @@ from search.runner import SearchRunner  # noqa: E402
 from search.seeding import seed_everything  # noqa: E402
 from search.supernet import FixedArch  # noqa: E402
 
-DATASET = "cluttered-digits"
-DATASETS = ("cluttered-digits", "marked-digits", "crowded-digits")  # the tasks the study can run on
+# The study's task: the one on which the ground truth's ranking repeats (bench/results/2026-12-05-yardstick-tasks.md).
+DATASET = "crowded-digits"
+DATASETS = ("crowded-digits", "cluttered-digits", "marked-digits")  # the tasks the study can run on
 RECIPE = "cluttered-digits"  # search.train's recipe for every network trained alone
 # The search command of each space (seed and output added per run); the ground truth is drawn from its space.
 STUDY = {
     "fpnas": ["--algo", "fpnas", "--preset", "demo", "--dataset", DATASET, "--width-mult", "0.5", "--stem-stride",
               "2", "--mult-adds-budget", "1.2e6", "--limit-train", "5000"],
-    "fp-nas": ["--algo", "fp-nas", "--preset", "demo", "--dataset", DATASET, "--mult-adds-target", "0.8e6", "--epochs",
-               "10", "--warmup-epochs", "2", "--coarse-to-fine-epochs", "5"],
+    # At half width (the demo's quarter width has layers of 2-10 channels, which train differently on every seed).
+    "fp-nas": ["--algo", "fp-nas", "--preset", "demo", "--dataset", DATASET, "--width-mult", "0.5",
+               "--mult-adds-target", "2.7e6", "--epochs", "10", "--warmup-epochs", "2", "--coarse-to-fine-epochs", "5"],
 }
 # train_seeds score a network (its test top-1 is their mean); proxy_seed + k seeds everything that chooses in run k.
 FULL = dict(archs=40, band_networks=20, train_seeds=(0, 1, 2), search_seeds=(0, 1, 2), proxy_seed=1000,

@@ -204,10 +204,11 @@ def test_smoke_study_writes_tables_measures_and_plot(tmp_path):
                            "--results", str(results)], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert {p: p.read_bytes() for p in committed} == committed  # the committed study is left as it was
-    results, work = results / "cluttered-digits", tmp_path / "work" / "cluttered-digits"  # a folder per task
+    dataset = load_script("bench/search_efficacy.py").DATASET
+    results, work = results / dataset, tmp_path / "work" / dataset  # a folder per task
     for algo in ("fpnas", "fp-nas"):
         table = json.loads((results / f"ground_truth_{algo}.json").read_text())
-        assert table["dataset"] == "cluttered-digits"
+        assert table["dataset"] == dataset == "crowded-digits"
         names = [n["name"] for n in table["networks"]]
         assert names[:4] == ["smallest", "largest", "random00", "random01"]
         assert [n["draw"] for n in table["networks"][:4]] == ["extreme", "extreme", "uniform", "uniform"]
