@@ -31,6 +31,18 @@ def cluttered_sources(seed: int = CLUTTERED_SEED) -> dict[str, torch.Tensor]:
     return out
 
 
+def _split_pool(name: str, split: str, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A split's source digits: (indices into scikit-learn's digits, images (P, 1, 8, 8) on [0, 1], labels)."""
+    from sklearn.datasets import load_digits
+
+    if split not in CLUTTERED_SOURCES:
+        raise ValueError(f"{name} has the splits {', '.join(CLUTTERED_SOURCES)}; got {split!r}")
+    digits = load_digits()
+    pool = cluttered_sources(seed)[split]
+    base = torch.tensor(digits.images, dtype=torch.float32)[pool, None].div_(16.0)
+    return pool, base, torch.tensor(digits.target, dtype=torch.long)[pool]
+
+
 def make_cluttered_digits(split: str, count: int | None = None,
                           seed: int = CLUTTERED_SEED) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The ``cluttered-digits`` images of one split: ``(images uint8 (N, 1, 24, 24), labels, sources (N, 1 + F))``.
@@ -42,14 +54,7 @@ def make_cluttered_digits(split: str, count: int | None = None,
     (the placed one first), so a test can check that no split borrows from another's pool. Deterministic in
     ``(split, count, seed)``; about a second for all three splits.
     """
-    from sklearn.datasets import load_digits
-
-    if split not in CLUTTERED_SOURCES:
-        raise ValueError(f"cluttered-digits has the splits {', '.join(CLUTTERED_SOURCES)}; got {split!r}")
-    digits = load_digits()
-    pool = cluttered_sources(seed)[split]
-    base = torch.tensor(digits.images, dtype=torch.float32)[pool, None].div_(16.0)
-    labels_all = torch.tensor(digits.target, dtype=torch.long)[pool]
+    pool, base, labels_all = _split_pool("cluttered-digits", split, seed)
     low, high = CLUTTERED_SCALES
     resized = {side: F.interpolate(base, size=(side, side), mode="bilinear", align_corners=False).clamp_(0, 1)
                for side in range(low, high + 1)}
@@ -148,16 +153,9 @@ def make_scene(scene: DigitScene | str, split: str, count: int | None = None,
     (N, 1 + D + F, 4) for crop and placement, noise. ``sources`` lists the target then the distractors.
     ``seed`` (default the scene's) fixes the data; a run's seed never changes it.
     """
-    from sklearn.datasets import load_digits
-
     scene = SCENES[scene] if isinstance(scene, str) else scene
     seed = scene.seed if seed is None else seed
-    if split not in CLUTTERED_SOURCES:
-        raise ValueError(f"{scene.name} has the splits {', '.join(CLUTTERED_SOURCES)}; got {split!r}")
-    digits = load_digits()
-    pool = cluttered_sources(seed)[split]
-    base = torch.tensor(digits.images, dtype=torch.float32)[pool, None].div_(16.0)
-    labels_all = torch.tensor(digits.target, dtype=torch.long)[pool]
+    pool, base, labels_all = _split_pool(scene.name, split, seed)
     low, high = scene.scales
     d, f, size = scene.distractors, scene.fragments, scene.canvas
     n = scene.images[split] if count is None else count
