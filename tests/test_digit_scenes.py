@@ -91,7 +91,7 @@ def test_splits_use_disjoint_source_digits_and_label_the_target(scene):
     used = {}
     for split in D.CLUTTERED_SOURCES:
         _, labels, sources = D.make_scene(scene, split)
-        assert len(labels) == scene.images[split] and sources.shape[1] == 1 + scene.distractors
+        assert len(labels) == scene.images[split] and sources.shape[1] == 1 + scene.distractors + scene.fragments
         used[split] = set(sources.flatten().tolist())
         assert used[split] <= set(pools[split].tolist())
         assert torch.equal(labels, torch.as_tensor(digits.target)[sources[:, 0]])

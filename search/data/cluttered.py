@@ -1,5 +1,6 @@
-"""cluttered-digits: a harder task made offline from scikit-learn's digits (a digit at a random place and scale
-among fragments of other digits and noise), with train, validation and test splits from disjoint source digits."""
+"""Digit scenes made offline from scikit-learn's digits, with train, validation and test splits from disjoint source
+digits: cluttered-digits (a digit at a random place and scale among fragments of other digits and noise), and the
+scenes of `SCENES` (crowded-digits, marked-digits), all by one generator, `make_scene`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -54,46 +55,7 @@ def make_cluttered_digits(split: str, count: int | None = None,
     (the placed one first), so a test can check that no split borrows from another's pool. Deterministic in
     ``(split, count, seed)``; about a second for all three splits.
     """
-    pool, base, labels_all = _split_pool("cluttered-digits", split, seed)
-    low, high = CLUTTERED_SCALES
-    resized = {side: F.interpolate(base, size=(side, side), mode="bilinear", align_corners=False).clamp_(0, 1)
-               for side in range(low, high + 1)}
-    n = CLUTTERED_IMAGES[split] if count is None else count
-    g = torch.Generator().manual_seed(derive_seed(seed, list(CLUTTERED_SOURCES).index(split)))
-    size = CLUTTERED_CANVAS
-    canvas = torch.zeros(n, 1, size, size)
-    picks = torch.randint(len(pool), (n, 1 + CLUTTERED_FRAGMENTS), generator=g)
-    sides = torch.randint(low, high + 1, (n, 1 + CLUTTERED_FRAGMENTS), generator=g)
-    f_low, f_high = CLUTTERED_FRAGMENT_SIDE
-    frag_sides = torch.randint(f_low, f_high + 1, (n, CLUTTERED_FRAGMENTS), generator=g)
-    u = torch.rand(n, 1 + CLUTTERED_FRAGMENTS, 4, generator=g)  # uniform draws for crop and placement offsets
-    # Every scaled digit on an (high x high) tile, zero beyond its side: tiles[side - low, digit].
-    tiles = torch.zeros(high - low + 1, len(pool), high, high)
-    for side, image in resized.items():
-        tiles[side - low, :, :side, :side] = image[:, 0]
-    ar = torch.arange(high)
-    rows, cols = ar.view(1, -1, 1), ar.view(1, 1, -1)
-    flat = canvas.view(n, -1)
-    for j in range(1 + CLUTTERED_FRAGMENTS):  # each paste is one vectorised gather and scatter over all images
-        side = sides[:, j]
-        tile = tiles[side - low, picks[:, j]]  # (n, high, high)
-        if j:  # a fragment: a square piece of the scaled digit, moved to the tile's corner
-            piece = frag_sides[:, j - 1]
-            cy = (u[:, j, 0] * (side - piece + 1)).long().view(-1, 1, 1)
-            cx = (u[:, j, 1] * (side - piece + 1)).long().view(-1, 1, 1)
-            src_r, src_c = (cy + rows).clamp(max=high - 1), (cx + cols).clamp(max=high - 1)
-            tile = tile[torch.arange(n).view(-1, 1, 1), src_r, src_c]
-            side = piece
-        h = side.view(-1, 1, 1)
-        tile = tile * ((rows < h) & (cols < h))
-        y = (u[:, j, 2] * (size - side + 1)).long().view(-1, 1, 1)
-        x = (u[:, j, 3] * (size - side + 1)).long().view(-1, 1, 1)
-        index = ((y + rows).clamp(max=size - 1) * size + (x + cols).clamp(max=size - 1)).view(n, -1)
-        # Pixels outside the pasted square carry 0 and land inside the canvas: a maximum with 0 changes nothing.
-        flat.scatter_reduce_(1, index, tile.reshape(n, -1), reduce="amax")
-    canvas.add_(torch.randn(canvas.shape, generator=g), alpha=CLUTTERED_NOISE).clamp_(0, 1)
-    images = canvas.mul_(255).round_().to(torch.uint8)
-    return images, labels_all[picks[:, 0]], pool[picks]
+    return make_scene(CLUTTERED, split, count, seed)
 
 
 @dataclass(frozen=True)
@@ -112,6 +74,7 @@ class DigitScene:
     framed: bool
     images: dict
     seed: int
+    margin: int = 1  # the target's least distance in pixels from every border (room for a frame)
 
 
 # marked-digits: several whole digits on one canvas, the one to name framed by a one-pixel box; the others are
@@ -123,6 +86,10 @@ MARKED = DigitScene("marked-digits", canvas=24, scales=(9, 12), distractors=2, f
 CROWDED = DigitScene("crowded-digits", canvas=24, scales=(9, 13), distractors=0, fragments=5, fragment_side=(3, 6),
                      noise=0.15, framed=False, images={"train": 20000, "val": 5000, "test": 10000}, seed=0xC40D)
 SCENES = {scene.name: scene for scene in (MARKED, CROWDED)}
+# cluttered-digits is the same kind of scene: one digit anywhere among three pieces of others.
+CLUTTERED = DigitScene("cluttered-digits", canvas=CLUTTERED_CANVAS, scales=CLUTTERED_SCALES, distractors=0,
+                       fragments=CLUTTERED_FRAGMENTS, fragment_side=CLUTTERED_FRAGMENT_SIDE, noise=CLUTTERED_NOISE,
+                       framed=False, images=CLUTTERED_IMAGES, seed=CLUTTERED_SEED, margin=0)
 
 
 def _paste(flat: torch.Tensor, tile: torch.Tensor, side: torch.Tensor, y: torch.Tensor, x: torch.Tensor,
@@ -142,15 +109,16 @@ def _paste(flat: torch.Tensor, tile: torch.Tensor, side: torch.Tensor, y: torch.
 def make_scene(scene: DigitScene | str, split: str, count: int | None = None,
                seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The images of one split of a generated scene (``scene`` or its name in ``SCENES``):
-    ``(images uint8 (N, 1, canvas, canvas), labels, sources (N, 1 + D))``.
+    ``(images uint8 (N, 1, canvas, canvas), labels, sources (N, 1 + D + F))``.
 
-    Each image, with the split's source pool of :func:`cluttered_sources` (disjoint pools, as cluttered-digits): the
-    target digit, scaled to a side in ``scales``, placed at least one pixel from every border and, if ``framed``,
-    boxed by a one-pixel frame of full intensity; ``distractors`` other digits of the pool scaled the same way,
+    Each image, with the split's source pool of :func:`cluttered_sources` (disjoint pools): the target digit, scaled
+    to a side in ``scales``, placed at least ``margin`` pixels from every border and, if ``framed``, boxed by a
+    one-pixel frame of full intensity; ``distractors`` other digits of the pool scaled the same way,
     anywhere; ``fragments`` square pieces (sides in ``fragment_side``) of further digits; all pasted by pixel-wise
     maximum, so anything may cross anything; Gaussian noise; clipped and stored as uint8. The label is the target's.
     The random draws, in order: picks (N, 1 + D + F), sides (N, 1 + D + F), fragment sides (N, F), uniforms
-    (N, 1 + D + F, 4) for crop and placement, noise. ``sources`` lists the target then the distractors.
+    (N, 1 + D + F, 4) for crop and placement, noise. ``sources`` lists every digit used: the target, the
+    distractors, then the digits the fragments come from.
     ``seed`` (default the scene's) fixes the data; a run's seed never changes it.
     """
     scene = SCENES[scene] if isinstance(scene, str) else scene
@@ -183,9 +151,10 @@ def make_scene(scene: DigitScene | str, split: str, count: int | None = None,
             tile = tile[everyone, (cy + ar.view(1, -1, 1)).clamp(max=high - 1),
                         (cx + ar.view(1, 1, -1)).clamp(max=high - 1)]
             side = piece
-        if j == 0:  # the target: one pixel clear of the borders (room for its frame)
-            y = 1 + (u[:, j, 2] * (size - side - 1)).long()
-            x = 1 + (u[:, j, 3] * (size - side - 1)).long()
+        if j == 0:  # the target: `margin` pixels clear of the borders (room for its frame)
+            m = scene.margin
+            y = m + (u[:, j, 2] * (size - side - 2 * m + 1)).long()
+            x = m + (u[:, j, 3] * (size - side - 2 * m + 1)).long()
             target = (side, y, x)
         else:
             y = (u[:, j, 2] * (size - side + 1)).long()
@@ -201,4 +170,4 @@ def make_scene(scene: DigitScene | str, split: str, count: int | None = None,
         canvas[:, 0].masked_fill_(edge, 1.0)
     canvas.add_(torch.randn(canvas.shape, generator=g), alpha=scene.noise).clamp_(0, 1)
     images = canvas.mul_(255).round_().to(torch.uint8)
-    return images, labels_all[picks[:, 0]], pool[picks[:, :1 + d]]
+    return images, labels_all[picks[:, 0]], pool[picks]
