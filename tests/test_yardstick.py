@@ -31,9 +31,9 @@ def test_statistics_agree_with_scipy_and_a_hand_built_case():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("options", [[], ["--space", "fp-nas", "--dataset", "crowded-digits", "--search-args",
-                                          "--width-mult 0.5 --mult-adds-target 2.7e6", "--ema-decay", "0.9"]],
-                         ids=["study", "wider-crowded-ema"])
+@pytest.mark.parametrize("options", [[], ["--space", "fp-nas", "--dataset", "cluttered-digits", "--search-args",
+                                          "--width-mult 0.75 --mult-adds-target 5e6", "--ema-decay", "0.9"]],
+                         ids=["study", "other-task-width-ema"])
 def test_the_command_runs_at_a_toy_size(tmp_path, options):
     """End to end at a toy size; with options, the task, the space's width and limit, and the EMA reach every
     network and training (checked on the files the trainings leave, not on the script's own record)."""
@@ -53,9 +53,10 @@ def test_the_command_runs_at_a_toy_size(tmp_path, options):
         assert set(net["runs"]) == {"e1_s0", "e1_s1"}
     assert "| 1 |" in run.stdout
     if options:
-        assert result["limit"] == 2.7e6 and result["dataset"] == "crowded-digits"
-        (folder,) = (tmp_path / "work").glob("fp-nas-crowded-digits-ema0.9-*")
+        assert result["limit"] == 5e6 and result["dataset"] == "cluttered-digits"
+        (folder,) = (tmp_path / "work").glob("fp-nas-cluttered-digits-ema0.9-*")
         spec = load_spec(folder / "net00.json")
-        assert spec.stem["out_chs"] == 8 and spec.preprocessing["mean"][0] == 0.1724  # width 0.5; the task's
+        assert spec.stem["out_chs"] == 12  # width 0.75 (8 at the study's 0.5)
+        assert spec.preprocessing["mean"][0] == 0.1966  # the task's
         metrics = json.loads((folder / "net00_e1_s0" / "metrics.json").read_text())
         assert metrics["weights"] == "ema"
