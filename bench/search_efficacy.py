@@ -81,6 +81,7 @@ from tqdm import tqdm  # noqa: E402
 from fpnas_zoo import count_spec, load_spec, save_spec  # noqa: E402
 from fpnas_zoo.atomic import atomic_write_json  # noqa: E402
 from search.algorithms import ALGORITHMS, settings_from_args  # noqa: E402
+from search.data import SCENES  # noqa: E402
 from search.engine import (  # noqa: E402
     Recipe,
     evaluate,
@@ -95,7 +96,7 @@ from search.supernet import FixedArch  # noqa: E402
 
 # The study's task: the one on which the ground truth's ranking repeats (bench/results/2026-12-05-yardstick-tasks.md).
 DATASET = "crowded-digits"
-DATASETS = ("crowded-digits", "cluttered-digits", "marked-digits")  # the tasks the study can run on
+DATASETS = tuple(SCENES)  # the tasks the study can run on: the generated scenes
 RECIPE = "cluttered-digits"  # search.train's recipe for every network trained alone
 # The search command of each space (seed and output added per run); the ground truth is drawn from its space.
 STUDY = {

@@ -1,5 +1,6 @@
-"""The generated digit scenes (marked-digits, crowded-digits): made deterministically from scikit-learn's digits, the
-target digit is the label (framed in marked-digits), disjoint splits, and usable by search.run like cluttered-digits."""
+"""The generated digit scenes (cluttered-digits, marked-digits, crowded-digits): made deterministically from
+scikit-learn's digits, the target digit is the label (framed in marked-digits), disjoint splits, and usable by
+search.run."""
 from __future__ import annotations
 
 import pytest
@@ -39,7 +40,8 @@ def _reference(scene: C.DigitScene, split: str, count: int) -> tuple[torch.Tenso
                 image = image[cy:cy + piece, cx:cx + piece]
             h = image.shape[0]
             if j == 0:
-                y, x = 1 + int(u[i, j, 2] * (size - h - 1)), 1 + int(u[i, j, 3] * (size - h - 1))
+                m = scene.margin
+                y, x = m + int(u[i, j, 2] * (size - h - 2 * m + 1)), m + int(u[i, j, 3] * (size - h - 2 * m + 1))
                 frames.append((y - 1, x - 1, h + 2))
             else:
                 y, x = int(u[i, j, 2] * (size - h + 1)), int(u[i, j, 3] * (size - h + 1))

@@ -85,11 +85,11 @@ MARKED = DigitScene("marked-digits", canvas=24, scales=(9, 12), distractors=2, f
 # short of its ceiling for small networks, with no frame to find.
 CROWDED = DigitScene("crowded-digits", canvas=24, scales=(9, 13), distractors=0, fragments=5, fragment_side=(3, 6),
                      noise=0.15, framed=False, images={"train": 20000, "val": 5000, "test": 10000}, seed=0xC40D)
-SCENES = {scene.name: scene for scene in (MARKED, CROWDED)}
 # cluttered-digits is the same kind of scene: one digit anywhere among three pieces of others.
 CLUTTERED = DigitScene("cluttered-digits", canvas=CLUTTERED_CANVAS, scales=CLUTTERED_SCALES, distractors=0,
                        fragments=CLUTTERED_FRAGMENTS, fragment_side=CLUTTERED_FRAGMENT_SIDE, noise=CLUTTERED_NOISE,
                        framed=False, images=CLUTTERED_IMAGES, seed=CLUTTERED_SEED, margin=0)
+SCENES = {scene.name: scene for scene in (CLUTTERED, MARKED, CROWDED)}  # every generated dataset, by name
 
 
 def _paste(flat: torch.Tensor, tile: torch.Tensor, side: torch.Tensor, y: torch.Tensor, x: torch.Tensor,

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .batches import Batches
-from .cluttered import CLUTTERED_CANVAS, SCENES
+from .cluttered import SCENES
 
-DATASETS = ("cifar10", "cifar100", "imagefolder", "digits", "cluttered-digits", *SCENES)
+DATASETS = ("cifar10", "cifar100", "imagefolder", "digits", *SCENES)
 # Made from data a package ships: no download, no --data-dir.
-OFFLINE_DATASETS = ("digits", "cluttered-digits", *SCENES)
+OFFLINE_DATASETS = ("digits", *SCENES)
 
 CIFAR_MEAN = {"cifar10": (0.4914, 0.4822, 0.4465), "cifar100": (0.5071, 0.4865, 0.4409)}
 CIFAR_STD = {"cifar10": (0.2470, 0.2435, 0.2616), "cifar100": (0.2673, 0.2564, 0.2762)}
@@ -22,7 +22,8 @@ DIGITS_STD = (0.3236, 0.3236, 0.3236)
 # The same for cluttered-digits (all three splits); tests/test_cluttered_digits.py recomputes them.
 CLUTTERED_MEAN = (0.1966, 0.1966, 0.1966)
 CLUTTERED_STD = (0.2836, 0.2836, 0.2836)
-# And for the generated scenes (search/data/cluttered.py's SCENES), all three splits of each; tests recompute them.
+# And for the other generated scenes (search/data/cluttered.py's SCENES), all three splits of each; tests
+# recompute them.
 SCENE_MEAN_STD = {"marked-digits": (0.2567, 0.3432), "crowded-digits": (0.1724, 0.258)}
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -64,9 +65,7 @@ def input_resolution(dataset: str, image_size: int | None = None) -> int:
     """The side in pixels of the images `load_data` gives for `dataset` (`image_size`: imagefolder's, if given)."""
     if dataset == "imagefolder":
         return IMAGEFOLDER_SIZE if image_size is None else image_size
-    if dataset in SCENES:
-        return SCENES[dataset].canvas
-    return CLUTTERED_CANVAS if dataset == "cluttered-digits" else 32
+    return SCENES[dataset].canvas if dataset in SCENES else 32
 
 
 def dataset_mean_std(dataset: str) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -1,7 +1,6 @@
 """`load_data`: a dataset's seeded train / validation / calibration (and test) batches on the device."""
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any
 
@@ -19,7 +18,7 @@ from .batches import (
     loader_workers,
     seeded_generator,
 )
-from .cluttered import SCENES, make_cluttered_digits, make_scene
+from .cluttered import SCENES, make_scene
 from .datasets import (
     CIFAR_MEAN,
     CIFAR_STD,
@@ -82,7 +81,7 @@ def load_data(
     device = torch.device(device)
     workers = loader_workers(workers)
     calib_batch_size = batch_size if calib_batch_size is None else calib_batch_size
-    if dataset in GENERATED:
+    if dataset in SCENES:
         if val_size not in (None, 0):
             raise ValueError(f"val_size (--val-size): {dataset} has fixed train/val/test splits made from "
                              f"disjoint source digits; got {val_size}, expected none (or 0: no validation)")
@@ -99,7 +98,7 @@ def load_data(
     native = input_resolution(dataset)
     if image_size not in (None, native):
         raise ValueError(f"{dataset} is {native}x{native}; image_size must be None or {native}, got {image_size}")
-    if dataset in GENERATED:
+    if dataset in SCENES:
         return _load_generated(dataset, **common)
     return _load_in_memory(dataset, data_dir, download, **common)
 
@@ -145,20 +144,14 @@ def _load_in_memory(dataset: str, data_dir: str | None, download: bool, *, batch
                       None if arch_idx is None else batches(arch_idx, True))
 
 
-# The datasets generated offline from scikit-learn's digits with fixed train/val/test splits: their generators.
-GENERATED = {"cluttered-digits": make_cluttered_digits,
-             **{name: functools.partial(make_scene, name) for name in SCENES}}
-
-
 def _load_generated(dataset: str, *, batch_size: int, device: torch.device, seed: int,
                     val_size: int | float | None, calib_images: int, limit_train: int | None, limit_val: int | None,
                     rank: int, world_size: int, split_train: bool, calib_batch_size: int) -> SearchData:
-    """cluttered-digits and the scenes: fixed splits from disjoint source digits; `seed` orders and augments,
-    never changes them."""
+    """The generated scenes (cluttered-digits and the others of `SCENES`): fixed splits from disjoint source digits;
+    `seed` orders and augments, never changes them."""
     side = input_resolution(dataset)
     spec = DataSpec(dataset, 10, (3, side, side), *dataset_mean_std(dataset))
-    make = GENERATED[dataset]
-    train_x, train_y, _ = make("train")
+    train_x, train_y, _ = make_scene(dataset, "train")
     # Kept in a seeded random order, so limit_train and split_train take random subsets.
     train_idx = limit_indices(torch.randperm(len(train_y), generator=seeded_generator(seed, SALT_SPLIT)), limit_train,
                        "limit_train")
@@ -173,10 +166,10 @@ def _load_generated(dataset: str, *, batch_size: int, device: torch.device, seed
     if val_size == 0:  # train on the training split only and report nothing held out (search.train --val-size 0)
         val = batches(train_x[:0], train_y[:0], False)
     else:
-        val_x, val_y, _ = make("val")
+        val_x, val_y, _ = make_scene(dataset, "val")
         val_idx = limit_indices(torch.arange(len(val_y)), limit_val, "limit_val")
         val = batches(val_x[val_idx], val_y[val_idx], False)
-    test_x, test_y, _ = make("test")
+    test_x, test_y, _ = make_scene(dataset, "test")
     return SearchData(spec, batches(train_x[train_idx], train_y[train_idx], True), val,
                       batches(train_x[calib_idx], train_y[calib_idx], False, False),
                       None if arch_idx is None else batches(train_x[arch_idx], train_y[arch_idx], True),
