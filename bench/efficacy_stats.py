@@ -1,6 +1,7 @@
 """The statistics of the search-efficacy study and its yardstick pilot (bench/search_efficacy.py,
 bench/yardstick_repeatability.py): rank agreement, cost-adjusted residuals, test-retest, and where one network stands
-among random draws. Plain Python on lists of numbers, so that both scripts and the tests share one copy."""
+among random draws. On lists of numbers (rank and linear correlation are scipy's), so that both scripts and the tests
+share one copy."""
 from __future__ import annotations
 
 import itertools
@@ -8,33 +9,21 @@ import math
 import random
 import statistics
 
+from scipy.stats import kendalltau, pearsonr
+
 BAND = (0.85, 1.0)  # the in-band networks: mult-adds in [0.85, 1.0] x the search's limit
 
 
 def kendall_tau(a: list[float], b: list[float]) -> float:
-    """Kendall's tau-b of two equally long lists (ties count for neither side)."""
-    concordant = discordant = ties_a = ties_b = 0
-    for i, j in itertools.combinations(range(len(a)), 2):
-        da, db = a[i] - a[j], b[i] - b[j]
-        if da == 0 and db == 0:
-            continue
-        if da == 0:
-            ties_a += 1
-        elif db == 0:
-            ties_b += 1
-        elif (da > 0) == (db > 0):
-            concordant += 1
-        else:
-            discordant += 1
-    denom = math.sqrt((concordant + discordant + ties_a) * (concordant + discordant + ties_b))
-    return (concordant - discordant) / denom if denom else float("nan")
+    """Kendall's tau-b of two equally long lists (scipy's; NaN where either list is constant)."""
+    return float(kendalltau(a, b).statistic)
 
 
 def pearson(a: list[float], b: list[float]) -> float:
-    ma, mb = statistics.fmean(a), statistics.fmean(b)
-    sa = math.sqrt(sum((x - ma) ** 2 for x in a))
-    sb = math.sqrt(sum((y - mb) ** 2 for y in b))
-    return sum((x - ma) * (y - mb) for x, y in zip(a, b, strict=True)) / (sa * sb) if sa and sb else float("nan")
+    """Pearson's r of two equally long lists (scipy's; NaN where either list is constant)."""
+    if len(set(a)) < 2 or len(set(b)) < 2:
+        return float("nan")
+    return float(pearsonr(a, b).statistic)
 
 
 def log_fit(acc: list[float], cost: list[float]):
