@@ -33,23 +33,10 @@ from pathlib import Path
 
 # bench/ is the script's folder; the statistics are efficacy_stats.py's, shared with the study
 from efficacy_stats import BAND, kendall_tau, pearson, repeatability, residuals  # noqa: F401 (re-exported)
-from search_efficacy import DATASET, DATASETS, ROOT, make_runner, run_jobs, sample_arch
+from search_efficacy import DATASET, DATASETS, ROOT, draw_in_limit, make_runner, run_jobs
 
-from fpnas_zoo import count_spec, save_spec
+from fpnas_zoo import save_spec
 from fpnas_zoo.atomic import atomic_write_json
-
-
-def draw_in_band(runner, n: int, seed: str, max_draws: int = 20000) -> list[tuple[list[dict], int]]:
-    """`n` uniform architectures whose mult-adds lie in BAND x the search's limit (rejection sampling)."""
-    rng, limit, found = random.Random(seed), runner.limit(), []
-    for _ in range(max_draws):
-        blocks = sample_arch(runner, rng)
-        cost = count_spec(runner.spec_of(blocks, name="probe")).mult_adds
-        if BAND[0] * limit <= cost <= BAND[1] * limit:
-            found.append((blocks, cost))
-            if len(found) == n:
-                return found
-    raise SystemExit(f"--networks {n}: only {len(found)} of {max_draws} uniform draws fell in {BAND} x the limit")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--networks must be at least 3 and --seeds at least two values")
     runner = make_runner(args.space, False, 0, args.work / "space" / args.space, args.dataset,
                          shlex.split(args.search_args))
-    drawn = draw_in_band(runner, args.networks, f"yardstick-{args.space}")
+    rng = random.Random(f"yardstick-{args.space}")
+    drawn = [draw_in_limit(runner, rng, band=True) for _ in range(args.networks)]
     cfg = {"epochs": None, "limit_train": args.limit_train, "limit_val": args.limit_val, "dataset": args.dataset,
            "ema_decay": args.ema_decay}
     tag = args.space if args.dataset == DATASET else f"{args.space}-{args.dataset}"
@@ -109,10 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             n["runs"][f"e{epochs}_s{s}"]["seconds"] for n in nets for s in args.seeds)
     result = {"date": datetime.date.today().isoformat(), "command": " ".join(["python", *sys.argv]),
               "space": args.space, "dataset": args.dataset, "search_args": args.search_args,
-              "ema_decay": args.ema_decay, "limit": runner.limit(),
-              "band": BAND, "seeds": args.seeds,
-              "networks": nets,
-              "stats": stats}
+              "ema_decay": args.ema_decay, "limit": runner.limit(), "band": BAND, "seeds": args.seeds,
+              "networks": nets, "stats": stats}
     out = args.out or ROOT / "bench" / "yardstick" / f"{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, result)
