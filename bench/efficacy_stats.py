@@ -9,7 +9,7 @@ import math
 import random
 import statistics
 
-from scipy.stats import kendalltau, pearsonr
+from scipy.stats import kendalltau, pearsonr, spearmanr
 
 BAND = (0.85, 1.0)  # the in-band networks: mult-adds in [0.85, 1.0] x the search's limit
 
@@ -103,3 +103,13 @@ def repeatability(acc: list[list[float]], cost: list[float]) -> dict:
             "residual_r_pairs": res_r, "residual_r": statistics.fmean(res_r), "seed_sd": math.sqrt(var_seed),
             "arch_sd": math.sqrt(var_arch), "icc1": icc, "icc_mean_of_seeds": k * icc / (1 + (k - 1) * icc),
             "mean_top1": statistics.fmean(statistics.fmean(row) for row in acc)}
+
+
+def loop_agreement(first: list[list[float]], second: list[list[float]]) -> dict:
+    """Do two training loops rank the same networks alike? first[network][seed] and second[network][seed] (test
+    top-1, %): Spearman's rho (scipy's) and Kendall's tau between the networks' means over seeds, and the mean shift
+    second - first."""
+    a, b = [statistics.fmean(r) for r in first], [statistics.fmean(r) for r in second]
+    rho = float(spearmanr(a, b).statistic) if len(set(a)) > 1 and len(set(b)) > 1 else float("nan")
+    return {"networks": len(a), "spearman": rho, "kendall_tau": kendall_tau(a, b),
+            "mean_shift": statistics.fmean(b) - statistics.fmean(a)}

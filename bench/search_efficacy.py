@@ -18,6 +18,10 @@ RESULTS/<dataset>), for two spaces, each exactly the space of one search command
    is trained alone by `search.train`'s `train` with the `cluttered-digits` recipe (on either task) for the
    scoring seeds 0, 1, 2; test top-1 and mult-adds in RESULTS/<dataset>/ground_truth_<space>.json. `--jobs 2`
    trains two at a time, one thread each.
+   another loop (stage `retest`): the first 12 in-band networks trained again with seeds 3, 4, 5 (other
+   initialisations and batch orders) and Nesterov momentum on (the recipe's is off): something that should not
+   matter. The report gives Spearman's rho between the two loops' mean test top-1
+   (RESULTS/<dataset>/retest_<space>.json).
 2. searches (stage `search`): `python -m search.run` of each searcher for 3 runs k = 0, 1, 2 (search seed
    1000 + k); each found network trained alone exactly as the ground truth (scoring seeds). The search's cost is
    the wall time of that subprocess as the study measures it (start-up, data, checkpoints and plots included).
@@ -72,6 +76,7 @@ from efficacy_stats import (  # noqa: E402
     BAND,
     equivalent_draws,
     kendall_tau,
+    loop_agreement,
     percentile,
     repeatability,
     residual_interval,
@@ -109,17 +114,20 @@ STUDY = {
 # train_seeds score a network (its test top-1 is their mean); proxy_seed + k seeds everything that chooses in run k.
 FULL = dict(archs=40, band_networks=20, train_seeds=(0, 1, 2), search_seeds=(0, 1, 2), proxy_seed=1000,
             epochs=None, rs_epochs=1, anytime=(0.5, 1.0, 2.0), ws_score_share=0.25, budget_share=1.0, limit_train=None,
-            limit_val=None)
+            limit_val=None, retest_networks=12, retest_seeds=(3, 4, 5))
 # --smoke: the plumbing only (numbers meaningless): few networks, one epoch on a few hundred images, tiny searches,
 # baselines given half the search's time and random search's trace only to it (under 2 minutes).
 SMOKE = dict(FULL, archs=2, band_networks=1, train_seeds=(0, 1), search_seeds=(0,), epochs=1, anytime=(0.5, 1.0),
-             budget_share=0.5, limit_train=256, limit_val=128)
+             budget_share=0.5, limit_train=256, limit_val=128, retest_networks=1, retest_seeds=(2, 3))
+# The second loop of stage `retest`: what changes against the ground truth's (besides the seeds).
+RETEST_CHANGE = {"nesterov": True}
 SMOKE_SEARCH = {
     "fpnas": ["--block-optimisations", "1", "--limit-train", "128", "--limit-val", "64"],
     "fp-nas": ["--epochs", "2", "--warmup-epochs", "1", "--coarse-to-fine-epochs", "1", "--limit-train", "128",
                "--limit-val", "64"],
 }
 BASELINES = ("random search", "random search with weight sharing")
+STAGES = ("gt", "retest", "search", "baselines", "report")
 
 
 # ----------------------------------------------------------------------------- spaces
@@ -194,6 +202,8 @@ def plan(cfg: dict, algos: list[str], tags: list[str]) -> list[dict]:
     for algo in algos:
         jobs += [{"stage": "gt", "unit": f"{algo} ground truth", "role": "score", "seed": s}
                  for s in cfg["train_seeds"]]
+        jobs += [{"stage": "retest", "unit": f"{algo} ground truth, another loop", "role": "retest", "seed": s}
+                 for s in cfg["retest_seeds"]]
         for k in cfg["search_seeds"]:
             units = [("search", f"{algo} search, {tag}, run {k}") for tag in tags]
             units += [("baselines", f"{algo} random search, run {k}")]  # one trace for every tag
@@ -207,9 +217,12 @@ def plan(cfg: dict, algos: list[str], tags: list[str]) -> list[dict]:
 
 def check_seeds(cfg: dict) -> None:
     jobs = plan(cfg, list(STUDY), ["after"])
-    clash = {j["seed"] for j in jobs if j["role"] == "proxy"} & {j["seed"] for j in jobs if j["role"] == "score"}
+    seeds = {role: {j["seed"] for j in jobs if j["role"] == role} for role in ("proxy", "score", "retest")}
+    clash = seeds["proxy"] & (seeds["score"] | seeds["retest"])
     if clash:
         raise SystemExit(f"proxy and scoring seeds overlap: {sorted(clash)}")
+    if seeds["score"] & seeds["retest"]:  # the second loop is another set of seeds
+        raise SystemExit(f"scoring and retest seeds overlap: {sorted(seeds['score'] & seeds['retest'])}")
 
 
 # ----------------------------------------------------------------------------- training alone
@@ -228,7 +241,7 @@ def train_alone(spec_path: Path, out: Path, seed: int, cfg: dict, epochs: int | 
     result = train(TrainOptions(spec=str(spec_path), dataset=cfg.get("dataset", DATASET), out=out, recipe=RECIPE,
                                 epochs=epochs or cfg["epochs"], seed=seed, resume=(out / "checkpoint.pt").exists(),
                                 limit_train=cfg["limit_train"], limit_val=cfg["limit_val"],
-                                ema_decay=cfg.get("ema_decay"), progress=False))
+                                ema_decay=cfg.get("ema_decay"), nesterov=cfg.get("nesterov"), progress=False))
     return {k: result[k] for k in ("val_top1", "test_top1", "seconds")}
 
 
@@ -284,6 +297,15 @@ def draw_ground_truth(runner: SearchRunner, algo: str, cfg: dict) -> list[tuple[
     return nets
 
 
+def gt_spec(algo: str, net: dict, runner: SearchRunner, work: Path) -> Path:
+    """The spec file of a ground-truth network in WORK (written the first time)."""
+    spec_path = work / "gt" / algo / f"{net['name']}.json"
+    if not spec_path.exists():
+        spec_path.parent.mkdir(parents=True, exist_ok=True)
+        save_spec(runner.spec_of(net["blocks"], name=f"gt_{algo.replace('-', '_')}_{net['name']}"), spec_path)
+    return spec_path
+
+
 def ground_truth(algo: str, cfg: dict, work: Path, results: Path, jobs: int, smoke: bool) -> dict:
     path = results / f"ground_truth_{algo}.json"
     table = json.loads(path.read_text()) if path.exists() else None
@@ -304,10 +326,7 @@ def ground_truth(algo: str, cfg: dict, work: Path, results: Path, jobs: int, smo
         atomic_write_json(path, table)
     pending = []
     for i, net in enumerate(table["networks"]):
-        spec_path = work / "gt" / algo / f"{net['name']}.json"
-        if not spec_path.exists():
-            spec_path.parent.mkdir(parents=True, exist_ok=True)
-            save_spec(runner.spec_of(net["blocks"], name=f"gt_{algo.replace('-', '_')}_{net['name']}"), spec_path)
+        spec_path = gt_spec(algo, net, runner, work)
         for seed in cfg["train_seeds"]:
             if str(seed) not in net["runs"]:
                 pending.append(((i, seed), str(spec_path), str(work / "gt" / algo / f"{net['name']}_s{seed}"), seed,
@@ -320,6 +339,52 @@ def ground_truth(algo: str, cfg: dict, work: Path, results: Path, jobs: int, smo
 
     run_jobs(pending, jobs, f"ground truth {algo}", done)
     return table
+
+
+def in_band(table: dict) -> list[dict]:
+    """The ground-truth networks with mult-adds in BAND x the limit, in table order."""
+    return [n for n in table["networks"] if within(table, n["mult_adds"], band=True)]
+
+
+def retest(algo: str, table: dict, cfg: dict, work: Path, results: Path, jobs: int, smoke: bool) -> dict:
+    """Stage `retest`: the ranking under another faithful loop. The first cfg['retest_networks'] in-band ground-truth
+    networks trained again with seeds cfg['retest_seeds'] (other initialisations and batch orders) and RETEST_CHANGE
+    (Nesterov momentum, which the recipe leaves off); RESULTS/<dataset>/retest_<space>.json."""
+    path = results / f"retest_{algo}.json"
+    record = json.loads(path.read_text()) if path.exists() else None
+    if record is None:
+        nets = in_band(table)[:cfg["retest_networks"]]
+        record = {"space": algo, "dataset": table["dataset"], "recipe": RECIPE, "change": RETEST_CHANGE,
+                  "seeds": list(cfg["retest_seeds"]), "ground_truth_seeds": table["train_seeds"],
+                  "command": shlex.join(["python", "bench/search_efficacy.py", *sys.argv[1:]]),
+                  "networks": [{"name": n["name"], "mult_adds": n["mult_adds"], "runs": {}} for n in nets]}
+        atomic_write_json(path, record)
+    loop = dict(cfg, **RETEST_CHANGE)
+    runner = make_runner(algo, smoke, 0, work / "spaces" / algo, cfg["dataset"])
+    truth = {n["name"]: n for n in table["networks"]}
+    pending = [((i, seed), str(gt_spec(algo, truth[net["name"]], runner, work)),
+                str(work / "gt" / algo / f"{net['name']}_retest_s{seed}"), seed, loop, 1 if jobs > 1 else None)
+               for i, net in enumerate(record["networks"]) for seed in record["seeds"] if str(seed) not in net["runs"]]
+
+    def done(key, result):
+        i, seed = key
+        record["networks"][i]["runs"][str(seed)] = result
+        atomic_write_json(path, record)
+
+    run_jobs(pending, jobs, f"another loop {algo}", done)
+    return record
+
+
+def retest_agreement(table: dict, record: dict | None) -> dict | None:
+    """The retested networks' mean test top-1 under the ground truth's loop against the other loop's
+    (`loop_agreement`); None until every retest run is done or with fewer than 3 networks."""
+    if record is None or len(record["networks"]) < 3 or any(len(n["runs"]) < len(record["seeds"])
+                                                             for n in record["networks"]):
+        return None
+    truth = {n["name"]: n for n in table["networks"]}
+    first = [[r["test_top1"] for r in truth[n["name"]]["runs"].values()] for n in record["networks"]]
+    second = [[r["test_top1"] for r in n["runs"].values()] for n in record["networks"]]
+    return dict(loop_agreement(first, second), change=record["change"], seeds=record["seeds"])
 
 
 def gt_test(net: dict) -> float:
@@ -569,10 +634,11 @@ def pick_measures(table: dict, cost: float, test: float) -> dict:
 
 def task_quality(table: dict) -> dict:
     """The task's bar: over uniform ground-truth networks of comparable cost (three equal-count cost bins),
-    best minus median standalone test top-1, against the seed-to-seed standard deviation of one network (all)."""
+    best minus median standalone test top-1, against the seed-to-seed standard deviation of one network (pooled over
+    all networks: the root of the mean within-network variance)."""
     nets = sorted(table["networks"], key=lambda n: n["mult_adds"])
-    seed_sd = statistics.mean([statistics.stdev([r["test_top1"] for r in n["runs"].values()]) for n in nets
-                               if len(n["runs"]) > 1])
+    seed_sd = math.sqrt(statistics.mean([statistics.variance([r["test_top1"] for r in n["runs"].values()])
+                                         for n in nets if len(n["runs"]) > 1]))  # pooled over the networks
     uni = [n for n in nets if n.get("draw", "uniform") == "uniform"]
     bins = [uni[len(uni) * b // 3: len(uni) * (b + 1) // 3] for b in range(3)]
     spreads = [max(map(gt_test, b)) - statistics.median(map(gt_test, b)) for b in bins if b]
@@ -583,7 +649,7 @@ def task_quality(table: dict) -> dict:
 
 def yardstick(table: dict) -> dict | None:
     """The ground truth's test-retest over its in-band networks (all scoring seeds): the ceiling of any ranking."""
-    nets = [n for n in table["networks"] if within(table, n["mult_adds"], band=True)]
+    nets = in_band(table)
     seeds = sorted(set.intersection(*(set(n["runs"]) for n in nets))) if nets else []
     if len(nets) < 3 or len(seeds) < 2:
         return None
@@ -594,7 +660,8 @@ def searcher_method(r: dict) -> str:
     return f"{r['algo']} search" + (f" ({r['tag']})" if r["tag"] != "after" else "")
 
 
-def report(tables: dict, searches: list[dict], baselines: list[dict], results: Path) -> dict:
+def report(tables: dict, searches: list[dict], baselines: list[dict], results: Path,
+           retests: dict | None = None) -> dict:
     traces: dict[tuple, list] = {}  # one trace per space and run, shared by the tags: its longest record
     for b in baselines:
         if b["method"] == BASELINES[0] and len(b["one_epoch_s"]) > len(traces.get((b["algo"], b["seed"]), [])):
@@ -656,7 +723,8 @@ def report(tables: dict, searches: list[dict], baselines: list[dict], results: P
                                                                             tables.items()},
                "rows": rows, "wins": wins, "under_limit": limits, "anytime": anytime,
                "ranking": ranks,
-               "yardstick": {a: yardstick(t) for a, t in tables.items()}}
+               "yardstick": {a: yardstick(t) for a, t in tables.items()},
+               "another_loop": {a: retest_agreement(t, (retests or {}).get(a)) for a, t in tables.items()}}
     atomic_write_json(results / "results.json", summary)
     plot(tables, rows, results / "search_efficacy.png")
     print(markdown(summary))
@@ -710,12 +778,15 @@ def markdown(summary: dict) -> str:
                                              f"not scored (val {p['val_top1']:.1f})") for f, p in c["picks"].items()]
         lines.append(f"| {c['space']} | {c['tag']} | {c['seed']} | {' / '.join(cells)} |")
     lines += ["", "| space | Kendall τ, trained supernet: all / in-band | mult-adds alone: all / in-band | "
-              "ground truth seed pairs, in-band (ceiling) | ICC |", "|---|---|---|---|---|"]
+              "ground truth seed pairs, in-band (ceiling): τ / residual r | ICC: 1 seed / mean of seeds | "
+              "another loop: networks, Spearman / τ of the means |", "|---|---|---|---|---|---|"]
     for a, k in summary["ranking"].items():
-        y = summary["yardstick"][a]
+        y, o = summary["yardstick"][a], summary.get("another_loop", {}).get(a)
         lines.append(f"| {a} | {_ms(k['supernet_kendall_tau'], 2)} / {_ms(k['supernet_kendall_tau_band'], 2)} | "
                      f"{k['mult_adds_kendall_tau']:.2f} / {k['mult_adds_kendall_tau_band']:.2f} | "
-                     + (f"{y['kendall_tau']:.2f} | {y['icc1']:.2f} |" if y else "n/a | n/a |"))
+                     + (f"{y['kendall_tau']:.2f} / {y['residual_r']:.2f} | {y['icc1']:.2f} / "
+                        f"{y['icc_mean_of_seeds']:.2f} | " if y else "n/a | n/a | ")
+                     + (f"{o['networks']}, {o['spearman']:.2f} / {o['kendall_tau']:.2f} |" if o else "n/a |"))
     return "\n".join(lines)
 
 
@@ -780,11 +851,13 @@ def main(argv: list[str] | None = None) -> int:
                    "--dataset")
     p.add_argument("--dataset", default=DATASET, choices=DATASETS,
                    help=f"the task of the searches and of every training (default {DATASET})")
-    p.add_argument("--stages", default="gt,search,baselines,report")
+    p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, of {', '.join(STAGES)} "
+                   "(default all)")
     p.add_argument("--algos", default="fpnas,fp-nas")
     p.add_argument("--epochs", type=int, help="epochs of every network trained alone (ground truth, picks); "
                    "default: the cluttered-digits recipe's 3. Use a new --work and --results with it")
-    p.add_argument("--jobs", type=int, default=1, help="ground-truth trainings at a time (one thread each if > 1)")
+    p.add_argument("--jobs", type=int, default=1, help="ground-truth and retest trainings at a time (one thread "
+                   "each if > 1)")
     p.add_argument("--tag", default="after", help="files the searches under this name (stage search)")
     p.add_argument("--code", help="run the searches with the code of this checkout (stage search)")
     args = p.parse_args(argv)
@@ -793,12 +866,15 @@ def main(argv: list[str] | None = None) -> int:
         cfg["epochs"] = args.epochs
     check_seeds(cfg)
     work, results = (folder / args.dataset for folder in output_folders(args.smoke, args.work, args.results))
-    results.mkdir(parents=True, exist_ok=True)
     stages, algos = args.stages.split(","), args.algos.split(",")
+    if set(stages) - set(STAGES):
+        print(f"error: --stages: {sorted(set(stages) - set(STAGES))} not in {', '.join(STAGES)}", file=sys.stderr)
+        return 2
     unknown = [a for a in algos if a not in STUDY]
     if unknown:
         print(f"error: --algos: {unknown} not in {sorted(STUDY)}", file=sys.stderr)
         return 2
+    results.mkdir(parents=True, exist_ok=True)
     missing = [str(results / f"ground_truth_{a}.json") for a in algos
                if "gt" not in stages and not (results / f"ground_truth_{a}.json").exists()]
     if missing:
@@ -807,6 +883,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     tables = {a: ground_truth(a, cfg, work, results, args.jobs, args.smoke) if "gt" in stages else
               json.loads((results / f"ground_truth_{a}.json").read_text()) for a in algos}
+    retests = {a: retest(a, tables[a], cfg, work, results, args.jobs, args.smoke) if "retest" in stages else
+               json.loads((results / f"retest_{a}.json").read_text())
+               if (results / f"retest_{a}.json").exists() else None for a in algos}
     for algo in algos:
         for k in cfg["search_seeds"]:
             if "search" in stages:
@@ -831,7 +910,7 @@ def main(argv: list[str] | None = None) -> int:
                         if b.exists():
                             baselines.append(json.loads(b.read_text()))
     if "report" in stages:
-        report(tables, searches, baselines, results)
+        report(tables, searches, baselines, results, retests)
     return 0
 
 

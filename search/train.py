@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--amp", default="bf16", choices=("bf16", "fp16", "off"), help="autocast on CUDA (ignored on the "
                    "CPU); fp16 adds a GradScaler. Default: bf16")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, help="default: the recipe's")
+    p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, help="Nesterov momentum on or off (SGD "
+                   "with momentum recipes). Default: the recipe's")
     p.add_argument("--ema-decay", type=float, help="keep an EMA of the weights (timm's ModelEmaV3) with this decay; "
                    "checkpoint.pt then holds it as state_dict_ema, which timm, hub.export and pretrained=True load "
                    "first. 0 turns the recipe's EMA off. Default: the recipe's")
@@ -124,8 +126,8 @@ def _train_command(args: argparse.Namespace) -> int:
             device=args.device, workers=args.workers, limit_train=args.limit_train, limit_val=args.limit_val,
             progress=not args.no_progress, val_size=_val_size(args.val_size), compile=args.compile,
             image_size=args.image_size, ema_decay=args.ema_decay, mixup=args.mixup, cutmix=args.cutmix,
-            drop_path=args.drop_path, amp=args.amp, channels_last=args.channels_last, teacher=args.teacher,
-            teacher_checkpoint=args.teacher_checkpoint, kd_temperature=args.kd_temperature,
+            drop_path=args.drop_path, amp=args.amp, channels_last=args.channels_last, nesterov=args.nesterov,
+            teacher=args.teacher, teacher_checkpoint=args.teacher_checkpoint, kd_temperature=args.kd_temperature,
             distill_weight=args.distill_weight, task_weight=args.task_weight))
     except (SpecError, ResumeError, ValueError, FileNotFoundError) as e:
         return error(e)

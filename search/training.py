@@ -52,6 +52,7 @@ class TrainOptions:
     drop_path: float | None = None
     amp: str = "bf16"
     channels_last: bool | None = None
+    nesterov: bool | None = None  # Nesterov momentum on/off for an SGD-with-momentum recipe; None: the recipe's
     teacher: str | None = None
     teacher_checkpoint: str | None = None
     kd_temperature: float = 4.0
@@ -75,6 +76,9 @@ def overridden_recipe(o: TrainOptions) -> TrainRecipe:
                          f"not {o.dataset}")
     if o.teacher_checkpoint is not None and o.teacher is None:
         raise ValueError("--teacher-checkpoint needs --teacher (the model the checkpoint is of)")
+    if o.nesterov is not None and plan.recipe.opt != "momentum":
+        raise ValueError(f"--nesterov/--no-nesterov: applies to SGD with momentum; --recipe {o.recipe} uses "
+                         f"{plan.recipe.opt}")
     return replace(plan, ema_decay=plan.ema_decay if o.ema_decay is None else (o.ema_decay or None),
                    mixup=plan.mixup if o.mixup is None else o.mixup,
                    cutmix=plan.cutmix if o.cutmix is None else o.cutmix,
@@ -87,7 +91,8 @@ def scaled_recipe(o: TrainOptions, plan: TrainRecipe, batch_size: int, per_rank:
     lr = plan.recipe.lr * batch_size / plan.batch_size if plan.scale_lr else plan.recipe.lr
     recipe = replace(plan.recipe, lr=lr, epochs=o.epochs or plan.recipe.epochs, compile=o.compile,
                      amp=o.amp != "off", amp_dtype=AMP.get(o.amp, "bfloat16"),
-                     channels_last=plan.recipe.channels_last if o.channels_last is None else o.channels_last)
+                     channels_last=plan.recipe.channels_last if o.channels_last is None else o.channels_last,
+                     nesterov=plan.recipe.nesterov if o.nesterov is None else o.nesterov)
     plan = replace(plan, recipe=recipe)
     if plan.mixing and per_rank % 2:
         raise ValueError(f"--batch-size: Mixup/CutMix pairs images within a batch, so each process needs an even "

@@ -91,6 +91,12 @@ def test_proxy_and_scoring_seeds_never_overlap():
     assert b.FULL["train_seeds"] == (0, 1, 2) and b.FULL["budget_share"] == 1.0  # the study: the search's time
     with pytest.raises(SystemExit, match="overlap"):
         b.check_seeds(dict(b.FULL, proxy_seed=2))
+    retest = {j["seed"] for j in b.plan(b.FULL, ["fp-nas"], ["after"]) if j["role"] == "retest"}
+    assert retest == {3, 4, 5}  # the second loop's seeds: neither scoring nor proxy seeds
+    with pytest.raises(SystemExit, match="scoring and retest seeds overlap"):
+        b.check_seeds(dict(b.FULL, retest_seeds=(2, 3)))
+    with pytest.raises(SystemExit, match="proxy and scoring seeds overlap"):
+        b.check_seeds(dict(b.FULL, retest_seeds=(1000,)))
 
 
 def test_ground_truth_is_uniform_draws_extremes_and_band_top_ups():
@@ -181,9 +187,51 @@ def test_task_quality_by_hand():
                           _net("g", 45, [99, 99], "band")]}
     q = b.task_quality(table)
     sds = [statistics.stdev(x) for x in ([50, 52], [60, 60], [70, 74], [40, 42], [80, 80], [55, 57], [99, 99])]
-    assert q["seed_sd"] == pytest.approx(sum(sds) / 7)
+    assert q["seed_sd"] == pytest.approx(math.sqrt(sum(sd**2 for sd in sds) / 7))  # pooled, not the mean of sds
     # Cost bins of the uniform draws {a, b}, {c, d}, {e, f}: best minus median = 60-55.5, 72-56.5, 80-68.
     assert q["bin_spreads"] == pytest.approx([4.5, 15.5, 12.0])
+
+
+def test_loop_agreement_by_hand():
+    stats = load_script("bench/efficacy_stats.py")
+    # Means 51, 60, 72, 80 in the first loop; 41, 70, 60, 90 in the second: ranks 1 2 3 4 against 1 3 2 4, so
+    # sum d^2 = 2 and Spearman 1 - 6 * 2 / (4 * 15) = 0.8; Kendall (5 - 1) / 6; mean shift 65.25 - 65.75.
+    first = [[50, 52], [60, 60], [70, 74], [80, 80]]
+    second = [[40, 42], [70, 70], [60, 60], [90, 90]]
+    a = stats.loop_agreement(first, second)
+    assert a["spearman"] == pytest.approx(0.8) and a["kendall_tau"] == pytest.approx(4 / 6)
+    assert a["mean_shift"] == pytest.approx(-0.5) and a["networks"] == 4
+
+
+def test_another_loop_is_compared_on_the_retested_in_band_networks():
+    b = _bench()
+    table = _table()
+    assert [n["name"] for n in b.in_band(table)] == ["b1", "u5"]
+    table["networks"].append(_net("b2", 95, [70, 71], "band"))
+    record = {"change": {"nesterov": True}, "seeds": [3, 4],
+              "networks": [{"name": n, "runs": {"3": {"test_top1": x}, "4": {"test_top1": y}}}
+                           for n, x, y in (("b1", 79, 81), ("u5", 60, 62), ("b2", 50, 50))]}
+    a = b.retest_agreement(table, record)  # ground truth 80, 41, 70.5 against 80, 61, 50
+    assert a["spearman"] == pytest.approx(0.5) and a["kendall_tau"] == pytest.approx(1 / 3)
+    assert a["change"] == {"nesterov": True} and a["seeds"] == [3, 4]
+    del record["networks"][2]["runs"]["4"]
+    assert b.retest_agreement(table, record) is None  # not until every retest run is done
+    assert "another loop" in b.markdown(dict(_summary_without_rows(), another_loop={"fpnas": a}))
+
+
+def _summary_without_rows():
+    return {"dataset": "crowded-digits", "tasks": {}, "rows": [], "under_limit": {}, "wins": {}, "anytime": [],
+            "ranking": {"fpnas": {"supernet_kendall_tau": [], "supernet_kendall_tau_band": [],
+                                  "mult_adds_kendall_tau": 0.1, "mult_adds_kendall_tau_band": 0.2}},
+            "yardstick": {"fpnas": None}}
+
+
+def test_an_unknown_stage_is_refused_before_any_folder_is_made(tmp_path, capsys):
+    results = tmp_path / "results"
+    assert _bench().main(["--stages", "gt,retset", "--results", str(results), "--work", str(tmp_path / "w")]) == 2
+    assert capsys.readouterr().err.strip() == ("error: --stages: ['retset'] not in gt, retest, search, baselines, "
+                                               "report")
+    assert not results.exists() and not (tmp_path / "w").exists()
 
 
 def test_a_smoke_run_never_defaults_to_the_committed_results():
@@ -227,6 +275,9 @@ def test_smoke_study_writes_tables_measures_and_plot(tmp_path):
         rs = json.loads((work / "baselines" / "after" / f"rs_{algo}_s0" / "result.json").read_text())
         assert set(rs["runs"]) == {"0", "1"} and rs["budget_s"] == search["wall_time_s"] / 2  # smoke: half the time
         assert rs["used_s"] <= rs["budget_s"] or (rs["over_budget"] and rs["trials"] == 1)
+        retest = json.loads((results / f"retest_{algo}.json").read_text())
+        assert retest["change"] == {"nesterov": True} and len(retest["networks"]) == 1
+        assert set(retest["networks"][0]["runs"]) == {"2", "3"}  # the second loop's seeds
     summary = json.loads((results / "results.json").read_text())
     methods = {(r["space"], r["method"]) for r in summary["rows"]}
     for algo in ("fpnas", "fp-nas"):

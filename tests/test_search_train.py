@@ -169,3 +169,28 @@ def test_help_names_the_checkpoint_keys_where_they_are(tmp_path, tiny_spec):
     assert set(top) <= set(checkpoint), set(top) - set(checkpoint)
     for key, inner in nested.items():
         assert set(re.findall(r'"(\w+)"', inner)) <= set(checkpoint[key]), key
+
+
+@pytest.mark.parametrize("flag, expected", [([], False), (["--nesterov"], True), (["--no-nesterov"], False)])
+def test_nesterov_option_reaches_the_optimizer_the_training_steps(tmp_path, tiny_spec, monkeypatch, flag, expected):
+    """`--nesterov` sets torch's SGD `nesterov` flag of the optimiser that trains (the demo recipe's is off)."""
+    import search.recipes
+
+    built = []
+    real = search.recipes.make_optimizer
+    monkeypatch.setattr(search.recipes, "make_optimizer", lambda model, recipe: built.append(real(model, recipe))
+                        or built[-1])
+    assert main(["--spec", str(tiny_spec), "--dataset", "digits", "--recipe", "demo", "--epochs", "1",
+                 "--limit-train", "64", "--val-size", "0", "--out", str(tmp_path / "run"), "--no-progress",
+                 *flag]) == 0
+    assert len(built) == 1 and isinstance(built[0], torch.optim.SGD)
+    assert all(g["nesterov"] is expected and g["momentum"] == 0.9 for g in built[0].param_groups)
+
+
+def test_nesterov_is_refused_for_a_recipe_without_momentum_sgd(tmp_path, capsys):
+    assert main(["--spec", "fpnasnet", "--dataset", "imagefolder", "--data-dir", str(tmp_path), "--recipe",
+                 "fp-nas-imagenet", "--nesterov", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: --nesterov/--no-nesterov: applies to SGD with momentum; --recipe fp-nas-imagenet uses "
+                   "rmsproptf")
+    assert not (tmp_path / "run").exists()
