@@ -75,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "harder task made from them, with a test split no search sees; both offline)")
     p.add_argument("--data-dir", help="where the dataset lives (downloaded there when online, for CIFAR)")
     p.add_argument("--mult-adds-budget", "--flops-budget", type=float, dest="mult_adds_budget",
-                   help="--algo fpnas: mult-adds budget b: candidates at or over it get reward -1 (--flops-budget is "
-                        "its older name)")
+                   help="--algo fpnas: mult-adds budget b: candidates at or over it get reward -1 under the default "
+                        "--reward paper (--flops-budget is its older name)")
     g = p.add_argument_group("hardware-aware search (latency measured on this device, python -m search.latency)")
     g.add_argument("--cost", choices=COSTS, help="what the budget / target limits: mult-adds (default), or latency "
                    "predicted by --latency-table (the search refuses a table of another space or device)")

@@ -9,6 +9,7 @@ out)` builds what the algorithm works with and runs it:
   runner.supernet                  one weight-sharing `Supernet` over the space's candidates
   runner.cost / runner.reward      cost of an architecture (a list of block dicts) in the unit searched (mult-adds,
                                    or ms predicted by a latency table with --cost latency), reward under the budget
+                                   (`search.rewards`)
   runner.mult_adds                 mult-adds of an architecture, whatever the unit searched
   runner.limit()                   the cost the search aims under (`SearchAlgorithm.cost_limit` names it)
   runner.trace / runner.save()     trace.jsonl and the checkpoint (the algorithm decides when)
@@ -42,6 +43,7 @@ from .checkpointing import Checkpointer, Trace
 from .cost import BlockwiseCost, MultAddsCost
 from .data import DataSpec, SearchData, load_data
 from .latency_table import LatencyCost, LatencyTable, TableError, protocol_timer, space_identity
+from .rewards import budget_reward
 from .seeding import rng_state, seed_everything, set_rng_state
 from .space import Arch, SearchSpace, searched_spec_dict  # noqa: F401 - searched_spec_dict: its old home
 from .supernet import LAYOUT_VERSION, Supernet
@@ -54,7 +56,7 @@ class CostLimit:
     field: str  # the settings field that holds it (mult-adds, or ms with --cost latency)
     option: str  # the command-line option that sets it in mult-adds
     metadata_key: str  # its key in the spec's search metadata (mult-adds; null in a latency search)
-    hard: bool  # the runner's reward applies it: -1 at or over it (else the algorithm uses it its own way)
+    hard: bool  # the runner's reward applies it (`search.rewards`; else the algorithm uses it its own way)
     latency_option: str = ""  # the command-line option that sets it in milliseconds (--cost latency)
 
 
@@ -290,11 +292,12 @@ class SearchRunner:
     def format_cost(self, value: float) -> str:
         return f"{value:,.0f} mult-adds" if self.settings.cost == "mult-adds" else f"{value:.4g} ms"
 
-    def reward(self, blocks: Arch, accuracy: float) -> tuple[float, float]:
-        """(cost, reward): the accuracy, or -1 at or over a hard budget (FPNAS's rule)."""
+    def reward(self, blocks: Arch, accuracy: float, rule: str = "paper") -> tuple[float, float]:
+        """(cost, reward) under a hard budget by `rule` (`search.rewards`; the paper's: the accuracy, or -1 at or over
+        the budget); the accuracy where the limit is not a hard budget."""
         cost = self.cost(blocks)
         budget = self.limit() if self.algorithm_class.cost_limit.hard else None
-        return cost, (accuracy if budget is None or cost < budget else -1.0)
+        return cost, budget_reward(accuracy, cost, budget, rule)
 
     def extreme_blocks(self) -> tuple[Arch, Arch]:
         """The smallest and the largest network of the space: the space's own extremes when it knows them, else each

@@ -127,6 +127,22 @@ def _one_line_error(capsys) -> str:
     return err
 
 
+def test_a_checkpoint_from_before_start_and_reward_resumes_as_the_papers(smoke_run, tmp_path, capsys):
+    """Settings added since a checkpoint was written (--start, --reward) take the values that behave as before."""
+    def without_the_new_settings(payload):
+        settings = payload["identity"]["settings"]
+        assert (settings.pop("start"), settings.pop("reward")) == ("default", "paper")
+        return payload
+
+    _copy_run(smoke_run, tmp_path, without_the_new_settings)
+    assert main(["--preset", "smoke", "--out", str(tmp_path), "--resume", "--no-progress"]) == 0
+    assert load_spec(tmp_path / "spec.json").blocks == load_spec(smoke_run / "spec.json").blocks
+    _copy_run(smoke_run, tmp_path, without_the_new_settings)
+    assert main(["--preset", "smoke", "--out", str(tmp_path), "--resume", "--no-progress", "--reward", "soft",
+                 "--mult-adds-budget", "3e6"]) == 2
+    assert "settings.reward: checkpoint has 'paper', this run has 'soft'" in capsys.readouterr().err
+
+
 def test_resume_refuses_a_checkpoint_of_another_number_of_processes_in_one_line(smoke_run, tmp_path, capsys):
     """BatchNorm statistics and each rank's random state are per process: one process cannot continue a search of 2
     as it would have gone on (a checkpoint of 2 processes: 2 RNG states, its identity says 2)."""

@@ -8,6 +8,10 @@ For each of the T block optimisations t (position p = t mod N):
   stage 2: train those E networks independently for Q epochs (`stage2_epochs`; weights handed over from the
            supernet) and keep the best; its trained weights go back into the supernet. Under torchrun the E
            trainings are shared out over the ranks, each one alone on its rank.
+The search starts from a MobileNetV2-like network and scores by the paper's reward; `--start feasible` starts inside
+the budget instead (`FpnasSpace.feasible_arch`) and `--reward soft|absolute` scores by a reward that weighs the cost
+too (`search.rewards`): options to measure, the paper's procedure stays the default. T > N revisits the positions in
+order (position t mod N).
 Every unit of work (an epoch, a candidate) is seeded from (seed, t, unit), and the whole state is checkpointed
 after each one, so `--resume` continues to the same final spec as an uninterrupted run. `CoordinateDescentSearch` is the
 algorithm only; `search.runner.SearchRunner` supplies the data, supernet, cost, checkpoint, trace and spec.
@@ -15,7 +19,9 @@ algorithm only; `search.runner.SearchRunner` supplies the data, supernet, cost, 
 from __future__ import annotations
 
 import argparse
+import logging
 from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
@@ -33,17 +39,23 @@ from ..engine import (
     recalibrate_bn,
     train_epochs,
 )
+from ..rewards import ABSOLUTE_BETA, OVER_BUDGET_RATE, REWARDS, SOFT_EXPONENT
 from ..runner import SearchAlgorithm, SearchRunner, SearchSettings
 from ..seeding import derive_seed
 from ..supernet import Supernet
 from .space import Choice, FpnasSpace, check_num_blocks, fpnas_space
+
+STARTS = ("default", "feasible")  # --start: the paper's MobileNetV2-like network, or one inside the budget
 
 
 @dataclass
 class CoordinateDescentSettings(SearchSettings):
     """Everything that defines an FPNAS search (a checkpoint from other settings is refused)."""
 
-    budget: float | None = None  # mult-adds (--mult-adds-budget); at or over it the reward is -1
+    # Settings added since (a checkpoint without them ran the paper's start and reward).
+    added: ClassVar[dict[str, Any]] = {**SearchSettings.added, "start": "default", "reward": "paper"}
+
+    budget: float | None = None  # mult-adds (--mult-adds-budget); at or over it the reward is -1 (--reward paper)
     num_blocks: int = 16  # the paper's N: block positions searched
     stage1_epochs: int = 4  # P: supernet epochs (shared weights) per block optimisation
     stage2_epochs: int = 4  # Q: epochs of each kept candidate, trained alone
@@ -57,6 +69,8 @@ class CoordinateDescentSettings(SearchSettings):
     lr_stage2: float = 0.05  # cosine to eta_min over the stage-2 epochs
     eta_min: float = 1e-5
     weight_decay: float = 5e-4
+    start: str = "default"  # --start: STARTS
+    reward: str = "paper"  # --reward: search.rewards.REWARDS
 
     def check(self) -> None:
         """Counts the algorithm cannot run with are refused with the option that sets them."""
@@ -69,6 +83,13 @@ class CoordinateDescentSettings(SearchSettings):
                 raise ValueError(f"{option} must be at least 1, got {getattr(self, name)}")
         if not self.width_mult > 0:
             raise ValueError(f"--width-mult must be > 0 (it scales every width of the space), got {self.width_mult}")
+        for option, value, allowed, default in (("--start", self.start, STARTS, "default"),
+                                                ("--reward", self.reward, REWARDS, "paper")):
+            if value not in allowed:
+                raise ValueError(f"{option} {value}: expected one of {', '.join(allowed)}")
+            if value != default and self.budget is None:
+                budget = "--latency-budget" if self.cost == "latency" else "--mult-adds-budget"
+                raise ValueError(f"{option} {value} works against a budget: give {budget}")
         super().check()
 
 
@@ -90,9 +111,10 @@ PRESETS: dict[str, dict] = {
 
 
 def merit(result: dict) -> tuple[float, float]:
-    """How candidates rank (higher is better): by reward, then accuracy. Every candidate over the budget has
-    reward -1 (the paper's rule); among those the cheaper ranks higher, so a search that starts over its budget
-    moves towards it instead of deciding by accuracy alone."""
+    """How candidates rank (higher is better): by reward, then accuracy. Under --reward paper every candidate over
+    the budget has reward -1; among those the cheaper ranks higher, so a search that starts over its budget moves
+    towards it instead of deciding by accuracy alone (of two of equal cost, the earlier choice). Under soft and
+    absolute the reward itself ranks those by accuracy and cost (`search.rewards`)."""
     return result["reward"], (-recorded_cost(result) if result["reward"] < 0 else result["accuracy"])
 
 
@@ -154,10 +176,23 @@ class CoordinateDescentSearch(SearchAlgorithm):
             ("stage1_epochs", "P", "supernet epochs (shared weights) per block optimisation"),
             ("stage2_epochs", "Q", "epochs of each kept candidate, trained alone"),
             ("candidates_kept", "E", "candidates stage 1 hands to stage 2 (shared out over the ranks under torchrun)"),
-            ("block_optimisations", "T", "block optimisations (N = one sweep over the positions)"),
+            ("block_optimisations", "T", "block optimisations (N = one sweep over the positions; more revisit them "
+                                         "in order, position t mod N)"),
         ):
             p.add_argument(f"--{name.replace('_', '-')}", f"--{symbol}", type=int, dest=name, metavar=symbol,
                            help=f"the paper's {symbol}: {text}")
+        # Not the paper's: options for the search-efficacy study to measure; their defaults are the paper's procedure.
+        p.add_argument("--start", choices=STARTS,
+                       help="the network the search starts from. default: the paper's MobileNetV2-like one (t6 k3 "
+                            "with shortcut everywhere), over a tight budget; feasible: that network lowered one "
+                            "position at a time, each time by the change that saves the least cost, until it is "
+                            "under --mult-adds-budget (needs one). Default: default")
+        p.add_argument("--reward", choices=REWARDS,
+                       help="how a candidate is scored against --mult-adds-budget (top-1 in %%, ratio = cost / "
+                            "budget). paper: top-1, -1 at or over it (the cheaper first among those). soft: MnasNet's "
+                            f"top-1 * ratio^{SOFT_EXPONENT:g}; absolute: TuNAS's top-1 - {ABSOLUTE_BETA:g} * |ratio - "
+                            "1|; under both a network at or over the budget scores below every one under it, by top-1 "
+                            f"less {OVER_BUDGET_RATE / 100:g} point per 1%% of the budget over it. Default: paper")
 
     @classmethod
     def make_space(cls, settings: CoordinateDescentSettings, data: DataSpec) -> FpnasSpace:
@@ -181,8 +216,22 @@ class CoordinateDescentSearch(SearchAlgorithm):
         # and candidates.
         self.sampler = CandidateSampler(self.supernet, [], 0, [], seed=0)
         self.stage1_model = prepare_model(self.sampler, self.recipe1, self.dist, find_unused_parameters=True)
-        self.state = SearchState(arch=[_choice_to_json(c) for c in self.space.default_arch()])
+        self.state = SearchState(arch=[_choice_to_json(c) for c in self.start_arch()])
         self.resumed: dict = {}  # the optimizer / stage-2 weights of an interrupted unit of work
+
+    def start_arch(self) -> list[Choice]:
+        """The network block optimisation 0 starts from (--start)."""
+        if self.settings.start == "default":
+            return self.space.default_arch()
+        runner = self.runner
+        arch = self.space.feasible_arch(lambda a: runner.cost(self.space.arch_blocks(a)), runner.limit(),
+                                        runner.limit_option(), runner.format_cost)
+        if self.dist.is_main:
+            cost = runner.cost(self.space.arch_blocks(arch))
+            logging.getLogger(__name__).info("--start feasible: %s, %s (%.1f%% of the budget)",
+                                             " ".join(c.label() for c in arch), runner.format_cost(cost),
+                                             100 * cost / runner.limit())
+        return arch
 
     # --- the algorithm interface ------------------------------------------------------------------
 
@@ -259,7 +308,7 @@ class CoordinateDescentSearch(SearchAlgorithm):
             recalibrate_bn(model, self.data.calib, self.dist, recipe=self.recipe1)
             metrics = evaluate(model, self.data.val, self.recipe1, self.dist)
             blocks = self.space.arch_blocks(arch)
-            cost, reward = self.runner.reward(blocks, metrics["top1"])
+            cost, reward = self.runner.reward(blocks, metrics["top1"], self.settings.reward)
             result = {"choice": _choice_to_json(choice), "label": choice.label(), "accuracy": metrics["top1"],
                       "cost": cost, "mult_adds": self.runner.mult_adds(blocks), "reward": reward}
             self.state.stage1_results.append(result)
@@ -302,7 +351,7 @@ class CoordinateDescentSearch(SearchAlgorithm):
                         accuracy=metrics["acc"], loss=metrics["loss"], lr=metrics["lr"],
                         images_per_s=metrics["images_per_s"]) for epoch, metrics in epochs]
         val = evaluate(model, self.runner.full_data.val, self.recipe2, alone)
-        cost, reward = self.runner.reward(self.space.arch_blocks(arch), val["top1"])
+        cost, reward = self.runner.reward(self.space.arch_blocks(arch), val["top1"], self.settings.reward)
         result = {"choice": _choice_to_json(choice), "label": choice.label(), "accuracy": val["top1"],
                   "cost": cost, "mult_adds": self.runner.mult_adds(self.space.arch_blocks(arch)), "reward": reward,
                   "index": j}

@@ -7,7 +7,8 @@ model take, and `to_spec_dict` into the zoo's spec, so what the searcher finds b
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, astuple, dataclass
 
 from timm.layers import make_divisible
 
@@ -43,6 +44,11 @@ class Choice:
 
     def label(self) -> str:
         return f"t{self.expansion:g}_k{self.kernel_size}{'_sc' if self.shortcut else ''}{'_sp' if self.split else ''}"
+
+
+def _fields_changed(a: Choice, b: Choice) -> int:
+    """How many of expansion, kernel, shortcut and split differ."""
+    return sum(x != y for x, y in zip(astuple(a), astuple(b), strict=True))
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,36 @@ class FpnasSpace:
 
     def default_blocks(self) -> list[dict]:
         return self.arch_blocks(self.default_arch())
+
+    def feasible_arch(self, cost: Callable[[list[Choice]], float], budget: float, option: str = "--mult-adds-budget",
+                      format_cost: Callable[[float], str] = "{:,.0f} mult-adds".format) -> list[Choice]:
+        """A start inside the budget and near it (`--start feasible`): from `default_arch`, lower one position at a
+        time until the network costs less than `budget`, each time making the change that saves the least. The
+        changes weighed are every position set to every choice that costs less there; ties go to the change of the
+        fewest fields (expansion, kernel, shortcut, split), then to the earlier position and choice. So the start is
+        the default network lowered by the smallest steps that reach the budget, and it ends within one such step
+        of it. The widths and strides are fixed, so a position's choice adds the same cost whatever the others
+        are: each is priced once, on the default network.
+
+        ValueError naming `option` and the cost (`format_cost`) when even the smallest network is not under the
+        budget.
+        """
+        arch = self.default_arch()
+        choices = [self.choices(p) for p in range(self.num_blocks)]
+        price = [[cost([*arch[:p], c, *arch[p + 1:]]) for c in choices[p]] for p in range(self.num_blocks)]
+        chosen = [choices[p].index(c) for p, c in enumerate(arch)]
+        current = cost(arch)
+        while current >= budget:
+            steps = [(price[p][chosen[p]] - price[p][i], _fields_changed(arch[p], c), p, i)
+                     for p in range(self.num_blocks) for i, c in enumerate(choices[p])
+                     if price[p][i] < price[p][chosen[p]]]
+            if not steps:
+                raise ValueError(f"{option} {budget:.4g}: the smallest network of the space costs "
+                                 f"{format_cost(current)}, at or over it: no start meets it")
+            _, _, p, chosen[p] = min(steps)
+            arch[p] = choices[p][chosen[p]]
+            current = cost(arch)
+        return arch
 
     def to_spec_dict(self, arch: list[Choice], name: str, mean, std, metadata: dict) -> dict:
         """The zoo spec of an architecture of this space (provenance 'searched')."""
