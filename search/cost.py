@@ -75,12 +75,17 @@ class BlockwiseCost:
         """The base spec with `arch` as its blocks."""
         return spec_from_dict({**self.base.to_dict(), "blocks": [dict(b) for b in arch]})
 
-    def cost(self, arch: list[dict]) -> float:
-        blocks = self.block_costs(arch)
+    def end_cost(self, arch: list[dict]) -> float:
+        """The cost of the stem and head around `arch`: the whole network less its blocks, measured once per last
+        width (the only thing of `arch` it depends on)."""
         width = arch[-1]["out_chs"]
-        if width not in self.ends:  # stem + head: the whole network less its blocks, once per last width
-            self.ends[width] = self.measure_network(self.spec(arch)) - sum(blocks)
-        return self.ends[width] + sum(blocks)
+        if width not in self.ends:
+            blocks = sum(self.block_costs(arch))  # the blocks first: a timed cost measures them before the whole
+            self.ends[width] = self.measure_network(self.spec(arch)) - blocks
+        return self.ends[width]
+
+    def cost(self, arch: list[dict]) -> float:
+        return self.end_cost(arch) + sum(self.block_costs(arch))
 
     def reachable(self, candidates: list[list[dict]]) -> tuple[list[tuple[int, int, dict]], dict[int, list[dict]]]:
         """Every (in_chs, resolution, block) a network of `candidates` (one list per position) can meet, each once,

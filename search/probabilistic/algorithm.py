@@ -12,7 +12,7 @@ One training step, on a batch of each half of the training data (`--algo fp-nas`
      and `--cost-samples` more architectures drawn and priced but not run (search.probabilistic.objective).
 The distribution is factorized per layer for the first theta epochs (`--coarse-to-fine-epochs`), then joint over
 each layer's distinct blocks (`search.probabilistic.distributions`); the final architecture is its most likely
-network.
+network (`--final band`: its most likely network with mult-adds in [0.9, 1] x target, `search.probabilistic.final`).
 
 What the paper leaves open, and what this implementation does (and why):
 * Likelihood per image or per batch, and how accuracy and cost meet: a temperature tau on the batch-mean loss
@@ -77,8 +77,10 @@ from ..engine import (
 )
 from ..runner import TARGET, SearchAlgorithm, SearchRunner
 from ..seeding import derive_seed, seed_everything
-from .distributions import ArchDistribution, adaptive_k
+from .distributions import Arch, ArchDistribution, adaptive_k
+from .final import BAND, FINALS, Pick, most_likely_in_target_band
 from .objective import (
+    COST_TERMS,
     DEFAULT_BETA,
     DEFAULT_COST_SAMPLES,
     DEFAULT_OMEGA_TEMPERATURE,
@@ -146,6 +148,14 @@ class ProbabilisticSearch(SearchAlgorithm):
         g.add_argument("--temperature", type=float, help=f"of alpha's importance weights softmax(-(loss + cost "
                        f"term) / T): 1 the batch-mean loss, 1/batch the paper's batch sum (default "
                        f"{DEFAULT_TEMPERATURE:g})")
+        g.add_argument("--cost-term", choices=COST_TERMS, help="the cost term beta weighs: one-sided, the paper's "
+                       "log(1 + max(0, cost/target - 1)), zero under the target (default); two-sided, TuNAS's "
+                       "|cost/target - 1|, which also pushes networks under the target up towards it (an option to "
+                       "measure, not the paper's)")
+        g.add_argument("--final", choices=FINALS, help=f"the network the search ends with: mode, the most likely "
+                       f"network of the final distribution (the paper's; default); band, the most likely network "
+                       f"whose mult-adds lie in [{BAND[0]:g}, {BAND[1]:g}] x the target (exact; if none does, the "
+                       f"most likely under the target). An option to measure, not the paper's")
         g.add_argument("--cost-samples", type=int, help=f"architectures drawn per step only to price the cost term "
                        f"(no training; lowers its variance; default {DEFAULT_COST_SAMPLES})")
         g.add_argument("--omega-temperature", type=float, help=f"of omega's importance weights softmax(-loss / T) "
@@ -182,6 +192,7 @@ class ProbabilisticSearch(SearchAlgorithm):
         self.distribution = network_distribution(self.space, joint=not s.coarse_to_fine)
         self.alpha_optimizer = self._alpha_optimizer()
         self.epoch, self.step, self.samples_drawn, self.mode_top1 = 0, 0, 0, None
+        self.final_top1: float | None = None  # --final band: the final network's, measured when the search ends
 
     def _alpha_optimizer(self) -> torch.optim.Adam:
         s = self.settings
@@ -206,10 +217,18 @@ class ProbabilisticSearch(SearchAlgorithm):
         self.scheduler.load_state_dict(state["scheduler"])
 
     def best_arch(self) -> list[dict]:
-        return self.space.arch_blocks(self.distribution.mode())
+        return self.space.arch_blocks(self.final_network()[0])
 
     def best_accuracy(self) -> float | None:
-        return self.mode_top1
+        return self.mode_top1 if self.settings.final == "mode" else self.final_top1
+
+    def final_network(self) -> tuple[Arch, Pick | None]:
+        """The network the search ends with (`--final`), as canonical choices: the distribution's most likely
+        network, or the most likely one whose cost lies in the band under the target (and how it was picked)."""
+        if self.settings.final == "mode":
+            return self.distribution.mode(), None
+        pick = most_likely_in_target_band(self.space, self.distribution, self.runner.cost_model, self.settings.target)
+        return pick.choices, pick
 
     def notes(self) -> str:
         s = self.settings
@@ -217,20 +236,34 @@ class ProbabilisticSearch(SearchAlgorithm):
         c2f = f"factorized for {s.coarse_to_fine_epochs} epochs, then joint" if s.coarse_to_fine else "joint"
         return (f"Found by python -m search.run --algo fp-nas on {s.dataset} (seed {s.seed}) in the {s.space} space "
                 f"({len(self.space.layers)} layers): {s.epochs} epochs, {k}, {c2f} distribution, beta {s.beta}, "
-                f"target {s.target:.4g} {self.runner.cost_model.unit}; the most likely architecture of the final "
-                f"distribution ({self.samples_drawn} architectures sampled). {PAPER}.")
+                f"target {s.target:.4g} {self.runner.cost_model.unit}{self._cost_term_note()}; the most likely "
+                f"architecture of the final distribution{self._final_note()} ({self.samples_drawn} architectures "
+                f"sampled). {PAPER}.")
+
+    def _cost_term_note(self) -> str:
+        return "" if self.settings.cost_term == "one-sided" else ", two-sided cost term |cost/target - 1| (TuNAS's)"
+
+    def _final_note(self) -> str:
+        return "" if self.settings.final == "mode" else (f" with mult-adds in [{BAND[0]:g}, {BAND[1]:g}] x target "
+                                                         "(--final band)")
 
     def extra_metadata(self) -> dict:
         """The final distribution's summary, for the spec's `search.distribution`."""
         d = self.distribution
         mode = d.mode()
+        final, pick = self.final_network()
         with torch.no_grad():
-            log_p = float(d.log_prob([mode])[0])
-            return {"parameterisation": "joint" if d.joint else "factorized", "parameters": d.num_parameters(),
-                    "entropy_nats": round(float(d.entropy()), 4),
-                    "layer_entropy_nats": [round(float(h), 4) for h in d.layer_entropy()],
-                    "mode_log_prob": round(log_p, 4), "samples_drawn": self.samples_drawn,
-                    "mode": self.labels(mode)}
+            log_p = d.log_prob([mode, final]).tolist()
+            summary = {"parameterisation": "joint" if d.joint else "factorized", "parameters": d.num_parameters(),
+                       "entropy_nats": round(float(d.entropy()), 4),
+                       "layer_entropy_nats": [round(float(h), 4) for h in d.layer_entropy()],
+                       "mode_log_prob": round(log_p[0], 4), "samples_drawn": self.samples_drawn,
+                       "mode": self.labels(mode), "final": self.settings.final}
+        if pick is not None:  # which network the band gave, against the mode it replaced
+            summary["final_network"] = {
+                "band": list(BAND), "rule": pick.rule, "cost": pick.cost, "log_prob": round(log_p[1], 4),
+                "labels": self.labels(final), "mode_cost": self.runner.cost(self.space.arch_blocks(mode))}
+        return summary
 
     @torch.no_grad()
     def entropy(self) -> float:
@@ -260,6 +293,8 @@ class ProbabilisticSearch(SearchAlgorithm):
                                  entropy=round(self.entropy(), 4), wall_time_s=self.runner.elapsed())
             self.train_epoch()
             self.end_epoch()
+        if s.final != "mode":  # the network found is not the mode end_epoch measured: measure it
+            self.final_top1 = self.evaluate_network(self.best_arch())["top1"]
         self.trace.write(event="distribution", **self.distribution_summary())
         self.runner.save()
 
@@ -326,7 +361,7 @@ class ProbabilisticSearch(SearchAlgorithm):
         loss, a_losses = float(fetched[0]), fetched[1:]
         accuracy = accuracy_coefficients(a_losses, s.temperature)
         all_costs = costs + [self.runner.cost(self.space.arch_blocks(a)) for a in priced]
-        cost = cost_coefficients(all_costs, s.target, s.beta, s.temperature)
+        cost = cost_coefficients(all_costs, s.target, s.beta, s.temperature, s.cost_term)
         coefficient = cost.clone()
         coefficient[:k] += accuracy
         self.alpha_optimizer.zero_grad(set_to_none=True)
@@ -397,9 +432,7 @@ class ProbabilisticSearch(SearchAlgorithm):
         """Evaluate the current most likely architecture (BN recalibrated), trace, checkpoint, plot."""
         mode = self.distribution.mode()
         blocks = self.space.arch_blocks(mode)
-        model = self.supernet.bind(blocks)
-        recalibrate_bn(model, self.data.calib, self.dist, recipe=self.recipe)
-        metrics = evaluate(model, self.data.val, self.recipe, self.dist)
+        metrics = self.evaluate_network(blocks)
         self.mode_top1 = metrics["top1"]
         self.trace.write(event="epoch", epoch=self.epoch, accuracy=metrics["top1"], loss=metrics["loss"],
                          cost=self.runner.cost(blocks), mult_adds=self.runner.mult_adds(blocks),
@@ -410,6 +443,13 @@ class ProbabilisticSearch(SearchAlgorithm):
         self.epoch, self.step = self.epoch + 1, 0
         self.runner.save()
         self.runner.write_plots()
+
+    def evaluate_network(self, blocks: list[dict]) -> dict:
+        """Validation metrics of one network of the supernet, its BN statistics recalibrated first (they stay in
+        the supernet, so the weights exported next are the ones measured)."""
+        model = self.supernet.bind(blocks)
+        recalibrate_bn(model, self.data.calib, self.dist, recipe=self.recipe)
+        return evaluate(model, self.data.val, self.recipe, self.dist)
 
     @torch.no_grad()
     def distribution_summary(self) -> dict:

@@ -293,18 +293,21 @@ class ArchDistribution(nn.Module):
             choices = torch.where(self._is_block[:, None], score.argmax(1)[self._var_layer, None], best)
             return self._rows_to_archs(choices)[0]
 
+    def network_log_probs(self, layer: int) -> torch.Tensor:
+        """[networks] log P of each of layer ``layer``'s distinct networks, in :meth:`networks` order,
+        differentiable. A network's log-probability is the sum of its layers' (layers are independent)."""
+        if self.joint:
+            return F.log_softmax(self.logits[layer], 0)
+        log_p = self._fd_tuple_log_probs(layer, [F.log_softmax(a, 0) for a in self._split(layer)])
+        return log_p[self._layer_grid(layer)[2].to(log_p.device)]
+
     def layer_probs(self, layer: int) -> torch.Tensor:
         """Layer ``layer``'s network probabilities in a tensor of shape ``sizes[layer]``: each network's at its
         canonical tuple, 0 at every other tuple (with the default ``uses``, the joint table of the tuples)."""
         n = self.sizes[layer]
-        if self.joint:
-            p = F.softmax(self.logits[layer], 0)
-            start = int(self._row_offset[layer])
-            where = self._net_to_full[start : start + self.num_networks[layer]]
-            return torch.zeros(math.prod(n), dtype=p.dtype, device=p.device).index_put((where,), p).reshape(n)
-        log_p = self._fd_tuple_log_probs(layer, [F.log_softmax(a, 0) for a in self._split(layer)])
-        canonical = self._layer_grid(layer)[2].to(log_p.device)
-        return torch.where(canonical, log_p.exp(), 0.0).reshape(n)
+        p = self.network_log_probs(layer).exp()
+        where = self._layer_tables(layer)[1].to(p.device)  # each network's canonical tuple
+        return torch.zeros(math.prod(n), dtype=p.dtype, device=p.device).index_put((where,), p).reshape(n)
 
     def marginals(self, layer: int) -> list[torch.Tensor]:
         """Per variable of layer ``layer``: the block's marginal probabilities, and every other variable's

@@ -25,6 +25,11 @@ K = 2-4 samples the cost term's noise drowns the accuracy signal of every variab
 under Adam; beta = 1 was the best trade (beta 2 and 4 hold the network further under the target and learn the
 cost-neutral choice more slowly).
 
+`--cost-term two-sided` puts TuNAS's absolute reward (Bender et al., "Can weight sharing outperform random
+architecture search?", CVPR 2020) in place of log(1 + C): g = |cost / target - 1|, so a network under the target is
+pushed up towards it as one over it is pushed down. An option to measure on the search-efficacy study; the
+one-sided term is the paper's and the default.
+
 omega's weights are softmax_k(-L_k / tau_omega), tau_omega = 1: a sharp temperature would train only the luckiest
 sample of each step (a rich-get-richer supernet); the cost plays no part in omega's update.
 """
@@ -36,11 +41,23 @@ DEFAULT_TEMPERATURE = 1.0
 DEFAULT_BETA = 1.0
 DEFAULT_OMEGA_TEMPERATURE = 1.0
 DEFAULT_COST_SAMPLES = 64
+COST_TERMS = ("one-sided", "two-sided")  # --cost-term: the paper's log(1 + C(A)), or TuNAS's |cost / target - 1|
 
 
 def cost_excess(cost: float, target: float) -> float:
     """The paper's C(A) = max(0, cost(A) / target - 1)."""
     return max(0.0, cost / target - 1.0)
+
+
+def cost_penalties(costs: list[float], target: float, cost_term: str = "one-sided") -> torch.Tensor:
+    """[M] g_j, the cost term of each network before beta weighs it (float64): one-sided, the paper's
+    log(1 + C(A)), zero under the target; two-sided, TuNAS's absolute |cost(A) / target - 1|, which also pushes a
+    network under the target up towards it (Bender et al., CVPR 2020)."""
+    if cost_term == "one-sided":
+        return torch.log1p(torch.tensor([cost_excess(c, target) for c in costs], dtype=torch.float64))
+    if cost_term == "two-sided":
+        return torch.tensor([abs(c / target - 1.0) for c in costs], dtype=torch.float64)
+    raise ValueError(f"--cost-term {cost_term}: expected one of {', '.join(COST_TERMS)}")
 
 
 def accuracy_coefficients(losses: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -49,10 +66,12 @@ def accuracy_coefficients(losses: torch.Tensor, temperature: float) -> torch.Ten
     return (torch.softmax(-losses / temperature, 0) - 1.0 / len(losses)).float()
 
 
-def cost_coefficients(costs: list[float], target: float, beta: float, temperature: float) -> torch.Tensor:
-    """[M] -(beta / tau) (g_j - mean g) / M with g_j = log(1 + C(A_j)): the cost part of alpha's ascent direction,
-    grad E[-beta log(1 + C)] / tau on the scale of the accuracy part, from M samples priced without training."""
-    g = torch.log1p(torch.tensor([cost_excess(c, target) for c in costs], dtype=torch.float64))
+def cost_coefficients(costs: list[float], target: float, beta: float, temperature: float,
+                      cost_term: str = "one-sided") -> torch.Tensor:
+    """[M] -(beta / tau) (g_j - mean g) / M with g_j the cost term of A_j (`cost_penalties`: log(1 + C(A_j)) by
+    default): the cost part of alpha's ascent direction, grad E[-beta g] / tau on the scale of the accuracy part,
+    from M samples priced without training."""
+    g = cost_penalties(costs, target, cost_term)
     return (-(beta / temperature) * (g - g.mean()) / len(costs)).float()
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..runner import SearchSettings
-from .objective import DEFAULT_BETA, DEFAULT_COST_SAMPLES, DEFAULT_OMEGA_TEMPERATURE, DEFAULT_TEMPERATURE
+from .final import FINALS
+from .objective import COST_TERMS, DEFAULT_BETA, DEFAULT_COST_SAMPLES, DEFAULT_OMEGA_TEMPERATURE, DEFAULT_TEMPERATURE
 from .space import SPACES
 
 
@@ -14,6 +15,8 @@ class ProbabilisticSettings(SearchSettings):
     """Everything that defines an FP-NAS search (a checkpoint from other settings is refused)."""
 
     renamed = {"budget": "target"}  # checkpoints written before the soft target had its own name
+    # checkpoints written before these options searched with the paper's cost term and end on the mode
+    added = {**SearchSettings.added, "cost_term": "one-sided", "final": "mode"}
 
     target: float | None = None  # mult-adds target of the cost term (--mult-adds-target); not a hard budget
     space: str = "fbnetv2-f++"
@@ -33,6 +36,8 @@ class ProbabilisticSettings(SearchSettings):
     temperature: float = DEFAULT_TEMPERATURE  # of alpha's importance weights (1: batch mean; 1/B: batch sum)
     omega_temperature: float = DEFAULT_OMEGA_TEMPERATURE  # of omega's importance weights
     cost_samples: int = DEFAULT_COST_SAMPLES  # extra architectures per step priced (not trained) for the cost term
+    cost_term: str = "one-sided"  # the paper's log(1 + C(A)), or TuNAS's two-sided |cost / target - 1|
+    final: str = "mode"  # the network found: the most likely (the paper's), or the most likely in [0.9, 1] x target
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 4e-5
@@ -68,6 +73,12 @@ class ProbabilisticSettings(SearchSettings):
                 raise ValueError(f"{option} must be > 0, got {value}")
         if self.cost_samples < 0:
             raise ValueError(f"--cost-samples must be >= 0, got {self.cost_samples}")
+        if self.cost_term not in COST_TERMS:
+            raise ValueError(f"--cost-term {self.cost_term}: expected one of {', '.join(COST_TERMS)}")
+        if self.final not in FINALS:
+            raise ValueError(f"--final {self.final}: expected one of {', '.join(FINALS)}")
+        if self.final == "band" and self.cost != "mult-adds":
+            raise ValueError("--final band picks by exact integer mult-adds; with --cost latency use --final mode")
         if self.target is None:
             raise ValueError("--mult-adds-target is required: FP-NAS's cost term C(A) = max(0, cost/target - 1) needs "
                              "it")
