@@ -59,11 +59,13 @@ FAST_TESTS = {
     "search.plots": "tests/test_plots.py::test_coordinate_descent_plots_are_three_pngs",
     "search.probabilistic.algorithm": "tests/test_search_fp_nas.py::test_omega_step_is_the_importance_weighted_gradient",
     "search.probabilistic.distributions": "tests/test_search_distributions.py::test_adaptive_k",
+    "search.probabilistic.final": "tests/test_fp_nas_final.py::test_cost_penalties_by_hand",
     "search.probabilistic.objective": "tests/test_search_fp_nas_objective.py::test_accuracy_coefficients_are_centred_importance_weights",
     "search.probabilistic.settings": "tests/test_search_fp_nas.py::test_a_search_resumed_inside_an_epoch_makes_no_batch_of_the_steps_done",
     "search.probabilistic.space": "tests/test_fbnet_space.py::test_fbnetv2_f4_with_split_attention_for_se_is_a_point_of_f_plus_plus",
     "search.recipes": "tests/test_search_train.py::test_cutout_zeroes_one_16x16_square_per_image_clipped_at_borders",
     "search.run": "tests/test_search_fpnas.py::test_counts_below_one_are_refused_naming_the_option",
+    "search.rewards": "tests/test_search_rewards.py::test_every_network_under_the_budget_outscores_every_one_over_it",
     "search.runner": "tests/test_search_runner.py::test_a_second_algorithm_runs_through_the_runner_and_the_cli",
     "search.seeding": "tests/test_search_engine.py::test_rng_state_round_trip_gives_identical_training_runs",
     "search.space": "tests/test_search_supernet.py::test_cost_equals_the_zoo_counter_of_the_built_spec",
@@ -74,6 +76,7 @@ FAST_TESTS = {
     "bench/yardstick_repeatability.py": "tests/test_yardstick.py::test_statistics_agree_with_scipy_and_a_hand_built_case",
     "bench/zoo_latency.py": "tests/test_zoo_bench.py::test_low_quantile_and_the_grouped_variant",
     "bench/gpu_check.py": "tests/test_gpu_check.py::test_a_failing_section_is_recorded_and_the_others_still_run",
+    "bench/efficacy_stats.py": "tests/test_search_efficacy.py::test_loop_agreement_by_hand",
     "bench/search_efficacy.py": "tests/test_search_efficacy.py::test_every_pick_is_placed_among_the_uniform_in_limit_ground_truth",
 }
 
