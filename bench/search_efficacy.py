@@ -279,6 +279,18 @@ def run_jobs(jobs: list[tuple], workers: int, desc: str, on_done) -> None:
 # ----------------------------------------------------------------------------- stage 1: ground truth
 
 
+def record_runs(record: dict, path: Path, pending: list[tuple], jobs: int, desc: str) -> None:
+    """Run the ((network index, seed), ...) training jobs `pending` and file each result as
+    record['networks'][index]['runs'][seed], writing `path` after each one (so that a killed stage resumes)."""
+
+    def done(key, result):
+        i, seed = key
+        record["networks"][i]["runs"][str(seed)] = result
+        atomic_write_json(path, record)
+
+    run_jobs(pending, jobs, desc, done)
+
+
 def draw_ground_truth(runner: SearchRunner, algo: str, cfg: dict) -> list[tuple[str, str, list[dict], int]]:
     """(name, draw, blocks, mult-adds) of the ground truth: the extremes, cfg['archs'] uniform draws (seed
     'ground-truth-<space>'), then uniform draws kept only in BAND x the limit (seed 'ground-truth-band-<space>')
@@ -331,13 +343,7 @@ def ground_truth(algo: str, cfg: dict, work: Path, results: Path, jobs: int, smo
             if str(seed) not in net["runs"]:
                 pending.append(((i, seed), str(spec_path), str(work / "gt" / algo / f"{net['name']}_s{seed}"), seed,
                                 cfg, 1 if jobs > 1 else None))
-
-    def done(key, result):
-        i, seed = key
-        table["networks"][i]["runs"][str(seed)] = result
-        atomic_write_json(path, table)
-
-    run_jobs(pending, jobs, f"ground truth {algo}", done)
+    record_runs(table, path, pending, jobs, f"ground truth {algo}")
     return table
 
 
@@ -365,13 +371,7 @@ def retest(algo: str, table: dict, cfg: dict, work: Path, results: Path, jobs: i
     pending = [((i, seed), str(gt_spec(algo, truth[net["name"]], runner, work)),
                 str(work / "gt" / algo / f"{net['name']}_retest_s{seed}"), seed, loop, 1 if jobs > 1 else None)
                for i, net in enumerate(record["networks"]) for seed in record["seeds"] if str(seed) not in net["runs"]]
-
-    def done(key, result):
-        i, seed = key
-        record["networks"][i]["runs"][str(seed)] = result
-        atomic_write_json(path, record)
-
-    run_jobs(pending, jobs, f"another loop {algo}", done)
+    record_runs(record, path, pending, jobs, f"another loop {algo}")
     return record
 
 
