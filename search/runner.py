@@ -14,6 +14,7 @@ out)` builds what the algorithm works with and runs it:
   runner.limit()                   the cost the search aims under (`SearchAlgorithm.cost_limit` names it)
   runner.trace / runner.save()     trace.jsonl and the checkpoint (the algorithm decides when)
   runner.dist / runner.elapsed()   the processes (`DistInfo`), wall time across resumes
+  runner.train_alone(...)          one network of the space trained alone (FPNAS's stage 2)
 
 On `--resume` rank 0 reads the checkpoint and broadcasts it, every rank gets its own RNG state back and the trace is
 cut to what the checkpoint had seen, so a resumed search ends where an uninterrupted one does.
@@ -32,8 +33,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+import torch.nn as nn
 
-from fpnas_zoo import count_spec, create_model_from_spec, save_spec, spec_from_dict
+from fpnas_zoo import FpnasZooNet, count_spec, create_model_from_spec, save_spec, spec_from_dict
 from fpnas_zoo.atomic import atomic_torch_save
 from fpnas_zoo.latency import measure_model
 from fpnas_zoo.spec import ModelSpec
@@ -42,6 +44,7 @@ from . import distributed as dist_utils
 from .checkpointing import Checkpointer, Trace
 from .cost import BlockwiseCost, MultAddsCost
 from .data import DataSpec, SearchData, load_data
+from .engine import Recipe, evaluate, make_optimizer, make_scheduler, prepare_model, train_epochs
 from .latency_table import LatencyCost, LatencyTable, TableError, protocol_timer, space_identity
 from .rewards import budget_reward
 from .seeding import rng_state, seed_everything, set_rng_state
@@ -461,3 +464,31 @@ class SearchRunner:
             save_spec(spec, self.out / "spec.json")
         self.write_plots()
         return spec
+
+    # --- a network trained alone ----------------------------------------------------------------
+
+    def train_alone(self, blocks: Arch, recipe: Recipe, *, epochs: int, seed: int, desc: str,
+                    weights: dict[str, torch.Tensor] | None = None) -> tuple[dict, list[dict], nn.Module]:
+        """One network of the space trained alone on this rank for `epochs` epochs of `recipe` (its schedule over
+        them), from `weights` (a state_dict of its model, e.g. the supernet's) or fresh (initialised after seeding
+        with `seed`), then scored on validation. Nothing here talks to other ranks and the data is whole batches of
+        everything (`full_data`), so the result is the one a 1-process run gets. Returns (validation metrics, each
+        epoch's training metrics, the trained model)."""
+        recipe = replace(recipe, epochs=epochs)
+        if weights is None:
+            seed_everything(seed)
+        model = FpnasZooNet(self.spec_of(blocks)).to(self.dist.device)
+        if weights is not None:
+            model.load_state_dict(weights)
+        alone = self.dist.alone()
+        if recipe.compile:
+            # A new network is a new graph for the one `forward` all of them share: dynamo would stop compiling
+            # after 8 of them and run the rest eager. The last network's graphs are not needed again.
+            torch.compiler.reset()
+        prepared = prepare_model(model, recipe, alone)
+        optimizer = make_optimizer(model, recipe)
+        scheduler = make_scheduler(optimizer, recipe, len(self.full_data.train))
+        history = [metrics for _, metrics in train_epochs(
+            prepared, self.full_data.train, optimizer, scheduler, recipe, alone, start=0, stop=epochs, seed=seed,
+            desc=desc, progress=self.progress and self.dist.is_main)]
+        return evaluate(model, self.full_data.val, recipe, alone), history, model

@@ -26,19 +26,9 @@ from typing import Any, ClassVar
 import torch
 import torch.nn as nn
 
-from fpnas_zoo import FpnasZooNet
-
 from ..checkpointing import recorded_cost
 from ..data import DataSpec
-from ..engine import (
-    Recipe,
-    evaluate,
-    make_optimizer,
-    make_scheduler,
-    prepare_model,
-    recalibrate_bn,
-    train_epochs,
-)
+from ..engine import Recipe, evaluate, make_optimizer, make_scheduler, prepare_model, recalibrate_bn, train_epochs
 from ..rewards import ABSOLUTE_BETA, OVER_BUDGET_RATE, REWARDS, SOFT_EXPONENT
 from ..runner import SearchAlgorithm, SearchRunner, SearchSettings
 from ..seeding import derive_seed
@@ -325,36 +315,22 @@ class CoordinateDescentSearch(SearchAlgorithm):
         return [_choice_from_json(r["choice"]) for r in ranked[: self.settings.candidates_kept]]
 
     def train_candidate(self, t: int, p: int, j: int, choice: Choice) -> tuple[dict, list[dict], dict]:
-        """Stage 2: one network, weights from the supernet, trained alone on this rank for Q (`stage2_epochs`) epochs.
-
-        Nothing here talks to other ranks and the data is the whole training split, so the result is the one a
-        1-process run gets. Returns (result, trace records of its epochs, trained weights on the CPU).
+        """Stage 2: one network, weights from the supernet, trained alone on this rank for Q (`stage2_epochs`) epochs
+        (`SearchRunner.train_alone`: the result a 1-process run gets). Returns (result, trace records of its epochs,
+        trained weights on the CPU).
         """
         arch = self.arch()
         arch[p] = choice
-        spec = self.runner.spec_of(self.space.arch_blocks(arch))
-        model = FpnasZooNet(spec).to(self.dist.device)
-        model.load_state_dict(self.supernet.export(self.space.arch_blocks(arch)))
-        alone = self.dist.alone()
-        if self.recipe2.compile:
-            # A new network is a new graph for the one `forward` all candidates share: dynamo would stop compiling
-            # after 8 of them and run the rest eager. The last candidate's graphs are not needed again.
-            torch.compiler.reset()
-        prepared = prepare_model(model, self.recipe2, alone)
-        optimizer = make_optimizer(model, self.recipe2)
-        scheduler = make_scheduler(optimizer, self.recipe2, len(self.runner.full_data.train))
-        epochs = train_epochs(prepared, self.runner.full_data.train, optimizer, scheduler, self.recipe2, alone, start=0,
-                              stop=self.settings.stage2_epochs, seed=derive_seed(self.settings.seed, t, 2, j),
-                              desc=f"t{t} block {p} stage 2 {choice.label()}",
-                              progress=self.progress and self.dist.is_main)
+        blocks = self.space.arch_blocks(arch)
+        val, history, model = self.runner.train_alone(
+            blocks, self.recipe2, epochs=self.settings.stage2_epochs, seed=derive_seed(self.settings.seed, t, 2, j),
+            desc=f"t{t} block {p} stage 2 {choice.label()}", weights=self.supernet.export(blocks))
         records = [dict(event="epoch", iteration=t, block=p, stage=2, candidate=choice.label(), epoch=epoch,
                         accuracy=metrics["acc"], loss=metrics["loss"], lr=metrics["lr"],
-                        images_per_s=metrics["images_per_s"]) for epoch, metrics in epochs]
-        val = evaluate(model, self.runner.full_data.val, self.recipe2, alone)
-        cost, reward = self.runner.reward(self.space.arch_blocks(arch), val["top1"], self.settings.reward)
+                        images_per_s=metrics["images_per_s"]) for epoch, metrics in enumerate(history)]
+        cost, reward = self.runner.reward(blocks, val["top1"], self.settings.reward)
         result = {"choice": _choice_to_json(choice), "label": choice.label(), "accuracy": val["top1"],
-                  "cost": cost, "mult_adds": self.runner.mult_adds(self.space.arch_blocks(arch)), "reward": reward,
-                  "index": j}
+                  "cost": cost, "mult_adds": self.runner.mult_adds(blocks), "reward": reward, "index": j}
         return result, records, {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
     def stage2(self, t: int, p: int, best_state: dict | None) -> None:
