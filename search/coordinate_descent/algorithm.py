@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -250,6 +251,28 @@ class CoordinateDescentSearch(SearchAlgorithm):
 
     def arch(self) -> list[Choice]:
         return [_choice_from_json(c) for c in self.state.arch]
+
+    # --- what --select halving asks (search.selection) -------------------------------------------------
+
+    proposal_kind = "mutation"
+
+    def proposals(self, generator: torch.Generator) -> Iterator[list[dict]]:
+        """The network found with one position changed at random (position, then another of its choices, uniform)."""
+        arch = self.arch()
+        positions = [p for p in range(self.space.num_blocks) if len(self.space.choices(p)) > 1]
+        while positions:
+            p = positions[int(torch.randint(len(positions), (1,), generator=generator))]
+            others = [c for c in self.space.choices(p) if c != arch[p]]
+            changed = list(arch)
+            changed[p] = others[int(torch.randint(len(others), (1,), generator=generator))]
+            yield self.space.arch_blocks(changed)
+
+    def alone_recipe(self) -> Recipe:
+        return self.recipe2  # stage 2's: how this search trains a network alone
+
+    def network_labels(self, blocks: list[dict]) -> list[str]:
+        """Each searched position's choice label (the fixed ds block first is left out)."""
+        return [Choice(float(b["expansion"]), b["kernel_size"], b["shortcut"], b["split"]).label() for b in blocks[1:]]
 
     def elapsed(self) -> float:
         return self.runner.elapsed()

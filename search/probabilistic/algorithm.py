@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import replace
 from functools import cache
@@ -268,6 +269,27 @@ class ProbabilisticSearch(SearchAlgorithm):
                 "band": list(BAND), "rule": pick.rule, "cost": pick.cost, "log_prob": round(log_p[1], 4),
                 "labels": self.labels(final), "mode_cost": self.runner.cost(self.space.arch_blocks(mode))}
         return summary
+
+    # --- what --select halving asks (search.selection) -----------------------------------------------------
+
+    proposal_kind = "distribution"
+
+    def proposals(self, generator: torch.Generator) -> Iterator[list[dict]]:
+        """Networks drawn from the final distribution."""
+        while True:
+            for arch in self.distribution.sample(16, generator):
+                yield self.space.arch_blocks(arch)
+
+    def random_network(self, generator: torch.Generator) -> list[dict]:
+        """Every variable of every layer uniform (as a zero-logit factorized distribution draws)."""
+        return self.space.arch_blocks([tuple(int(torch.randint(n, (1,), generator=generator)) for n in layer)
+                                       for layer in self.space.sizes()])
+
+    def alone_recipe(self) -> Recipe:
+        return self.recipe  # the weights' optimisation (SGD, cosine to eta_min)
+
+    def network_labels(self, blocks: list[dict]) -> list[str]:
+        return self.labels(self.space.locate(blocks))
 
     @torch.no_grad()
     def entropy(self) -> float:
