@@ -62,6 +62,9 @@ def check_select(select: str, share: float, shortlist: int) -> None:
                          f"got {share:g}")
     if shortlist < 2:
         raise ValueError(f"--select-shortlist must be at least 2 (halving compares networks), got {shortlist}")
+    if select == "none" and (share, shortlist) != (SHARE, SHORTLIST):
+        option = "--select-share" if share != SHARE else "--select-shortlist"
+        raise ValueError(f"{option} is an option of --select halving; --select none keeps the searcher's network")
 
 
 def share_seconds(search_s: float, share: float) -> float:

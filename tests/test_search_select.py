@@ -350,6 +350,13 @@ def test_bad_select_values_are_refused_in_one_line(tmp_path, capsys, options, me
     assert not (tmp_path / "checkpoint.pt").exists()
 
 
+def test_select_options_without_select_halving_are_refused_in_one_line(tmp_path, capsys):
+    assert main([*FPNAS, "--select-share", "0.5", "--out", str(tmp_path), "--no-progress"]) == 2
+    assert "--select-share is an option of --select halving" in _one_line_error(capsys)
+    assert main([*FPNAS, "--select", "none", "--select-shortlist", "8", "--out", str(tmp_path), "--no-progress"]) == 2
+    assert "--select-shortlist is an option of --select halving" in _one_line_error(capsys)
+
+
 def test_select_halving_without_a_limit_is_refused_in_one_line(tmp_path, capsys):
     # the fpnas smoke preset has no budget: no band to draw the pool from
     assert main(["--algo", "fpnas", "--preset", "smoke", "--select", "halving", "--out", str(tmp_path),
