@@ -117,6 +117,9 @@ SEARCH_FIELDS = {
     # predicted latency and its latency measured after the search with the same protocol. Left out of specs
     # written before it was recorded.
     "cost": Field("object", optional=True),
+    # `search.run --select halving`: the stage after the search that chose the network again (its share of the time,
+    # shortlist, rounds of successive halving and winner; search/selection.py). Left out without it.
+    "select": Field("object", optional=True),
 }
 WEIGHT_FIELDS = {
     "url": Field("str", nullable=True),

@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
                    "checkpoint records)")
     p.add_argument("--checkpoint", required=True, help="search.train checkpoint, raw/EMA state_dict or safetensors; "
                    "or a finished search's folder (search.run --out), which exports the network found with the "
-                   "supernet's weights of it (spec.json and weights.pth)")
+                   "supernet's weights of it, or with --select halving the weights it was trained to alone (spec.json "
+                   "and weights.pth)")
     p.add_argument("--out", required=True, help="the folder to create")
     p.add_argument("--tag", help="weights tag (default: the dataset trained on, which a search.train checkpoint, its "
                    "metrics or --dataset names; else in1k / cifar10 / cifar100 by the number of classes)")

@@ -14,6 +14,10 @@ out)` builds what the algorithm works with and runs it:
   runner.limit()                   the cost the search aims under (`SearchAlgorithm.cost_limit` names it)
   runner.trace / runner.save()     trace.jsonl and the checkpoint (the algorithm decides when)
   runner.dist / runner.elapsed()   the processes (`DistInfo`), wall time across resumes
+  runner.train_alone(...)          one network of the space trained alone (FPNAS's stage 2, the select stage)
+
+After the algorithm's search, `--select halving` chooses the network again (`search.selection.HalvingStage`): a
+shortlist scored on the supernet, then successive halving of networks trained alone, within its share of the time.
 
 On `--resume` rank 0 reads the checkpoint and broadcasts it, every rank gets its own RNG state back and the trace is
 cut to what the checkpoint had seen, so a resumed search ends where an uninterrupted one does.
@@ -26,14 +30,15 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+import torch.nn as nn
 
-from fpnas_zoo import count_spec, create_model_from_spec, save_spec, spec_from_dict
+from fpnas_zoo import FpnasZooNet, count_spec, create_model_from_spec, save_spec, spec_from_dict
 from fpnas_zoo.atomic import atomic_torch_save
 from fpnas_zoo.latency import measure_model
 from fpnas_zoo.spec import ModelSpec
@@ -42,9 +47,11 @@ from . import distributed as dist_utils
 from .checkpointing import Checkpointer, Trace
 from .cost import BlockwiseCost, MultAddsCost
 from .data import DataSpec, SearchData, load_data
+from .engine import Recipe, evaluate, make_optimizer, make_scheduler, prepare_model, train_epochs
 from .latency_table import LatencyCost, LatencyTable, TableError, protocol_timer, space_identity
 from .rewards import budget_reward
 from .seeding import rng_state, seed_everything, set_rng_state
+from .selection import BAND, SHARE, SHORTLIST, HalvingStage, check_select
 from .space import Arch, SearchSpace, searched_spec_dict  # noqa: F401 - searched_spec_dict: its old home
 from .supernet import LAYOUT_VERSION, Supernet
 
@@ -73,7 +80,8 @@ class SearchSettings:
     # Settings renamed since checkpoints were first written (old name -> new): an old checkpoint still resumes.
     renamed: ClassVar[dict[str, str]] = {}
     # Settings added since, with the value that gives the behaviour of before: an old checkpoint has them so.
-    added: ClassVar[dict[str, Any]] = {"cost": "mult-adds", "latency_table": None}
+    added: ClassVar[dict[str, Any]] = {"cost": "mult-adds", "latency_table": None, "select": "none",
+                                       "select_share": SHARE, "select_shortlist": SHORTLIST}
 
     dataset: str = "cifar10"
     batch_size: int = 128
@@ -84,6 +92,9 @@ class SearchSettings:
     limit_val: int | None = None
     cost: str = "mult-adds"  # what the budget / target limits: mult-adds, or latency predicted by a table (ms)
     latency_table: str | None = None  # --cost latency: the table (python -m search.latency build)
+    select: str = "none"  # --select: after the search, none (the papers') or halving (search/selection.py)
+    select_share: float = SHARE  # --select-share: the select stage's fraction of the whole search's wall time
+    select_shortlist: int = SHORTLIST  # --select-shortlist: networks the supernet's scores hand to halving
 
     def check(self) -> None:
         """Counts the search cannot run with are refused with the option that sets them."""
@@ -96,6 +107,7 @@ class SearchSettings:
             raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.seed < 0:
             raise ValueError(f"--seed must be at least 0, got {self.seed}")
+        check_select(self.select, self.select_share, self.select_shortlist)
 
 
 class SearchAlgorithm:
@@ -146,6 +158,26 @@ class SearchAlgorithm:
     def extra_metadata(self) -> dict | None:
         """What the spec's `search.distribution` records (the probabilistic searcher's final distribution)."""
         return None
+
+    # What `--select halving` asks of a searcher (`search.selection.HalvingStage`).
+    proposal_kind: ClassVar[str] = "proposal"  # what `proposals` draws, as the spec's `search.select` names it
+
+    def proposals(self, generator: torch.Generator) -> Iterator[Arch]:
+        """Networks the searcher itself deems good, drawn with `generator` (none unless the searcher has them)."""
+        return iter(())
+
+    def random_network(self, generator: torch.Generator) -> Arch:
+        """A network drawn uniformly from the space: each position's candidate uniform (a space whose candidates are
+        its networks' blocks as they stand; a space that places them otherwise overrides it)."""
+        return [c[int(torch.randint(len(c), (1,), generator=generator))] for c in self.runner.space.candidates()]
+
+    def alone_recipe(self) -> Recipe:
+        """The optimisation of a network of this search trained alone (its epochs are set by the caller)."""
+        return Recipe(schedule="cosine", **self.runner.recipe_overrides)
+
+    def network_labels(self, blocks: Arch) -> list[str]:
+        """Short labels of a network's searched blocks, for the log and the spec's `search.select`."""
+        return [b["type"] for b in blocks]
 
     def write_plots(self, trace_path: Path, out_dir: Path) -> None:
         """PNG plots of the trace (rank 0 only calls it)."""
@@ -221,6 +253,9 @@ class SearchRunner:
             self.settings = settings = replace(settings, **{algorithm_class.cost_limit.field:
                                                             self.limit_at_resolution(limit_stated_at)})
         self.check_budget()
+        if settings.select != "none" and self.limit() is None:
+            raise ValueError(f"--select {settings.select} chooses among networks costing [{BAND[0]:g}, {BAND[1]:g}] x "
+                             f"the search's limit: give {self.limit_option()}")
         seed_everything(settings.seed)
         self.supernet = Supernet(base, self.space.candidates()).to(self.dist.device)
         self.wall_time_s, self._started = 0.0, time.perf_counter()
@@ -231,6 +266,7 @@ class SearchRunner:
                                                                             type(settings).added))
         self.trace = Trace(self.out / "trace.jsonl", enabled=self.dist.is_main)
         self.algorithm = algorithm_class(self)
+        self.selection = HalvingStage(self) if settings.select == "halving" else None  # after the search (`run`)
 
     @functools.cached_property
     def full_data(self) -> SearchData:
@@ -372,6 +408,7 @@ class SearchRunner:
             "rng": rng,
             "wall_time_s": self.wall_time_s,
             "trace_lines": self.trace.lines,
+            **({} if self.selection is None or self.selection.state is None else {"select": self.selection.state}),
         })
 
     def resume(self) -> bool:
@@ -384,6 +421,8 @@ class SearchRunner:
         set_rng_state(payload["rng"][self.dist.rank])  # one per rank of the interrupted run (of as many ranks)
         self.wall_time_s = payload["wall_time_s"]
         self.trace.truncate(payload["trace_lines"])
+        if self.selection is not None:
+            self.selection.state = payload.get("select")
         return True
 
     def write_plots(self) -> None:
@@ -409,6 +448,9 @@ class SearchRunner:
         self._started = time.perf_counter() - self.wall_time_s
         self.algorithm.run()
         self.elapsed()
+        if self.selection is not None:
+            self.selection.run()
+            self.elapsed()
         return self.finish()
 
     def limit_mult_adds(self) -> float | None:
@@ -435,9 +477,10 @@ class SearchRunner:
 
     def finish(self) -> ModelSpec:
         """The found architecture as a zoo spec with its provenance; rank 0 writes OUT/weights.pth (the supernet's
-        weights of it, which load strictly into the spec's model: `python -m hub.export --checkpoint OUT` exports
-        the two) and then OUT/spec.json."""
-        blocks = self.algorithm.best_arch()
+        weights of it, or with `--select halving` the weights its winner was trained to alone; either loads strictly
+        into the spec's model: `python -m hub.export --checkpoint OUT` exports the two) and then OUT/spec.json."""
+        chosen = None if self.selection is None else self.selection.chosen()  # (blocks, val top-1, weights)
+        blocks = self.algorithm.best_arch() if chosen is None else chosen[0]
         counts = count_spec(self.spec_of(blocks))
         gpus = self.dist.world_size if self.dist.device.type == "cuda" else 0
         metadata = {
@@ -448,16 +491,47 @@ class SearchRunner:
             self.algorithm_class.cost_limit.metadata_key: self.limit_mult_adds(),
             "cost": self.cost_metadata(blocks),
             "measured": counts.as_dict(),
-            "val_top1": self.algorithm.best_accuracy(),
+            "val_top1": self.algorithm.best_accuracy() if chosen is None else chosen[1],
             "wall_time_s": round(self.wall_time_s, 2),
             "cpu_threads": torch.get_num_threads(),
             "gpu_hours": round(self.wall_time_s * gpus / 3600, 4),
             "distribution": self.algorithm.extra_metadata(),
-            "notes": self.algorithm.notes(),
+            "notes": self.algorithm.notes() + ("" if self.selection is None else self.selection.note()),
         }
+        if self.selection is not None:
+            metadata["select"] = self.selection.record()
         spec = self.spec_of(blocks, metadata)
         if self.dist.is_main:
-            atomic_torch_save(self.out / "weights.pth", self.supernet.export(blocks))
+            weights = self.supernet.export(blocks) if chosen is None else chosen[2]
+            atomic_torch_save(self.out / "weights.pth", weights)
             save_spec(spec, self.out / "spec.json")
         self.write_plots()
         return spec
+
+    # --- a network trained alone ----------------------------------------------------------------
+
+    def train_alone(self, blocks: Arch, recipe: Recipe, *, epochs: int, seed: int, desc: str,
+                    weights: dict[str, torch.Tensor] | None = None) -> tuple[dict, list[dict], nn.Module]:
+        """One network of the space trained alone on this rank for `epochs` epochs of `recipe` (its schedule over
+        them), from `weights` (a state_dict of its model, e.g. the supernet's) or fresh (initialised after seeding
+        with `seed`), then scored on validation. Nothing here talks to other ranks and the data is whole batches of
+        everything (`full_data`), so the result is the one a 1-process run gets. Returns (validation metrics, each
+        epoch's training metrics, the trained model)."""
+        recipe = replace(recipe, epochs=epochs)
+        if weights is None:
+            seed_everything(seed)
+        model = FpnasZooNet(self.spec_of(blocks)).to(self.dist.device)
+        if weights is not None:
+            model.load_state_dict(weights)
+        alone = self.dist.alone()
+        if recipe.compile:
+            # A new network is a new graph for the one `forward` all of them share: dynamo would stop compiling
+            # after 8 of them and run the rest eager. The last network's graphs are not needed again.
+            torch.compiler.reset()
+        prepared = prepare_model(model, recipe, alone)
+        optimizer = make_optimizer(model, recipe)
+        scheduler = make_scheduler(optimizer, recipe, len(self.full_data.train))
+        history = [metrics for _, metrics in train_epochs(
+            prepared, self.full_data.train, optimizer, scheduler, recipe, alone, start=0, stop=epochs, seed=seed,
+            desc=desc, progress=self.progress and self.dist.is_main)]
+        return evaluate(model, self.full_data.val, recipe, alone), history, model

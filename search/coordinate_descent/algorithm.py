@@ -20,25 +20,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 
-from fpnas_zoo import FpnasZooNet
-
 from ..checkpointing import recorded_cost
 from ..data import DataSpec
-from ..engine import (
-    Recipe,
-    evaluate,
-    make_optimizer,
-    make_scheduler,
-    prepare_model,
-    recalibrate_bn,
-    train_epochs,
-)
+from ..engine import Recipe, evaluate, make_optimizer, make_scheduler, prepare_model, recalibrate_bn, train_epochs
 from ..rewards import ABSOLUTE_BETA, OVER_BUDGET_RATE, REWARDS, SOFT_EXPONENT
 from ..runner import SearchAlgorithm, SearchRunner, SearchSettings
 from ..seeding import derive_seed
@@ -261,6 +252,28 @@ class CoordinateDescentSearch(SearchAlgorithm):
     def arch(self) -> list[Choice]:
         return [_choice_from_json(c) for c in self.state.arch]
 
+    # --- what --select halving asks (search.selection) -------------------------------------------------
+
+    proposal_kind = "mutation"
+
+    def proposals(self, generator: torch.Generator) -> Iterator[list[dict]]:
+        """The network found with one position changed at random (position, then another of its choices, uniform)."""
+        arch = self.arch()
+        positions = [p for p in range(self.space.num_blocks) if len(self.space.choices(p)) > 1]
+        while positions:
+            p = positions[int(torch.randint(len(positions), (1,), generator=generator))]
+            others = [c for c in self.space.choices(p) if c != arch[p]]
+            changed = list(arch)
+            changed[p] = others[int(torch.randint(len(others), (1,), generator=generator))]
+            yield self.space.arch_blocks(changed)
+
+    def alone_recipe(self) -> Recipe:
+        return self.recipe2  # stage 2's: how this search trains a network alone
+
+    def network_labels(self, blocks: list[dict]) -> list[str]:
+        """Each searched position's choice label (the fixed ds block first is left out)."""
+        return [Choice(float(b["expansion"]), b["kernel_size"], b["shortcut"], b["split"]).label() for b in blocks[1:]]
+
     def elapsed(self) -> float:
         return self.runner.elapsed()
 
@@ -325,36 +338,22 @@ class CoordinateDescentSearch(SearchAlgorithm):
         return [_choice_from_json(r["choice"]) for r in ranked[: self.settings.candidates_kept]]
 
     def train_candidate(self, t: int, p: int, j: int, choice: Choice) -> tuple[dict, list[dict], dict]:
-        """Stage 2: one network, weights from the supernet, trained alone on this rank for Q (`stage2_epochs`) epochs.
-
-        Nothing here talks to other ranks and the data is the whole training split, so the result is the one a
-        1-process run gets. Returns (result, trace records of its epochs, trained weights on the CPU).
+        """Stage 2: one network, weights from the supernet, trained alone on this rank for Q (`stage2_epochs`) epochs
+        (`SearchRunner.train_alone`: the result a 1-process run gets). Returns (result, trace records of its epochs,
+        trained weights on the CPU).
         """
         arch = self.arch()
         arch[p] = choice
-        spec = self.runner.spec_of(self.space.arch_blocks(arch))
-        model = FpnasZooNet(spec).to(self.dist.device)
-        model.load_state_dict(self.supernet.export(self.space.arch_blocks(arch)))
-        alone = self.dist.alone()
-        if self.recipe2.compile:
-            # A new network is a new graph for the one `forward` all candidates share: dynamo would stop compiling
-            # after 8 of them and run the rest eager. The last candidate's graphs are not needed again.
-            torch.compiler.reset()
-        prepared = prepare_model(model, self.recipe2, alone)
-        optimizer = make_optimizer(model, self.recipe2)
-        scheduler = make_scheduler(optimizer, self.recipe2, len(self.runner.full_data.train))
-        epochs = train_epochs(prepared, self.runner.full_data.train, optimizer, scheduler, self.recipe2, alone, start=0,
-                              stop=self.settings.stage2_epochs, seed=derive_seed(self.settings.seed, t, 2, j),
-                              desc=f"t{t} block {p} stage 2 {choice.label()}",
-                              progress=self.progress and self.dist.is_main)
+        blocks = self.space.arch_blocks(arch)
+        val, history, model = self.runner.train_alone(
+            blocks, self.recipe2, epochs=self.settings.stage2_epochs, seed=derive_seed(self.settings.seed, t, 2, j),
+            desc=f"t{t} block {p} stage 2 {choice.label()}", weights=self.supernet.export(blocks))
         records = [dict(event="epoch", iteration=t, block=p, stage=2, candidate=choice.label(), epoch=epoch,
                         accuracy=metrics["acc"], loss=metrics["loss"], lr=metrics["lr"],
-                        images_per_s=metrics["images_per_s"]) for epoch, metrics in epochs]
-        val = evaluate(model, self.runner.full_data.val, self.recipe2, alone)
-        cost, reward = self.runner.reward(self.space.arch_blocks(arch), val["top1"], self.settings.reward)
+                        images_per_s=metrics["images_per_s"]) for epoch, metrics in enumerate(history)]
+        cost, reward = self.runner.reward(blocks, val["top1"], self.settings.reward)
         result = {"choice": _choice_to_json(choice), "label": choice.label(), "accuracy": val["top1"],
-                  "cost": cost, "mult_adds": self.runner.mult_adds(self.space.arch_blocks(arch)), "reward": reward,
-                  "index": j}
+                  "cost": cost, "mult_adds": self.runner.mult_adds(blocks), "reward": reward, "index": j}
         return result, records, {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
     def stage2(self, t: int, p: int, best_state: dict | None) -> None:

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import replace
 from functools import cache
@@ -193,6 +194,7 @@ class ProbabilisticSearch(SearchAlgorithm):
         self.alpha_optimizer = self._alpha_optimizer()
         self.epoch, self.step, self.samples_drawn, self.mode_top1 = 0, 0, 0, None
         self.final_top1: float | None = None  # --final band: the final network's, measured when the search ends
+        self.finished = False  # the search's end (the final network measured, the distribution traced) is done
 
     def _alpha_optimizer(self) -> torch.optim.Adam:
         s = self.settings
@@ -203,13 +205,16 @@ class ProbabilisticSearch(SearchAlgorithm):
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "step": self.step, "samples_drawn": self.samples_drawn,
-                "mode_top1": self.mode_top1, "distribution": self.distribution.state(),
+                "mode_top1": self.mode_top1, "final_top1": self.final_top1, "finished": self.finished,
+                "distribution": self.distribution.state(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "alpha_optimizer": self.alpha_optimizer.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.step = state["epoch"], state["step"]
         self.samples_drawn, self.mode_top1 = state["samples_drawn"], state["mode_top1"]
+        # checkpoints from before these were kept redo the search's end on resume (it is deterministic)
+        self.final_top1, self.finished = state.get("final_top1"), state.get("finished", False)
         self.distribution.load_state(state["distribution"])
         self.alpha_optimizer = self._alpha_optimizer()
         self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
@@ -265,6 +270,27 @@ class ProbabilisticSearch(SearchAlgorithm):
                 "labels": self.labels(final), "mode_cost": self.runner.cost(self.space.arch_blocks(mode))}
         return summary
 
+    # --- what --select halving asks (search.selection) -----------------------------------------------------
+
+    proposal_kind = "distribution"
+
+    def proposals(self, generator: torch.Generator) -> Iterator[list[dict]]:
+        """Networks drawn from the final distribution."""
+        while True:
+            for arch in self.distribution.sample(16, generator):
+                yield self.space.arch_blocks(arch)
+
+    def random_network(self, generator: torch.Generator) -> list[dict]:
+        """Every variable of every layer uniform (as a zero-logit factorized distribution draws)."""
+        return self.space.arch_blocks([tuple(int(torch.randint(n, (1,), generator=generator)) for n in layer)
+                                       for layer in self.space.sizes()])
+
+    def alone_recipe(self) -> Recipe:
+        return self.recipe  # the weights' optimisation (SGD, cosine to eta_min)
+
+    def network_labels(self, blocks: list[dict]) -> list[str]:
+        return self.labels(self.space.locate(blocks))
+
     @torch.no_grad()
     def entropy(self) -> float:
         """H(P(A | alpha)) in nats, over distinct networks."""
@@ -293,9 +319,12 @@ class ProbabilisticSearch(SearchAlgorithm):
                                  entropy=round(self.entropy(), 4), wall_time_s=self.runner.elapsed())
             self.train_epoch()
             self.end_epoch()
+        if self.finished:  # resumed after the search's end (in a stage after it): its trace line is written
+            return
         if s.final != "mode":  # the network found is not the mode end_epoch measured: measure it
             self.final_top1 = self.evaluate_network(self.best_arch())["top1"]
         self.trace.write(event="distribution", **self.distribution_summary())
+        self.finished = True
         self.runner.save()
 
     def train_epoch(self) -> None:
