@@ -50,8 +50,10 @@ searches, 1-epoch trainings, supernets) never overlap (`plan`). Each unit of wor
 baseline) writes its result when done and is skipped when run again, so a killed study continues where it stopped
 (an interrupted search or training resumes from its checkpoint; a resumed search's time is that of its last
 attempt only, and is flagged). `--tag before --code DIR` runs the searches with the code in DIR (another checkout,
-e.g. before a fix) and files them under that tag; the ground truth is shared, and each tag's runs get baselines at
-their own budgets.
+e.g. before a fix) and files them under that tag; `--tag halving --search-args '--select halving'` runs them with
+options appended to the space's search command (an ablation row; a tag keeps the options it was first run with).
+The ground truth is shared, and each tag's runs get baselines at their own budgets (random search's trace is one
+per space and run, extended to the longest budget).
 """
 from __future__ import annotations
 
@@ -404,8 +406,23 @@ def gt_lookup(table: dict, blocks: list[dict]) -> dict | None:
 # ----------------------------------------------------------------------------- stage 2: searches
 
 
-def run_search(algo: str, k: int, cfg: dict, work: Path, tag: str, code: Path | None, smoke: bool) -> dict:
-    """Search run k (seed proxy_seed(k)) timed as a whole subprocess; its pick trained alone with the scoring seeds."""
+def tag_options(work: Path, tag: str, search_args: list[str]) -> None:
+    """A tag's searches all run with the same extra options: the first run of a tag records them
+    (WORK/search/<tag>/options.json) and a later run of that tag with other options is refused."""
+    path = work / "search" / tag / "options.json"
+    if path.exists():
+        recorded = json.loads(path.read_text())["search_args"]
+        if recorded != search_args:
+            raise SystemExit(f"error: --search-args: tag {tag!r} was run with {shlex.join(recorded) or 'none'}, "
+                             f"not {shlex.join(search_args) or 'none'} (give another --tag)")
+        return
+    atomic_write_json(path, {"search_args": search_args})
+
+
+def run_search(algo: str, k: int, cfg: dict, work: Path, tag: str, code: Path | None, smoke: bool,
+               search_args: list[str] = ()) -> dict:
+    """Search run k (seed proxy_seed(k)) timed as a whole subprocess; its pick trained alone with the scoring seeds.
+    `search_args` are appended to the space's search command (the options a tag measures)."""
     out = work / "search" / tag / f"{algo}_s{k}"
     result_path = out / "efficacy.json"
     if result_path.exists():
@@ -413,8 +430,8 @@ def run_search(algo: str, k: int, cfg: dict, work: Path, tag: str, code: Path | 
     spec_path, clock_path = out / "spec.json", out / "study_clock.json"
     if not spec_path.exists():
         resumed = (out / "checkpoint.pt").exists()
-        argv = [sys.executable, "-m", "search.run", *search_argv(algo, smoke, cfg["dataset"]), "--seed",
-                str(proxy_seed(cfg, k)), "--out", str(out), "--no-progress"] + (["--resume"] if resumed else [])
+        argv = [sys.executable, "-m", "search.run", *search_argv(algo, smoke, cfg["dataset"]), *search_args,
+                "--seed", str(proxy_seed(cfg, k)), "--out", str(out), "--no-progress"] + (["--resume"] if resumed else [])
         env = dict(os.environ)
         cwd = code or ROOT
         env["PYTHONPATH"] = str(cwd)
@@ -432,7 +449,7 @@ def run_search(algo: str, k: int, cfg: dict, work: Path, tag: str, code: Path | 
     spec = load_spec(spec_path)
     scored = score_pick(spec_path, out, cfg)
     result = {"algo": algo, "seed": k, "search_seed": proxy_seed(cfg, k), "tag": tag,
-              "wall_time_s": clock["wall_time_s"], "resumed": clock["resumed"],
+              "search_args": list(search_args), "wall_time_s": clock["wall_time_s"], "resumed": clock["resumed"],
               "searcher_wall_time_s": spec.search["wall_time_s"], "mult_adds": count_spec(spec).mult_adds,
               "blocks": [dict(b) for b in spec.blocks], "search_val_top1": spec.search.get("val_top1"), **scored}
     atomic_write_json(result_path, result)
@@ -860,11 +877,20 @@ def main(argv: list[str] | None = None) -> int:
                    "each if > 1)")
     p.add_argument("--tag", default="after", help="files the searches under this name (stage search)")
     p.add_argument("--code", help="run the searches with the code of this checkout (stage search)")
+    p.add_argument("--search-args", default="", metavar="ARGS",
+                   help="options appended to every search command of this --tag (stage search), one quoted string, "
+                        "e.g. --tag halving --search-args '--select halving'; a tag keeps the options it was first "
+                        "run with")
     args = p.parse_args(argv)
     cfg = dict(SMOKE if args.smoke else FULL, dataset=args.dataset)
     if args.epochs is not None:
         cfg["epochs"] = args.epochs
     check_seeds(cfg)
+    search_args = shlex.split(args.search_args)
+    if search_args and args.tag == "after":
+        print("error: --search-args: give them a --tag of their own (tag 'after' is the searchers' defaults)",
+              file=sys.stderr)
+        return 2
     work, results = (folder / args.dataset for folder in output_folders(args.smoke, args.work, args.results))
     stages, algos = args.stages.split(","), args.algos.split(",")
     if set(stages) - set(STAGES):
@@ -886,11 +912,13 @@ def main(argv: list[str] | None = None) -> int:
     retests = {a: retest(a, tables[a], cfg, work, results, args.jobs, args.smoke) if "retest" in stages else
                json.loads((results / f"retest_{a}.json").read_text())
                if (results / f"retest_{a}.json").exists() else None for a in algos}
+    if "search" in stages:
+        tag_options(work, args.tag, search_args)
     for algo in algos:
         for k in cfg["search_seeds"]:
             if "search" in stages:
                 run_search(algo, k, cfg, work, args.tag, Path(args.code).resolve() if args.code else None,
-                           args.smoke)
+                           args.smoke, search_args)
     tags = sorted(d.name for d in (work / "search").glob("*") if d.is_dir()) if (work / "search").exists() else []
     searches, baselines = [], []
     for algo in algos:

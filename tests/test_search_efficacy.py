@@ -234,6 +234,46 @@ def test_an_unknown_stage_is_refused_before_any_folder_is_made(tmp_path, capsys)
     assert not results.exists() and not (tmp_path / "w").exists()
 
 
+def test_search_args_need_a_tag_of_their_own(tmp_path, capsys):
+    results = tmp_path / "results"
+    assert _bench().main(["--stages", "search", "--search-args", "--select halving", "--results", str(results),
+                          "--work", str(tmp_path / "w")]) == 2
+    assert "--search-args: give them a --tag of their own" in capsys.readouterr().err
+    assert not results.exists() and not (tmp_path / "w").exists()
+
+
+def test_a_tag_keeps_the_search_args_it_was_first_run_with(tmp_path):
+    study = _bench()
+    study.tag_options(tmp_path, "halving", ["--select", "halving"])
+    study.tag_options(tmp_path, "halving", ["--select", "halving"])  # the same again: accepted
+    with pytest.raises(SystemExit, match="tag 'halving' was run with --select halving, not none"):
+        study.tag_options(tmp_path, "halving", [])
+    assert json.loads((tmp_path / "search" / "halving" / "options.json").read_text()) == {
+        "search_args": ["--select", "halving"]}
+
+
+def test_a_tags_search_args_reach_the_search_command(tmp_path, monkeypatch):
+    study = _bench()
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def run(argv, **kwargs):
+        seen.append(argv)
+        raise Stop
+
+    monkeypatch.setattr(study.subprocess, "run", run)
+    with pytest.raises(Stop):
+        study.run_search("fp-nas", 1, dict(study.FULL, dataset=study.DATASET), tmp_path, "x", None, False,
+                         ["--final", "band"])
+    argv = seen[0]
+    assert argv[argv.index("search.run") + 1:][:len(study.STUDY["fp-nas"])] == study.STUDY["fp-nas"]
+    i = argv.index("--final")
+    assert argv[i + 1] == "band" and i > argv.index("--coarse-to-fine-epochs")  # after the space's own options
+    assert argv[argv.index("--seed") + 1] == "1001"
+
+
 def test_a_smoke_run_never_defaults_to_the_committed_results():
     study = load_script("bench/search_efficacy.py")
     committed = ROOT / "bench" / "search_efficacy"
