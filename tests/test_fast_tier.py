@@ -67,6 +67,7 @@ FAST_TESTS = {
     "search.run": "tests/test_search_fpnas.py::test_counts_below_one_are_refused_naming_the_option",
     "search.rewards": "tests/test_search_rewards.py::test_every_network_under_the_budget_outscores_every_one_over_it",
     "search.runner": "tests/test_search_runner.py::test_a_second_algorithm_runs_through_the_runner_and_the_cli",
+    "search.selection": "tests/test_search_select.py::test_halving_keeps_the_better_half_of_each_round_doubling_the_epochs_until_one_is_left",
     "search.seeding": "tests/test_search_engine.py::test_rng_state_round_trip_gives_identical_training_runs",
     "search.space": "tests/test_search_supernet.py::test_cost_equals_the_zoo_counter_of_the_built_spec",
     "search.supernet": "tests/test_fbnet_space.py::test_supernet_over_a_reduced_space_computes_the_zoo_model_of_a_point",
