@@ -251,8 +251,14 @@ def train_alone(spec_path: Path, out: Path, seed: int, cfg: dict, epochs: int | 
 
 
 def score_pick(spec_path: Path, out: Path, cfg: dict) -> dict:
-    """A pick trained alone with every scoring seed: its runs and their mean test top-1 (as the ground truth)."""
-    runs = {str(s): train_alone(spec_path, out / f"alone_s{s}", s, cfg) for s in cfg["train_seeds"]}
+    """A pick trained alone with every scoring seed: its runs and their mean test top-1 (as the ground truth).
+    With cfg['jobs'] > 1 the seeds train that many at a time, one thread each, as the ground truth's did (after the
+    timed part of every unit, so no method's clock sees them)."""
+    jobs, runs = cfg.get("jobs", 1), {}
+    threads = 1 if jobs > 1 else None
+    run_jobs([(str(s), str(spec_path), str(out / f"alone_s{s}"), s, cfg, threads) for s in cfg["train_seeds"]],
+             jobs, f"scoring {out.name}", lambda key, result: runs.__setitem__(key, result))
+    runs = {str(s): runs[str(s)] for s in cfg["train_seeds"]}  # in seed order, whatever order they finished in
     return {"runs": runs, "test_top1": statistics.mean(r["test_top1"] for r in runs.values())}
 
 
@@ -876,8 +882,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--algos", default="fpnas,fp-nas")
     p.add_argument("--epochs", type=int, help="epochs of every network trained alone (ground truth, picks); "
                    "default: the cluttered-digits recipe's 3. Use a new --work and --results with it")
-    p.add_argument("--jobs", type=int, default=1, help="ground-truth and retest trainings at a time (one thread "
-                   "each if > 1)")
+    p.add_argument("--jobs", type=int, default=1, help="trainings alone at a time (ground truth, retest, and the "
+                   "scoring seeds of each pick; one thread each if > 1)")
     p.add_argument("--tag", default="after", help="files the searches under this name (stage search)")
     p.add_argument("--code", help="run the searches with the code of this checkout (stage search)")
     p.add_argument("--search-args", default="", metavar="ARGS",
@@ -885,7 +891,7 @@ def main(argv: list[str] | None = None) -> int:
                         "e.g. --tag halving --search-args '--select halving'; a tag keeps the options it was first "
                         "run with")
     args = p.parse_args(argv)
-    cfg = dict(SMOKE if args.smoke else FULL, dataset=args.dataset)
+    cfg = dict(SMOKE if args.smoke else FULL, dataset=args.dataset, jobs=args.jobs)
     if args.epochs is not None:
         cfg["epochs"] = args.epochs
     check_seeds(cfg)

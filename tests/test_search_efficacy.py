@@ -274,6 +274,24 @@ def test_a_tags_search_args_reach_the_search_command(tmp_path, monkeypatch):
     assert argv[argv.index("--seed") + 1] == "1001"
 
 
+@pytest.mark.parametrize("jobs, threads", [(1, None), (2, 1)])
+def test_scoring_seeds_train_jobs_at_a_time_one_thread_each_and_file_in_seed_order(tmp_path, monkeypatch, jobs,
+                                                                                    threads):
+    study = _bench()
+    seen = {}
+
+    def run_jobs(todo, workers, desc, on_done):
+        seen["workers"], seen["threads"] = workers, {job[5] for job in todo}
+        for key, _spec, out, seed, _cfg, _threads in reversed(todo):  # finishing out of order
+            assert out == str(tmp_path / f"alone_s{seed}")
+            on_done(key, {"test_top1": float(seed), "val_top1": 0.0, "seconds": 1.0})
+
+    monkeypatch.setattr(study, "run_jobs", run_jobs)
+    scored = study.score_pick(tmp_path / "spec.json", tmp_path, dict(train_seeds=(0, 1, 2), jobs=jobs))
+    assert seen == {"workers": jobs, "threads": {threads}}
+    assert list(scored["runs"]) == ["0", "1", "2"] and scored["test_top1"] == 1.0
+
+
 def test_a_smoke_run_never_defaults_to_the_committed_results():
     study = load_script("bench/search_efficacy.py")
     committed = ROOT / "bench" / "search_efficacy"
