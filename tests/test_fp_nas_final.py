@@ -222,6 +222,9 @@ def test_two_sided_cost_term_reaches_alphas_update(tmp_path):
     one_sided = [math.log1p(max(0.0, c / s.target - 1)) for c in record["costs"]]
     paper = [-(2.0 / s.temperature) * (x - sum(one_sided) / len(g)) / len(g) for x in one_sided]
     assert record["cost_coefficients"] != pytest.approx(paper, abs=1e-4)
+    # the trace's cost_term is the mean of the term the search uses, before beta; excess stays the paper's C(A)
+    assert record["cost_term"] == pytest.approx(sum(g) / len(g), abs=1e-5)
+    assert record["excess"] == pytest.approx([max(0.0, c / s.target - 1) for c in record["costs"]], abs=1e-5)
 
 
 @pytest.mark.slow

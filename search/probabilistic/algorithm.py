@@ -89,6 +89,7 @@ from .objective import (
     accuracy_coefficients,
     cost_coefficients,
     cost_excess,
+    cost_penalties,
     omega_weights,
 )
 from .settings import PRESETS, ProbabilisticSettings
@@ -398,10 +399,11 @@ class ProbabilisticSearch(SearchAlgorithm):
         (-(coefficient * log_p).sum()).backward()
         self.alpha_optimizer.step()
         excess = [cost_excess(c, s.target) for c in costs]
+        penalty = cost_penalties(costs, s.target, s.cost_term)  # the cost term --cost-term names, before beta
         return record(loss) | {"phase": "search", "alpha_losses": [round(x, 5) for x in a_losses.tolist()],
                                "accuracy_coefficients": [round(x, 6) for x in accuracy.tolist()],
                                "cost_coefficients": [round(x, 6) for x in cost[:k].tolist()],
-                               "cost_term": round(sum(excess) / k, 5), "excess": [round(x, 5) for x in excess]}
+                               "cost_term": round(float(penalty.mean()), 5), "excess": [round(x, 5) for x in excess]}
 
     def train_omega(self, images: torch.Tensor, labels: torch.Tensor, blocks: list[list[dict]],
                     masks: list[int]) -> torch.Tensor:
