@@ -111,7 +111,7 @@ STUDY = {
               "2", "--mult-adds-budget", "1.2e6", "--limit-train", "5000"],
     # At half width (the demo's quarter width has layers of 2-10 channels, which train differently on every seed).
     # Both searches see 5000 training images: on all 20000 an FP-NAS search takes about 21 minutes here (1560 steps
-    # of 0.8 s), and each search is matched by 4x its time in baselines; on 5000 it takes about 5.
+    # of 0.8 s), and each search is matched by 4x its time in baselines; on 5000 it took 3 to 4 (177-225 s).
     "fp-nas": ["--algo", "fp-nas", "--preset", "demo", "--dataset", DATASET, "--width-mult", "0.5",
                "--mult-adds-target", "2.7e6", "--epochs", "10", "--warmup-epochs", "2", "--coarse-to-fine-epochs", "5",
                "--limit-train", "5000"],
