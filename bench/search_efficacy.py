@@ -27,8 +27,8 @@ RESULTS/<dataset>), for two spaces, each exactly the space of one search command
    the wall time of that subprocess as the study measures it (start-up, data, checkpoints and plots included).
 3. baselines (stage `baselines`), per searcher run (every tag) with that run's wall time, one at a time:
    random search (fresh uniform draws within the limit, each trained alone for 1 epoch with seed 1000 + k, until the
-   time is used, the best by validation kept; one trace per space and k, run on to 2x the longest budget, so the
-   picks at 0.5x, 1x and 2x any budget are prefixes of it) and random search with weight sharing (the space's
+   time is used, the best by validation kept; one trace per tag, space and k, run on to 2x the budget, so the
+   picks at 0.5x, 1x and 2x the budget are prefixes of it) and random search with weight sharing (the space's
    supernet trained with a uniformly drawn architecture per step, seed 1000 + k, for 3/4 of the time, then fresh
    in-limit draws scored on the trained supernet by validation top-1 after BatchNorm recalibration until the time
    is used; the best kept). Each unit is timed from its first line, model and data construction included. Both
@@ -52,12 +52,14 @@ baseline) writes its result when done and is skipped when run again, so a killed
 attempt only, and is flagged). `--tag before --code DIR` runs the searches with the code in DIR (another checkout,
 e.g. before a fix) and files them under that tag; `--tag halving --search-args '--select halving'` runs them with
 options appended to the space's search command (an ablation row; a tag keeps the options it was first run with).
-The ground truth is shared, and each tag's runs get baselines at their own budgets (random search's trace is one
-per space and run, extended to the longest budget).
+The ground truth is shared, and each tag's runs get baselines of their own at their own budgets, run right after
+them: a baseline's seconds are only comparable with a search's measured on the same machine in the same state
+(this VM ran the same FP-NAS search 2.5x slower on one day than on the day before).
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -67,6 +69,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,11 +122,12 @@ STUDY = {
 # train_seeds score a network (its test top-1 is their mean); proxy_seed + k seeds everything that chooses in run k.
 FULL = dict(archs=40, band_networks=20, train_seeds=(0, 1, 2), search_seeds=(0, 1, 2), proxy_seed=1000,
             epochs=None, rs_epochs=1, anytime=(0.5, 1.0, 2.0), ws_score_share=0.25, budget_share=1.0, limit_train=None,
-            limit_val=None, retest_networks=12, retest_seeds=(3, 4, 5))
+            limit_val=None, limit_test=None, retest_networks=12, retest_seeds=(3, 4, 5))
 # --smoke: the plumbing only (numbers meaningless): few networks, one epoch on a few hundred images, tiny searches,
-# baselines given half the search's time and random search's trace only to it (under 2 minutes).
+# baselines given a quarter of the search's time and random search's trace only to half of it (under 2 minutes).
 SMOKE = dict(FULL, archs=2, band_networks=1, train_seeds=(0, 1), search_seeds=(0,), epochs=1, anytime=(0.5, 1.0),
-             budget_share=0.5, limit_train=256, limit_val=128, retest_networks=1, retest_seeds=(2, 3))
+             budget_share=0.25, limit_train=256, limit_val=128, limit_test=128,
+             retest_networks=1, retest_seeds=(2, 3))
 # The second loop of stage `retest`: what changes against the ground truth's (besides the seeds).
 RETEST_CHANGE = {"nesterov": True}
 SMOKE_SEARCH = {
@@ -158,6 +162,13 @@ def make_runner(algo: str, smoke: bool, seed: int, out: Path, dataset: str = DAT
                                      + ["--seed", str(seed), "--out", str(out)])
     settings = settings_from_args(args)
     return SearchRunner(ALGORITHMS[args.algo], settings, out, progress=False)
+
+
+@functools.cache
+def space_runner(algo: str, smoke: bool, work: Path, dataset: str) -> SearchRunner:
+    """The runner (seed 0) that stages gt and retest draw, price and write the ground truth's specs with: one per
+    space and process, built the first time one is needed (a finished stage builds none)."""
+    return make_runner(algo, smoke, 0, work / "spaces" / algo, dataset)
 
 
 def sample_arch(runner: SearchRunner, rng: random.Random) -> list[dict]:
@@ -246,6 +257,7 @@ def train_alone(spec_path: Path, out: Path, seed: int, cfg: dict, epochs: int | 
     result = train(TrainOptions(spec=str(spec_path), dataset=cfg.get("dataset", DATASET), out=out, recipe=RECIPE,
                                 epochs=epochs or cfg["epochs"], seed=seed, resume=(out / "checkpoint.pt").exists(),
                                 limit_train=cfg["limit_train"], limit_val=cfg["limit_val"],
+                                limit_test=cfg.get("limit_test"),
                                 ema_decay=cfg.get("ema_decay"), nesterov=cfg.get("nesterov"), progress=False))
     return {k: result[k] for k in ("val_top1", "test_top1", "seconds")}
 
@@ -320,28 +332,28 @@ def draw_ground_truth(runner: SearchRunner, algo: str, cfg: dict) -> list[tuple[
     return nets
 
 
-def gt_spec(algo: str, net: dict, runner: SearchRunner, work: Path) -> Path:
-    """The spec file of a ground-truth network in WORK (written the first time)."""
+def gt_spec(algo: str, net: dict, runner: Callable[[], SearchRunner], work: Path) -> Path:
+    """The spec file of a ground-truth network in WORK (written the first time, with the space's `runner()`)."""
     spec_path = work / "gt" / algo / f"{net['name']}.json"
     if not spec_path.exists():
         spec_path.parent.mkdir(parents=True, exist_ok=True)
-        save_spec(runner.spec_of(net["blocks"], name=f"gt_{algo.replace('-', '_')}_{net['name']}"), spec_path)
+        save_spec(runner().spec_of(net["blocks"], name=f"gt_{algo.replace('-', '_')}_{net['name']}"), spec_path)
     return spec_path
 
 
 def ground_truth(algo: str, cfg: dict, work: Path, results: Path, jobs: int, smoke: bool) -> dict:
     path = results / f"ground_truth_{algo}.json"
     table = json.loads(path.read_text()) if path.exists() else None
-    runner = make_runner(algo, smoke, 0, work / "spaces" / algo, cfg["dataset"])
+    runner = functools.partial(space_runner, algo, smoke, work, cfg["dataset"])
     if table is None:  # draw the architectures once; the table is the record of what to train
         networks = []
-        for name, draw, blocks, _cost in draw_ground_truth(runner, algo, cfg):
-            spec = runner.spec_of(blocks, name=f"gt_{algo.replace('-', '_')}_{name}")
+        for name, draw, blocks, _cost in draw_ground_truth(runner(), algo, cfg):
+            spec = runner().spec_of(blocks, name=f"gt_{algo.replace('-', '_')}_{name}")
             counts = count_spec(spec)
             networks.append({"name": name, "draw": draw, "blocks": blocks, "mult_adds": counts.mult_adds,
                              "params": counts.params, "runs": {}})
-        table = {"space": algo, "dataset": cfg["dataset"], "recipe": RECIPE, "limit": runner.limit(),
-                 "limit_hard": runner.algorithm_class.cost_limit.hard, "band": list(BAND),
+        table = {"space": algo, "dataset": cfg["dataset"], "recipe": RECIPE, "limit": runner().limit(),
+                 "limit_hard": runner().algorithm_class.cost_limit.hard, "band": list(BAND),
                  "search_command": shlex.join(["python", "-m", "search.run",
                                                *search_argv(algo, smoke, cfg["dataset"])]),
                  "command": shlex.join(["python", "bench/search_efficacy.py", *sys.argv[1:]]),
@@ -377,7 +389,7 @@ def retest(algo: str, table: dict, cfg: dict, work: Path, results: Path, jobs: i
                   "networks": [{"name": n["name"], "mult_adds": n["mult_adds"], "runs": {}} for n in nets]}
         atomic_write_json(path, record)
     loop = dict(cfg, **RETEST_CHANGE)
-    runner = make_runner(algo, smoke, 0, work / "spaces" / algo, cfg["dataset"])
+    runner = functools.partial(space_runner, algo, smoke, work, cfg["dataset"])
     truth = {n["name"]: n for n in table["networks"]}
     pending = [((i, seed), str(gt_spec(algo, truth[net["name"]], runner, work)),
                 str(work / "gt" / algo / f"{net['name']}_retest_s{seed}"), seed, loop, 1 if jobs > 1 else None)
@@ -440,7 +452,8 @@ def run_search(algo: str, k: int, cfg: dict, work: Path, tag: str, code: Path | 
     if not spec_path.exists():
         resumed = (out / "checkpoint.pt").exists()
         argv = [sys.executable, "-m", "search.run", *search_argv(algo, smoke, cfg["dataset"]), *search_args,
-                "--seed", str(proxy_seed(cfg, k)), "--out", str(out), "--no-progress"] + (["--resume"] if resumed else [])
+                "--seed", str(proxy_seed(cfg, k)), "--out", str(out), "--no-progress",
+                *(["--resume"] if resumed else [])]
         env = dict(os.environ)
         cwd = code or ROOT
         env["PYTHONPATH"] = str(cwd)
@@ -468,12 +481,12 @@ def run_search(algo: str, k: int, cfg: dict, work: Path, tag: str, code: Path | 
 # ----------------------------------------------------------------------------- stage 3: baselines
 
 
-def rs_trace(algo: str, k: int, until_s: float, cfg: dict, work: Path, smoke: bool) -> dict:
+def rs_trace(algo: str, k: int, tag: str, until_s: float, cfg: dict, work: Path, smoke: bool) -> dict:
     """Random search run k: fresh uniform draws within the limit (seed 'rs-<space>-<k>'), each trained alone for
     `rs_epochs` with seed proxy_seed(k), until `until_s` seconds of the unit's clock are used. The clock starts at
     its first line (runner and data included) and adds each trial's whole wall time (draw, spec, model, data,
     training); the trace is kept and a later call that asks for more time continues it where it stopped."""
-    out = work / "baselines" / f"rs_{algo}_s{k}"
+    out = work / "baselines" / tag / f"rs_{algo}_s{k}"
     path = out / "trace.json"
     trace = json.loads(path.read_text()) if path.exists() else None
     if trace is not None and trace["trials"] and trace["trials"][-1]["at_s"] >= until_s:
@@ -518,10 +531,9 @@ def random_search(algo: str, k: int, tag: str, budget_s: float, table: dict, cfg
     path = out / "result.json"
     if path.exists():
         return json.loads(path.read_text())
-    trace = rs_trace(algo, k, max(cfg["anytime"]) * budget_s, cfg, work, smoke)
-    trace_dir = work / "baselines" / f"rs_{algo}_s{k}"
+    trace = rs_trace(algo, k, tag, max(cfg["anytime"]) * budget_s, cfg, work, smoke)
     pick = pick_at(trace, budget_s)
-    scored = score_pick(trace_dir / f"{pick['name']}.json", trace_dir / f"{pick['name']}_score", cfg)
+    scored = score_pick(out / f"{pick['name']}.json", out / f"{pick['name']}_score", cfg)
     anytime = {}
     for f in cfg["anytime"]:
         p = pick_at(trace, f * budget_s)

@@ -109,9 +109,16 @@ class MultAddsCost(BlockwiseCost):
     """Mult-adds of every op the zoo's counter knows (the zoo's `mult_adds`), as integers."""
 
     unit = "mult-adds"
+    # A block's mult-adds depend on its key alone, so every table of a process shares one memo: a second runner of
+    # the same space (a study builds several) counts nothing again.
+    _counted: dict[tuple[int, int, tuple], int] = {}
 
     def measure_block(self, in_chs: int, resolution: int, block: dict) -> int:
-        return count_mult_adds(build_block(in_chs, block, device="meta"), (in_chs, resolution, resolution))[0]
+        key = entry_key(in_chs, resolution, block)
+        if key not in MultAddsCost._counted:
+            MultAddsCost._counted[key] = count_mult_adds(build_block(in_chs, block, device="meta"),
+                                                         (in_chs, resolution, resolution))[0]
+        return MultAddsCost._counted[key]
 
     def measure_network(self, spec: ModelSpec) -> int:
         return count_spec(spec).mult_adds

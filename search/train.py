@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     add_workers_argument(p)
     p.add_argument("--limit-train", type=int)
     p.add_argument("--limit-val", type=int)
+    p.add_argument("--limit-test", type=int, help="the generated scenes: report test top-1 on the first this many "
+                   "test images (default all)")
     p.add_argument("--val-size", type=float, help="held-out part of the training set: a fraction (0.1) or a count "
                    "(5000); 0 trains on all of it and reports no validation accuracy. Default: the dataset's")
     p.add_argument("--compile", action="store_true", help="torch.compile the network for training (one graph; "
@@ -124,6 +126,7 @@ def _train_command(args: argparse.Namespace) -> int:
             spec=args.spec, dataset=args.dataset, out=out, recipe=args.recipe, data_dir=args.data_dir,
             epochs=args.epochs, batch_size=args.batch_size, cutout=args.cutout, seed=args.seed, resume=args.resume,
             device=args.device, workers=args.workers, limit_train=args.limit_train, limit_val=args.limit_val,
+            limit_test=args.limit_test,
             progress=not args.no_progress, val_size=_val_size(args.val_size), compile=args.compile,
             image_size=args.image_size, ema_decay=args.ema_decay, mixup=args.mixup, cutmix=args.cutmix,
             drop_path=args.drop_path, amp=args.amp, channels_last=args.channels_last, nesterov=args.nesterov,

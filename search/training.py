@@ -42,6 +42,7 @@ class TrainOptions:
     workers: int | None = None
     limit_train: int | None = None
     limit_val: int | None = None
+    limit_test: int | None = None  # the generated scenes: score on the first that many test images
     progress: bool = True
     val_size: int | float | None = None
     compile: bool = False
@@ -118,8 +119,8 @@ def training_data(o: TrainOptions, plan: TrainRecipe, spec: ModelSpec, dist: Dis
     # One process per machine downloads the dataset; the others read it once it is there.
     data = dist.local_main_first(lambda: load_data(
         o.dataset, o.data_dir, batch_size=per_rank, device=dist.device, seed=o.seed, workers=o.workers,
-        limit_train=o.limit_train, limit_val=o.limit_val, rank=dist.rank, world_size=dist.world_size,
-        val_size=o.val_size, **options))
+        limit_train=o.limit_train, limit_val=o.limit_val, limit_test=o.limit_test, rank=dist.rank,
+        world_size=dist.world_size, val_size=o.val_size, **options))
     return plan, data
 
 

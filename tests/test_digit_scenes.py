@@ -81,6 +81,12 @@ def test_deterministic_and_seeded(scene):
     b = D.make_scene(scene, "train", count=64)
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     assert not torch.equal(a[0], D.make_scene(scene, "train", count=64, seed=scene.seed + 1)[0])
+    # The process keeps what it made: a caller that writes into its copy changes neither the memo nor what the next
+    # caller gets, and a split made afresh (the memo emptied) is the same.
+    a[0].zero_()
+    assert all(torch.equal(x, y) for x, y in zip(b, D.make_scene(scene, "train", count=64), strict=True))
+    C._MADE.clear()
+    assert all(torch.equal(x, y) for x, y in zip(b, D.make_scene(scene, "train", count=64), strict=True))
     with pytest.raises(ValueError, match=f"{scene.name} has the splits train, val, test; got 'dev'"):
         D.make_scene(scene, "dev")
 
@@ -116,6 +122,12 @@ def test_normalisation_constants_and_load_data(scene):
     assert torch.allclose(x * 255, test_x.float().expand(-1, 3, -1, -1), atol=1e-3)
     with pytest.raises(ValueError, match=rf"val_size \(--val-size\): {scene.name} has fixed"):
         D.load_data(scene.name, val_size=0.2)
+    # limit_test keeps the test split's first images, in order, and nothing else changes
+    few = D.load_data(scene.name, batch_size=1000, seed=0, limit_test=37)
+    assert few.test.num_samples == 37 and few.val.num_samples == data.val.num_samples
+    assert torch.equal(torch.cat([y for _, y in few.test]), test_y[:37])
+    with pytest.raises(ValueError, match="limit_test .*--limit-test.* not digits"):
+        D.load_data("digits", limit_test=37)
 
 
 @SCENES

@@ -331,7 +331,8 @@ def test_smoke_study_writes_tables_measures_and_plot(tmp_path):
         assert ws["supernet_epochs"] >= 1 and all(c["at_s"] > ws["trained_s"] for c in ws["candidates"])
         assert set(ws["runs"]) == {"0", "1"}  # the pick trained alone with the scoring seeds
         rs = json.loads((work / "baselines" / "after" / f"rs_{algo}_s0" / "result.json").read_text())
-        assert set(rs["runs"]) == {"0", "1"} and rs["budget_s"] == search["wall_time_s"] / 2  # smoke: half the time
+        assert set(rs["runs"]) == {"0", "1"}
+        assert rs["budget_s"] == search["wall_time_s"] / 4  # smoke: a quarter of the search's time
         assert rs["used_s"] <= rs["budget_s"] or (rs["over_budget"] and rs["trials"] == 1)
         retest = json.loads((results / f"retest_{algo}.json").read_text())
         assert retest["change"] == {"nesterov": True} and len(retest["networks"]) == 1

@@ -123,6 +123,23 @@ def make_scene(scene: DigitScene | str, split: str, count: int | None = None,
     """
     scene = SCENES[scene] if isinstance(scene, str) else scene
     seed = scene.seed if seed is None else seed
+    key = (repr(scene), split, count, seed)  # every field of the scene
+    if key not in _MADE:
+        made = _made(scene, split, count, seed)
+        if len(_MADE) >= MEMO_SPLITS:
+            del _MADE[next(iter(_MADE))]  # the oldest
+        _MADE[key] = made
+    return tuple(t.clone() for t in _MADE[key])  # the caller's own copy
+
+
+# A process that trains many networks (a study, the tests) makes each split once: the last MEMO_SPLITS made are kept.
+MEMO_SPLITS = 6
+_MADE: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+
+def _made(scene: DigitScene, split: str, count: int | None,
+          seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`make_scene`'s images, made."""
     pool, base, labels_all = _split_pool(scene.name, split, seed)
     low, high = scene.scales
     d, f, size = scene.distractors, scene.fragments, scene.canvas

@@ -50,6 +50,7 @@ def load_data(
     download: bool = True,
     limit_train: int | None = None,
     limit_val: int | None = None,
+    limit_test: int | None = None,
     rank: int = 0,
     world_size: int = 1,
     split_train: bool = False,
@@ -64,6 +65,7 @@ def load_data(
     ``calib`` is not sharded, so every rank recalibrates BatchNorm on the same images, in batches of
     ``calib_batch_size`` (default ``batch_size``; a search gives the whole batch of a step, not a rank's share).
     ``workers``: DataLoader workers of imagefolder (default: ``loader_workers``).
+    ``limit_test`` keeps the first that many images of the test split (the generated scenes have one).
     ``split_train`` halves the training split (after ``limit_train``): ``train`` gets the first half and
     ``train_arch`` the second, two disjoint seeded halves (FP-NAS trains weights and architecture on separate data).
     ImageFolder only: ``transforms`` (train, eval) replace the default ones (``search.train``'s recipes pass
@@ -81,6 +83,9 @@ def load_data(
     device = torch.device(device)
     workers = loader_workers(workers)
     calib_batch_size = batch_size if calib_batch_size is None else calib_batch_size
+    if limit_test is not None and dataset not in SCENES:
+        raise ValueError(f"limit_test (--limit-test) applies to the datasets with a test split "
+                         f"({', '.join(SCENES)}), not {dataset}")
     if dataset in SCENES:
         if val_size not in (None, 0):
             raise ValueError(f"val_size (--val-size): {dataset} has fixed train/val/test splits made from "
@@ -99,7 +104,7 @@ def load_data(
     if image_size not in (None, native):
         raise ValueError(f"{dataset} is {native}x{native}; image_size must be None or {native}, got {image_size}")
     if dataset in SCENES:
-        return _load_generated(dataset, **common)
+        return _load_generated(dataset, limit_test=limit_test, **common)
     return _load_in_memory(dataset, data_dir, download, **common)
 
 
@@ -146,7 +151,8 @@ def _load_in_memory(dataset: str, data_dir: str | None, download: bool, *, batch
 
 def _load_generated(dataset: str, *, batch_size: int, device: torch.device, seed: int,
                     val_size: int | float | None, calib_images: int, limit_train: int | None, limit_val: int | None,
-                    rank: int, world_size: int, split_train: bool, calib_batch_size: int) -> SearchData:
+                    rank: int, world_size: int, split_train: bool, calib_batch_size: int,
+                    limit_test: int | None = None) -> SearchData:
     """The generated scenes (cluttered-digits and the others of `SCENES`): fixed splits from disjoint source digits;
     `seed` orders and augments, never changes them."""
     side = input_resolution(dataset)
@@ -170,10 +176,11 @@ def _load_generated(dataset: str, *, batch_size: int, device: torch.device, seed
         val_idx = limit_indices(torch.arange(len(val_y)), limit_val, "limit_val")
         val = batches(val_x[val_idx], val_y[val_idx], False)
     test_x, test_y, _ = make_scene(dataset, "test")
+    test_idx = limit_indices(torch.arange(len(test_y)), limit_test, "limit_test")
     return SearchData(spec, batches(train_x[train_idx], train_y[train_idx], True), val,
                       batches(train_x[calib_idx], train_y[calib_idx], False, False),
                       None if arch_idx is None else batches(train_x[arch_idx], train_y[arch_idx], True),
-                      test=batches(test_x, test_y, False))
+                      test=batches(test_x[test_idx], test_y[test_idx], False))
 
 
 def _load_imagefolder(
