@@ -57,7 +57,7 @@ from .distributed import cleanup, init_distributed
 from .engine import cpu_threads
 from .latency_table import parse_ms
 from .runner import COSTS, SearchRunner, SearchSettings
-from .selection import BAND, SELECTS, SHARE, SHORTLIST
+from .selection import BAND, FIRST_EPOCHS, SELECTS, SHARE, SHORTLIST
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"none: the network the searcher ends with (the papers'; default). halving: choose again, as "
                         f"SPOS and Once-for-All do after their supernets: networks costing [{BAND[0]:g}, {BAND[1]:g}] "
                         f"x the limit (the searcher's first) scored on the supernet, the best --select-shortlist of "
-                        f"them trained alone in successive halving (1 epoch, then 2, 4, ...; the better half goes on); "
-                        f"the best by validation is the result. An option to measure, not the papers'")
+                        f"them trained alone in successive halving (--select-epochs, then twice and 4 times as many, "
+                        f"...; the better half goes on); the best by validation is the result. An option to measure, "
+                        f"not the papers'")
     g.add_argument("--select-share", type=float, metavar="F",
                    help=f"--select halving: its fraction of the whole search's wall time, in (0, 1): the stage gets "
                         f"F / (1 - F) x the time the search took and starts no training it predicts will end past "
@@ -107,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--select-shortlist", type=int, metavar="M",
                    help=f"--select halving: networks handed from the supernet's scores to successive halving "
                         f"(twice as many are scored; default {SHORTLIST})")
+    g.add_argument("--select-epochs", type=int, metavar="E",
+                   help=f"--select halving: epochs of each network's training alone in the first round; round r "
+                        f"trains E x 2^r (default {FIRST_EPOCHS}). More when --limit-train leaves few steps per epoch")
     p.add_argument("--batch-size", type=int,
                    help="images per training step (under torchrun, stage 1 shares each batch out over the processes)")
     p.add_argument("--limit-train", type=int, help="use only this many training images (smoke runs)")

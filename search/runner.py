@@ -51,7 +51,7 @@ from .engine import Recipe, evaluate, make_optimizer, make_scheduler, prepare_mo
 from .latency_table import LatencyCost, LatencyTable, TableError, protocol_timer, space_identity
 from .rewards import budget_reward
 from .seeding import rng_state, seed_everything, set_rng_state
-from .selection import BAND, SHARE, SHORTLIST, HalvingStage, check_select
+from .selection import BAND, FIRST_EPOCHS, SHARE, SHORTLIST, HalvingStage, check_select
 from .space import Arch, SearchSpace, searched_spec_dict  # noqa: F401 - searched_spec_dict: its old home
 from .supernet import LAYOUT_VERSION, Supernet
 
@@ -81,7 +81,8 @@ class SearchSettings:
     renamed: ClassVar[dict[str, str]] = {}
     # Settings added since, with the value that gives the behaviour of before: an old checkpoint has them so.
     added: ClassVar[dict[str, Any]] = {"cost": "mult-adds", "latency_table": None, "select": "none",
-                                       "select_share": SHARE, "select_shortlist": SHORTLIST}
+                                       "select_share": SHARE, "select_shortlist": SHORTLIST,
+                                       "select_epochs": FIRST_EPOCHS}
 
     dataset: str = "cifar10"
     batch_size: int = 128
@@ -95,6 +96,7 @@ class SearchSettings:
     select: str = "none"  # --select: after the search, none (the papers') or halving (search/selection.py)
     select_share: float = SHARE  # --select-share: the select stage's fraction of the whole search's wall time
     select_shortlist: int = SHORTLIST  # --select-shortlist: networks the supernet's scores hand to halving
+    select_epochs: int = FIRST_EPOCHS  # --select-epochs: epochs of halving's first round (then twice as many each)
 
     def check(self) -> None:
         """Counts the search cannot run with are refused with the option that sets them."""
@@ -107,7 +109,7 @@ class SearchSettings:
             raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.seed < 0:
             raise ValueError(f"--seed must be at least 0, got {self.seed}")
-        check_select(self.select, self.select_share, self.select_shortlist)
+        check_select(self.select, self.select_share, self.select_shortlist, self.select_epochs)
 
 
 class SearchAlgorithm:
@@ -230,12 +232,12 @@ class SearchRunner:
         world = self.dist.world_size
         self.dist.share_batch(settings.batch_size)  # refused unless the ranks share it equally
 
-        def load(rank: int, world_size: int) -> SearchData:
+        def load(rank: int, world_size: int, split: bool = algorithm_class.split_train) -> SearchData:
             return load_data(
                 settings.dataset, data_dir, batch_size=settings.batch_size // world_size, device=self.dist.device,
                 seed=settings.seed, val_size=settings.val_size, calib_images=settings.calib_images, workers=workers,
                 limit_train=settings.limit_train, limit_val=settings.limit_val, rank=rank, world_size=world_size,
-                split_train=algorithm_class.split_train, image_size=self._image_size(settings),
+                split_train=split, image_size=self._image_size(settings),
                 calib_batch_size=settings.batch_size,
             )
 
@@ -271,8 +273,12 @@ class SearchRunner:
     @functools.cached_property
     def full_data(self) -> SearchData:
         """The whole data in whole batches, for a network trained alone on one rank (the results a 1-process run
-        gets); loaded on first use, so a search that trains nothing alone (FP-NAS) holds the data once per rank."""
-        return self.data if self.dist.world_size == 1 else self._load(0, 1)
+        gets): all of the training split, both halves of one split for the searcher (FP-NAS trains its weights on one
+        and its distribution on the other). Loaded on first use, so a search that trains nothing alone holds the
+        data once per rank."""
+        if self.dist.world_size == 1 and not self.algorithm_class.split_train:
+            return self.data
+        return self._load(0, 1, split=False)
 
     @staticmethod
     def _image_size(settings: SearchSettings) -> int | None:

@@ -10,9 +10,10 @@ among many, first by the supernet's accuracy, then by training. Here, with `--se
    pool, then uniform draws from the space. Each is scored on the trained supernet (BatchNorm recalibrated,
    validation top-1), and the best `--select-shortlist` M go on.
 2. Successive halving (Jamieson & Talwalkar, 2016; Hyperband's inner loop): round r trains each survivor alone, a
-   fresh network from its spec, for FIRST_EPOCHS x 2^r epochs, scores it on validation and keeps the better half
-   (n // 2), until one is left. The network found is the best by validation of the deepest round reached (each
-   round trains its networks in the order of the previous round's results, so it holds the previous winner first).
+   fresh network from its spec on all of the search's training split, for E x 2^r epochs (`--select-epochs` E),
+   scores it on validation and keeps the better half (n // 2), until one is left. The network found is the best
+   by validation of the deepest round reached (each round trains its networks in the order of the previous round's
+   results, so it holds the previous winner first).
 
 The stage has `--select-share` F of the whole search's wall time: share_seconds(search, F) = search x F / (1 - F).
 It never starts a unit of work (a scoring, a training) that it predicts will end past its share, so it ends within
@@ -48,12 +49,12 @@ SHARE = 0.25  # default --select-share: the stage's fraction of the whole search
 SHORTLIST = 16  # default --select-shortlist
 POOL_PER_KEPT = 2  # networks scored on the supernet per network kept in the shortlist
 DRAWS_PER_SLOT = 50  # draws per place of the pool before a source is given up (a narrow band, a peaked distribution)
-FIRST_EPOCHS = 1  # epochs of round 0; round r trains FIRST_EPOCHS x 2^r
+FIRST_EPOCHS = 1  # default --select-epochs E: the epochs of round 0; round r trains E x 2^r
 BACKWARD_COST = 3.0  # a training step costs about three forward passes (forward, and a backward of about two)
 SALT = 0x5E1EC7  # keeps the stage's seeds apart from the searchers' (derive_seed(seed, SALT, ...))
 
 
-def check_select(select: str, share: float, shortlist: int) -> None:
+def check_select(select: str, share: float, shortlist: int, epochs: int = FIRST_EPOCHS) -> None:
     """Options the stage cannot run with, refused in one line naming the option."""
     if select not in SELECTS:
         raise ValueError(f"--select {select}: expected one of {', '.join(SELECTS)}")
@@ -62,8 +63,11 @@ def check_select(select: str, share: float, shortlist: int) -> None:
                          f"got {share:g}")
     if shortlist < 2:
         raise ValueError(f"--select-shortlist must be at least 2 (halving compares networks), got {shortlist}")
-    if select == "none" and (share, shortlist) != (SHARE, SHORTLIST):
-        option = "--select-share" if share != SHARE else "--select-shortlist"
+    if epochs < 1:
+        raise ValueError(f"--select-epochs must be at least 1 (the epochs of halving's first round), got {epochs}")
+    if select == "none" and (share, shortlist, epochs) != (SHARE, SHORTLIST, FIRST_EPOCHS):
+        option = ("--select-share" if share != SHARE else "--select-shortlist" if shortlist != SHORTLIST
+                  else "--select-epochs")
         raise ValueError(f"{option} is an option of --select halving; --select none keeps the searcher's network")
 
 
@@ -147,8 +151,9 @@ class Training:
     seconds: float  # wall time of its wave of trainings (one training, or one per process under torchrun)
 
 
-def round_epochs(r: int) -> int:
-    return FIRST_EPOCHS * 2 ** r
+def round_epochs(r: int, first: int = FIRST_EPOCHS) -> int:
+    """The epochs of round r when round 0 trains `first`."""
+    return first * 2 ** r
 
 
 def survivors(trained: list[Training]) -> list[int]:
@@ -169,13 +174,14 @@ def winner(trainings: list[Training]) -> Training | None:
 def successive_halving(count: int, train: Callable[[list[tuple[int, int, int]]], list[float]],
                        clock: Callable[[], float], share_s: float, *, parallel: int = 1,
                        prior_s_per_epoch: float | None = None, done: Iterable[Training] = (),
-                       on_wave: Callable[[list[Training], list[Training]], Any] | None = None
-                       ) -> tuple[list[Training], str]:
+                       on_wave: Callable[[list[Training], list[Training]], Any] | None = None,
+                       first_epochs: int = FIRST_EPOCHS) -> tuple[list[Training], str]:
     """Successive halving over the shortlist's `count` networks (0..count-1, best first); returns every training and
     why it stopped ("one left", "time share used", "nothing to choose between").
 
     `train(jobs)` trains the (candidate, round, epochs) jobs of one wave, at most `parallel` of them at once, and
-    returns their validation top-1; `clock()` is the stage's seconds so far. A wave starts only if it is predicted to
+    returns their validation top-1 (round r trains `round_epochs(r, first_epochs)`); `clock()` is the stage's
+    seconds so far. A wave starts only if it is predicted to
     end within `share_s` (`fits`): epochs x the slowest seconds per epoch of the trainings so far, or x
     `prior_s_per_epoch` before any (None: it starts while any of the share is left). `done` replays the trainings of
     an interrupted run without training them again (`on_wave(every training so far, the wave's)` checkpoints them
@@ -187,7 +193,7 @@ def successive_halving(count: int, train: Callable[[list[tuple[int, int, int]]],
     if count < 2:
         return trainings, "nothing to choose between"
     while len(order) > 1:
-        epochs, results = round_epochs(r), []
+        epochs, results = round_epochs(r, first_epochs), []
         for start in range(0, len(order), parallel):
             wave = order[start:start + parallel]
             if replay:
@@ -218,7 +224,7 @@ def successive_halving(count: int, train: Callable[[list[tuple[int, int, int]]],
 class Host(Protocol):
     """What the stage uses of the search (`search.runner.SearchRunner` is it; not imported: it imports this)."""
 
-    settings: Any  # seed, select_share, select_shortlist
+    settings: Any  # seed, select_share, select_shortlist, select_epochs
     algorithm: Any  # best_arch, proposals, random_network, proposal_kind, alone_recipe, network_labels
     algorithm_class: Any  # cost_limit.hard
     dist: DistInfo
@@ -376,7 +382,8 @@ class HalvingStage:
                  / (len(state["scoring_s"]) * scored_images)) if state["scoring_s"] else None
         trainings, stopped = successive_halving(
             len(shortlist), train, self.clock, state["share_s"], parallel=dist.world_size, prior_s_per_epoch=prior,
-            done=[Training(**t) for t in state["trainings"]], on_wave=on_wave)
+            done=[Training(**t) for t in state["trainings"]], on_wave=on_wave,
+            first_epochs=host.settings.select_epochs)
         state["stopped"], state["phase"], state["seconds"] = stopped, "done", self.clock()
         best = winner(trainings)
         self._info("select: %s after %d trainings, %.1f s; %s", stopped, len(trainings), state["seconds"],

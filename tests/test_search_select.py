@@ -62,6 +62,15 @@ def test_halving_keeps_the_better_half_of_each_round_doubling_the_epochs_until_o
     assert [t.top1 for t in trainings] == [top1[c][r] for c, r, _, _ in fake.log]
 
 
+def test_halving_starts_at_select_epochs_and_doubles_them():
+    fake = FakeTrainer([[10, 0], [40, 5], [30, 9], [20, 0]], [1.0] * 4)
+    trainings, stopped = successive_halving(4, fake.train, fake.clock, share_s=1e9, first_epochs=3)
+    # By hand: round 0 trains all four for 3 epochs; 1 (40) and 2 (30) go on for 6; 2 wins round 1 (9 > 5).
+    assert [(c, r, e) for c, r, e, _ in fake.log] == [(0, 0, 3), (1, 0, 3), (2, 0, 3), (3, 0, 3), (1, 1, 6), (2, 1, 6)]
+    assert [round_epochs(r, 3) for r in range(3)] == [3, 6, 12]
+    assert stopped == "one left" and (winner(trainings).candidate, winner(trainings).epochs) == (2, 6)
+
+
 def test_halving_of_an_odd_count_keeps_the_floor_of_half_and_ties_go_to_the_earlier_trained():
     fake = FakeTrainer([[40, 5], [40, 5], [10, 0], [40, 0], [30, 0]], [1.0] * 5)
     trainings, stopped = successive_halving(5, fake.train, fake.clock, share_s=1e9)
@@ -343,6 +352,7 @@ def _one_line_error(capsys) -> str:
     (["--select-share", "1"], "--select-share must be in (0, 1)"),
     (["--select-share", "1.5"], "--select-share must be in (0, 1)"),
     (["--select-shortlist", "1"], "--select-shortlist must be at least 2"),
+    (["--select-epochs", "0"], "--select-epochs must be at least 1"),
 ])
 def test_bad_select_values_are_refused_in_one_line(tmp_path, capsys, options, message):
     assert main([*FPNAS, "--select", "halving", *options, "--out", str(tmp_path), "--no-progress"]) == 2
@@ -355,6 +365,8 @@ def test_select_options_without_select_halving_are_refused_in_one_line(tmp_path,
     assert "--select-share is an option of --select halving" in _one_line_error(capsys)
     assert main([*FPNAS, "--select", "none", "--select-shortlist", "8", "--out", str(tmp_path), "--no-progress"]) == 2
     assert "--select-shortlist is an option of --select halving" in _one_line_error(capsys)
+    assert main([*FPNAS, "--select-epochs", "4", "--out", str(tmp_path), "--no-progress"]) == 2
+    assert "--select-epochs is an option of --select halving" in _one_line_error(capsys)
 
 
 def test_select_halving_without_a_limit_is_refused_in_one_line(tmp_path, capsys):
@@ -363,3 +375,18 @@ def test_select_halving_without_a_limit_is_refused_in_one_line(tmp_path, capsys)
                  "--no-progress"]) == 2
     assert "--select halving chooses among networks costing [0.85, 1] x the search's limit: give " \
            "--mult-adds-budget" in _one_line_error(capsys)
+
+
+def test_a_network_trained_alone_trains_on_the_whole_training_split(tmp_path):
+    """FP-NAS splits its training images in two halves (weights, distribution); the select stage's trainings (and
+    any network trained alone) use both, FPNAS's the one split it has."""
+    fp_nas = _runner(FP_NAS, tmp_path / "fp-nas")
+    data, full = fp_nas.data, fp_nas.full_data
+    assert data.train_arch is not None and full.train_arch is None
+    halves = [torch.cat([y for _, y in batches]) for batches in (data.train, data.train_arch)]
+    whole = torch.cat([y for _, y in full.train])
+    assert full.train.num_samples == sum(len(h) for h in halves) == fp_nas.settings.limit_train
+    assert sorted(whole.tolist()) == sorted(torch.cat(halves).tolist())  # the same images' labels, all of them
+    assert [v.num_samples for v in (full.val, full.calib)] == [data.val.num_samples, data.calib.num_samples]
+    fpnas = _runner(FPNAS, tmp_path / "fpnas")
+    assert fpnas.full_data is fpnas.data
