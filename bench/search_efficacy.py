@@ -483,7 +483,8 @@ def run_search(algo: str, k: int, cfg: dict, work: Path, tag: str, code: Path | 
 
 def rs_trace(algo: str, k: int, tag: str, until_s: float, cfg: dict, work: Path, smoke: bool) -> dict:
     """Random search run k: fresh uniform draws within the limit (seed 'rs-<space>-<k>'), each trained alone for
-    `rs_epochs` with seed proxy_seed(k), until `until_s` seconds of the unit's clock are used. The clock starts at
+    `rs_epochs` with seed proxy_seed(k), until `until_s` seconds of the unit's clock are used (at least one trial,
+    however long the set-up took). The clock starts at
     its first line (runner and data included) and adds each trial's whole wall time (draw, spec, model, data,
     training); the trace is kept and a later call that asks for more time continues it where it stopped."""
     out = work / "baselines" / tag / f"rs_{algo}_s{k}"
@@ -500,7 +501,7 @@ def rs_trace(algo: str, k: int, tag: str, until_s: float, cfg: dict, work: Path,
     for trial in trace["trials"]:  # replay the draws made, so that the sequence continues
         assert same_blocks(draw_in_limit(runner, rng)[0], trial["blocks"]), "random search's draws changed"
     at = trace["trials"][-1]["at_s"] if trace["trials"] else trace["setup_s"]
-    while at < until_s:
+    while at < until_s or not trace["trials"]:  # at least one trial, however long the set-up took
         t0 = time.perf_counter()
         name = f"rs{len(trace['trials']):03d}"
         blocks, cost = draw_in_limit(runner, rng)

@@ -132,6 +132,28 @@ def test_random_search_keeps_the_best_trial_finished_within_the_time():
     assert (lambda p: (p["name"], p["over_budget"]))(b.pick_at(trace, 8)) == ("t0", True)
 
 
+def test_random_search_trains_one_network_even_when_its_set_up_outlasts_the_time(tmp_path, monkeypatch):
+    """A set-up (runner, data) longer than the whole budget still leaves one trial, flagged over budget, to pick."""
+    b = _bench()
+    clock = iter(range(0, 1000, 50))  # every reading of the clock 50 s after the last: the set-up alone takes 50 s
+    monkeypatch.setattr(b.time, "perf_counter", lambda: next(clock))
+    space = SimpleNamespace(candidates=lambda: [[{"type": "skip", "out_chs": 8, "stride": 1}]])
+    runner = SimpleNamespace(space=space, limit=lambda: None, mult_adds=lambda blocks: 1000,
+                             algorithm_class=SimpleNamespace(cost_limit=SimpleNamespace(hard=True)),
+                             spec_of=lambda blocks, name: name)
+    monkeypatch.setattr(b, "make_runner", lambda *a, **k: runner)
+    monkeypatch.setattr(b, "save_spec", lambda spec, path: None)
+    trained = []
+    monkeypatch.setattr(b, "train_alone", lambda spec, out, seed, cfg, epochs: trained.append(out) or
+                        {"val_top1": 12.5, "seconds": 1.0})
+    cfg = dict(b.FULL, dataset="crowded-digits")
+    trace = b.rs_trace("fpnas", 0, "after", 10.0, cfg, tmp_path, smoke=False)
+    assert len(trained) == 1 and [t["name"] for t in trace["trials"]] == ["rs000"]
+    assert trace["setup_s"] == 50 and trace["trials"][0]["at_s"] == 100  # set-up, then one trial of 50 s
+    assert (lambda p: (p["name"], p["trials"], p["over_budget"]))(b.pick_at(trace, 10.0)) == ("rs000", 1, True)
+    assert json.loads((tmp_path / "baselines" / "after" / "rs_fpnas_s0" / "trace.json").read_text()) == trace
+
+
 def test_report_compares_every_tag_with_baselines_at_its_own_budget(tmp_path, capsys):
     b = _bench()
     table = _table()
