@@ -71,6 +71,7 @@ FAST_TESTS = {
     "search.seeding": "tests/test_search_engine.py::test_rng_state_round_trip_gives_identical_training_runs",
     "search.space": "tests/test_search_supernet.py::test_cost_equals_the_zoo_counter_of_the_built_spec",
     "search.supernet": "tests/test_fbnet_space.py::test_supernet_over_a_reduced_space_computes_the_zoo_model_of_a_point",
+    "search.supernet_rules": "tests/test_supernet_rules.py::test_uniform_runs_one_draw_per_step_with_the_labels",
     "search.train": "tests/test_search_train.py::test_train_writes_a_checkpoint_timm_loads_and_metrics",
     "search.training": "tests/test_train_recipes.py::test_resume_equals_uninterrupted_with_ema_randaugment_and_mixup",
     "bench/fp_nas_objective.py": "tests/test_search_fp_nas_objective.py::test_cost_coefficients_grow_with_the_excess_and_vanish_under_the_target",
