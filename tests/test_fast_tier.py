@@ -76,6 +76,7 @@ FAST_TESTS = {
     "search.training": "tests/test_train_recipes.py::test_resume_equals_uninterrupted_with_ema_randaugment_and_mixup",
     "bench/fp_nas_objective.py": "tests/test_search_fp_nas_objective.py::test_cost_coefficients_grow_with_the_excess_and_vanish_under_the_target",
     "bench/yardstick_repeatability.py": "tests/test_yardstick.py::test_statistics_agree_with_scipy_and_a_hand_built_case",
+    "bench/supernet_ranking.py": "tests/test_supernet_rules.py::test_rules_get_equal_passes_in_whole_epochs_and_the_table_by_hand",
     "bench/zoo_latency.py": "tests/test_zoo_bench.py::test_low_quantile_and_the_grouped_variant",
     "bench/gpu_check.py": "tests/test_gpu_check.py::test_a_failing_section_is_recorded_and_the_others_still_run",
     "bench/efficacy_stats.py": "tests/test_search_efficacy.py::test_loop_agreement_by_hand",
