@@ -279,21 +279,23 @@ def _train_job(job: tuple) -> tuple:
     return key, train_alone(Path(spec_path), Path(out), seed, cfg, threads=threads)
 
 
-def run_jobs(jobs: list[tuple], workers: int, desc: str, on_done) -> None:
-    """Train (key, spec, out, seed, cfg, threads) jobs, `workers` at a time, calling on_done(key, result) in order
-    of completion."""
+def run_jobs(jobs: list[tuple], workers: int, desc: str, on_done, work=None) -> None:
+    """Run `work(job) -> (key, result)` on each job, `workers` at a time (more than one: in spawned processes), calling
+    on_done(key, result) in order of completion. `work` defaults to training (key, spec, out, seed, cfg, threads)
+    jobs alone; another must be a module-level function (spawned processes import it)."""
+    work = work or _train_job
     if not jobs:
         return
     bar = tqdm(total=len(jobs), desc=desc)
     if workers <= 1:
         for job in jobs:
-            on_done(*_train_job(job))
+            on_done(*work(job))
             bar.update()
     else:
         import multiprocessing as mp
 
         with mp.get_context("spawn").Pool(workers) as pool:
-            for key, result in pool.imap_unordered(_train_job, jobs):
+            for key, result in pool.imap_unordered(work, jobs):
                 on_done(key, result)
                 bar.update()
     bar.close()

@@ -36,21 +36,21 @@ from search_efficacy import (  # noqa: E402
     _eval_arch,
     make_runner,
     ranking,
+    run_jobs,
     sample_arch,
 )
 
 from fpnas_zoo.atomic import atomic_write_json  # noqa: E402
 from search.engine import Recipe, make_optimizer, train_epochs  # noqa: E402
 from search.seeding import seed_everything  # noqa: E402
-from search.supernet_rules import RULES, SupernetTask  # noqa: E402
+from search.supernet_rules import RULES, SupernetTask, passes_per_step  # noqa: E402
 
 RECIPE = dict(lr=0.05, weight_decay=5e-4, schedule="fixed")  # the weight-sharing baseline's
 
 
 def rule_epochs(rule: str, passes: int) -> int:
     """Epochs of `rule` for `passes` epochs' worth of network passes (whole epochs, at least one)."""
-    per_step = 1 if rule == "uniform" else 4  # SupernetTask's passes_per_step with the default sandwich draws
-    return max(1, round(passes / per_step))
+    return max(1, round(passes / passes_per_step(rule)))
 
 
 def train_and_score(job: tuple) -> tuple:
@@ -121,15 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{rule} seed {seed}: tau {result['kendall_tau']:.2f} all, {result['kendall_tau_band']:.2f} in band "
               f"({result['epochs']} epochs, {result['seconds']:.0f} s)", flush=True)
 
-    if args.jobs > 1 and len(jobs) > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("spawn").Pool(args.jobs) as pool:
-            for key, result in pool.imap_unordered(train_and_score, jobs):
-                done(key, result)
-    else:
-        for job in jobs:
-            done(*train_and_score(job))
+    run_jobs(jobs, args.jobs, "supernet ranking", done, work=train_and_score)
     print(markdown(record))
     return 0
 

@@ -28,6 +28,11 @@ RULES = ("uniform", "sandwich")
 SANDWICH_DRAWS = 2  # uniform draws per sandwich step besides the largest and the smallest network
 
 
+def passes_per_step(rule: str, draws: int = SANDWICH_DRAWS) -> int:
+    """Networks run (forward and backward) per step of `rule`."""
+    return 1 if rule == "uniform" else 2 + draws
+
+
 class SupernetTask:
     """The loss of one training step of `supernet` (a `search.supernet.Supernet`) under `rule`.
 
@@ -52,7 +57,7 @@ class SupernetTask:
     @property
     def passes_per_step(self) -> int:
         """Networks run (forward and backward) per step."""
-        return 1 if self.rule == "uniform" else 2 + self.draws
+        return passes_per_step(self.rule, self.draws)
 
     def networks(self) -> list[Arch]:
         """The networks of the next step, the teacher (when there is one) first."""
