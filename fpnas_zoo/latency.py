@@ -193,14 +193,15 @@ def export_cache_dir() -> Path:
 
 def cached_onnx(module: nn.Module, input_size: tuple[int, int, int], key: str) -> bytes:
     """`module`'s export as `_runner` times it, kept on disk under the hash of `key` (what the module is: a latency
-    table's block entry) and of the exporter's versions, so a resumed or rebuilt table exports no block twice.
+    table's block entry) and of the exporter's versions (torch, onnx, this package), so a resumed or rebuilt table exports no block twice.
     Weights are random and speed does not depend on them, so one export serves every build of the same block."""
     import onnx
 
+    from . import __version__
     from .export import onnx_bytes
 
     content = json.dumps({"key": key, "input_size": list(input_size), "torch": torch.__version__,
-                          "onnx": onnx.__version__}, sort_keys=True)
+                          "onnx": onnx.__version__, "fpnas_zoo": __version__}, sort_keys=True)
     path = export_cache_dir() / f"{hashlib.sha256(content.encode()).hexdigest()[:32]}.onnx"
     with contextlib.suppress(OSError):
         return path.read_bytes()
