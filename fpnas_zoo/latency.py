@@ -193,8 +193,9 @@ def export_cache_dir() -> Path:
 
 def cached_onnx(module: nn.Module, input_size: tuple[int, int, int], key: str) -> bytes:
     """`module`'s export as `_runner` times it, kept on disk under the hash of `key` (what the module is: a latency
-    table's block entry) and of the exporter's versions (torch, onnx, this package), so a resumed or rebuilt table exports no block twice.
-    Weights are random and speed does not depend on them, so one export serves every build of the same block."""
+    table's block entry), its input size and the exporter's versions (torch, onnx, this package), so a resumed or
+    rebuilt table exports no block twice. Weights are random and speed does not depend on them, so one export serves
+    every build of the same block."""
     import onnx
 
     from . import __version__
