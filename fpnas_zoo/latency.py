@@ -109,8 +109,8 @@ class Protocol:
 def device_fingerprint(runtime: str) -> dict:
     """What a measurement depends on besides the protocol: the processor, its cores, the software versions."""
     cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as info:
+        for line in info:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
