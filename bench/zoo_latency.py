@@ -5,11 +5,12 @@ batch 1 and images/s at batch 32, PyTorch eager and ONNX Runtime on the CPU, 1 t
                                 [--models NAME ...] [--out bench/zoo_latency.json]
 
 Each (model, runtime, batch) is made ready once (BatchNorm folded for eager; for ONNX Runtime exported once
-through `fpnas_zoo.export`, the file `python -m fpnas_zoo export` writes, whose batch axis is dynamic). Then every
-round times each of them in turn (interleaved, as bench/inference.py does), `--warmup` passes and `--repeats`
-timed passes a time, so a machine shared with other work slows all of them alike; a round gives the median of its
-timed passes, the table a low quantile over rounds (`--quantile`, default 0.2: the fastest of 5 rounds), since
-a shared machine only ever adds time. `--cpu N` pins the process to one core. `--grouped` also times every zoo
+through `fpnas_zoo.export`, the file `python -m fpnas_zoo export` writes, whose batch axis is dynamic). Then
+`fpnas_zoo.latency.measure_interleaved` times them in `--rounds` sweeps, each in a new random order, one window of
+each a sweep (the protocol's warm-up, then at least `--repeats` passes and its window seconds), so a machine shared
+with other work slows all of them alike; a window gives the median of its timed passes, the table a low quantile
+over rounds (`--quantile`, default 0.2, interpolated), since a shared machine only ever adds time. One thread is
+pinned to one core (`--cpu N`: that one). `--grouped` also times every zoo
 model with split attention on the block's grouped (training-time) path, `NAME@grouped`, the way the block ran in
 inference before it had a path of its own: before and after from one interleaved run. Random weights (speed does not
 depend on them). Prints a markdown table for bench/results/ (with mult-adds per second at batch 32 and the ratio to
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import statistics
 import sys
 from pathlib import Path
 
@@ -33,7 +33,7 @@ from fpnas_zoo.atomic import atomic_write_json
 from fpnas_zoo.blocks import SplitAttnDw
 from fpnas_zoo.counting import count_model
 from fpnas_zoo.export import onnx_bytes
-from fpnas_zoo.latency import Protocol, device_fingerprint, prepare
+from fpnas_zoo.latency import Protocol, device_fingerprint, measure_interleaved, prepare
 
 ROOT = Path(__file__).parents[1]
 PEERS = ("mobilenetv2_100", "mnasnet_100", "fbnetc_100", "efficientnet_b0",  # timm models of the zoo's cost
@@ -55,9 +55,6 @@ def has_split_attention(name: str) -> bool:
     return any(isinstance(m, SplitAttnDw) for m in timm.create_model(name).modules())
 
 
-def low_quantile(values: list[float], q: float) -> float:
-    """The value at rank floor(q * (n - 1)) of the sorted values (q = 0: the minimum)."""
-    return sorted(values)[int(q * (len(values) - 1))]
 RUNTIMES = ("eager", "onnxruntime")
 LATENCY_BATCH, THROUGHPUT_BATCH = 1, 32
 
@@ -93,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.grouped:
         args.models += [n + GROUPED for n in args.models if n in zoo and has_split_attention(n)]
     protocols = {(runtime, batch): Protocol(runtime=runtime, threads=args.threads, batch_size=batch,
-                                                   warmup=args.warmup, repeats=args.repeats)
+                                            warmup=args.warmup, repeats=args.repeats, windows=args.rounds,
+                                            quantile=args.quantile)
                  for runtime in RUNTIMES for batch in (LATENCY_BATCH, THROUGHPUT_BATCH)}
     try:
         for protocol in protocols.values():
@@ -110,20 +108,20 @@ def main(argv: list[str] | None = None) -> int:
         for key, protocol in protocols.items():
             timers[(name, *key)] = prepare(model, input_size, protocol,
                                            exported if protocol.runtime == "onnxruntime" else None)
-    rounds: dict[tuple[str, str, int], list[float]] = {key: [] for key in timers}
-    for _ in tqdm(range(args.rounds), desc="rounds", file=sys.stderr):
-        for key, runs in timers.items():  # interleaved: every model, runtime and batch once a round
-            rounds[key].append(statistics.median(runs()))
-    ms = {key: low_quantile(values, args.quantile) for key, values in rounds.items()}
+    bar = tqdm(total=len(timers) * args.rounds, desc="windows", file=sys.stderr)
+    timings, _ = measure_interleaved(timers, next(iter(protocols.values())), progress=bar.update)
+    bar.close()
+    rounds = {key: [w["median_ms"] for w in timing.windows] for key, timing in timings.items()}
+    ms = {key: timing.ms for key, timing in timings.items()}
 
     device = device_fingerprint("onnxruntime")
     result = {
         "command": " ".join(["python bench/zoo_latency.py", *(argv if argv is not None else sys.argv[1:])]),
         "date": datetime.date.today().isoformat(),
         "device": device,
-        "protocol": {"threads": args.threads, "warmup": args.warmup, "repeats": args.repeats, "rounds": args.rounds,
-                     "cpu": args.cpu, "quantile": args.quantile,
-                     "statistic": f"median of the timed passes in a round, quantile {args.quantile} over rounds"},
+        "protocol": {**next(iter(protocols.values())).as_dict(), "runtime": list(RUNTIMES),
+                     "batch_size": [LATENCY_BATCH, THROUGHPUT_BATCH], "cpu": args.cpu,
+                     "statistic": f"median of the timed passes in a window, quantile {args.quantile} over rounds"},
         "models": [{
             "name": name, "zoo": name.removesuffix(GROUPED) in zoo, **info,
             "ms": {runtime: {str(b): ms[(name, runtime, b)] for b in (LATENCY_BATCH, THROUGHPUT_BATCH)}
@@ -137,10 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(args.out, result)
 
     print(f"{device['cpu']}, {device['cores']} cores, torch {device['torch']}, onnxruntime {device['onnxruntime']}; "
-          f"{args.threads} thread{'s' if args.threads != 1 else ''}; fpnas_zoo.latency: BatchNorm folded, "
-          f"{args.warmup} warm-up + median of {args.repeats} passes, quantile {args.quantile} over {args.rounds} "
-          f"interleaved rounds; {'pinned to CPU ' + str(args.cpu) if args.cpu is not None else 'not pinned'}; "
-          f"random weights")
+          f"fpnas_zoo.latency, BatchNorm folded: {next(iter(protocols.values())).describe()}, "
+          f"in interleaved rounds{'; CPU ' + str(args.cpu) if args.cpu is not None else ''}; random weights")
     lat, ips = str(LATENCY_BATCH), str(THROUGHPUT_BATCH)
     base = next((row for row in result["models"] if row["name"] == "mobilenetv2_100"), None)
     print(f"\n| model | input | mult-adds M | eager ms @{LATENCY_BATCH} | ORT ms @{LATENCY_BATCH} "

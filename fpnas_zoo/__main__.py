@@ -84,15 +84,12 @@ def format_table(rows: list[dict]) -> str:
 
 def latency_note(latency: dict) -> str:
     """The line under a table of latencies: how they were measured, and where."""
-    p = latency["protocol"]
-    layout = ", channels_last" if p["channels_last"] else ""
     d = latency["device"]
     device = ", ".join([f"{d.get('cpu')}, {d.get('cores')} cores",
                         *(f"{key} {value}" for key, value in d.items() if key not in ("cpu", "cores"))])
-    return (f"Latency: median of {p['repeats']} timed passes after {p['warmup']} warm-up, {p['runtime']}, "
-            f"{p['threads']} thread{'s' if p['threads'] != 1 else ''}, batch {p['batch_size']}{layout}, eval mode "
-            f"with BatchNorm folded, random weights (speed does not depend on them); img/s = batch / latency. "
-            f"Device: {device}.")
+    return (f"Latency: {Protocol.from_dict(latency['protocol']).describe()}; models timed in interleaved sweeps, "
+            f"eval mode with BatchNorm folded, random weights (speed does not depend on them); img/s = batch / "
+            f"latency. Device: {device}.")
 
 
 def block_rows(spec: ModelSpec) -> list[dict]:
@@ -137,7 +134,8 @@ def format_info(spec: ModelSpec, counts: Counts, blocks: list[dict], latency: di
 
 
 LATENCY_OPTIONS = {"runtime": "--runtime", "threads": "--threads", "batch_size": "--batch-size",
-                   "warmup": "--warmup", "repeats": "--repeats", "channels_last": "--channels-last"}
+                   "warmup": "--warmup", "repeats": "--repeats", "channels_last": "--channels-last",
+                   "windows": "--windows"}
 
 
 def latency_protocol(args: argparse.Namespace) -> Protocol | None:
@@ -156,17 +154,20 @@ def measure_latencies(specs: list[ModelSpec], protocol: Protocol) -> list[dict]:
     """Each spec's network (random weights) timed with `protocol`: ms, images/s, the protocol and the device."""
     from tqdm import tqdm
 
-    from .latency import device_fingerprint, measure_model
+    from . import latency
 
-    device = device_fingerprint(protocol.runtime)
-    found = []
-    bar = tqdm(specs, desc=f"latency on {protocol.runtime}", unit="model", file=sys.stderr)
-    for spec in bar:
-        bar.set_postfix_str(spec.name)
-        ms = measure_model(create_model_from_spec(spec).eval(), protocol)
-        found.append({"ms": ms, "images_per_s": protocol.batch_size * 1e3 / ms, "protocol": protocol.as_dict(),
-                      "device": device})
-    return found
+    device = latency.device_fingerprint(protocol.runtime)
+    prepared = {}
+    for i, spec in enumerate(tqdm(specs, desc=f"prepare for {protocol.runtime}", unit="model", file=sys.stderr)):
+        model = create_model_from_spec(spec).eval()
+        prepared[i] = latency.prepare(model, tuple(spec.input_size), protocol)
+    bar = tqdm(total=len(specs) * protocol.windows, desc=f"latency on {protocol.runtime} (windows)",
+               file=sys.stderr)
+    timings, _ = latency.measure_interleaved(prepared, protocol, progress=bar.update)
+    bar.close()
+    return [{"ms": timings[i].ms, "images_per_s": protocol.batch_size * 1e3 / timings[i].ms,
+             "spread": timings[i].spread, "protocol": protocol.as_dict(), "device": device}
+            for i in range(len(specs))]
 
 
 def _latencies(specs: list[ModelSpec], args: argparse.Namespace) -> list[dict] | int:
@@ -320,8 +321,12 @@ def add_latency_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, help=f"intra-op threads of the CPU runtimes (default {d.threads})")
     g.add_argument("--batch-size", type=int, help=f"images per pass (default {d.batch_size})")
     g.add_argument("--channels-last", action="store_true", help="eager and cuda: model and input in channels_last")
-    g.add_argument("--repeats", type=int, help=f"timed passes; the latency is their median (default {d.repeats})")
-    g.add_argument("--warmup", type=int, help=f"passes run first and not timed (default {d.warmup})")
+    g.add_argument("--repeats", type=int, help=f"timed passes of each window, at least (and {d.window_s:g} s); a "
+                   f"window gives their median (default {d.repeats})")
+    g.add_argument("--warmup", type=int, help=f"passes run before each window and not timed, at least (and "
+                   f"{d.warmup_s:g} s; default {d.warmup})")
+    g.add_argument("--windows", type=int, help=f"windows per model, the models timed in interleaved sweeps; the "
+                   f"latency is the {d.quantile:g} quantile of the window medians (default {d.windows})")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,30 +1,46 @@
-"""Measured latency: one timing protocol for a whole model or one block, on PyTorch eager, ONNX Runtime or CUDA.
+"""Measured latency: one timing protocol for a whole model or one block, on PyTorch eager, ONNX Runtime or CUDA,
+made for shared machines.
 
 What is timed is what a deployment runs: the module in eval mode with every BatchNorm that follows a convolution
 folded into it (`fold_batchnorm`; the exporter and ONNX Runtime fold them too), at a fixed batch size and a fixed
-number of threads, on a seeded random input.
+number of threads, on a seeded random input prepared before any timing.
 
   eager        PyTorch on the CPU under `torch.inference_mode`, `threads` intra-op threads (optionally
                channels_last), timed with `time.perf_counter` around each forward pass.
   onnxruntime  the module exported through `fpnas_zoo.export.onnx_bytes` (the file `python -m fpnas_zoo export`
-               writes), run by ONNX Runtime's CPU provider with `threads` intra-op threads and no idle spinning.
+               writes), run by ONNX Runtime's CPU provider with `threads` intra-op threads and no idle spinning, one
+               session per module, its input bound once (I/O binding: no copy inside the timed pass).
   cuda         PyTorch on the GPU, each pass between two CUDA events and synchronised before it is read.
 
-`warmup` passes are run and dropped, then `repeats` passes are timed one by one; the latency is their median in
-milliseconds (robust to the odd pass another process interrupts). `device_fingerprint` names the machine and the
-software a number belongs to. `python -m fpnas_zoo list --latency` and `python -m search.latency` both time
-through `measure`.
+A measurement is `windows` windows. A window is a warm-up (at least `warmup` passes and `warmup_s` seconds, dropped)
+and then a timed stretch of at least `repeats` passes and `window_s` seconds; it gives the median of its passes.
+Inside a window garbage collection is off and, timing one thread on the CPU, the process is pinned to one core
+(`pin`). The latency kept is the `quantile` (default 0.2) of the window medians: a window another process slowed
+is dropped, a lucky pass is not kept. `measure_interleaved` times many modules together: each sweep runs one window
+of every module in a new random order, so the windows of one module lie apart in time and a slow stretch of the
+machine is shared out instead of landing on a few modules; a reference module timed every few windows tells a slow
+stretch apart, and the windows timed during one are timed again and left out of the latency. Every result is a
+`Timing`: the latency, each window's passes, median, spread and start time.
+
+`device_fingerprint` names the machine and the software a number belongs to. `python -m fpnas_zoo list --latency`,
+`python -m search.latency` and `bench/zoo_latency.py` all time through this module.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
+import gc
+import hashlib
+import json
 import os
 import platform
+import random
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.fx as fx
@@ -44,18 +60,27 @@ class Protocol:
     runtime: str = "onnxruntime"
     threads: int = 1  # intra-op threads (CPU runtimes)
     batch_size: int = 1
-    warmup: int = 10
-    repeats: int = 50
+    warmup: int = 10  # passes before each window, at least
+    repeats: int = 20  # timed passes of each window, at least
     channels_last: bool = False  # eager and cuda: the model and input in channels_last
+    warmup_s: float = 0.05  # seconds of warm-up before each window, at least
+    window_s: float = 0.2  # seconds of each timed window, at least
+    windows: int = 3  # windows per measurement (sweeps, when many modules are timed together)
+    quantile: float = 0.2  # the latency kept: this quantile of the window medians (0: the fastest window)
+    pin: bool = True  # one CPU thread: the process pinned to one core while a window runs
 
     def check(self) -> Protocol:
         """ValueError naming the option of the first setting the protocol cannot run with."""
         if self.runtime not in RUNTIMES:
             raise ValueError(f"--runtime {self.runtime}: expected one of {', '.join(RUNTIMES)}")
         for option, value, low in (("--threads", self.threads, 1), ("--batch-size", self.batch_size, 1),
-                                   ("--warmup", self.warmup, 0), ("--repeats", self.repeats, 1)):
+                                   ("--warmup", self.warmup, 0), ("--repeats", self.repeats, 1),
+                                   ("--windows", self.windows, 1), ("--window-s", self.window_s, 0),
+                                   ("--warmup-s", self.warmup_s, 0)):
             if value < low:
                 raise ValueError(f"{option} must be at least {low}, got {value}")
+        if not 0 <= self.quantile <= 1:
+            raise ValueError(f"--quantile must be in [0, 1], got {self.quantile}")
         if self.channels_last and self.runtime == "onnxruntime":
             raise ValueError("--channels-last: ONNX Runtime chooses its own layout; it applies to eager and cuda")
         if self.runtime == "cuda" and not torch.cuda.is_available():
@@ -65,12 +90,27 @@ class Protocol:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, recorded: dict) -> Protocol:
+        """The protocol a table or a result recorded; settings it predates take the values it was measured with
+        (one window of `repeats` passes after `warmup`, its median, not pinned)."""
+        before = {"warmup_s": 0.0, "window_s": 0.0, "windows": 1, "quantile": 0.5, "pin": False}
+        return cls(**{**before, **recorded})
+
+    def describe(self) -> str:
+        """One line: how a number of this protocol was measured."""
+        return (f"quantile {self.quantile:g} of {self.windows} window medians, each of at least {self.repeats} passes "
+                f"and {self.window_s:g} s after at least {self.warmup} passes and {self.warmup_s:g} s of warm-up; "
+                f"{self.runtime}, {self.threads} thread{'s' if self.threads != 1 else ''}, batch {self.batch_size}"
+                f"{', channels_last' if self.channels_last else ''}"
+                f"{', pinned to one core' if self.pin and self.threads == 1 and self.runtime != 'cuda' else ''}")
+
 
 def device_fingerprint(runtime: str) -> dict:
     """What a measurement depends on besides the protocol: the processor, its cores, the software versions."""
     cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as info:
+        for line in info:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
@@ -144,6 +184,38 @@ class _Probe(nn.Module):
         return self.module(x)
 
 
+def export_cache_dir() -> Path:
+    """Where ONNX exports of blocks are kept between runs: $FPNAS_ZOO_CACHE/onnx, else ~/.cache/fpnas_zoo/onnx."""
+    root = os.environ.get("FPNAS_ZOO_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / \
+        "fpnas_zoo"
+    return Path(root) / "onnx"
+
+
+def cached_onnx(module: nn.Module, input_size: tuple[int, int, int], key: str) -> bytes:
+    """`module`'s export as `_runner` times it, kept on disk under the hash of `key` (what the module is: a latency
+    table's block entry), its input size and the exporter's versions (torch, onnx, this package), so a resumed or
+    rebuilt table exports no block twice. Weights are random and speed does not depend on them, so one export serves
+    every build of the same block."""
+    import onnx
+
+    from . import __version__
+    from .export import onnx_bytes
+
+    content = json.dumps({"key": key, "input_size": list(input_size), "torch": torch.__version__,
+                          "onnx": onnx.__version__, "fpnas_zoo": __version__}, sort_keys=True)
+    path = export_cache_dir() / f"{hashlib.sha256(content.encode()).hexdigest()[:32]}.onnx"
+    with contextlib.suppress(OSError):
+        return path.read_bytes()
+    probe = module if hasattr(module, "pretrained_cfg") else _Probe(module, input_size)
+    data = onnx_bytes(probe, name="latency probe")[0]
+    with contextlib.suppress(OSError):  # a cache that cannot be written only costs time
+        from .atomic import atomic_write_bytes
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data)
+    return data
+
+
 @contextlib.contextmanager
 def _torch_threads(threads: int):
     previous = torch.get_num_threads()
@@ -154,10 +226,32 @@ def _torch_threads(threads: int):
         torch.set_num_threads(previous)
 
 
+@contextlib.contextmanager
+def _timing_conditions(protocol: Protocol):
+    """Inside a window: torch's thread count set, garbage collection off, and for one CPU thread the calling thread
+    pinned to one core (the last this process may use); everything put back afterwards."""
+    collecting = gc.isenabled()
+    gc.disable()
+    affinity = None
+    if protocol.pin and protocol.threads == 1 and protocol.runtime != "cuda" and hasattr(os, "sched_setaffinity"):
+        with contextlib.suppress(OSError):
+            affinity = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, {max(affinity)})
+    try:
+        with _torch_threads(protocol.threads):
+            yield
+    finally:
+        if affinity is not None:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, affinity)
+        if collecting:
+            gc.enable()
+
+
 def _runner(module: nn.Module, input_size: tuple[int, int, int], protocol: Protocol,
             onnx_model: bytes | None = None) -> Callable[[], float]:
     """A function that runs one forward pass and returns its time in milliseconds (`onnx_model`: the module's
-    export, when the caller has it already)."""
+    export, when the caller has it already). Everything a pass needs is made here, outside the timed region."""
     x = torch.randn(protocol.batch_size, *input_size, generator=torch.Generator().manual_seed(0))
     if protocol.runtime == "onnxruntime":
         from .export import onnx_bytes, ort_session
@@ -165,11 +259,14 @@ def _runner(module: nn.Module, input_size: tuple[int, int, int], protocol: Proto
         probe = module if hasattr(module, "pretrained_cfg") else _Probe(module, input_size)
         onnx_model = onnx_model or onnx_bytes(probe, name="latency probe")[0]
         session = ort_session(onnx_model, threads=protocol.threads, spinning=False)
-        feed = {"input": x.numpy()}
+        binding = session.io_binding()
+        binding.bind_cpu_input(session.get_inputs()[0].name, x.numpy())
+        for output in session.get_outputs():
+            binding.bind_output(output.name)
 
         def run_ort() -> float:
             start = time.perf_counter()
-            session.run(None, feed)
+            session.run_with_iobinding(binding)
             return (time.perf_counter() - start) * 1e3
 
         return run_ort
@@ -199,34 +296,145 @@ def _runner(module: nn.Module, input_size: tuple[int, int, int], protocol: Proto
     return run_eager
 
 
-def prepare(module: nn.Module, input_size: tuple[int, int, int], protocol: Protocol,
-            onnx_model: bytes | None = None) -> Callable[[], list[float]]:
-    """`measure_runs` in two steps: the module is made ready once (BatchNorm folded, or exported for ONNX Runtime),
-    and each call of the function returned runs `warmup` passes and returns the `repeats` timed ones (ms). For
-    benchmarks that interleave many measurements of the same modules (bench/zoo_latency.py)."""
-    with _torch_threads(protocol.threads):
-        run = _runner(module, tuple(input_size), protocol, onnx_model)
+def quantile(values: list[float], q: float) -> float:
+    """The q-quantile of `values`, interpolated linearly between order statistics (numpy's default)."""
+    ordered = sorted(values)
+    pos = q * (len(ordered) - 1)
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
-    def runs() -> list[float]:
+
+@dataclass
+class Timing:
+    """One module's measurement: the latency kept (ms) and the windows it came from. A window records its start
+    (Unix time), passes, the median and 10th / 90th percentiles of its passes (ms), the sweep it belongs to, and
+    `drifted` when the reference module found the machine slow around it (such windows are left out of `ms` while
+    others are left)."""
+
+    ms: float
+    windows: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, windows: list[dict], q: float) -> Timing:
+        steady = [w for w in windows if not w.get("drifted")] or windows
+        return cls(quantile([w["median_ms"] for w in steady], q), windows)
+
+    @property
+    def passes(self) -> int:
+        return sum(w["passes"] for w in self.windows)
+
+    @property
+    def spread(self) -> float:
+        """The slowest window median over the fastest, less 1 (0.1: the windows differ by 10%)."""
+        medians = [w["median_ms"] for w in self.windows]
+        return max(medians) / min(medians) - 1 if min(medians) > 0 else float("inf")
+
+    def as_dict(self) -> dict:
+        return {"ms": self.ms, "passes": self.passes, "spread": self.spread, "windows": self.windows}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Timing:
+        return cls(float(data["ms"]), list(data["windows"]))
+
+
+class Prepared:
+    """A module made ready to time once (BatchNorm folded, or exported and loaded into one ONNX Runtime session);
+    each `window()` then times it under the protocol."""
+
+    def __init__(self, module: nn.Module, input_size: tuple[int, int, int], protocol: Protocol,
+                 onnx_model: bytes | None = None):
+        self.protocol = protocol
         with _torch_threads(protocol.threads):
-            for _ in range(protocol.warmup):
-                run()
-            return [run() for _ in range(protocol.repeats)]
+            self.run = _runner(module, tuple(input_size), protocol, onnx_model)
 
-    return runs
+    def window(self) -> dict:
+        """One window: the warm-up, then the timed passes; their median, spread, count and start time."""
+        p, clock = self.protocol, time.perf_counter
+        with _timing_conditions(p):
+            started, begin, warm = time.time(), clock(), 0
+            while warm < p.warmup or clock() - begin < p.warmup_s:
+                self.run()
+                warm += 1
+            passes, begin = [], clock()
+            while len(passes) < p.repeats or clock() - begin < p.window_s:
+                passes.append(self.run())
+        return {"start": started, "passes": len(passes), "median_ms": statistics.median(passes),
+                "p10_ms": quantile(passes, 0.1), "p90_ms": quantile(passes, 0.9)}
 
 
-def measure_runs(module: nn.Module, input_size: tuple[int, int, int], protocol: Protocol) -> list[float]:
-    """The `repeats` timed passes (ms) of `module` on a (batch_size, *input_size) input, after `warmup` passes."""
-    return prepare(module, input_size, protocol)()
+def prepare(module: nn.Module, input_size: tuple[int, int, int], protocol: Protocol,
+            onnx_model: bytes | None = None) -> Prepared:
+    """`module` made ready to time under `protocol` (for benchmarks that time many modules together)."""
+    return Prepared(module, input_size, protocol, onnx_model)
+
+
+def measure_interleaved(prepared: dict[Any, Prepared], protocol: Protocol, seed: int = 0,
+                        reference: Prepared | None = None, reference_every: int = 8, drift: float = 0.15,
+                        progress: Callable[[], None] | None = None,
+                        checks: list[dict] | None = None) -> tuple[dict[Any, Timing], list[dict]]:
+    """Every module of `prepared` timed in `protocol.windows` sweeps, each a new random order (seeded): one window per
+    module and sweep. With a `reference`, it is timed before each sweep and after every `reference_every` windows;
+    when one of its windows is more than `drift` slower than its fastest so far, the windows since the previous
+    reference window are timed again at the end of the sweep (once), and at the end every window whose following
+    reference window is that much slower than the reference's fastest of all is marked `drifted` and left out.
+    Returns the timings and the reference's windows (`checks`: the list they are added to, which may hold those of
+    earlier calls with the same reference). `progress` is called after each module window."""
+    rng = random.Random(seed)
+    windows: dict[Any, list[dict]] = {key: [] for key in prepared}
+    checks = [] if checks is None else checks
+    first = len(checks)
+
+    def check(sweep: int) -> bool:
+        w = dict(reference.window(), sweep=sweep)
+        checks.append(w)
+        return w["median_ms"] <= (1 + drift) * min(c["median_ms"] for c in checks)
+
+    for sweep in range(protocol.windows):
+        queue = list(prepared)
+        rng.shuffle(queue)
+        again, since = set(), []
+        if reference is not None:
+            check(sweep)
+        i = 0
+        while i < len(queue):
+            key = queue[i]
+            windows[key].append(dict(prepared[key].window(), sweep=sweep, check=len(checks)))  # the check after it
+            since.append(key)
+            i += 1
+            if progress:
+                progress()
+            if reference is not None and (len(since) >= reference_every or i == len(queue)):
+                if not check(sweep):
+                    retry = [k for k in since if k not in again]
+                    again.update(retry)
+                    queue += retry
+                since = []
+    if len(checks) > first:
+        fastest = min(c["median_ms"] for c in checks)
+        for ws in windows.values():
+            for w in ws:
+                w["drifted"] = w["check"] < len(checks) and checks[w["check"]]["median_ms"] > (1 + drift) * fastest
+    else:
+        for ws in windows.values():
+            for w in ws:
+                del w["check"]
+    return {key: Timing.of(ws, protocol.quantile) for key, ws in windows.items()}, checks
+
+
+def measure_timing(module: nn.Module, input_size: tuple[int, int, int], protocol: Protocol,
+                   onnx_model: bytes | None = None) -> Timing:
+    """`module` on a (batch_size, *input_size) input timed in `protocol.windows` windows, one after another."""
+    timings, _ = measure_interleaved({0: Prepared(module, input_size, protocol, onnx_model)}, protocol)
+    return timings[0]
 
 
 def measure(module: nn.Module, input_size: tuple[int, int, int], protocol: Protocol) -> float:
-    """Latency in milliseconds of one pass of `module` (a block or a model) on a (batch_size, *input_size) input:
-    the median of `repeats` timed passes."""
-    return statistics.median(measure_runs(module, input_size, protocol))
+    """Latency in milliseconds of one pass of `module` (a block or a model) on a (batch_size, *input_size) input."""
+    return measure_timing(module, input_size, protocol).ms
 
 
 def measure_model(model: nn.Module, protocol: Protocol) -> float:
     """`measure` of a timm or zoo model at its own input size (`pretrained_cfg['input_size']`)."""
     return measure(model, tuple(model.pretrained_cfg["input_size"]), protocol)
+

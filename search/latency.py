@@ -8,19 +8,28 @@
 
 The protocol (`fpnas_zoo.latency`, the same one `python -m fpnas_zoo list --latency` uses): each block is the
 zoo's own module for its (input width, input resolution, block dict), in eval mode with BatchNorm folded as a
-deployment has it, timed on a seeded random input at a fixed batch size and thread count: `--warmup` passes
-dropped, then the median of `--repeats` passes, in milliseconds. `--runtime onnxruntime` times what
-`python -m fpnas_zoo export` deploys (each block exported through the project's exporter, about 2 s a block on a
-laptop CPU); `eager` times PyTorch; `cuda` times with CUDA events, synchronised. The stem, head and classifier
-are timed per last width as a whole network less its blocks.
+deployment has it, timed on a seeded random input at a fixed batch size and thread count, in `--windows` windows
+(each a warm-up, then at least `--repeats` passes and `--window-s` seconds; garbage collection off, one thread
+pinned to one core), the latency being the 20th percentile of the window medians. Entries are timed in chunks,
+each chunk in interleaved sweeps of random order with a reference block every few windows: windows timed while the
+machine ran slow are timed again and left out. `--runtime onnxruntime` times what `python -m fpnas_zoo export`
+deploys (each block exported through the project's exporter, about 2 s a block on a laptop CPU, once: exports are
+kept in ~/.cache/fpnas_zoo/onnx, or $FPNAS_ZOO_CACHE/onnx, so a resumed or rebuilt table does not export again),
+less the run overhead of one session run (an identity graph timed the same way), which a block inside a network
+does not pay; `eager` times PyTorch; `cuda` times with CUDA events, synchronised. The stem, head and classifier
+are timed per last width as a whole network less its blocks. Every entry keeps its windows (passes, spread, start
+times) in the table's `timings`.
 
 A network's latency is predicted as the sum of its blocks plus its ends, times the table's correction
-(`scale * sum + offset_ms`, fitted by `validate` when the sum misses whole networks systematically; 1 and 0
-until then). `build` counts the entries the space can meet and prints the time it expects, shows a progress
-bar, writes the table atomically every few entries and continues a table it finds at `--out`. `validate` times N
-random networks of the space whole and prints predicted against measured (mean absolute percentage error, share
-within +-10%, Spearman rho, and the rho of mult-adds against measured latency), stores that in the table and
-plots it beside the table (lut.json -> lut.png).
+(`scale * sum + offset_ms`). `build` counts the entries the space can meet and prints the time it expects, shows a
+progress bar, writes the table atomically after every chunk and continues a table it finds at `--out`. `validate`
+times `--samples` random networks of the space whole and `--calibration` other random networks, all together in
+at least two interleaved sweeps. The correction is fitted (Theil-Sen) on the calibration networks only; predicted
+against measured is reported on the validation networks, raw and corrected (mean absolute percentage error, share
+within +-10%, Spearman rho, and the rho of mult-adds against measured latency), beside the machine's test-retest
+ceiling: how well the validation networks' two sweeps agree with each other. A predictor cannot do better than
+that. All of it, each network's architecture and windows included, is stored in the table and plotted beside it
+(lut.json -> lut.png).
 
 The table records the space, the protocol and the device (processor, cores, torch / ONNX Runtime versions, GPU):
 a search refuses a table of another space or device in one line, and measures an entry the table lacks (on the
@@ -29,7 +38,9 @@ device it was built on) and adds it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
+import json
 import random
 import statistics
 import sys
@@ -41,6 +52,7 @@ from fpnas_zoo.atomic import check_out_file
 from fpnas_zoo.command_line import ArgumentParser
 from fpnas_zoo.latency import RUNTIMES, Protocol
 
+from . import latency_table
 from .algorithms import SPACE_OPTIONS, space_from_options
 from .cli_common import error
 from .cost import MultAddsCost
@@ -51,10 +63,9 @@ from .latency_table import (
     agreement,
     first_difference,
     fit_correction,
-    leave_one_out,
     parse_ms,  # noqa: F401 - the latency limits' type, known here by its old home
-    protocol_timer,
     random_arch,
+    retest_agreement,
     space_identity,
 )
 
@@ -63,7 +74,8 @@ from .latency_table import (
 
 def _protocol(args: argparse.Namespace) -> Protocol:
     return Protocol(runtime=args.runtime, threads=args.threads, batch_size=args.batch_size, warmup=args.warmup,
-                    repeats=args.repeats, channels_last=args.channels_last).check()
+                    repeats=args.repeats, channels_last=args.channels_last, windows=args.windows,
+                    window_s=args.window_s).check()
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -84,16 +96,15 @@ def cmd_build(args: argparse.Namespace) -> int:
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
         table = LatencyTable.new(identity, options, protocol)
-    cost = LatencyCost(base, table, protocol_timer(protocol))
+    cost = LatencyCost(base, table, protocol)
     entries, last = cost.reachable(space.candidates())
     blocks, ends = cost.missing(space.candidates())
     print(f"{args.space} ({args.preset} preset): {len(entries)} block entries and {len(last)} ends "
-          f"(last widths {sorted(last)}); {len(blocks) + len(ends)} to measure with {protocol.runtime}, "
-          f"{protocol.threads} thread(s), batch {protocol.batch_size}, {protocol.warmup} + {protocol.repeats} passes "
-          "each")
+          f"(last widths {sorted(last)}); {len(blocks) + len(ends)} to measure: {protocol.describe()}")
 
     def estimate(seconds: float, total: int) -> None:
-        print(f"the first entry took {seconds:.2f} s: about {seconds * total / 60:.1f} min for {total}", flush=True)
+        print(f"the first chunk took {seconds:.2f} s an entry: about {seconds * total / 60:.1f} min for {total}",
+              flush=True)
 
     cost.fill(space.candidates(), progress=not args.no_progress, save=lambda: table.save(out), on_first=estimate)
     table.save(out)
@@ -102,9 +113,23 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _draw(space, rng: random.Random, count: int, taken: set[str]) -> list[list[dict]]:
+    """`count` random networks of `space`, none of them in `taken` (their JSON), each added to it."""
+    archs, tries = [], 0
+    while len(archs) < count and tries < 100 * count:
+        arch, tries = random_arch(space, rng), tries + 1
+        text = json.dumps(arch, sort_keys=True)
+        if text not in taken:
+            taken.add(text)
+            archs.append(arch)
+    return archs
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     if args.samples < 3:
-        raise ValueError(f"--samples must be at least 3 (a correction is fitted on the others), got {args.samples}")
+        raise ValueError(f"--samples must be at least 3, got {args.samples}")
+    if args.calibration != 0 and args.calibration < 3:
+        raise ValueError(f"--calibration must be 0 (no correction) or at least 3 networks, got {args.calibration}")
     table = LatencyTable.load(args.table, "--table")
     check_out_file(args.table, "--table")  # updated in place, with its plot beside it
     why = table.device_refusal()
@@ -115,49 +140,74 @@ def cmd_validate(args: argparse.Namespace) -> int:
     why = table.space_refusal(space_identity(base, space))
     if why:
         raise TableError(f"--table {args.table}: its recorded build options give another space ({why})")
-    rng = random.Random(args.seed)
-    archs = [random_arch(space, rng) for _ in range(args.samples)]
-    timer = protocol_timer(protocol)  # blocks and whole networks timed alike
-    cost, flops = LatencyCost(base, table, timer), MultAddsCost(base)
+    rng, taken = random.Random(args.seed), set()
+    archs = _draw(space, rng, args.samples, taken)
+    calibration = _draw(space, rng, args.calibration, taken)  # disjoint from the validation networks
+    reference = _draw(space, rng, 1, taken)
+    cost, flops = LatencyCost(base, table, protocol), MultAddsCost(base)
     from fpnas_zoo import create_model_from_spec
 
-    raw, measured, mult_adds, added = [], [], [], 0
-    for arch in tqdm(archs, desc="whole networks", disable=args.no_progress, file=sys.stderr):
-        before = len(table.blocks) + len(table.ends)
-        raw.append(cost.raw_cost(arch))
-        added += len(table.blocks) + len(table.ends) - before
+    before = len(table.blocks) + len(table.ends)
+    raw = [cost.raw_cost(arch) for arch in archs]
+    raw_calibration = [cost.raw_cost(arch) for arch in calibration]
+    added = len(table.blocks) + len(table.ends) - before
+
+    def network(arch: list[dict]) -> tuple:
         spec = cost.spec(arch)
-        measured.append(timer(create_model_from_spec(spec).eval(), tuple(spec.input_size)))
-        mult_adds.append(flops.cost(arch))
+        return create_model_from_spec(spec).eval(), tuple(spec.input_size), None
+
+    sweeps = dataclasses.replace(protocol, windows=max(2, protocol.windows))  # a retest for every network
+    nets = {("validation", i): network(a) for i, a in enumerate(archs)}
+    nets.update({("calibration", i): network(a) for i, a in enumerate(calibration)})
+    bar = tqdm(total=len(nets) * sweeps.windows, desc="whole networks (windows)", disable=args.no_progress,
+               file=sys.stderr)
+    timings = latency_table.time_modules(nets, sweeps, seed=args.seed,  # one place to time (the tests' fake)
+                           reference=network(reference[0]) if reference else None, progress=bar.update)
+    bar.close()
+    measured = [timings[("validation", i)].ms for i in range(len(archs))]
+    measured_calibration = [timings[("calibration", i)].ms for i in range(len(calibration))]
+    mult_adds = [flops.cost(arch) for arch in archs]
     plain = agreement(raw, measured)
-    scale, offset = fit_correction(raw, measured)
-    held_out = agreement(leave_one_out(raw, measured), measured)
-    use_fit = not args.no_fit and held_out["mape"] < plain["mape"]
-    table.meta["correction"] = ({"scale": scale, "offset_ms": offset, "fitted_on": len(raw)} if use_fit else
+    fitted = len(calibration) >= 3 and not args.no_fit  # a small space may hold fewer networks than asked for
+    scale, offset = fit_correction(raw_calibration, measured_calibration) if fitted else (1.0, 0.0)
+    corrected = agreement([scale * r + offset for r in raw], measured) if fitted else None
+    retest = retest_agreement([timings[("validation", i)] for i in range(len(archs))])
+    table.meta["correction"] = ({"scale": scale, "offset_ms": offset, "fitted_on": len(calibration),
+                                 "fit": "Theil-Sen on calibration networks"} if fitted else
                                 {"scale": 1.0, "offset_ms": 0.0, "fitted_on": 0})
     table.meta["validation"] = {
-        "samples": len(raw), "seed": args.seed, "date": datetime.date.today().isoformat(), "raw": plain,
-        "corrected": held_out if use_fit else None, "mult_adds_spearman": agreement(mult_adds, measured)["spearman"],
+        "samples": len(archs), "calibration": len(calibration), "seed": args.seed,
+        "date": datetime.date.today().isoformat(), "protocol": sweeps.as_dict(), "raw": plain,
+        "corrected": corrected, "retest": retest,
+        "mult_adds_spearman": agreement(mult_adds, measured)["spearman"],
         "measured_ms": {"min": min(measured), "median": statistics.median(measured), "max": max(measured)},
-        "networks": [{"predicted_sum_ms": r, "measured_ms": m, "mult_adds": f}
-                     for r, m, f in zip(raw, measured, mult_adds, strict=True)],
+        "networks": [{"arch": arch, "predicted_sum_ms": r, "measured_ms": m, "mult_adds": f,
+                      "timing": timings[("validation", i)].as_dict()}
+                     for i, (arch, r, m, f) in enumerate(zip(archs, raw, measured, mult_adds, strict=True))],
+        "calibration_networks": [{"arch": arch, "predicted_sum_ms": r, "measured_ms": m,
+                                  "timing": timings[("calibration", i)].as_dict()}
+                                 for i, (arch, r, m) in enumerate(zip(calibration, raw_calibration,
+                                                                      measured_calibration, strict=True))],
     }
     table.save(args.table)
     from .plots import write_latency_validation_plot
 
     plot = write_latency_validation_plot(table.meta["validation"], table.meta["correction"],
                                          f"{args.table}: {table.describe()}", Path(args.table).with_suffix(".png"))
-    print(f"{args.table}: {args.samples} random networks of {table.meta['build']['space']}, measured "
-          f"{min(measured):.3f}..{max(measured):.3f} ms ({protocol.runtime}, {protocol.threads} thread(s), batch "
-          f"{protocol.batch_size}){f'; {added} missing entries measured and added' if added else ''}")
+    print(f"{args.table}: {len(archs)} random networks of {table.meta['build']['space']} (and {len(calibration)} "
+          f"calibration networks), measured {min(measured):.3f}..{max(measured):.3f} ms ({sweeps.describe()})"
+          f"{f'; {added} missing entries measured and added' if added else ''}")
     print(f"  sum of blocks:      MAPE {plain['mape']:.1%}, {plain['within_10pct']:.0%} within +-10%, "
           f"Spearman rho {plain['spearman']:.3f}, worst {plain['max_error']:.0%}")
-    if use_fit:
-        print(f"  corrected ({scale:.3f} x sum {offset:+.3f} ms, leave-one-out): MAPE {held_out['mape']:.1%}, "
-              f"{held_out['within_10pct']:.0%} within +-10%, Spearman rho {held_out['spearman']:.3f}; stored in the "
-              "table, searches use it")
+    if corrected:
+        print(f"  corrected ({scale:.3f} x sum {offset:+.3f} ms, fitted on the calibration networks): MAPE "
+              f"{corrected['mape']:.1%}, {corrected['within_10pct']:.0%} within +-10%, Spearman rho "
+              f"{corrected['spearman']:.3f}; stored in the table, searches use it")
     else:
-        print(f"  a fitted correction would not help (leave-one-out MAPE {held_out['mape']:.1%}): none stored")
+        print("  no correction fitted (--calibration 0 or --no-fit): searches use the sum")
+    if retest:
+        print(f"  test-retest ceiling (each network's second sweep against its first): {retest['within_10pct']:.0%} "
+              f"within +-10%, Spearman rho {retest['spearman']:.3f}, MAPE {retest['mape']:.1%}")
     print(f"  mult-adds against measured latency: Spearman rho {table.meta['validation']['mult_adds_spearman']:.3f}")
     print(f"  plot: {plot}")
     return 0
@@ -181,8 +231,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="onnxruntime (what fpnas_zoo export deploys), eager (PyTorch) or cuda (default onnxruntime)")
     b.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     b.add_argument("--batch-size", type=int, default=1, help="default 1")
-    b.add_argument("--warmup", type=int, default=10, help="passes run before timing (default 10)")
-    b.add_argument("--repeats", type=int, default=50, help="timed passes; the median is kept (default 50)")
+    d = Protocol()
+    b.add_argument("--warmup", type=int, default=d.warmup, help=f"passes run before each window, at least (default "
+                   f"{d.warmup}, and {d.warmup_s:g} s)")
+    b.add_argument("--repeats", type=int, default=d.repeats, help=f"timed passes of each window, at least; its median "
+                   f"is kept (default {d.repeats})")
+    b.add_argument("--window-s", type=float, default=d.window_s, help=f"seconds of each timed window, at least "
+                   f"(default {d.window_s:g})")
+    b.add_argument("--windows", type=int, default=d.windows, help=f"windows per entry, in interleaved sweeps; the "
+                   f"{d.quantile:g} quantile of their medians is kept (default {d.windows})")
     b.add_argument("--channels-last", action="store_true", help="eager and cuda: channels_last")
     b.add_argument("--out", required=True, help="the table (JSON); an existing table of the same space, protocol "
                    "and device is continued")
@@ -190,9 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(fn=cmd_build)
     v = sub.add_parser("validate", help="predicted against measured latency of random whole networks")
     v.add_argument("--table", required=True, help="a table written by build (it is updated: validation, correction)")
-    v.add_argument("--samples", type=int, default=50, help="random networks (default 50)")
+    v.add_argument("--samples", type=int, default=50, help="random networks predicted and measured (default 50)")
+    v.add_argument("--calibration", type=int, default=20, help="other random networks, disjoint from those, that the "
+                   "correction is fitted on (default 20; 0: no correction)")
     v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--no-fit", action="store_true", help="store no correction, whatever the fit gives")
+    v.add_argument("--no-fit", action="store_true", help="store no correction (the calibration networks are still "
+                   "timed and stored)")
     v.add_argument("--no-progress", action="store_true")
     v.set_defaults(fn=cmd_validate)
     return p

@@ -3,8 +3,13 @@ from them (`LatencyCost`), so both searchers can search for latency. `python -m 
 validates tables (its --help describes the protocol); `search.runner` prices with them.
 
 A network's latency is predicted as the sum of its blocks plus its ends (stem, head and classifier, per last width),
-times the table's correction (`scale * sum + offset_ms`, fitted by validation; 1 and 0 until then). A table records
-the space, the protocol and the device: `space_refusal` and `device_refusal` say in one line why it cannot serve.
+times the table's correction (`scale * sum + offset_ms`, fitted by validation on calibration networks; 1 and 0 until
+then). Entries are timed by `time_modules`: in chunks, each chunk in interleaved sweeps with a reference block
+checking for a slow stretch of the machine (`fpnas_zoo.latency.measure_interleaved`); each entry keeps its windows
+(passes, spread, start times) in `timings`. Under ONNX Runtime every isolated block pays one session run that a block
+inside a network does not: that run overhead (an identity graph, timed the same way) is taken off every block
+entry, so a network's one run is counted once, in its ends. A table records the space, the protocol and the device:
+`space_refusal` and `device_refusal` say in one line why it cannot serve.
 """
 from __future__ import annotations
 
@@ -27,18 +32,20 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from fpnas_zoo.atomic import atomic_write_text
-from fpnas_zoo.latency import Protocol, device_fingerprint, measure
+from fpnas_zoo.latency import Prepared, Protocol, Timing, cached_onnx, device_fingerprint, measure_interleaved
 from fpnas_zoo.spec import ModelSpec
 
 from .checkpointing import differences
 from .cost import BlockwiseCost, build_block, entry_key
 
 TABLE_FORMAT = "fpnas-zoo latency table"
-TABLE_VERSION = 1
-SAVE_EVERY_S = 30.0  # build writes the table at least this often
+TABLE_VERSION = 2  # 2: timings and the run overhead recorded; version 1 tables are read
+READS = (1, 2)
+CHUNK = 48  # entries prepared and timed together (ONNX Runtime: one session each in memory)
+REFERENCE_EVERY = 8  # module windows between two windows of the reference
+DRIFT = 0.15  # a reference window this much slower than its fastest marks a slow stretch
 WITHIN = 0.10  # the share of networks predicted within +-10% is the figure of merit (nn-Meter reports it)
 
-Timer = Callable[[nn.Module, tuple[int, int, int]], float]  # (module, input size) -> milliseconds
 log = logging.getLogger(__name__)
 
 
@@ -83,17 +90,24 @@ class LatencyTable:
     meta: dict
     blocks: dict[tuple[int, int, tuple], float] = field(default_factory=dict)  # (in_chs, resolution, block_key)
     ends: dict[int, float] = field(default_factory=dict)  # last width -> stem + head + classifier
+    timings: dict[str, dict] = field(default_factory=dict)  # entry text ('block ...', 'end W') -> its Timing's dict
 
     @classmethod
     def new(cls, identity: dict, build: dict, protocol: Protocol) -> LatencyTable:
         return cls({"format": TABLE_FORMAT, "version": TABLE_VERSION, "space": identity, "build": build,
                     "protocol": protocol.as_dict(), "device": device_fingerprint(protocol.runtime),
                     "created": datetime.date.today().isoformat(),
-                    "correction": {"scale": 1.0, "offset_ms": 0.0, "fitted_on": 0}, "validation": None})
+                    "correction": {"scale": 1.0, "offset_ms": 0.0, "fitted_on": 0}, "validation": None,
+                    "run_overhead": None})
 
     @property
     def protocol(self) -> Protocol:
-        return Protocol(**self.meta["protocol"])
+        return Protocol.from_dict(self.meta["protocol"])
+
+    @property
+    def run_overhead_ms(self) -> float:
+        """What an isolated block's entry had taken off (ONNX Runtime's run overhead; 0 for other runtimes)."""
+        return (self.meta.get("run_overhead") or {}).get("ms", 0.0)
 
     @property
     def correction(self) -> tuple[float, float]:
@@ -108,9 +122,9 @@ class LatencyTable:
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict:
-        return {**self.meta, "fingerprint": self.fingerprint(),
+        return {**self.meta, "version": TABLE_VERSION, "fingerprint": self.fingerprint(),
                 "ends": {str(w): v for w, v in sorted(self.ends.items())},
-                "blocks": {_block_text(k): v for k, v in self.blocks.items()}}
+                "blocks": {_block_text(k): v for k, v in self.blocks.items()}, "timings": self.timings}
 
     def save(self, path: str | Path) -> None:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
@@ -132,19 +146,20 @@ class LatencyTable:
         if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT:
             raise TableError(f"{option} {path}: not a latency table (expected the field format: "
                              f"{TABLE_FORMAT!r}, written by python -m search.latency build)")
-        if data.get("version") != TABLE_VERSION:
+        if data.get("version") not in READS:
             raise TableError(f"{option} {path}: table version {data.get('version')}, this version reads "
-                             f"{TABLE_VERSION}; rebuild it")
+                             f"{' and '.join(map(str, READS))}; rebuild it")
         try:
             blocks = {_block_from_text(k): float(v) for k, v in data.pop("blocks").items()}
             ends = {int(w): float(v) for w, v in data.pop("ends").items()}
+            timings = dict(data.pop("timings", {}))
             data.pop("fingerprint", None)
-            Protocol(**data["protocol"])
+            Protocol.from_dict(data["protocol"])
             for key in ("space", "build", "device", "correction"):
                 data[key]  # noqa: B018 - present
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise TableError(f"{option} {path}: a damaged latency table ({type(e).__name__}: {e})") from None
-        return cls(data, blocks, ends)
+        return cls(data, blocks, ends, timings)
 
     def space_refusal(self, identity: dict) -> str | None:
         """Why the table cannot price networks of `identity`'s space (None if it can)."""
@@ -160,19 +175,21 @@ class LatencyTable:
         return None if diff is None else f"the table was measured on another device ({diff})"
 
     def describe(self) -> str:
-        p, d = self.meta["protocol"], self.meta["device"]
+        d = self.meta["device"]
         where = d.get("gpu") or f"{d['cpu']} ({d['cores']} cores)"
-        return (f"{len(self.blocks)} blocks, {len(self.ends)} ends; {p['runtime']}, {p['threads']} thread(s), batch "
-                f"{p['batch_size']}, median of {p['repeats']} passes, on {where}, {self.meta['created']}")
+        return (f"{len(self.blocks)} blocks, {len(self.ends)} ends; {self.protocol.describe()}; on {where}, "
+                f"{self.meta['created']}")
 
     def validation_line(self) -> str:
         v = self.meta.get("validation")
         if not v:
             return "not validated (python -m search.latency validate --table FILE measures how well it predicts)"
         best = v["corrected"] or v["raw"]
+        ceiling = v.get("retest")
         return (f"validated on {v['samples']} networks: {best['within_10pct']:.0%} within +-10%, MAPE "
                 f"{best['mape']:.1%}, Spearman rho {best['spearman']:.3f} (mult-adds: rho "
-                f"{v['mult_adds_spearman']:.3f})")
+                f"{v['mult_adds_spearman']:.3f}" + (f"; the machine's test-retest ceiling: "
+                f"{ceiling['within_10pct']:.0%} within +-10%, rho {ceiling['spearman']:.3f})" if ceiling else ")"))
 
 
 def _cuda_available() -> bool:
@@ -184,31 +201,57 @@ def _cuda_available() -> bool:
 class LatencyCost(BlockwiseCost):
     """Predicted latency (ms) of an architecture from a `LatencyTable`: correction(ends + sum of blocks).
 
-    `timer` times what the table lacks (and the entries are added to it); without one a missing entry is a
-    `TableError`."""
+    With a `protocol`, what the table lacks is timed with it (and the entries are added to the table); without one a
+    missing entry is a `TableError`."""
 
     unit = "ms"
 
-    def __init__(self, base: ModelSpec, table: LatencyTable, timer: Timer | None = None):
+    def __init__(self, base: ModelSpec, table: LatencyTable, protocol: Protocol | None = None):
         super().__init__(base)
-        self.table, self.timer = table, timer
+        self.table, self.protocol = table, protocol
         self.blocks, self.ends = table.blocks, table.ends  # measurements land in the table
 
-    def _time(self, module: nn.Module, input_size: tuple[int, int, int], what: str) -> float:
-        if self.timer is None:
+    def _refuse(self, what: str) -> None:
+        if self.protocol is None:
             raise TableError(f"the latency table has no entry for {what}; rebuild it for this space "
                              "(python -m search.latency build)")
-        return self.timer(module, input_size)
+
+    def _block_module(self, in_chs: int, resolution: int, block: dict) -> tuple[nn.Module, tuple[int, int, int], str]:
+        return build_block(in_chs, block), (in_chs, resolution, resolution), _block_text(entry_key(in_chs, resolution,
+                                                                                                  block))
+
+    def _overhead(self) -> float:
+        """ONNX Runtime's run overhead, timed once per table (when its first block is)."""
+        if self.protocol.runtime != "onnxruntime":
+            return 0.0
+        if not self.table.meta.get("run_overhead"):
+            timing = time_modules({"overhead": (nn.Identity(), (8, 8, 8), None)}, self.protocol)["overhead"]
+            self.table.meta["run_overhead"] = timing.as_dict()
+        return self.table.run_overhead_ms
+
+    def _store_blocks(self, timings: dict[str, Timing], keys: dict[str, tuple]) -> None:
+        overhead = self.table.run_overhead_ms
+        for text, timing in timings.items():
+            self.blocks[keys[text]] = max(0.0, timing.ms - overhead)
+            self.table.timings[f"block {text}"] = timing.as_dict()
 
     def measure_block(self, in_chs: int, resolution: int, block: dict) -> float:
-        return self._time(build_block(in_chs, block), (in_chs, resolution, resolution),
-                          f"a {block['type']} block {json.dumps(block)} on a {in_chs}x{resolution}x{resolution} input")
+        self._refuse(f"a {block['type']} block {json.dumps(block)} on a {in_chs}x{resolution}x{resolution} input")
+        self._overhead()
+        module, size, text = self._block_module(in_chs, resolution, block)
+        self._store_blocks(time_modules({text: (module, size, text)}, self.protocol),
+                           {text: entry_key(in_chs, resolution, block)})
+        return self.blocks[entry_key(in_chs, resolution, block)]
 
     def measure_network(self, spec: ModelSpec) -> float:
         from fpnas_zoo import create_model_from_spec
 
-        return self._time(create_model_from_spec(spec).eval(), tuple(spec.input_size),
-                          f"the stem and head of a network ending at width {spec.blocks[-1]['out_chs']}")
+        width = spec.blocks[-1]["out_chs"]
+        self._refuse(f"the stem and head of a network ending at width {width}")
+        timing = time_modules({0: (create_model_from_spec(spec).eval(), tuple(spec.input_size), None)},
+                              self.protocol)[0]
+        self.table.timings[f"end {width}"] = timing.as_dict()
+        return timing.ms
 
     def raw_cost(self, arch: list[dict]) -> float:
         """The sum of the table's entries for `arch`, uncorrected."""
@@ -226,31 +269,63 @@ class LatencyCost(BlockwiseCost):
 
     def fill(self, candidates: list[list[dict]], progress: bool = True,
              save: Callable[[], None] | None = None, on_first: Callable[[float, int], None] | None = None) -> int:
-        """Measure every entry of `candidates` the table lacks (blocks, then ends); `save` is called every
-        `SAVE_EVERY_S` seconds and at the end, `on_first(seconds, count)` after the first. Returns the count."""
+        """Time every entry of `candidates` the table lacks, in chunks of `CHUNK` blocks timed together with a
+        reference block, then the ends (whole networks, timed together, less their blocks); `save` is called after
+        each chunk and at the end, `on_first(seconds, count)` after the first chunk with the seconds per entry.
+        Returns the count."""
         blocks, ends = self.missing(candidates)
-        total, last_save = len(blocks) + len(ends), time.perf_counter()
-        bar = tqdm(total=total, desc="latency entries", disable=not progress or not total, file=sys.stderr)
-        for i, (in_chs, res, block) in enumerate(blocks):
-            start = time.perf_counter()
-            self.block_cost(in_chs, res, block)
-            if i == 0 and on_first:
-                on_first(time.perf_counter() - start, total)
-            bar.update()
-            if save and time.perf_counter() - last_save > SAVE_EVERY_S:
+        total = len(blocks) + len(ends)
+        if not total:
+            return 0
+        self._refuse("the entries this space needs")
+        bar = tqdm(total=total * self.protocol.windows, desc="latency windows", disable=not progress, file=sys.stderr)
+        self._overhead()
+        pick = sorted(blocks or self.reachable(candidates)[0], key=lambda e: e[0] * e[1] ** 2)
+        reference = self._block_module(*pick[len(pick) // 2])
+        checks: list[dict] = []
+        for start in range(0, len(blocks), CHUNK):
+            began = time.perf_counter()
+            chunk = {}
+            for in_chs, res, block in blocks[start:start + CHUNK]:
+                module, size, text = self._block_module(in_chs, res, block)
+                chunk[text] = (module, size, text, entry_key(in_chs, res, block))
+            timings = time_modules({t: c[:3] for t, c in chunk.items()}, self.protocol, seed=start,
+                                   reference=reference, checks=checks, progress=bar.update)
+            self._store_blocks(timings, {t: c[3] for t, c in chunk.items()})
+            if start == 0 and on_first:
+                on_first((time.perf_counter() - began) / len(chunk), total)
+            if save:
                 save()
-                last_save = time.perf_counter()
-        for path in ends.values():
-            self.raw_cost(path)  # the ends: the whole network less its (known) blocks
-            bar.update()
+        if ends:
+            from fpnas_zoo import create_model_from_spec
+
+            nets = {w: (create_model_from_spec(self.spec(path)).eval(), tuple(self.base.input_size), None)
+                    for w, path in ends.items()}
+            timings = time_modules(nets, self.protocol, seed=len(blocks), progress=bar.update)
+            for w, path in ends.items():
+                self.ends[w] = timings[w].ms - sum(self.block_costs(path))
+                self.table.timings[f"end {w}"] = timings[w].as_dict()
         bar.close()
-        if save and total:
+        if save:
             save()
         return total
 
 
-def protocol_timer(protocol: Protocol) -> Timer:
-    return lambda module, input_size: measure(module, input_size, protocol)
+def time_modules(modules: dict[Any, tuple[nn.Module, tuple[int, int, int], str | None]], protocol: Protocol,
+                 seed: int = 0, reference: tuple[nn.Module, tuple[int, int, int], str | None] | None = None,
+                 checks: list[dict] | None = None, progress: Callable[[], None] | None = None) -> dict[Any, Timing]:
+    """Each (module, input size, export cache key or None) of `modules` timed under `protocol` in interleaved
+    sweeps (`measure_interleaved`), with `reference` checking for slow stretches: the one place a table's entries
+    and validation networks are timed (the tests replace it by a fake clock)."""
+
+    def ready(module: nn.Module, size: tuple[int, int, int], key: str | None) -> Prepared:
+        exported = cached_onnx(module, size, key) if key and protocol.runtime == "onnxruntime" else None
+        return Prepared(module, size, protocol, exported)
+
+    prepared = {name: ready(*spec) for name, spec in modules.items()}
+    timings, _ = measure_interleaved(prepared, protocol, seed=seed, reference=reference and ready(*reference),
+                                     reference_every=REFERENCE_EVERY, drift=DRIFT, progress=progress, checks=checks)
+    return timings
 
 
 def random_arch(space: Any, rng: random.Random) -> list[dict]:
@@ -275,17 +350,27 @@ def agreement(predicted: list[float], measured: list[float]) -> dict:
 
 
 def fit_correction(raw: list[float], measured: list[float]) -> tuple[float, float]:
-    """(scale, offset) of the least-squares line measured = scale * raw + offset."""
-    import numpy as np
+    """(scale, offset) of the line measured = scale * raw + offset by Theil-Sen (the median of the pairwise slopes,
+    then the median of measured - slope * raw): a few networks timed in a slow stretch do not tilt it, as they would
+    a least-squares line."""
+    from scipy.stats import theilslopes
 
-    scale, offset = np.polyfit(np.asarray(raw, dtype=float), np.asarray(measured, dtype=float), 1)
-    return float(scale), float(offset)
+    slope, intercept, *_ = theilslopes(measured, raw, method="joint")
+    return float(slope), float(intercept)
 
 
-def leave_one_out(raw: list[float], measured: list[float]) -> list[float]:
-    """Each network's prediction by a correction fitted on the others (an honest error for a fitted correction)."""
-    out = []
-    for i in range(len(raw)):
-        scale, offset = fit_correction(raw[:i] + raw[i + 1:], measured[:i] + measured[i + 1:])
-        out.append(scale * raw[i] + offset)
-    return out
+def retest_agreement(timings: list[Timing]) -> dict | None:
+    """The machine's test-retest ceiling over networks each timed in at least two sweeps: `agreement` of every
+    network's window in the second sweep with its window in the first (steady windows first; None with fewer than
+    3 networks timed twice). A predictor cannot agree with the measurements better than they agree with themselves."""
+    pairs = []
+    for timing in timings:
+        by_sweep: dict[int, dict] = {}
+        for w in sorted(timing.windows, key=lambda w: bool(w.get("drifted"))):
+            by_sweep.setdefault(w.get("sweep", 0), w)
+        if len(by_sweep) >= 2:
+            first, second = (by_sweep[s]["median_ms"] for s in sorted(by_sweep)[:2])
+            pairs.append((second, first))
+    if len(pairs) < 3:
+        return None
+    return {**agreement([a for a, _ in pairs], [b for _, b in pairs]), "networks": len(pairs)}

@@ -48,7 +48,7 @@ from .checkpointing import Checkpointer, Trace
 from .cost import BlockwiseCost, MultAddsCost
 from .data import DataSpec, SearchData, load_data
 from .engine import Recipe, evaluate, make_optimizer, make_scheduler, prepare_model, train_epochs
-from .latency_table import LatencyCost, LatencyTable, TableError, protocol_timer, space_identity
+from .latency_table import LatencyCost, LatencyTable, TableError, space_identity
 from .rewards import budget_reward
 from .seeding import rng_state, seed_everything, set_rng_state
 from .selection import BAND, FIRST_EPOCHS, SHARE, SHORTLIST, HalvingStage, check_select
@@ -299,7 +299,7 @@ class SearchRunner:
                 why = table.space_refusal(space_identity(base, self.space)) or table.device_refusal()
                 if why:
                     return f"{option}: {why}"
-                added = LatencyCost(base, table, protocol_timer(table.protocol)).fill(
+                added = LatencyCost(base, table, table.protocol).fill(
                     self.space.candidates(), progress=self.progress, save=lambda: table.save(path))
             except TableError as e:
                 return str(e)

@@ -72,7 +72,7 @@ def test_hub_export_refuses_an_out_in_proc_in_one_line(tmp_path, monkeypatch, ca
 
 @linux_proc
 def test_latency_build_refuses_an_out_in_proc_before_timing(monkeypatch, capsys):
-    monkeypatch.setattr(search.latency_table, "measure", never)
+    monkeypatch.setattr(search.latency_table, "time_modules", never)
     assert latency_main(["build", "--space", "fpnas", "--preset", "smoke", "--runtime", "eager", "--out",
                          "/proc/x/lut.json", "--no-progress"]) == 2
     captured = capsys.readouterr()

@@ -10,6 +10,7 @@ import random
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,7 +18,8 @@ import search.latency as latency
 import search.latency_table as latency_table
 from fpnas_zoo import count_spec
 from fpnas_zoo.counting import count_mult_adds
-from search.latency import LatencyCost, LatencyTable, agreement, fit_correction, leave_one_out, random_arch
+from fpnas_zoo.latency import Timing
+from search.latency import LatencyCost, LatencyTable, agreement, fit_correction, random_arch
 from search.latency import main as latency_main
 from search.run import main as run_main
 from search.supernet import block_key
@@ -32,16 +34,30 @@ def fake_ms(module, input_size) -> float:
     return count_mult_adds(module, tuple(input_size))[0] / SCALE
 
 
+def fake_timer(ms_of, calls: list | None = None):
+    """`latency_table.time_modules` with every module taking `ms_of(module, input size)` in each of its windows (one
+    per sweep); `calls` gets what it was asked to time."""
+
+    def time_modules(modules, protocol, seed=0, reference=None, checks=None, progress=None):
+        found = {}
+        for key, (module, input_size, _cache_key) in modules.items():
+            if calls is not None:
+                calls.append((type(module).__name__, tuple(input_size)))
+            ms = ms_of(module, input_size)
+            found[key] = Timing(ms, [{"median_ms": ms, "passes": 1, "sweep": s} for s in range(protocol.windows)])
+            for _ in range(protocol.windows):
+                if progress:
+                    progress()
+        return found
+
+    return time_modules
+
+
 @pytest.fixture
 def timer_calls(monkeypatch):
     """Replace the timing protocol by `fake_ms`; the list of what it was asked to time."""
     calls = []
-
-    def fake(module, input_size, protocol):
-        calls.append((type(module).__name__, tuple(input_size)))
-        return fake_ms(module, input_size)
-
-    monkeypatch.setattr(latency_table, "measure", fake)
+    monkeypatch.setattr(latency_table, "time_modules", fake_timer(fake_ms, calls))
     return calls
 
 
@@ -56,7 +72,7 @@ def built(tmp_path_factory) -> dict:
     """The smoke tables of both searchers' spaces, built once with the fake timer (about 1 min for FP-NAS's)."""
     folder = tmp_path_factory.mktemp("tables")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(latency_table, "measure", lambda module, input_size, protocol: fake_ms(module, input_size))
+        mp.setattr(latency_table, "time_modules", fake_timer(fake_ms))
         return {space: _build(folder / f"{space[0]}.json", space).read_bytes() for space in (FPNAS_SMOKE, FP_NAS_SMOKE)}
 
 
@@ -72,6 +88,10 @@ def build(tmp_path, built, timer_calls):
         return out
 
     return make
+
+
+def base_of(table: LatencyTable):
+    return latency.space_from_options(table.meta["build"])[1]
 
 
 def walk_every_network(space, base) -> tuple[set, set]:
@@ -111,6 +131,29 @@ def test_the_prediction_of_a_network_is_the_count_of_the_built_spec(build, space
         assert cost.cost(arch) == pytest.approx(count_spec(cost.spec(arch)).mult_adds / SCALE, rel=1e-9)
 
 
+def test_onnxruntime_entries_leave_out_the_run_overhead_a_network_pays_once(tmp_path, monkeypatch):
+    """Every ONNX Runtime session run pays 0.5 ms besides its work (fake): the table records that overhead, block
+    entries are their work alone (an isolated block pays a run a block inside a network does not), the ends keep
+    the network's one run, and every entry keeps its windows."""
+    monkeypatch.setattr(latency_table, "time_modules", fake_timer(lambda m, size: fake_ms(m, size) + 0.5))
+    out = tmp_path / "lut.json"
+    assert latency_main(["build", "--space", FPNAS_SMOKE[0], "--preset", FPNAS_SMOKE[1], "--runtime", "onnxruntime",
+                         "--out", str(out), "--no-progress"]) == 0
+    table = LatencyTable.load(out)
+    assert table.run_overhead_ms == 0.5 and table.meta["version"] == 2
+    space, base = latency.space_from_options(table.meta["build"])
+    cost = LatencyCost(base, table)
+    for (in_chs, res, key), ms in table.blocks.items():
+        block = dict(key)
+        assert ms == pytest.approx(fake_ms(latency_table.build_block(in_chs, block), (in_chs, res, res)))
+        assert len(table.timings[f"block {latency_table._block_text((in_chs, res, key))}"]["windows"]) == 3
+    arch = random_arch(space, random.Random(0))
+    width = arch[-1]["out_chs"]
+    blocks = sum(cost.block_costs(arch))
+    assert table.ends[width] == pytest.approx(count_spec(cost.spec(arch)).mult_adds / SCALE - blocks + 0.5)
+    assert cost.cost(arch) == pytest.approx(count_spec(cost.spec(arch)).mult_adds / SCALE + 0.5)
+
+
 def test_build_continues_a_table_it_finds_and_measures_only_what_is_missing(build, timer_calls):
     path = build()
     full = json.loads(path.read_text())
@@ -131,26 +174,58 @@ def test_agreement_figures_by_hand():
     assert agreement([3.0, 2.0, 1.0], [1.0, 2.0, 3.0])["spearman"] == pytest.approx(-1.0)
     raw, measured = [1.0, 2.0, 4.0, 7.0], [2.0 * r + 0.5 for r in [1.0, 2.0, 4.0, 7.0]]
     assert fit_correction(raw, measured) == pytest.approx((2.0, 0.5))
-    assert leave_one_out(raw, measured) == pytest.approx(measured)
+    # Theil-Sen: one network timed in a slow stretch (x3) leaves the line where the other six put it, while least
+    # squares would follow it
+    raw = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    measured = [2.0 * r + 0.5 for r in raw]
+    measured[6] *= 3
+    assert fit_correction(raw, measured) == pytest.approx((2.0, 0.5))
+    assert np.polyfit(raw, measured, 1)[0] > 2.5
+
+
+def test_the_test_retest_ceiling_pairs_each_networks_two_sweeps():
+    def timing(first: float, second: float, drifted_first: float | None = None) -> Timing:
+        windows = [{"median_ms": first, "sweep": 0}, {"median_ms": second, "sweep": 1}]
+        if drifted_first is not None:  # a drifted window of sweep 0, timed again: the steady one counts
+            windows.insert(0, {"median_ms": drifted_first, "sweep": 0, "drifted": True})
+        return Timing(min(first, second), windows)
+
+    timings = [timing(1.0, 1.05), timing(2.0, 2.5), timing(3.0, 2.9, drifted_first=9.0), timing(4.0, 4.0)]
+    got = latency_table.retest_agreement(timings)
+    assert got == {**agreement([1.05, 2.5, 2.9, 4.0], [1.0, 2.0, 3.0, 4.0]), "networks": 4}
+    assert got["within_10pct"] == 0.75 and got["spearman"] == pytest.approx(1.0)
+    assert latency_table.retest_agreement(timings[:2]) is None  # too few to say
 
 
 def test_validate_fits_a_correction_when_whole_networks_differ_from_the_sum(build, monkeypatch, capsys):
     path = build(FP_NAS_SMOKE)
 
-    def whole_networks_slower(module, input_size, protocol):  # a network: 1.25 x its blocks and ends + 0.5 ms
+    timed = []
+
+    def whole_networks_slower(module, input_size):  # a network: 1.25 x its blocks and ends + 0.5 ms
         return 1.25 * fake_ms(module, input_size) + 0.5
 
-    monkeypatch.setattr(latency_table, "measure", whole_networks_slower)
-    assert latency_main(["validate", "--table", str(path), "--samples", "12", "--no-progress"]) == 0
+    monkeypatch.setattr(latency_table, "time_modules", fake_timer(whole_networks_slower, timed))
+    assert latency_main(["validate", "--table", str(path), "--samples", "12", "--calibration", "5",
+                         "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    assert "corrected (1.250 x sum +0.500 ms" in printed
+    assert "corrected (1.250 x sum +0.500 ms, fitted on the calibration networks" in printed
+    assert "test-retest ceiling (each network's second sweep against its first): 100% within +-10%" in printed
     assert path.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # predicted vs measured, plotted
+    assert len(timed) == 12 + 5  # the table is complete: only whole networks, each once
     table = LatencyTable.load(path)
     v, c = table.meta["validation"], table.meta["correction"]
-    assert (c["scale"], c["offset_ms"], c["fitted_on"]) == (pytest.approx(1.25), pytest.approx(0.5), 12)
+    assert (c["scale"], c["offset_ms"], c["fitted_on"]) == (pytest.approx(1.25), pytest.approx(0.5), 5)
     assert v["raw"]["mape"] > 0.05 and v["corrected"]["mape"] < 1e-6 and v["corrected"]["within_10pct"] == 1.0
+    assert v["retest"]["within_10pct"] == 1.0 and v["protocol"]["windows"] >= 2
+    validation = [json.dumps(n["arch"], sort_keys=True) for n in v["networks"]]
+    calibration = [json.dumps(n["arch"], sort_keys=True) for n in v["calibration_networks"]]
+    assert len(set(validation)) == 12 and len(set(calibration)) == 5 and not set(validation) & set(calibration)
     for n in v["networks"]:
+        spec = LatencyCost(base_of(table), table).spec(n["arch"])
+        assert n["mult_adds"] == count_spec(spec).mult_adds
         assert n["measured_ms"] == pytest.approx(1.25 * n["mult_adds"] / SCALE + 0.5)
+        assert [w["sweep"] for w in n["timing"]["windows"]] == list(range(v["protocol"]["windows"]))
     space, base = latency.space_from_options(table.meta["build"])
     arch = random_arch(space, random.Random(99))
     spec = LatencyCost(base, table).spec(arch)
