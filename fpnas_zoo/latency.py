@@ -193,21 +193,21 @@ def export_cache_dir() -> Path:
 
 def cached_onnx(module: nn.Module, input_size: tuple[int, int, int], key: str) -> bytes:
     """`module`'s export as `_runner` times it, kept on disk under the hash of `key` (what the module is: a latency
-    table's block entry), its input size and the exporter's versions (torch, onnx, this package), so a resumed or
-    rebuilt table exports no block twice. Weights are random and speed does not depend on them, so one export serves
-    every build of the same block."""
+    table's block entry), its input size and the exporter (torch's and onnx's versions, the project's export code),
+    so a resumed or rebuilt table exports no block twice. Weights are random and speed does not depend on them, so
+    one export serves every build of the same block."""
     import onnx
 
-    from . import __version__
-    from .export import onnx_bytes
+    from . import export
 
+    exporter = hashlib.sha256(Path(export.__file__).read_bytes()).hexdigest()  # the project's exporter, as it is
     content = json.dumps({"key": key, "input_size": list(input_size), "torch": torch.__version__,
-                          "onnx": onnx.__version__, "fpnas_zoo": __version__}, sort_keys=True)
+                          "onnx": onnx.__version__, "exporter": exporter}, sort_keys=True)
     path = export_cache_dir() / f"{hashlib.sha256(content.encode()).hexdigest()[:32]}.onnx"
     with contextlib.suppress(OSError):
         return path.read_bytes()
     probe = module if hasattr(module, "pretrained_cfg") else _Probe(module, input_size)
-    data = onnx_bytes(probe, name="latency probe")[0]
+    data = export.onnx_bytes(probe, name="latency probe")[0]
     with contextlib.suppress(OSError):  # a cache that cannot be written only costs time
         from .atomic import atomic_write_bytes
 
