@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import gc
 import hashlib
 import json
@@ -191,23 +192,35 @@ def export_cache_dir() -> Path:
     return Path(root) / "onnx"
 
 
+def _export(module: nn.Module, input_size: tuple[int, int, int]) -> bytes:
+    """`module` exported as `python -m fpnas_zoo export` writes it (a block as a model of its input size)."""
+    from .export import onnx_bytes
+
+    probe = module if hasattr(module, "pretrained_cfg") else _Probe(module, input_size)
+    return onnx_bytes(probe, name="latency probe")[0]
+
+
+@functools.cache
+def _exporter_digest() -> str:
+    """The versions and code an export depends on besides the module: torch, onnx and the project's export code."""
+    import onnx
+
+    from . import export
+
+    code = hashlib.sha256(Path(export.__file__).read_bytes()).hexdigest()
+    return json.dumps({"torch": torch.__version__, "onnx": onnx.__version__, "exporter": code}, sort_keys=True)
+
+
 def cached_onnx(module: nn.Module, input_size: tuple[int, int, int], key: str) -> bytes:
     """`module`'s export as `_runner` times it, kept on disk under the hash of `key` (what the module is: a latency
     table's block entry), its input size and the exporter (torch's and onnx's versions, the project's export code),
     so a resumed or rebuilt table exports no block twice. Weights are random and speed does not depend on them, so
     one export serves every build of the same block."""
-    import onnx
-
-    from . import export
-
-    exporter = hashlib.sha256(Path(export.__file__).read_bytes()).hexdigest()  # the project's exporter, as it is
-    content = json.dumps({"key": key, "input_size": list(input_size), "torch": torch.__version__,
-                          "onnx": onnx.__version__, "exporter": exporter}, sort_keys=True)
+    content = json.dumps({"key": key, "input_size": list(input_size), "exporter": _exporter_digest()}, sort_keys=True)
     path = export_cache_dir() / f"{hashlib.sha256(content.encode()).hexdigest()[:32]}.onnx"
     with contextlib.suppress(OSError):
         return path.read_bytes()
-    probe = module if hasattr(module, "pretrained_cfg") else _Probe(module, input_size)
-    data = export.onnx_bytes(probe, name="latency probe")[0]
+    data = _export(module, input_size)
     with contextlib.suppress(OSError):  # a cache that cannot be written only costs time
         from .atomic import atomic_write_bytes
 
@@ -254,10 +267,9 @@ def _runner(module: nn.Module, input_size: tuple[int, int, int], protocol: Proto
     export, when the caller has it already). Everything a pass needs is made here, outside the timed region."""
     x = torch.randn(protocol.batch_size, *input_size, generator=torch.Generator().manual_seed(0))
     if protocol.runtime == "onnxruntime":
-        from .export import onnx_bytes, ort_session
+        from .export import ort_session
 
-        probe = module if hasattr(module, "pretrained_cfg") else _Probe(module, input_size)
-        onnx_model = onnx_model or onnx_bytes(probe, name="latency probe")[0]
+        onnx_model = onnx_model or _export(module, input_size)
         session = ort_session(onnx_model, threads=protocol.threads, spinning=False)
         binding = session.io_binding()
         binding.bind_cpu_input(session.get_inputs()[0].name, x.numpy())

@@ -145,16 +145,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     calibration = _draw(space, rng, args.calibration, taken)  # disjoint from the validation networks
     reference = _draw(space, rng, 1, taken)
     cost, flops = LatencyCost(base, table, protocol), MultAddsCost(base)
-    from fpnas_zoo import create_model_from_spec
-
     before = len(table.blocks) + len(table.ends)
     raw = [cost.raw_cost(arch) for arch in archs]
     raw_calibration = [cost.raw_cost(arch) for arch in calibration]
     added = len(table.blocks) + len(table.ends) - before
 
     def network(arch: list[dict]) -> tuple:
-        spec = cost.spec(arch)
-        return create_model_from_spec(spec).eval(), tuple(spec.input_size), None
+        return cost.network_module(cost.spec(arch))
 
     sweeps = dataclasses.replace(protocol, windows=max(2, protocol.windows))  # a retest for every network
     nets = {("validation", i): network(a) for i, a in enumerate(archs)}

@@ -243,13 +243,18 @@ class LatencyCost(BlockwiseCost):
                            {text: entry_key(in_chs, resolution, block)})
         return self.blocks[entry_key(in_chs, resolution, block)]
 
-    def measure_network(self, spec: ModelSpec) -> float:
+    @staticmethod
+    def network_module(spec: ModelSpec) -> tuple[nn.Module, tuple[int, int, int], None]:
+        """A whole network as `time_modules` takes it (not exported through the cache: whole networks are not
+        entries)."""
         from fpnas_zoo import create_model_from_spec
 
+        return create_model_from_spec(spec).eval(), tuple(spec.input_size), None
+
+    def measure_network(self, spec: ModelSpec) -> float:
         width = spec.blocks[-1]["out_chs"]
         self._refuse(f"the stem and head of a network ending at width {width}")
-        timing = time_modules({0: (create_model_from_spec(spec).eval(), tuple(spec.input_size), None)},
-                              self.protocol)[0]
+        timing = time_modules({0: self.network_module(spec)}, self.protocol)[0]
         self.table.timings[f"end {width}"] = timing.as_dict()
         return timing.ms
 
@@ -297,10 +302,7 @@ class LatencyCost(BlockwiseCost):
             if save:
                 save()
         if ends:
-            from fpnas_zoo import create_model_from_spec
-
-            nets = {w: (create_model_from_spec(self.spec(path)).eval(), tuple(self.base.input_size), None)
-                    for w, path in ends.items()}
+            nets = {w: self.network_module(self.spec(path)) for w, path in ends.items()}
             timings = time_modules(nets, self.protocol, seed=len(blocks), progress=bar.update)
             for w, path in ends.items():
                 self.ends[w] = timings[w].ms - sum(self.block_costs(path))
