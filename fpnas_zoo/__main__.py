@@ -15,7 +15,7 @@ from .checkpoint import CheckpointError
 from .command_line import ArgumentParser, error, naming
 from .counting import Counts, count_params, count_spec, flop_counts, paper_deviation, target_deviation
 from .device import resolve_device
-from .latency import Protocol
+from .latency import Protocol, add_protocol_arguments, protocol_from_args, protocol_options_given
 from .model import FpnasZooNet, stage_plan
 from .registry import create_model_from_spec
 from .spec import ModelSpec, SpecError
@@ -111,6 +111,27 @@ def block_rows(spec: ModelSpec) -> list[dict]:
     return rows
 
 
+def search_lines(spec: ModelSpec) -> list[str]:
+    """How a searched spec was found (its `search`), in a line or two; none for a paper's network."""
+    s = spec.search
+    if not s:
+        return []
+    top1 = "" if s.get("val_top1") is None else f", validation top-1 {s['val_top1']:.2f}%"
+    out = [f"searched: {s['algorithm']} on {s['dataset']}, seed {s['seed']}{top1}, {s['wall_time_s']:.0f} s"]
+    cost = s.get("cost") or {"unit": "mult-adds"}
+    if cost.get("unit") == "ms":
+        measured = "" if cost.get("measured_ms") is None else f", measured {cost['measured_ms']:.4g} ms"
+        protocol = cost.get("protocol") or {}
+        out.append(f"cost: latency, limit {cost.get('limit_ms', float('nan')):.4g} ms, predicted "
+                   f"{cost.get('predicted_ms', float('nan')):.4g} ms{measured} ({protocol.get('runtime', '?')}, "
+                   f"{protocol.get('threads', '?')} thread(s); table {cost.get('table')})")
+    else:
+        limit = s.get("budget_mult_adds") or s.get("target_mult_adds")
+        kind = "budget" if s.get("budget_mult_adds") else "target"
+        out.append("cost: mult-adds" + ("" if limit is None else f", {kind} {limit / 1e6:.4g}M"))
+    return out
+
+
 def format_info(spec: ModelSpec, counts: Counts, blocks: list[dict], latency: dict | None = None) -> str:
     table_row = {**model_row(spec, counts), **({"latency": latency} if latency else {})}
     table = format_table([table_row]).splitlines()
@@ -119,6 +140,7 @@ def format_info(spec: ModelSpec, counts: Counts, blocks: list[dict], latency: di
         f"source: {spec.source['paper']}" + (f", {spec.source['table']}" if spec.source["table"] else ""),
         f"input {tuple(spec.input_size)}, {spec.num_classes} classes, stem {spec.stem['out_chs']} "
         f"(stride {spec.stem['stride']}), head {spec.head['out_chs']}",
+        *search_lines(spec),
         *table[:3],
         *([latency_note(table_row["latency"])] if "latency" in table_row else []),
         "",
@@ -133,21 +155,14 @@ def format_info(spec: ModelSpec, counts: Counts, blocks: list[dict], latency: di
     return "\n".join(out)
 
 
-LATENCY_OPTIONS = {"runtime": "--runtime", "threads": "--threads", "batch_size": "--batch-size",
-                   "warmup": "--warmup", "repeats": "--repeats", "channels_last": "--channels-last",
-                   "windows": "--windows"}
-
-
 def latency_protocol(args: argparse.Namespace) -> Protocol | None:
     """The protocol `--latency` times with (None without --latency); ValueError naming the option that cannot be."""
     if not args.latency:
-        given = [option for dest, option in LATENCY_OPTIONS.items() if getattr(args, dest) not in (None, False)]
+        given = protocol_options_given(args)
         if given:
             raise ValueError(f"{given[0]}: applies only with --latency (it sets how latency is measured)")
         return None
-    defaults = Protocol()
-    return Protocol(**{dest: getattr(defaults, dest) if getattr(args, dest) is None else getattr(args, dest)
-                       for dest in LATENCY_OPTIONS}).check()
+    return protocol_from_args(args)
 
 
 def measure_latencies(specs: list[ModelSpec], protocol: Protocol) -> list[dict]:
@@ -307,26 +322,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def add_latency_arguments(p: argparse.ArgumentParser) -> None:
-    d = Protocol()
     g = p.add_argument_group("latency", "measured on this machine with fpnas_zoo.latency's protocol (the one "
                              "`python -m search.latency` builds tables with); the options below need --latency")
     g.add_argument("--latency", action="store_true",
                    help="also time each model here: built with random weights (speed does not depend on them), in "
                         "eval mode with BatchNorm folded as deployed; adds its latency in ms and images/s "
                         "(batch size / latency) and a line naming the protocol and the device")
-    g.add_argument("--runtime", metavar="{eager,onnxruntime,cuda}",
-                   help=f"onnxruntime: the model exported as `python -m fpnas_zoo export` writes it, on the CPU; "
-                        f"eager: PyTorch on the CPU; cuda: PyTorch on the GPU, timed with CUDA events "
-                        f"(default {d.runtime})")
-    g.add_argument("--threads", type=int, help=f"intra-op threads of the CPU runtimes (default {d.threads})")
-    g.add_argument("--batch-size", type=int, help=f"images per pass (default {d.batch_size})")
-    g.add_argument("--channels-last", action="store_true", help="eager and cuda: model and input in channels_last")
-    g.add_argument("--repeats", type=int, help=f"timed passes of each window, at least (and {d.window_s:g} s); a "
-                   f"window gives their median (default {d.repeats})")
-    g.add_argument("--warmup", type=int, help=f"passes run before each window and not timed, at least (and "
-                   f"{d.warmup_s:g} s; default {d.warmup})")
-    g.add_argument("--windows", type=int, help=f"windows per model, the models timed in interleaved sweeps; the "
-                   f"latency is the {d.quantile:g} quantile of the window medians (default {d.windows})")
+    add_protocol_arguments(g, what="model (the models timed together)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,6 +32,7 @@ FORMATS = ("onnx", "exported-program")
 DEFAULT_ATOL = 1e-4
 CHECK_BATCH = 3  # the check runs at a batch size other than the traced one, so a fixed batch would show
 TRACE_BATCH = 2  # torch.export specialises sizes 0 and 1; 2 keeps the batch axis symbolic
+TORCHSCRIPT_OPSET = 17  # the TorchScript exporter's opset when none is asked for
 ALIGN_CHANNELS = 16  # ONNX Runtime's channel block on AVX-512 (8 on AVX2 divides it)
 METADATA_FILE = "fpnas_zoo_metadata.json"  # the extra file inside a .pt2 archive
 STRING_KEYS = ("model", "interpolation", "crop_mode")  # ONNX metadata values are strings; the others are JSON
@@ -221,21 +222,61 @@ def aligned_stem(model: nn.Module, multiple: int = ALIGN_CHANNELS) -> nn.Module:
     return model
 
 
+EXPORTERS = ("dynamo", "torchscript")
+
+
+def _channel_shuffle_symbolic(g, x, groups):
+    """aten::channel_shuffle for the TorchScript exporter (it has none): [N, C, H, W] viewed as [N, groups,
+    C / groups, H, W] (through [N, 1, C, H, W], where Reshape's 0 keeps N, H and W whatever they are), the two
+    channel axes swapped, and viewed back in the input's shape."""
+    from torch.onnx import symbolic_helper
+
+    groups = symbolic_helper._get_const(groups, "i", "groups")
+    one = g.op("Unsqueeze", x, g.op("Constant", value_t=torch.tensor([1])))
+    grouped = g.op("Reshape", one, g.op("Constant", value_t=torch.tensor([0, groups, -1, 0, 0])))
+    return g.op("Reshape", g.op("Transpose", grouped, perm_i=[0, 2, 1, 3, 4]), g.op("Shape", x))
+
+
+def _torchscript_proto(model: nn.Module, name: str, opset: int | None):
+    """`model` converted by torch.onnx's TorchScript exporter (`dynamo=False`): a trace, constants folded, BatchNorm
+    folded into the convolutions in eval mode; a batch axis named 'batch'."""
+    import onnx
+
+    buffer = io.BytesIO()
+    torch.onnx.register_custom_op_symbolic("aten::channel_shuffle", _channel_shuffle_symbolic, 9)
+    try:
+        with _quiet(), torch.no_grad():
+            torch.onnx.export(model, (_example(model, TRACE_BATCH, seed=0),), buffer, dynamo=False,
+                              opset_version=opset or TORCHSCRIPT_OPSET, do_constant_folding=True,
+                              input_names=["input"], output_names=["logits"],
+                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    except Exception as e:  # noqa: BLE001
+        raise _failure(name, "ONNX conversion (TorchScript)", e) from e
+    return onnx.load_from_string(buffer.getvalue())
+
+
 def onnx_bytes(model: nn.Module, name: str | None = None, opset: int | None = None,
-               align: int = ALIGN_CHANNELS) -> tuple[bytes, dict[str, Any]]:
+               align: int = ALIGN_CHANNELS, exporter: str = "dynamo") -> tuple[bytes, dict[str, Any]]:
     """The serialised ONNX model (BatchNorm folded by the exporter's optimiser, the stem aligned by `aligned_stem`
-    unless `align=0`) and the metadata it carries."""
+    unless `align=0`) and the metadata it carries. `exporter`: 'dynamo' (torch.export then torch.onnx, what
+    `python -m fpnas_zoo export` writes) or 'torchscript' (torch.onnx's tracing exporter, about 40 times faster to
+    export; latency tables of many blocks use it, bench/exporter_latency.py compares what the two run at)."""
+    if exporter not in EXPORTERS:
+        raise ValueError(f"--exporter {exporter}: expected one of {', '.join(EXPORTERS)}")
     name = name or model_name(model)
     with _eval(model):
-        program = _trace(aligned_stem(model, align), name)
-        try:
-            with _quiet():
-                onnx_program = torch.onnx.export(program, dynamo=True, opset_version=opset, optimize=True,
-                                                 verbose=False, input_names=["input"], output_names=["logits"])
-        except Exception as e:  # noqa: BLE001
-            raise _failure(name, "ONNX conversion", e) from e
+        if exporter == "torchscript":
+            proto = _torchscript_proto(aligned_stem(model, align), name, opset)
+        else:
+            program = _trace(aligned_stem(model, align), name)
+            try:
+                with _quiet():
+                    onnx_program = torch.onnx.export(program, dynamo=True, opset_version=opset, optimize=True,
+                                                     verbose=False, input_names=["input"], output_names=["logits"])
+            except Exception as e:  # noqa: BLE001
+                raise _failure(name, "ONNX conversion", e) from e
+            proto = onnx_program.model_proto
         meta = preprocessing_metadata(model)
-    proto = onnx_program.model_proto
     # the exporter names the batch axis after its internal symbol (e.g. 's77'); users see 'batch'
     symbol = proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param
     for value in (*proto.graph.input, *proto.graph.output, *proto.graph.value_info):

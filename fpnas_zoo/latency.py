@@ -50,6 +50,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from .blocks import StridedPointwiseConv
+from .export import EXPORTERS
 
 RUNTIMES = ("eager", "onnxruntime", "cuda")
 
@@ -69,6 +70,7 @@ class Protocol:
     windows: int = 3  # windows per measurement (sweeps, when many modules are timed together)
     quantile: float = 0.2  # the latency kept: this quantile of the window medians (0: the fastest window)
     pin: bool = True  # one CPU thread: the process pinned to one core while a window runs
+    exporter: str = "dynamo"  # onnxruntime: how a module becomes ONNX ('dynamo' as deployed, or 'torchscript')
 
     def check(self) -> Protocol:
         """ValueError naming the option of the first setting the protocol cannot run with."""
@@ -82,6 +84,10 @@ class Protocol:
                 raise ValueError(f"{option} must be at least {low}, got {value}")
         if not 0 <= self.quantile <= 1:
             raise ValueError(f"--quantile must be in [0, 1], got {self.quantile}")
+        if self.exporter not in EXPORTERS:
+            raise ValueError(f"--exporter {self.exporter}: expected one of {', '.join(EXPORTERS)}")
+        if self.exporter != "dynamo" and self.runtime != "onnxruntime":
+            raise ValueError(f"--exporter {self.exporter}: applies to --runtime onnxruntime, not {self.runtime}")
         if self.channels_last and self.runtime == "onnxruntime":
             raise ValueError("--channels-last: ONNX Runtime chooses its own layout; it applies to eager and cuda")
         if self.runtime == "cuda" and not torch.cuda.is_available():
@@ -95,7 +101,7 @@ class Protocol:
     def from_dict(cls, recorded: dict) -> Protocol:
         """The protocol a table or a result recorded; settings it predates take the values it was measured with
         (one window of `repeats` passes after `warmup`, its median, not pinned)."""
-        before = {"warmup_s": 0.0, "window_s": 0.0, "windows": 1, "quantile": 0.5, "pin": False}
+        before = {"warmup_s": 0.0, "window_s": 0.0, "windows": 1, "quantile": 0.5, "pin": False, "exporter": "dynamo"}
         return cls(**{**before, **recorded})
 
     def describe(self) -> str:
@@ -104,7 +110,54 @@ class Protocol:
                 f"and {self.window_s:g} s after at least {self.warmup} passes and {self.warmup_s:g} s of warm-up; "
                 f"{self.runtime}, {self.threads} thread{'s' if self.threads != 1 else ''}, batch {self.batch_size}"
                 f"{', channels_last' if self.channels_last else ''}"
+                f"{', exported by TorchScript' if self.exporter == 'torchscript' else ''}"
                 f"{', pinned to one core' if self.pin and self.threads == 1 and self.runtime != 'cuda' else ''}")
+
+
+PROTOCOL_OPTIONS = {"runtime": "--runtime", "threads": "--threads", "batch_size": "--batch-size",
+                    "warmup": "--warmup", "repeats": "--repeats", "window_s": "--window-s", "windows": "--windows",
+                    "channels_last": "--channels-last", "exporter": "--exporter"}
+
+
+def add_protocol_arguments(group, what: str = "entry") -> None:
+    """The protocol's options (`PROTOCOL_OPTIONS`) on an argparse parser or group, each defaulting to None (the
+    protocol's own default, named in its help); `protocol_from_args` reads them back. `what` names what is timed."""
+    d = Protocol()
+    group.add_argument("--runtime", metavar="{" + ",".join(RUNTIMES) + "}", help=f"onnxruntime: the module exported "
+                       f"as `python -m fpnas_zoo export` writes it, on the CPU; eager: PyTorch on the CPU; cuda: "
+                       f"PyTorch on the GPU, timed with CUDA events (default {d.runtime})")
+    group.add_argument("--threads", type=int, help=f"intra-op threads of the CPU runtimes (default {d.threads})")
+    group.add_argument("--batch-size", type=int, help=f"images per pass (default {d.batch_size})")
+    group.add_argument("--warmup", type=int, help=f"passes run before each window and not timed, at least (and "
+                       f"{d.warmup_s:g} s; default {d.warmup})")
+    group.add_argument("--repeats", type=int, help=f"timed passes of each window, at least; a window gives their "
+                       f"median (default {d.repeats})")
+    group.add_argument("--window-s", type=float, help=f"seconds of each timed window, at least (default "
+                       f"{d.window_s:g})")
+    group.add_argument("--windows", type=int, help=f"windows per {what}, in interleaved sweeps; the latency is the "
+                       f"{d.quantile:g} quantile of the window medians (default {d.windows})")
+    group.add_argument("--channels-last", action="store_true", help="eager and cuda: module and input in "
+                       "channels_last")
+    group.add_argument("--exporter", metavar="{" + ",".join(EXPORTERS) + "}", help=f"onnxruntime: how a module "
+                       f"becomes ONNX: dynamo (torch.export, what `python -m fpnas_zoo export` writes) or torchscript "
+                       f"(torch.onnx's tracer, far faster to export) (default {d.exporter})")
+
+
+def protocol_from_args(args) -> Protocol:
+    """The protocol of `add_protocol_arguments`' options, unset ones at their defaults; ValueError naming the option
+    that cannot be."""
+    defaults = Protocol()
+    return Protocol(**{dest: getattr(defaults, dest) if _unset(getattr(args, dest)) else getattr(args, dest)
+                       for dest in PROTOCOL_OPTIONS}).check()
+
+
+def protocol_options_given(args) -> list[str]:
+    """The protocol options `args` sets (by their flags)."""
+    return [option for dest, option in PROTOCOL_OPTIONS.items() if not _unset(getattr(args, dest))]
+
+
+def _unset(value) -> bool:
+    return value is None or value is False  # not 0: '--threads 0' is given (and refused)
 
 
 def device_fingerprint(runtime: str) -> dict:
@@ -192,12 +245,13 @@ def export_cache_dir() -> Path:
     return Path(root) / "onnx"
 
 
-def _export(module: nn.Module, input_size: tuple[int, int, int]) -> bytes:
-    """`module` exported as `python -m fpnas_zoo export` writes it (a block as a model of its input size)."""
+def _export(module: nn.Module, input_size: tuple[int, int, int], exporter: str = "dynamo") -> bytes:
+    """`module` exported as `python -m fpnas_zoo export` writes it (a block as a model of its input size), by
+    `exporter` (`fpnas_zoo.export.onnx_bytes`)."""
     from .export import onnx_bytes
 
     probe = module if hasattr(module, "pretrained_cfg") else _Probe(module, input_size)
-    return onnx_bytes(probe, name="latency probe")[0]
+    return onnx_bytes(probe, name="latency probe", exporter=exporter)[0]
 
 
 @functools.cache
@@ -211,16 +265,18 @@ def _exporter_digest() -> str:
     return json.dumps({"torch": torch.__version__, "onnx": onnx.__version__, "exporter": code}, sort_keys=True)
 
 
-def cached_onnx(module: nn.Module, input_size: tuple[int, int, int], key: str) -> bytes:
+def cached_onnx(module: nn.Module, input_size: tuple[int, int, int], key: str, exporter: str = "dynamo") -> bytes:
     """`module`'s export as `_runner` times it, kept on disk under the hash of `key` (what the module is: a latency
-    table's block entry), its input size and the exporter (torch's and onnx's versions, the project's export code),
+    table's block entry), its input size and the exporter (which one, torch's and onnx's versions, the project's
+    export code),
     so a resumed or rebuilt table exports no block twice. Weights are random and speed does not depend on them, so
     one export serves every build of the same block."""
-    content = json.dumps({"key": key, "input_size": list(input_size), "exporter": _exporter_digest()}, sort_keys=True)
+    content = json.dumps({"key": key, "input_size": list(input_size), "exporter": _exporter_digest(),
+                          **({"by": exporter} if exporter != "dynamo" else {})}, sort_keys=True)
     path = export_cache_dir() / f"{hashlib.sha256(content.encode()).hexdigest()[:32]}.onnx"
     with contextlib.suppress(OSError):
         return path.read_bytes()
-    data = _export(module, input_size)
+    data = _export(module, input_size, exporter)
     with contextlib.suppress(OSError):  # a cache that cannot be written only costs time
         from .atomic import atomic_write_bytes
 
@@ -269,7 +325,7 @@ def _runner(module: nn.Module, input_size: tuple[int, int, int], protocol: Proto
     if protocol.runtime == "onnxruntime":
         from .export import ort_session
 
-        onnx_model = onnx_model or _export(module, input_size)
+        onnx_model = onnx_model or _export(module, input_size, protocol.exporter)
         session = ort_session(onnx_model, threads=protocol.threads, spinning=False)
         binding = session.io_binding()
         binding.bind_cpu_input(session.get_inputs()[0].name, x.numpy())

@@ -50,7 +50,7 @@ from tqdm import tqdm
 
 from fpnas_zoo.atomic import check_out_file
 from fpnas_zoo.command_line import ArgumentParser
-from fpnas_zoo.latency import RUNTIMES, Protocol
+from fpnas_zoo.latency import add_protocol_arguments, protocol_from_args
 
 from . import latency_table
 from .algorithms import SPACE_OPTIONS, space_from_options
@@ -72,14 +72,8 @@ from .latency_table import (
 # --- the commands ---------------------------------------------------------------------------------
 
 
-def _protocol(args: argparse.Namespace) -> Protocol:
-    return Protocol(runtime=args.runtime, threads=args.threads, batch_size=args.batch_size, warmup=args.warmup,
-                    repeats=args.repeats, channels_last=args.channels_last, windows=args.windows,
-                    window_s=args.window_s).check()
-
-
 def cmd_build(args: argparse.Namespace) -> int:
-    protocol = _protocol(args)
+    protocol = protocol_from_args(args)
     check_out_file(args.out, "--out")  # before any block is timed
     options = {name: getattr(args, name) for name in SPACE_OPTIONS}
     space, base = space_from_options(options)
@@ -87,9 +81,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     if out.exists():
         table = LatencyTable.load(out, "--out")
         why = table.space_refusal(identity) or table.device_refusal()
-        if not why and table.meta["protocol"] != protocol.as_dict():
-            why = ("the table was measured with another protocol "
-                   f"({first_difference(table.meta['protocol'], protocol.as_dict())})")
+        if not why and table.protocol != protocol:
+            diff = first_difference(table.protocol.as_dict(), protocol.as_dict())
+            why = f"the table was measured with another protocol ({diff})"
         if why:
             raise TableError(f"--out {out} holds a table it cannot continue: {why}; choose another --out")
         print(f"continuing {out}: {len(table.blocks)} blocks and {len(table.ends)} ends there")
@@ -224,20 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--width-mult", type=float, help="FP-NAS spaces: the width multiplier")
     b.add_argument("--stem-stride", type=int, choices=(1, 2), help="the stem's stride, over the space's")
     b.add_argument("--num-classes", type=int, help="imagefolder: the class count (default 1000)")
-    b.add_argument("--runtime", default="onnxruntime", choices=RUNTIMES,
-                   help="onnxruntime (what fpnas_zoo export deploys), eager (PyTorch) or cuda (default onnxruntime)")
-    b.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
-    b.add_argument("--batch-size", type=int, default=1, help="default 1")
-    d = Protocol()
-    b.add_argument("--warmup", type=int, default=d.warmup, help=f"passes run before each window, at least (default "
-                   f"{d.warmup}, and {d.warmup_s:g} s)")
-    b.add_argument("--repeats", type=int, default=d.repeats, help=f"timed passes of each window, at least; its median "
-                   f"is kept (default {d.repeats})")
-    b.add_argument("--window-s", type=float, default=d.window_s, help=f"seconds of each timed window, at least "
-                   f"(default {d.window_s:g})")
-    b.add_argument("--windows", type=int, default=d.windows, help=f"windows per entry, in interleaved sweeps; the "
-                   f"{d.quantile:g} quantile of their medians is kept (default {d.windows})")
-    b.add_argument("--channels-last", action="store_true", help="eager and cuda: channels_last")
+    add_protocol_arguments(b)
     b.add_argument("--out", required=True, help="the table (JSON); an existing table of the same space, protocol "
                    "and device is continued")
     b.add_argument("--no-progress", action="store_true")

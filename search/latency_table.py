@@ -321,7 +321,8 @@ def time_modules(modules: dict[Any, tuple[nn.Module, tuple[int, int, int], str |
     and validation networks are timed (the tests replace it by a fake clock)."""
 
     def ready(module: nn.Module, size: tuple[int, int, int], key: str | None) -> Prepared:
-        exported = cached_onnx(module, size, key) if key and protocol.runtime == "onnxruntime" else None
+        exported = cached_onnx(module, size, key, protocol.exporter) if key and protocol.runtime == "onnxruntime" \
+            else None
         return Prepared(module, size, protocol, exported)
 
     prepared = {name: ready(*spec) for name, spec in modules.items()}

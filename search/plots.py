@@ -1,4 +1,5 @@
-"""Search plots from `trace.jsonl`: accuracy vs mult-adds, chosen block per position, accuracy over time."""
+"""Search plots from `trace.jsonl`: accuracy vs cost (accuracy_vs_mult_adds.png, or accuracy_vs_latency.png when the
+search priced latency), chosen block per position, accuracy over time."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -44,7 +45,7 @@ def write_plots(trace_path: Path, out_dir: Path, budget: float | None = None, un
         ax.axvline(budget / div, color="red", linestyle="--", label="budget")
     ax.set(xlabel=label, ylabel="validation top-1 (%)", title="Every evaluated candidate")
     ax.legend(fontsize=8)
-    written.append(_save(fig, out_dir / "accuracy_vs_mult_adds.png"))
+    written.append(_save(fig, out_dir / f"accuracy_vs_{'mult_adds' if unit == 'mult-adds' else 'latency'}.png"))
 
     fig, ax = plt.subplots(figsize=(7, 0.5 + 0.35 * max(1, len(decisions))))
     if decisions:

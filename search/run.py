@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cost", choices=COSTS, help="what the budget / target limits: mult-adds (default), or latency "
                    "predicted by --latency-table (the search refuses a table of another space or device)")
     g.add_argument("--latency-table", help="--cost latency: the table python -m search.latency build wrote")
+    g.add_argument("--table-of-another-device", action="store_true", default=None,
+                   help="--cost latency: search with a --latency-table measured on another device (a phone's table "
+                        "on a server), priced as it is: it must hold every entry of the space, and the result's "
+                        "latency is not measured here")
     g.add_argument("--latency-budget", type=parse_ms, metavar="MS",
                    help="--algo fpnas with --cost latency: the hard budget in milliseconds (e.g. 0.5ms), inside the "
                         "range of the space's networks on this device")
@@ -171,8 +175,10 @@ def _search(args: argparse.Namespace, settings: SearchSettings, argv: list[str])
     if dist.is_main:
         measured = spec.search["measured"]
         cost = spec.search["cost"]
-        latency = (f", latency {cost['predicted_ms']:.3f} ms predicted, {cost['measured_ms']:.3f} ms measured "
-                   f"({cost['protocol']['runtime']})" if cost["unit"] == "ms" else "")
+        here = ("not measured here (a table of another device)" if cost.get("measured_ms") is None
+                else f"{cost['measured_ms']:.3f} ms measured")
+        latency = (f", latency {cost['predicted_ms']:.3f} ms predicted, {here} ({cost['protocol']['runtime']})"
+                   if cost["unit"] == "ms" else "")
         print(f"searched {spec.name}: {measured['params'] / 1e6:.3f}M params, {measured['mult_adds'] / 1e6:.2f}M "
               f"mult-adds{latency}, {_top1(spec.search['val_top1'])}; wrote {out / 'spec.json'}")
         print(f"inspect: python -m fpnas_zoo info {out / 'spec.json'}")

@@ -82,7 +82,7 @@ class SearchSettings:
     # Settings added since, with the value that gives the behaviour of before: an old checkpoint has them so.
     added: ClassVar[dict[str, Any]] = {"cost": "mult-adds", "latency_table": None, "select": "none",
                                        "select_share": SHARE, "select_shortlist": SHORTLIST,
-                                       "select_epochs": FIRST_EPOCHS}
+                                       "select_epochs": FIRST_EPOCHS, "table_of_another_device": False}
 
     dataset: str = "cifar10"
     batch_size: int = 128
@@ -93,6 +93,7 @@ class SearchSettings:
     limit_val: int | None = None
     cost: str = "mult-adds"  # what the budget / target limits: mult-adds, or latency predicted by a table (ms)
     latency_table: str | None = None  # --cost latency: the table (python -m search.latency build)
+    table_of_another_device: bool = False  # --table-of-another-device: price with a table measured elsewhere
     select: str = "none"  # --select: after the search, none (the papers') or halving (search/selection.py)
     select_share: float = SHARE  # --select-share: the select stage's fraction of the whole search's wall time
     select_shortlist: int = SHORTLIST  # --select-shortlist: networks the supernet's scores hand to halving
@@ -105,6 +106,8 @@ class SearchSettings:
         if (self.cost == "latency") != (self.latency_table is not None):
             raise ValueError("--cost latency needs --latency-table (python -m search.latency build writes one)"
                              if self.latency_table is None else "--latency-table is used only with --cost latency")
+        if self.table_of_another_device and self.cost != "latency":
+            raise ValueError("--table-of-another-device is used only with --cost latency and --latency-table")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.seed < 0:
@@ -296,11 +299,20 @@ class SearchRunner:
         def prepare() -> dict | str:
             try:
                 table = LatencyTable.load(path)
-                why = table.space_refusal(space_identity(base, self.space)) or table.device_refusal()
+                why = table.space_refusal(space_identity(base, self.space))
                 if why:
                     return f"{option}: {why}"
-                added = LatencyCost(base, table, table.protocol).fill(
-                    self.space.candidates(), progress=self.progress, save=lambda: table.save(path))
+                elsewhere = table.device_refusal()
+                if elsewhere and not self.settings.table_of_another_device:
+                    return f"{option}: {elsewhere}; --table-of-another-device searches with it as it is"
+                cost = LatencyCost(base, table, table.protocol)
+                if elsewhere:  # priced as measured there: what it lacks cannot be measured here
+                    blocks, ends = cost.missing(self.space.candidates())
+                    if blocks or ends:
+                        return (f"{option}: lacks {len(blocks) + len(ends)} entries this space needs and was measured "
+                                f"on another device, so they cannot be measured here; build it for this space there")
+                added = 0 if elsewhere else cost.fill(self.space.candidates(), progress=self.progress,
+                                                      save=lambda: table.save(path))
             except TableError as e:
                 return str(e)
             log = logging.getLogger(__name__)
@@ -470,7 +482,7 @@ class SearchRunner:
             return {"unit": "mult-adds"}
         table: LatencyTable = self.cost_model.table
         measured = None
-        if self.dist.is_main:
+        if self.dist.is_main and not table.device_refusal():  # a table of another device: its latency is not here
             measured = measure_model(create_model_from_spec(self.spec_of(blocks)), table.protocol)
         validation = table.meta.get("validation") or {}
         return {"unit": "ms", "limit_ms": self.limit(), "predicted_ms": round(self.cost(blocks), 5),

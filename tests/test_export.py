@@ -25,6 +25,8 @@ from fpnas_zoo.export import (
     aligned_stem,
     export_onnx,
     export_program,
+    onnx_bytes,
+    preprocessing_metadata,
     read_onnx_metadata,
     read_program_metadata,
 )
@@ -140,6 +142,18 @@ def test_pad_residual_widening_and_narrowing_matches_onnx_runtime(exported):
     model, path = exported(spec.name, spec)
     x = torch.randn(4, *spec.input_size)
     assert_close(ort_run(path, x), eager(model, x))
+
+
+@pytest.mark.parametrize("name", ["fpnasnet_cifar", "fpnasnet_a", "fp_nas_s1pp"])
+def test_the_torchscript_exporter_matches_pytorch_in_onnx_runtime(name):
+    model = randomize(timm.create_model(name))
+    data, meta = onnx_bytes(model, exporter="torchscript")
+    x = torch.randn(2, *model.pretrained_cfg["input_size"], generator=torch.Generator().manual_seed(1))
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        assert np.abs(out - model(x).numpy()).max() < ATOL
+    assert meta == preprocessing_metadata(model) and read_onnx_metadata(session) == meta
 
 
 def test_block_variants_are_covered_by_the_exported_models():

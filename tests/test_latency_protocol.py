@@ -284,7 +284,33 @@ def test_exports_are_cached_by_content(monkeypatch, tmp_path):
     assert out.shape == (1, 4, 8, 8)
 
 
+def test_the_exporter_is_part_of_the_cache_key(monkeypatch, tmp_path):
+    monkeypatch.setenv("FPNAS_ZOO_CACHE", str(tmp_path))
+    exported = []
+    real_onnx_bytes = fpnas_zoo.export.onnx_bytes
+    monkeypatch.setattr(fpnas_zoo.export, "onnx_bytes", lambda m, *a, **k: exported.append(k["exporter"]) or
+                        real_onnx_bytes(m, *a, **k))
+    block = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()).eval()
+    traced = latency.cached_onnx(block, (4, 8, 8), "block A", "torchscript")
+    assert latency.cached_onnx(block, (4, 8, 8), "block A", "torchscript") == traced
+    latency.cached_onnx(block, (4, 8, 8), "block A")  # the same block by dynamo: not served the traced file
+    assert exported == ["torchscript", "dynamo"]
+    x = torch.randn(3, 4, 8, 8)  # the batch axis stays dynamic
+    (out,) = fpnas_zoo.export.ort_session(traced).run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        assert np.abs(out - block(x).numpy()).max() < 1e-5
+
+
+def test_an_older_protocol_reads_as_the_dynamo_exporter_and_torchscript_is_named():
+    recorded = Protocol().as_dict()
+    del recorded["exporter"]
+    assert Protocol.from_dict(recorded) == Protocol()
+    assert "TorchScript" in Protocol(exporter="torchscript").describe() and "TorchScript" not in Protocol().describe()
+
+
 @pytest.mark.parametrize("settings, option", [
+    ({"exporter": "tflite"}, "--exporter"),
+    ({"runtime": "eager", "exporter": "torchscript"}, "--exporter"),
     ({"runtime": "tpu"}, "--runtime"),
     ({"threads": 0}, "--threads"),
     ({"batch_size": 0}, "--batch-size"),

@@ -21,6 +21,7 @@ from fpnas_zoo.counting import count_mult_adds
 from fpnas_zoo.latency import Timing
 from search.latency import LatencyCost, LatencyTable, agreement, fit_correction, random_arch
 from search.latency import main as latency_main
+from fpnas_zoo.__main__ import main as zoo_main
 from search.run import main as run_main
 from search.supernet import block_key
 
@@ -240,7 +241,7 @@ def _search(tmp_path, algo, table, *extra):
 @pytest.mark.slow
 @pytest.mark.parametrize("algo, space, option", [("fpnas", FPNAS_SMOKE, "--latency-budget"),
                                                  ("fp-nas", FP_NAS_SMOKE, "--latency-target")])
-def test_a_latency_search_runs_end_to_end_and_completes_its_table(tmp_path, build, algo, space, option):
+def test_a_latency_search_runs_end_to_end_and_completes_its_table(tmp_path, build, algo, space, option, capsys):
     path = build(space)
     full = json.loads(path.read_text())
     space_, base = latency.space_from_options(full["build"])
@@ -259,6 +260,28 @@ def test_a_latency_search_runs_end_to_end_and_completes_its_table(tmp_path, buil
     trace = [json.loads(line) for line in (tmp_path / "run" / "trace.jsonl").read_text().splitlines()]
     scored = [r for r in trace if "cost" in r]
     assert scored and all(r["cost"] == pytest.approx(r["mult_adds"] / SCALE, rel=1e-6) for r in scored)
+    if algo == "fpnas":
+        assert (tmp_path / "run" / "plots" / "accuracy_vs_latency.png").exists()
+    capsys.readouterr()
+    assert zoo_main(["info", str(tmp_path / "run" / "spec.json")]) == 0  # the search's cost, as the spec holds it
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("cost: "))
+    numbers = [float(x) for x in re.findall(r"(\d+(?:\.\d+)?) ms", line)]
+    assert numbers == pytest.approx([limit, cost["predicted_ms"], cost["measured_ms"]], rel=1e-3), line
+
+
+@pytest.mark.slow
+def test_a_search_prices_with_a_complete_table_of_another_device_and_times_nothing_here(tmp_path, build,
+                                                                                         timer_calls):
+    path = _edited(build(), device={"cpu": "A phone's CPU"})
+    table = LatencyTable.load(path)
+    space_, base = latency.space_from_options(table.meta["build"])
+    start = count_spec(LatencyCost(base, table).spec(space_.default_blocks())).mult_adds / SCALE
+    before = path.read_bytes()
+    assert _search(tmp_path, "fpnas", path, "--latency-budget", f"{round(start * 0.9, 4)}ms",
+                   "--table-of-another-device") == 0
+    cost = json.loads((tmp_path / "run" / "spec.json").read_text())["search"]["cost"]
+    assert cost["device"]["cpu"] == "A phone's CPU" and cost["measured_ms"] is None
+    assert path.read_bytes() == before and not timer_calls
 
 
 def _edited(path: Path, **meta) -> Path:
@@ -293,7 +316,8 @@ def test_refusals_are_one_line_and_write_nothing(tmp_path, build, timer_calls, c
         "no table": ["--algo", "fpnas", "--latency-budget", "1ms"],
     }[case]
     (tmp_path / "x.json").write_text('{"not": "a table"}')
-    expected = {"other space": "another space", "other device": "another device", "cuda table": "no CUDA device",
+    expected = {"other space": "another space", "other device": "another device (cpu: ",
+                "cuda table": "no CUDA device",
                 "budget below the fastest": "cheapest network", "missing table": "no such file",
                 "not a table": "not a latency table", "no limit": "needs --latency-budget",
                 "mult-adds limit": "with --cost latency give --latency-budget",
@@ -310,6 +334,30 @@ def test_refusals_are_one_line_and_write_nothing(tmp_path, build, timer_calls, c
     assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0], err
     assert not (tmp_path / "run" / "spec.json").exists() and not (tmp_path / "run" / "checkpoint.pt").exists()
     assert fpnas_table.read_bytes() == before and not timer_calls
+    if case in ("other device", "cuda table"):  # the refusal names the option that searches with it anyway
+        assert "--table-of-another-device" in err[0]
+
+
+def test_a_table_of_another_device_that_lacks_entries_is_refused_and_nothing_is_timed(tmp_path, build,
+                                                                                        timer_calls, capsys):
+    path = _edited(build(), device={"cpu": "A phone's CPU"})
+    data = json.loads(path.read_text())
+    dropped = sorted(data["blocks"])[:3]
+    path.write_text(json.dumps({**data, "blocks": {k: v for k, v in data["blocks"].items() if k not in dropped}}))
+    before = path.read_bytes()
+    argv = ["--preset", "smoke", "--out", str(tmp_path / "run"), "--no-progress", "--algo", "fpnas", "--cost",
+            "latency", "--latency-budget", "1ms", "--latency-table", str(path), "--table-of-another-device"]
+    assert run_main(argv) == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not LOG_LINE.match(line)]
+    assert len(err) == 1 and "lacks 3 entries" in err[0] and "cannot be measured here" in err[0], err
+    assert path.read_bytes() == before and not timer_calls and not (tmp_path / "run" / "spec.json").exists()
+
+
+def test_table_of_another_device_needs_cost_latency(tmp_path, capsys):
+    assert run_main(["--preset", "smoke", "--algo", "fpnas", "--out", str(tmp_path / "run"), "--no-progress",
+                     "--table-of-another-device"]) == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not LOG_LINE.match(line)]
+    assert len(err) == 1 and "--table-of-another-device" in err[0] and "--cost latency" in err[0], err
 
 
 def test_build_refuses_to_continue_a_table_of_another_space_and_keeps_it(build, capsys):

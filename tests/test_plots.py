@@ -29,3 +29,13 @@ def test_coordinate_descent_plots_are_three_pngs(tmp_path):
 def test_a_trace_with_nothing_decided_yet_still_plots(tmp_path):
     written = write_plots(_trace(tmp_path / "trace.jsonl", []), tmp_path / "plots")
     assert len(written) == 3 and all(p.stat().st_size > 0 for p in written)
+
+
+def test_a_latency_search_names_its_cost_plot_for_latency(tmp_path):
+    records = [{"event": "candidate", "stage": 1, "accuracy": 50.0, "mult_adds": 1e6, "cost": 0.21,
+                "wall_time_s": 1.0},
+               {"event": "decision", "iteration": 0, "block": 0, "arch": ["t3_k3"], "accuracy": 50.0,
+                "mult_adds": 1e6, "cost": 0.21, "wall_time_s": 1.0}]
+    written = write_plots(_trace(tmp_path / "trace.jsonl", records), tmp_path / "plots", budget=0.25, unit="ms")
+    assert written[0].name == "accuracy_vs_latency.png"
+    assert not (tmp_path / "plots" / "accuracy_vs_mult_adds.png").exists()
