@@ -80,6 +80,7 @@ FAST_TESTS = {
     "bench/zoo_latency.py": "tests/test_zoo_bench.py::test_the_grouped_variant",
     "bench/latency_protocol.py": "tests/test_latency_protocol_bench.py::test_the_retest_is_run_b_against_run_a_per_protocol",
     "bench/exporter_latency.py": "tests/test_exporter_latency_bench.py::test_the_summary_of_torchscript_against_dynamo_by_hand",
+    "bench/latency_summary.py": "tests/test_latency_summary.py::test_larger_cheaper_pairs_are_counted_by_hand",
     "bench/gpu_check.py": "tests/test_gpu_check.py::test_a_failing_section_is_recorded_and_the_others_still_run",
     "bench/efficacy_stats.py": "tests/test_search_efficacy.py::test_loop_agreement_by_hand",
     "bench/search_efficacy.py": "tests/test_search_efficacy.py::test_every_pick_is_placed_among_the_uniform_in_limit_ground_truth",
