@@ -233,6 +233,7 @@ class _Probe(nn.Module):
         super().__init__()
         self.module = module
         self.pretrained_cfg = {"input_size": tuple(input_size), "architecture": "block"}
+        self.train(module.training)  # the exporter puts the probe back as it found it: the block's mode is kept
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.module(x)
