@@ -269,9 +269,8 @@ def _exporter_digest() -> str:
 def cached_onnx(module: nn.Module, input_size: tuple[int, int, int], key: str, exporter: str = "dynamo") -> bytes:
     """`module`'s export as `_runner` times it, kept on disk under the hash of `key` (what the module is: a latency
     table's block entry), its input size and the exporter (which one, torch's and onnx's versions, the project's
-    export code),
-    so a resumed or rebuilt table exports no block twice. Weights are random and speed does not depend on them, so
-    one export serves every build of the same block."""
+    export code), so a resumed or rebuilt table exports no block twice. Weights are random and speed does not
+    depend on them, so one export serves every build of the same block."""
     content = json.dumps({"key": key, "input_size": list(input_size), "exporter": _exporter_digest(),
                           **({"by": exporter} if exporter != "dynamo" else {})}, sort_keys=True)
     path = export_cache_dir() / f"{hashlib.sha256(content.encode()).hexdigest()[:32]}.onnx"

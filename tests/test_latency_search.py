@@ -167,6 +167,17 @@ def test_build_continues_a_table_it_finds_and_measures_only_what_is_missing(buil
     assert json.loads(path.read_text())["blocks"] == pytest.approx(full["blocks"])
 
 
+def test_build_continues_a_table_written_before_the_exporter_was_recorded(build, timer_calls, capsys):
+    path = build(fresh=True)
+    data = json.loads(path.read_text())
+    del data["protocol"]["exporter"]  # as tables of the same protocol were written before --exporter
+    path.write_text(json.dumps(data))
+    timer_calls.clear()
+    assert latency_main(["build", "--space", "fpnas", "--preset", "smoke", "--runtime", "eager", "--out", str(path),
+                         "--no-progress"]) == 0
+    assert "continuing" in capsys.readouterr().out and not timer_calls
+
+
 def test_agreement_figures_by_hand():
     got = agreement([1.0, 2.2, 2.5, 5.0], [1.0, 2.0, 3.0, 4.0])
     assert got["mape"] == pytest.approx((0 + 0.1 + 0.5 / 3 + 0.25) / 4)
