@@ -2,6 +2,7 @@
 search priced latency), chosen block per position, accuracy over time."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -168,5 +169,5 @@ def write_latency_validation_plot(validation: dict, correction: dict, title: str
     right.scatter([n["mult_adds"] / 1e6 for n in nets], measured, s=14, color="tab:green")
     right.set(xlabel="mult-adds (M)", ylabel="measured latency (ms)",
               title=f"The proxy: mult-adds vs latency (rho {validation['mult_adds_spearman']:.2f})")
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(textwrap.fill(title, 120), fontsize=9)  # a long title would widen the figure, not wrap
     return _save(fig, Path(path))
