@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "on a server), priced as it is: it must hold every entry of the space, and the result's "
                         "latency is not measured here")
     g.add_argument("--latency-budget", type=parse_ms, metavar="MS",
-                   help="--algo fpnas with --cost latency: the hard budget in milliseconds (e.g. 0.5ms), inside the "
+                   help="--algo fpnas with --cost latency: the hard budget in milliseconds (e.g. 0.35ms), inside the "
                         "range of the space's networks on this device")
     g.add_argument("--latency-target", type=parse_ms, metavar="MS",
                    help="--algo fp-nas with --cost latency: the soft target of the cost term in milliseconds")
