@@ -188,7 +188,7 @@ class LatencyTable:
         ceiling = v.get("retest")
         return (f"validated on {v['samples']} networks: {best['within_10pct']:.0%} within +-10%, MAPE "
                 f"{best['mape']:.1%}, Spearman rho {best['spearman']:.3f} (mult-adds: rho "
-                f"{v['mult_adds_spearman']:.3f}" + (f"; the machine's test-retest ceiling: "
+                f"{v['mult_adds_spearman']:.3f}" + (f"; the machine's test-retest of one window: "
                 f"{ceiling['within_10pct']:.0%} within +-10%, rho {ceiling['spearman']:.3f})" if ceiling else ")"))
 
 

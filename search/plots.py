@@ -161,7 +161,7 @@ def write_latency_validation_plot(validation: dict, correction: dict, title: str
                            f"within, rho {c['spearman']:.2f}")
     if validation.get("retest"):  # what no predictor can beat: the measurements against themselves
         t = validation["retest"]
-        left.plot([], [], " ", label=f"test-retest ceiling (sweep 2 vs 1): {t['within_10pct']:.0%} within, "
+        left.plot([], [], " ", label=f"test-retest of one window (sweep 2 vs 1): {t['within_10pct']:.0%} within, "
                                      f"rho {t['spearman']:.2f}")
     left.set(xlabel="measured latency (ms)", ylabel="predicted latency (ms)", xlim=(lo, hi), ylim=(lo, hi),
              title="Predicted vs measured, whole networks")
@@ -169,5 +169,7 @@ def write_latency_validation_plot(validation: dict, correction: dict, title: str
     right.scatter([n["mult_adds"] / 1e6 for n in nets], measured, s=14, color="tab:green")
     right.set(xlabel="mult-adds (M)", ylabel="measured latency (ms)",
               title=f"The proxy: mult-adds vs latency (rho {validation['mult_adds_spearman']:.2f})")
-    fig.suptitle(textwrap.fill(title, 120), fontsize=9)  # a long title would widen the figure, not wrap
+    wrapped = textwrap.fill(title, 120)  # a long title would widen the figure, not wrap
+    fig.suptitle(wrapped, fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.03 * (wrapped.count("\n") + 1)))  # below the title, not under it
     return _save(fig, Path(path))

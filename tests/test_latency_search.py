@@ -222,7 +222,7 @@ def test_validate_fits_a_correction_when_whole_networks_differ_from_the_sum(buil
                          "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "corrected (1.250 x sum +0.500 ms, fitted on the calibration networks" in printed
-    assert "test-retest ceiling (each network's second sweep against its first): 100% within +-10%" in printed
+    assert "test-retest of one window (each network's second sweep against its first; the latency kept, over all windows, repeats better): 100% within +-10%" in printed
     assert path.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # predicted vs measured, plotted
     assert len(timed) == 12 + 5  # the table is complete: only whole networks, each once
     table = LatencyTable.load(path)
