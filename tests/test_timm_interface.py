@@ -136,8 +136,8 @@ def test_features_only_feature_classes_agree(name, feature_cls):
         outs = list(outs.values()) if isinstance(outs, dict) else outs
         expected = reference.forward_intermediates(x, intermediates_only=True)
     assert len(outs) == len(expected) >= 3
-    for out, exp in zip(outs, expected, strict=True):
-        assert torch.equal(out, exp)
+    for out, exp in zip(outs, expected, strict=True):  # the same ops; fx's graph may sum in another order
+        torch.testing.assert_close(out, exp, rtol=1e-4, atol=1e-6 * float(exp.abs().max()))
     channels = [info["num_chs"] for info in reference.feature_info]
     reductions = [info["reduction"] for info in reference.feature_info]
     assert [o.shape[1] for o in outs] == channels
