@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import io
 import json
 import logging
@@ -237,13 +238,19 @@ def _channel_shuffle_symbolic(g, x, groups):
     return g.op("Reshape", g.op("Transpose", grouped, perm_i=[0, 2, 1, 3, 4]), g.op("Shape", x))
 
 
+@functools.cache
+def _register_channel_shuffle() -> None:
+    """Give the TorchScript exporter `_channel_shuffle_symbolic`, once a process (the registry is global)."""
+    torch.onnx.register_custom_op_symbolic("aten::channel_shuffle", _channel_shuffle_symbolic, 9)
+
+
 def _torchscript_proto(model: nn.Module, name: str, opset: int | None):
     """`model` converted by torch.onnx's TorchScript exporter (`dynamo=False`): a trace, constants folded, BatchNorm
     folded into the convolutions in eval mode; a batch axis named 'batch'."""
     import onnx
 
     buffer = io.BytesIO()
-    torch.onnx.register_custom_op_symbolic("aten::channel_shuffle", _channel_shuffle_symbolic, 9)
+    _register_channel_shuffle()
     try:
         with _quiet(), torch.no_grad():
             torch.onnx.export(model, (_example(model, TRACE_BATCH, seed=0),), buffer, dynamo=False,
